@@ -1,0 +1,52 @@
+"""Shared persistence core: occurrence-scoped tasks and thoughts on PostgreSQL or SQLite.
+
+Open a :class:`Store`, then work through ``store.scope(occurrence_id)`` — every query of
+that handle filters by the occurrence and every write stamps or guards by it.
+"""
+
+from occurrence_store.errors import (
+    DatabaseUnavailable,
+    InvalidDatabaseURL,
+    InvalidOccurrenceId,
+    MigrationError,
+    NotOwnedError,
+    StoreError,
+    UnknownOccurrence,
+    VersionConflict,
+)
+from occurrence_store.models import (
+    SHARED_OCCURRENCE_ID,
+    DrainResult,
+    InFlightPolicy,
+    Occurrence,
+    OccurrenceState,
+    Task,
+    TaskStatus,
+    Thought,
+    ThoughtStatus,
+    TransferRecord,
+)
+from occurrence_store.store import ScopedStore, Store
+
+__all__ = [
+    "SHARED_OCCURRENCE_ID",
+    "DatabaseUnavailable",
+    "DrainResult",
+    "InFlightPolicy",
+    "InvalidDatabaseURL",
+    "InvalidOccurrenceId",
+    "MigrationError",
+    "NotOwnedError",
+    "Occurrence",
+    "OccurrenceState",
+    "ScopedStore",
+    "Store",
+    "StoreError",
+    "Task",
+    "TaskStatus",
+    "Thought",
+    "ThoughtStatus",
+    "TransferRecord",
+    "UnknownOccurrence",
+    "VersionConflict",
+]

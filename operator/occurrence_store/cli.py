@@ -1,0 +1,248 @@
+"""``occurrence-store``: migrate, inspect occurrences, submit and list tasks, drain.
+
+Every listing takes ``--output json`` (keys documented in docs/cli.md, stable across
+releases). Errors are one line on stderr with a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from occurrence_store.errors import StoreError, UnknownOccurrence
+from occurrence_store.models import (
+    InFlightPolicy,
+    TaskStatus,
+    validate_occurrence_id,
+)
+from occurrence_store.store import Store
+from occurrence_store.urls import default_database_url, parse_database_url
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="occurrence-store",
+        description="Inspect and operate the occurrence database (PostgreSQL or SQLite).",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="postgresql://USER@HOST:PORT/DB or sqlite:///PATH (default: $DATABASE_URL, else "
+        f"the embedded SQLite file {default_database_url()})",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    migrate = sub.add_parser("migrate", help="apply pending schema migrations")
+    migrate.add_argument("--status", action="store_true", help="show migrations, apply nothing")
+    _output(migrate)
+
+    occ = sub.add_parser("occurrences", help="list occurrences: state, heartbeat, pending work")
+    occ_sub = occ.add_subparsers(dest="occ_command", metavar="SUBCOMMAND")
+    reg = occ_sub.add_parser("register", help="register an occurrence (as its runtime would)")
+    reg.add_argument("occurrence_id")
+    reg.add_argument("--ordinal", type=int)
+    _output(occ)
+
+    tasks = sub.add_parser("tasks", help="submit or list one occurrence's tasks")
+    tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True, metavar="SUBCOMMAND")
+    submit = tasks_sub.add_parser("submit", help="add pending tasks to an occurrence")
+    submit.add_argument("--occurrence", required=True)
+    submit.add_argument("--description", required=True)
+    submit.add_argument("--count", type=_positive_int, default=1)
+    submit.add_argument("--channel", default="")
+    _output(submit)
+    listing = tasks_sub.add_parser("list", help="list an occurrence's tasks")
+    listing.add_argument("--occurrence", required=True)
+    listing.add_argument("--status", choices=[s.value for s in TaskStatus])
+    _output(listing)
+
+    drain = sub.add_parser("drain", help="move an occurrence's pending work to survivors")
+    drain.add_argument("--from", dest="source", required=True)
+    drain.add_argument("--to", dest="targets", required=True,
+                       help="comma-separated survivor occurrence ids")
+    drain.add_argument("--in-flight", choices=[p.value for p in InFlightPolicy],
+                       default=InFlightPolicy.RELEASE.value,
+                       help="release: processing thoughts go back to pending and move; "
+                       "leave: tasks with processing thoughts stay (default: release)")
+    drain.add_argument("--batch-size", type=_positive_int, default=25_000)
+    drain.add_argument("--reason", default="manual drain")
+    _output(drain)
+    return parser
+
+
+def _output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", "-o", choices=["text", "json"], default="text")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return n
+
+
+def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
+    if args.output == "json":
+        print(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    else:
+        print(text)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [list(map(str, headers))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+async def _known(store: Store, occurrence_id: str) -> None:
+    """Refuse ids that are neither registered nor own any work: almost always a typo."""
+    validate_occurrence_id(occurrence_id)
+    if await store.registry.get(occurrence_id) is not None:
+        return
+    if await store.scope(occurrence_id).count_tasks() > 0:
+        return
+    known = ", ".join(o.occurrence_id for o in await store.registry.list()) or "none"
+    raise UnknownOccurrence(
+        f"unknown occurrence {occurrence_id!r} (registered: {known}); "
+        "register it with `occurrence-store occurrences register ID`"
+    )
+
+
+async def _run(args: argparse.Namespace) -> int:
+    url = parse_database_url(args.database_url)
+    store = await Store.open(url)
+    try:
+        if args.command == "migrate":
+            return await _cmd_migrate(store, args)
+        await _require_schema(store)
+        if args.command == "occurrences":
+            return await _cmd_occurrences(store, args)
+        if args.command == "tasks":
+            return await _cmd_tasks(store, args)
+        if args.command == "drain":
+            return await _cmd_drain(store, args)
+        raise AssertionError(args.command)
+    finally:
+        await store.close()
+
+
+async def _require_schema(store: Store) -> None:
+    pending = [s for s in await store.migrator.status() if not s.applied]
+    if pending:
+        raise StoreError(
+            f"database schema is not migrated ({len(pending)} pending): run "
+            "`occurrence-store migrate` first"
+        )
+
+
+async def _cmd_migrate(store: Store, args: argparse.Namespace) -> int:
+    if not args.status:
+        applied = await store.migrator.migrate()
+        payload = {"applied": [{"version": m.version, "name": m.name} for m in applied]}
+        text = ("\n".join(f"applied {m.version:03d}_{m.name}" for m in applied)
+                or "schema is up to date")
+        _emit(args, payload, text)
+        return 0
+    statuses = await store.migrator.status()
+    payload = {"migrations": [
+        {"version": s.version, "name": s.name, "applied": s.applied,
+         "applied_at": s.applied_at.isoformat() if s.applied_at else None,
+         "checksum_ok": s.checksum_ok} for s in statuses]}
+    rows = [(f"{s.version:03d}", s.name, "applied" if s.applied else "pending",
+             s.applied_at.isoformat() if s.applied_at else "-") for s in statuses]
+    _emit(args, payload, _table(("VERSION", "NAME", "STATE", "APPLIED AT"), rows))
+    return 0
+
+
+async def _cmd_occurrences(store: Store, args: argparse.Namespace) -> int:
+    if getattr(args, "occ_command", None) == "register":
+        occ = await store.registry.register(args.occurrence_id, ordinal=args.ordinal)
+        _emit(args, {"occurrence_id": occ.occurrence_id, "state": occ.state.value},
+              f"registered {occ.occurrence_id} ({occ.state.value})")
+        return 0
+    now = store.clock()
+    occurrences = await store.registry.list()
+    payload = {"occurrences": [
+        {"occurrence_id": o.occurrence_id, "ordinal": o.ordinal, "state": o.state.value,
+         "version": o.version, "quiesced": o.quiesced,
+         "heartbeat_age_seconds": round(o.heartbeat_age(now), 3),
+         "lease_expired": o.lease_expired(now),
+         "pending_tasks": o.pending_tasks, "active_tasks": o.active_tasks}
+        for o in occurrences]}
+    rows = [(o.occurrence_id, o.state.value + (" (lease expired)" if o.lease_expired(now) else ""),
+             f"{o.heartbeat_age(now):.1f}s", o.pending_tasks, o.active_tasks) for o in occurrences]
+    _emit(args, payload, _table(("OCCURRENCE", "STATE", "HEARTBEAT AGE", "PENDING", "ACTIVE"),
+                                rows))
+    return 0
+
+
+async def _cmd_tasks(store: Store, args: argparse.Namespace) -> int:
+    await _known(store, args.occurrence)
+    scope = store.scope(args.occurrence)
+    if args.tasks_command == "submit":
+        ids = await scope.add_tasks([args.description] * args.count, channel_id=args.channel)
+        _emit(args, {"occurrence_id": args.occurrence, "task_ids": ids},
+              f"submitted {len(ids)} task(s) to {args.occurrence}")
+        return 0
+    tasks = (await scope.get_tasks_by_status(TaskStatus(args.status)) if args.status
+             else await scope.get_all_tasks())
+    payload = {"occurrence_id": args.occurrence, "tasks": [
+        {"task_id": t.task_id, "status": t.status.value, "description": t.description,
+         "channel_id": t.channel_id, "priority": t.priority,
+         "created_at": t.created_at.isoformat(), "updated_at": t.updated_at.isoformat()}
+        for t in tasks]}
+    rows = [(t.task_id, t.status.value, t.priority, t.description[:60]) for t in tasks]
+    _emit(args, payload, _table(("TASK", "STATUS", "PRIORITY", "DESCRIPTION"), rows))
+    return 0
+
+
+async def _cmd_drain(store: Store, args: argparse.Namespace) -> int:
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not targets:
+        raise StoreError("--to needs at least one survivor occurrence id")
+    await _known(store, args.source)
+    for target in targets:
+        validate_occurrence_id(target)
+        if await store.registry.get(target) is None:
+            raise UnknownOccurrence(
+                f"survivor {target!r} is not registered: work would go to nobody"
+            )
+    result = await store.transfers.drain(
+        args.source, targets, in_flight=InFlightPolicy(args.in_flight), reason=args.reason,
+        batch_size=args.batch_size,
+    )
+    payload = result.model_dump()
+    text = (f"moved {result.tasks_moved} task(s) and {result.thoughts_moved} thought(s) from "
+            f"{args.source}: " + ", ".join(f"{k}={v}" for k, v in result.per_target.items())
+            + (f"; {result.tasks_left_in_flight} left in flight"
+               if result.tasks_left_in_flight else ""))
+    _emit(args, payload, text)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(_run(args))
+    except StoreError as exc:
+        print(f"occurrence-store: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""A thin async database interface with one implementation per backend.
+
+SQL is written once with PostgreSQL's ``$1`` placeholders; the SQLite adapter rewrites them
+to SQLite's numbered ``?1`` form. Where the dialects truly differ (locking, arrays, upserts
+of leases) the caller picks the statement by :attr:`Database.dialect`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosqlite
+import asyncpg
+
+from occurrence_store.errors import DatabaseUnavailable, InvalidDatabaseURL
+from occurrence_store.urls import DatabaseURL, Dialect, parse_database_url
+
+Row = dict[str, Any]
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+class Connection(Protocol):
+    """What the core needs from one connection (inside or outside a transaction)."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+    async def fetchval(self, sql: str, *args: Any) -> Any: ...
+    async def execute(self, sql: str, *args: Any) -> None: ...
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None: ...
+    async def execute_script(self, sql: str) -> None: ...
+
+
+class Database(Protocol):
+    dialect: Dialect
+    url: DatabaseURL
+
+    def connection(self) -> contextlib.AbstractAsyncContextManager[Connection]: ...
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Connection]: ...
+    async def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+class _PgConnection:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.raw = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return [dict(r) for r in await self.raw.fetch(sql, *args)]
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        row = await self.raw.fetchrow(sql, *args)
+        return dict(row) if row is not None else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self.raw.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self.raw.execute(sql, *args)
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        await self.raw.executemany(sql, list(args))
+
+    async def execute_script(self, sql: str) -> None:
+        await self.raw.execute(sql)
+
+
+class PostgresDatabase:
+    dialect: Dialect = "postgresql"
+
+    def __init__(self, url: DatabaseURL, pool: asyncpg.Pool) -> None:
+        self.url = url
+        self.pool = pool
+
+    @classmethod
+    async def connect(
+        cls, url: DatabaseURL, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0
+    ) -> PostgresDatabase:
+        try:
+            pool = await asyncpg.create_pool(
+                url.url, min_size=min_size, max_size=max_size, timeout=timeout,
+                command_timeout=300,
+            )
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise DatabaseUnavailable(
+                f"cannot connect to {url.redacted}: {_describe(exc)}"
+            ) from None
+        except ValueError as exc:  # asyncpg's DSN parser
+            raise InvalidDatabaseURL(f"invalid PostgreSQL URL: {exc}") from None
+        return cls(url, pool)
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        async with self.pool.acquire() as conn:
+            yield _PgConnection(conn)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield _PgConnection(conn)
+
+    async def dedicated_connection(self) -> asyncpg.Connection:
+        """A connection outside the pool, for LISTEN (a pool resets listeners on release)."""
+        return await asyncpg.connect(self.url.url)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]
+
+
+# --------------------------------------------------------------------------- SQLite
+
+
+def _sqlite_param(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return to_sqlite_timestamp(value)
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def to_sqlite_timestamp(value: datetime) -> str:
+    """Fixed-width UTC ISO text, so that string order is time order in SQLite."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def _sqlite_sql(sql: str) -> str:
+    return _PLACEHOLDER.sub(r"?\1", sql)
+
+
+class _SqliteConnection:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.raw = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self.raw.execute(_sqlite_sql(sql), [_sqlite_param(a) for a in args]) as cur:
+            rows = await cur.fetchall()
+        return [dict(r) for r in rows]
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self.fetchrow(sql, *args)
+        return next(iter(row.values())) if row else None
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self.raw.execute(_sqlite_sql(sql), [_sqlite_param(a) for a in args])
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        await self.raw.executemany(
+            _sqlite_sql(sql), [[_sqlite_param(a) for a in row] for row in args]
+        )
+
+    async def execute_script(self, sql: str) -> None:
+        """Run several statements one by one: ``executescript`` would COMMIT first."""
+        for statement in split_sql_statements(sql):
+            await self.raw.execute(statement)
+
+
+def split_sql_statements(sql: str) -> list[str]:
+    statements: list[str] = []
+    buffer = ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in buffer.splitlines()
+    ):
+        statements.append(buffer.strip())
+    return statements
+
+
+class SqliteDatabase:
+    """One SQLite connection per :class:`SqliteDatabase`, used by one task at a time.
+
+    Writers take ``BEGIN IMMEDIATE`` so the write lock is taken up front (no upgrade
+    deadlocks between processes); WAL lets readers go on meanwhile; ``busy_timeout``
+    makes a second process wait for the lock instead of failing.
+    """
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, url: DatabaseURL, conn: aiosqlite.Connection) -> None:
+        self.url = url
+        self.conn = conn
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, url: DatabaseURL, *, busy_timeout_ms: int = 30000) -> SqliteDatabase:
+        assert url.sqlite_path is not None
+        path = Path(url.sqlite_path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = await aiosqlite.connect(str(path), isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise DatabaseUnavailable(f"cannot open SQLite database {path}: {exc}") from None
+        conn.row_factory = aiosqlite.Row
+        await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        return cls(url, conn)
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        async with self._lock:
+            yield _SqliteConnection(self.conn)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self._lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteConnection(self.conn)
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+            else:
+                await self.conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+async def open_database(url: str | DatabaseURL | None, **kwargs: Any) -> Database:
+    parsed = url if isinstance(url, DatabaseURL) else parse_database_url(url)
+    if parsed.dialect == "postgresql":
+        return await PostgresDatabase.connect(parsed, **kwargs)
+    return await SqliteDatabase.connect(parsed, **kwargs)

@@ -1,0 +1,42 @@
+"""Errors the core raises. Every one carries a message fit for a one-line CLI error."""
+
+
+class StoreError(Exception):
+    """Base class of every error raised by the persistence core."""
+
+
+class InvalidDatabaseURL(StoreError):
+    """The database URL cannot be understood (unknown scheme, missing path...)."""
+
+
+class DatabaseUnavailable(StoreError):
+    """The database server cannot be reached or refused the connection."""
+
+
+class InvalidOccurrenceId(StoreError):
+    """An occurrence id that is empty, too long, reserved or has forbidden characters."""
+
+
+class UnknownOccurrence(StoreError):
+    """An occurrence that is neither registered nor owns any work."""
+
+
+class NotOwnedError(StoreError):
+    """A write aimed at work that belongs to another occurrence (nothing was changed)."""
+
+
+class VersionConflict(StoreError):
+    """An optimistic write lost: the row changed since the writer read it (nothing overwritten)."""
+
+    def __init__(self, occurrence_id: str, expected: int, actual: int | None) -> None:
+        self.occurrence_id = occurrence_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"occurrence {occurrence_id!r} changed concurrently: expected version {expected}, "
+            f"found {actual if actual is not None else 'no row'}"
+        )
+
+
+class MigrationError(StoreError):
+    """A migration could not be applied, or an applied migration was edited afterwards."""

@@ -1,0 +1,292 @@
+"""Moving work between occurrences: single tasks, thoughts, and the bulk drain.
+
+Every write is guarded on the owner it expects (``WHERE agent_occurrence_id = from``), so a
+transfer can never take a task that moved or finished meanwhile. A task's thoughts move
+with it in the same transaction, and each moved task gets one ``task_transfers`` row.
+The drain works in batches, each one transaction: a drain killed half-way leaves every
+task with exactly one owner, and running it again moves only what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from occurrence_store.balance import balanced_quotas, spread_assignment
+from occurrence_store.clock import Clock
+from occurrence_store.database import Connection, Database
+from occurrence_store.errors import StoreError
+from occurrence_store.models import (
+    TRANSFERABLE_TASK_STATUSES,
+    DrainResult,
+    InFlightPolicy,
+    ThoughtStatus,
+    TransferRecord,
+    validate_occurrence_id,
+)
+
+log = logging.getLogger("occurrence_store.transfer")
+
+DEFAULT_DRAIN_BATCH = 25_000
+_MOVABLE = tuple(s.value for s in TRANSFERABLE_TASK_STATUSES)
+
+
+class Transfers:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self._now = clock
+
+    # ----------------------------------------------------------------- single task
+
+    async def transfer_task_ownership(
+        self, task_id: str, from_occurrence_id: str, to_occurrence_id: str, *,
+        reason: str = "manual",
+    ) -> bool:
+        """Move one task (and its thoughts) if ``from_occurrence_id`` still owns it."""
+        validate_occurrence_id(to_occurrence_id, allow_shared=True)
+        now = self._now()
+        async with self.db.transaction() as conn:
+            row = await conn.fetchrow(
+                "UPDATE tasks SET agent_occurrence_id = $1, updated_at = $2 "
+                "WHERE task_id = $3 AND agent_occurrence_id = $4 RETURNING task_id",
+                to_occurrence_id, now, task_id, from_occurrence_id,
+            )
+            if row is None:
+                return False
+            moved = await conn.fetch(
+                "UPDATE thoughts SET agent_occurrence_id = $1, updated_at = $2 "
+                "WHERE source_task_id = $3 AND agent_occurrence_id = $4 RETURNING thought_id",
+                to_occurrence_id, now, task_id, from_occurrence_id,
+            )
+            await _record(conn, [(task_id, to_occurrence_id, len(moved))], from_occurrence_id,
+                          reason, now)
+        log.info("transferred task %s from %s to %s (%d thoughts): %s", task_id,
+                 from_occurrence_id, to_occurrence_id, len(moved), reason,
+                 extra={"occurrence_id": from_occurrence_id})
+        return True
+
+    async def transfer_thought_ownership(
+        self, from_occurrence_id: str, to_occurrence_id: str, task_id: str
+    ) -> int:
+        """Move the thoughts of ``task_id`` still owned by ``from`` to ``to``; return how many."""
+        validate_occurrence_id(to_occurrence_id, allow_shared=True)
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(
+                "UPDATE thoughts SET agent_occurrence_id = $1, updated_at = $2 "
+                "WHERE source_task_id = $3 AND agent_occurrence_id = $4 RETURNING thought_id",
+                to_occurrence_id, self._now(), task_id, from_occurrence_id,
+            )
+        return len(rows)
+
+    # ----------------------------------------------------------------- drain
+
+    async def drain(
+        self,
+        from_occurrence_id: str,
+        to_occurrence_ids: Sequence[str],
+        *,
+        in_flight: InFlightPolicy,
+        reason: str = "drain",
+        batch_size: int = DEFAULT_DRAIN_BATCH,
+    ) -> DrainResult:
+        """Move every pending/active task of ``from`` (with thoughts) to the survivors.
+
+        Survivors receive work in proportion to what they lack (balanced by their current
+        pending+active load). ``in_flight`` says what happens to tasks with a PROCESSING
+        thought: :attr:`InFlightPolicy.RELEASE` resets those thoughts to pending and moves
+        the task; :attr:`InFlightPolicy.LEAVE` keeps such tasks with ``from`` (reported in
+        ``tasks_left_in_flight``) for a later drain.
+        """
+        targets = list(dict.fromkeys(to_occurrence_ids))
+        if not targets:
+            raise StoreError("a drain needs at least one survivor")
+        if from_occurrence_id in targets:
+            raise StoreError(f"cannot drain {from_occurrence_id!r} into itself")
+        for target in targets:
+            validate_occurrence_id(target)
+        in_flight = InFlightPolicy(in_flight)
+        result = DrainResult(from_occurrence_id=from_occurrence_id)
+
+        if in_flight is InFlightPolicy.RELEASE:
+            async with self.db.connection() as conn:
+                released = await conn.fetch(
+                    "UPDATE thoughts SET status = $1, updated_at = $2 "
+                    "WHERE agent_occurrence_id = $3 AND status = $4 RETURNING thought_id",
+                    ThoughtStatus.PENDING.value, self._now(), from_occurrence_id,
+                    ThoughtStatus.PROCESSING.value,
+                )
+            result.thoughts_released = len(released)
+
+        while True:
+            moved_tasks, moved_thoughts, per_target = await self._drain_batch(
+                from_occurrence_id, targets, in_flight, reason, batch_size
+            )
+            if moved_tasks == 0:
+                break
+            result.batches += 1
+            result.tasks_moved += moved_tasks
+            result.thoughts_moved += moved_thoughts
+            for target, n in per_target.items():
+                result.per_target[target] = result.per_target.get(target, 0) + n
+
+        async with self.db.connection() as conn:
+            result.tasks_left_in_flight = int(await conn.fetchval(
+                f"SELECT COUNT(*) FROM tasks WHERE agent_occurrence_id = $1 "
+                f"AND status IN ({_in_list(2, len(_MOVABLE))})",
+                from_occurrence_id, *_MOVABLE,
+            ) or 0)
+        log.info(
+            "drained %s: %d tasks, %d thoughts moved to %s; %d left in flight",
+            from_occurrence_id, result.tasks_moved, result.thoughts_moved,
+            result.per_target, result.tasks_left_in_flight,
+            extra={"occurrence_id": from_occurrence_id},
+        )
+        return result
+
+    async def _drain_batch(
+        self, source: str, targets: list[str], in_flight: InFlightPolicy, reason: str,
+        batch_size: int,
+    ) -> tuple[int, int, dict[str, int]]:
+        now = self._now()
+        busy_filter = ""
+        if in_flight is InFlightPolicy.LEAVE:
+            busy_filter = (
+                " AND NOT EXISTS (SELECT 1 FROM thoughts th WHERE th.source_task_id = t.task_id"
+                f" AND th.agent_occurrence_id = t.agent_occurrence_id AND th.status = "
+                f"'{ThoughtStatus.PROCESSING.value}')"
+            )
+        lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""
+        async with self.db.transaction() as conn:
+            rows = await conn.fetch(
+                f"SELECT t.task_id FROM tasks t WHERE t.agent_occurrence_id = $1 "
+                f"AND t.status IN ({_in_list(2, len(_MOVABLE))}){busy_filter} "
+                f"ORDER BY t.priority DESC, t.created_at, t.task_id "
+                f"LIMIT ${2 + len(_MOVABLE)}{lock}",
+                source, *_MOVABLE, batch_size,
+            )
+            if not rows:
+                return 0, 0, {}
+            task_ids = [r["task_id"] for r in rows]
+            loads = await _loads(conn, targets)
+            quotas = balanced_quotas([loads.get(t, 0) for t in targets], len(task_ids))
+            plan = spread_assignment(task_ids, targets, quotas)
+            if self.db.dialect == "postgresql":
+                moved, thoughts = await _apply_pg(conn, plan, source, reason, now)
+            else:
+                moved, thoughts = await _apply_sqlite(conn, plan, source, reason, now)
+        per_target: dict[str, int] = {}
+        for _task_id, target in moved:
+            per_target[target] = per_target.get(target, 0) + 1
+        return len(moved), thoughts, per_target
+
+    async def transfers_for_task(self, task_id: str) -> list[TransferRecord]:
+        """The audit trail of one task: answers "where did my task go"."""
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT transfer_id, task_id, from_occurrence_id, to_occurrence_id, reason, "
+                "thoughts_moved, transferred_at FROM task_transfers WHERE task_id = $1 "
+                "ORDER BY transfer_id", task_id,
+            )
+        return [TransferRecord.model_validate(r) for r in rows]
+
+    async def count_transfers(self, *, from_occurrence_id: str | None = None) -> int:
+        async with self.db.connection() as conn:
+            if from_occurrence_id is None:
+                return int(await conn.fetchval("SELECT COUNT(*) FROM task_transfers") or 0)
+            return int(await conn.fetchval(
+                "SELECT COUNT(*) FROM task_transfers WHERE from_occurrence_id = $1",
+                from_occurrence_id) or 0)
+
+
+def _in_list(first: int, count: int) -> str:
+    return ", ".join(f"${i}" for i in range(first, first + count))
+
+
+async def _loads(conn: Connection, targets: list[str]) -> dict[str, int]:
+    rows = await conn.fetch(
+        f"SELECT agent_occurrence_id, COUNT(*) AS n FROM tasks "
+        f"WHERE agent_occurrence_id IN ({_in_list(1, len(targets))}) "
+        f"AND status IN ({_in_list(1 + len(targets), len(_MOVABLE))}) "
+        "GROUP BY agent_occurrence_id",
+        *targets, *_MOVABLE,
+    )
+    return {r["agent_occurrence_id"]: int(r["n"]) for r in rows}
+
+
+async def _apply_pg(conn: Connection, plan: list[tuple[str, str]], source: str, reason: str,
+                    now) -> tuple[list[tuple[str, str]], int]:
+    """One statement: move tasks, move their thoughts, write the transfer records."""
+    rows = await conn.fetch(
+        """
+        WITH plan AS (
+            SELECT * FROM unnest($1::text[], $2::text[]) AS p(task_id, target)
+        ), moved AS (
+            UPDATE tasks t SET agent_occurrence_id = p.target, updated_at = $4
+            FROM plan p WHERE t.task_id = p.task_id AND t.agent_occurrence_id = $3
+            RETURNING t.task_id, p.target
+        ), moved_thoughts AS (
+            UPDATE thoughts th SET agent_occurrence_id = m.target, updated_at = $4
+            FROM moved m WHERE th.source_task_id = m.task_id AND th.agent_occurrence_id = $3
+            RETURNING th.source_task_id
+        ), per_task AS (
+            SELECT source_task_id, COUNT(*) AS n FROM moved_thoughts GROUP BY source_task_id
+        ), recorded AS (
+            INSERT INTO task_transfers (task_id, from_occurrence_id, to_occurrence_id, reason,
+                                        thoughts_moved, transferred_at)
+            SELECT m.task_id, $3, m.target, $5, COALESCE(pt.n, 0), $4
+            FROM moved m LEFT JOIN per_task pt ON pt.source_task_id = m.task_id
+            RETURNING thoughts_moved
+        )
+        SELECT m.task_id, m.target, (SELECT COALESCE(SUM(thoughts_moved), 0) FROM recorded) AS th
+        FROM moved m
+        """,
+        [t for t, _ in plan], [g for _, g in plan], source, now, reason,
+    )
+    thoughts = int(rows[0]["th"]) if rows else 0
+    return [(r["task_id"], r["target"]) for r in rows], thoughts
+
+
+async def _apply_sqlite(conn: Connection, plan: list[tuple[str, str]], source: str, reason: str,
+                        now) -> tuple[list[tuple[str, str]], int]:
+    """The same as :func:`_apply_pg`, statement by statement under ``BEGIN IMMEDIATE``."""
+    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS drain_plan "
+                       "(task_id TEXT PRIMARY KEY, target TEXT NOT NULL)")
+    await conn.execute("DELETE FROM drain_plan")
+    await conn.executemany("INSERT INTO drain_plan (task_id, target) VALUES ($1, $2)", plan)
+    # Keep only rows the source still owns (the guard), then move thoughts, tasks, records.
+    await conn.execute(
+        "DELETE FROM drain_plan WHERE task_id NOT IN "
+        "(SELECT task_id FROM tasks WHERE agent_occurrence_id = $1)", source)
+    counts = await conn.fetch(
+        "SELECT p.task_id, p.target, (SELECT COUNT(*) FROM thoughts th WHERE "
+        "th.source_task_id = p.task_id AND th.agent_occurrence_id = $1) AS n FROM drain_plan p",
+        source,
+    )
+    await conn.execute(
+        "UPDATE thoughts SET agent_occurrence_id = (SELECT target FROM drain_plan p "
+        "WHERE p.task_id = thoughts.source_task_id), updated_at = $2 "
+        "WHERE agent_occurrence_id = $1 AND source_task_id IN (SELECT task_id FROM drain_plan)",
+        source, now,
+    )
+    await conn.execute(
+        "UPDATE tasks SET agent_occurrence_id = (SELECT target FROM drain_plan p "
+        "WHERE p.task_id = tasks.task_id), updated_at = $2 "
+        "WHERE agent_occurrence_id = $1 AND task_id IN (SELECT task_id FROM drain_plan)",
+        source, now,
+    )
+    await conn.executemany(
+        "INSERT INTO task_transfers (task_id, from_occurrence_id, to_occurrence_id, reason, "
+        "thoughts_moved, transferred_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        [(r["task_id"], source, r["target"], reason, int(r["n"]), now) for r in counts],
+    )
+    await conn.execute("DELETE FROM drain_plan")
+    return [(r["task_id"], r["target"]) for r in counts], sum(int(r["n"]) for r in counts)
+
+
+async def _record(conn: Connection, moved: list[tuple[str, str, int]], source: str, reason: str,
+                  now) -> None:
+    await conn.executemany(
+        "INSERT INTO task_transfers (task_id, from_occurrence_id, to_occurrence_id, reason, "
+        "thoughts_moved, transferred_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        [(task_id, source, target, reason, n, now) for task_id, target, n in moved],
+    )

@@ -1,0 +1,108 @@
+"""The ``occurrence-store`` CLI as users run it: a real process, real databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "occurrence_store.cli"]
+
+
+def run(url: str | None, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    base = [*CLI] + (["--database-url", url] if url else [])
+    return subprocess.run([*base, *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def ok(url: str, *args: str) -> subprocess.CompletedProcess:
+    result = run(url, *args)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "occurrence-store"
+    assert script.exists()
+    assert subprocess.run([str(script), "--help"], capture_output=True).returncode == 0
+
+
+def test_full_flow_with_json_output(db_url: str) -> None:
+    migrated = json.loads(ok(db_url, "migrate", "--output", "json").stdout)
+    assert [m["version"] for m in migrated["applied"]] == [1, 2, 3]
+    status = json.loads(ok(db_url, "migrate", "--status", "-o", "json").stdout)
+    assert all(m["applied"] and m["checksum_ok"] for m in status["migrations"])
+    for i in range(3):
+        ok(db_url, "occurrences", "register", f"agent-{i}", "--ordinal", str(i))
+    submitted = json.loads(ok(db_url, "tasks", "submit", "--occurrence", "agent-2",
+                              "--description", "work", "--count", "7", "-o", "json").stdout)
+    assert len(submitted["task_ids"]) == 7
+    listed = json.loads(ok(db_url, "tasks", "list", "--occurrence", "agent-2",
+                           "--status", "pending", "-o", "json").stdout)
+    assert {t["task_id"] for t in listed["tasks"]} == set(submitted["task_ids"])
+    assert set(listed["tasks"][0]) == {"task_id", "status", "description", "channel_id",
+                                       "priority", "created_at", "updated_at"}
+    drained = json.loads(ok(db_url, "drain", "--from", "agent-2", "--to", "agent-0,agent-1",
+                            "-o", "json").stdout)
+    assert drained["tasks_moved"] == 7 and sorted(drained["per_target"].values()) == [3, 4]
+    occ = json.loads(ok(db_url, "occurrences", "-o", "json").stdout)["occurrences"]
+    assert [o["occurrence_id"] for o in occ] == ["agent-0", "agent-1", "agent-2"]
+    assert {o["occurrence_id"]: o["pending_tasks"] for o in occ}["agent-2"] == 0
+    assert set(occ[0]) == {"occurrence_id", "ordinal", "state", "version", "quiesced",
+                           "heartbeat_age_seconds", "lease_expired", "pending_tasks",
+                           "active_tasks"}
+    text = ok(db_url, "occurrences").stdout
+    assert text.splitlines()[0].split()[:2] == ["OCCURRENCE", "STATE"]
+
+
+def test_database_url_from_environment(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    result = run(None, "migrate", env={"DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "env.db").exists()
+
+
+def test_default_is_the_embedded_sqlite_file(tmp_path: Path) -> None:
+    env = {"OCCURRENCE_DATA_DIR": str(tmp_path), "DATABASE_URL": ""}
+    result = run(None, "migrate", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "occurrence.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://x/y", "unsupported database URL scheme 'mysql'"),
+        ("sqlite:///", "invalid SQLite URL"),
+        ("postgresql://user:hunter2@127.0.0.1:1/db", "cannot connect to postgresql://user@127.0.0.1:1/db"),
+        ("postgresql://h:notaport/db", "invalid PostgreSQL URL"),
+    ],
+)
+def test_bad_urls_give_one_line_errors(url: str, message: str) -> None:
+    result = run(url, "occurrences")
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+
+
+def test_unknown_occurrence_and_unmigrated(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    result = run(url, "tasks", "list", "--occurrence", "agent-0")
+    assert result.returncode == 1 and "not migrated" in result.stderr
+    ok(url, "migrate")
+    ok(url, "occurrences", "register", "agent-0")
+    result = run(url, "tasks", "list", "--occurrence", "agent-9")
+    assert result.returncode == 1
+    assert "unknown occurrence 'agent-9' (registered: agent-0)" in result.stderr
+    result = run(url, "drain", "--from", "agent-0", "--to", "agent-7")
+    assert result.returncode == 1 and "survivor 'agent-7' is not registered" in result.stderr
+    result = run(url, "tasks", "submit", "--occurrence", "bad id!", "--description", "x")
+    assert result.returncode == 1 and "invalid occurrence id" in result.stderr
+    result = run(url, "tasks", "submit", "--occurrence", "agent-0", "--description", "x",
+                 "--count", "0")
+    assert result.returncode == 2 and "is not >= 1" in result.stderr

@@ -1,0 +1,115 @@
+"""Migrations: fresh databases, databases with rows, edits, concurrency, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from occurrence_store import MigrationError, Store, TaskStatus
+from occurrence_store.migrations import Migration, Migrator, load_migrations
+
+
+async def _tables(store: Store) -> set[str]:
+    async with store.db.connection() as conn:
+        if store.dialect == "postgresql":
+            rows = await conn.fetch(
+                "SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public'")
+        else:
+            rows = await conn.fetch("SELECT name FROM sqlite_master WHERE type = 'table'")
+    return {r["name"] for r in rows}
+
+
+async def test_fresh_database(db_url: str) -> None:
+    store = await Store.open(db_url)
+    try:
+        applied = await store.migrator.migrate()
+        assert [m.version for m in applied] == [1, 2, 3]
+        assert {"tasks", "thoughts", "occurrences", "task_transfers",
+                "schema_migrations"} <= await _tables(store)
+        assert await store.migrator.migrate() == []  # idempotent
+        statuses = await store.migrator.status()
+        assert all(s.applied and s.checksum_ok for s in statuses)
+        assert await store.migrator.current_version() == 3
+    finally:
+        await store.close()
+
+
+async def test_existing_rows_backfilled_to_default(db_url: str) -> None:
+    store = await Store.open(db_url)
+    try:
+        await store.migrator.migrate(target=1)
+        now = store.clock()
+        async with store.db.connection() as conn:
+            for i in range(5):
+                await conn.execute(
+                    "INSERT INTO tasks (task_id, description, status, created_at, updated_at) "
+                    "VALUES ($1, 'old', 'pending', $2, $2)", f"old-{i}", now)
+            await conn.execute(
+                "INSERT INTO thoughts (thought_id, source_task_id, status, content, created_at, "
+                "updated_at) VALUES ('th-old', 'old-0', 'pending', 'x', $1, $1)", now)
+        await store.migrator.migrate()
+        legacy = store.scope("default")
+        assert await legacy.count_tasks(TaskStatus.PENDING) == 5
+        assert len(await legacy.get_thoughts_by_task("old-0")) == 1
+        assert len(await legacy.activate_pending_tasks(2)) == 2
+        assert await store.scope("agent-0").count_tasks() == 0
+    finally:
+        await store.close()
+
+
+async def test_edited_migration_is_an_error(db_url: str) -> None:
+    store = await Store.open(db_url, migrate=True)
+    try:
+        edited = [dataclasses.replace(m, sql=m.sql + "\n-- edited") if m.version == 2 else m
+                  for m in load_migrations(store.dialect)]
+        with pytest.raises(MigrationError, match="was edited after it was applied"):
+            await Migrator(store.db, edited).migrate()
+        statuses = await Migrator(store.db, edited).status()
+        assert [s.checksum_ok for s in statuses] == [True, False, True]
+    finally:
+        await store.close()
+
+
+async def test_unknown_applied_migration_is_an_error(db_url: str) -> None:
+    store = await Store.open(db_url, migrate=True)
+    try:
+        older_code = load_migrations(store.dialect)[:2]
+        with pytest.raises(MigrationError, match="does not know"):
+            await Migrator(store.db, older_code).migrate()
+    finally:
+        await store.close()
+
+
+async def test_failed_migration_leaves_schema_unchanged(db_url: str) -> None:
+    store = await Store.open(db_url, migrate=True)
+    try:
+        broken = Migration(4, "broken", "CREATE TABLE half_done (x INTEGER);\n"
+                                        "ALTER TABLE no_such_table ADD COLUMN y INTEGER;\n")
+        with pytest.raises(MigrationError, match="004_broken failed and was rolled back"):
+            await Migrator(store.db, [*load_migrations(store.dialect), broken]).migrate()
+        assert "half_done" not in await _tables(store)
+        assert await store.migrator.current_version() == 3
+    finally:
+        await store.close()
+
+
+async def test_concurrent_migrators_serialize(db_url: str) -> None:
+    stores = [await Store.open(db_url) for _ in range(5)]
+    try:
+        results = await asyncio.gather(*(s.migrator.migrate() for s in stores))
+        # every migration was applied by exactly one of the five
+        assert sorted(m.version for r in results for m in r) == [1, 2, 3]
+        async with stores[0].db.connection() as conn:
+            rows = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r["version"] for r in rows] == [1, 2, 3]
+    finally:
+        for s in stores:
+            await s.close()
+
+
+def test_every_dialect_has_the_same_migrations() -> None:
+    pg = [(m.version, m.name) for m in load_migrations("postgresql")]
+    lite = [(m.version, m.name) for m in load_migrations("sqlite")]
+    assert pg == lite and pg[0] == (1, "initial_schema")

@@ -1,0 +1,99 @@
+"""A throwaway PostgreSQL server for the test session: initdb + pg_ctl in a temp dir.
+
+Runs the installed server binaries on a free loopback port with fsync off. As root
+(CI here), initdb refuses to run, so the server runs as the unprivileged ``postgres``
+user (or ``nobody``) that owns the temp dir. Never skips: a missing binary is an error
+that says how to install it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def find_pg_bin() -> Path:
+    override = os.environ.get("PG_BIN")
+    candidates = [override] if override else []
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    which = shutil.which("initdb")
+    if which:
+        candidates.append(str(Path(which).parent))
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "initdb").exists():
+            return Path(candidate)
+    raise RuntimeError(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found: run `bash hack/ensure-postgres.sh` "
+        "(installs Debian's postgresql) or set PG_BIN"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PostgresServer:
+    host: str
+    port: int
+    user: str
+    data_dir: Path
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
+
+
+def _run_as(user: str | None, args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    if user is not None:
+        args = ["runuser", "-u", user, "--", *args]
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kwargs)
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    bin_dir = find_pg_bin()
+    run_user: str | None = None
+    if os.geteuid() == 0:
+        for name in ("postgres", "nobody"):
+            with contextlib.suppress(KeyError):
+                pwd.getpwnam(name)
+                run_user = name
+                break
+    base = Path(tempfile.mkdtemp(prefix="occurrence-pg-"))
+    data_dir = base / "data"
+    if run_user:
+        entry = pwd.getpwnam(run_user)
+        os.chown(base, entry.pw_uid, entry.pw_gid)
+    port = free_port()
+    try:
+        _run_as(run_user, [str(bin_dir / "initdb"), "-D", str(data_dir), "-U", "postgres",
+                           "--auth=trust", "--no-sync", "-E", "UTF8"])
+        options = (f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        _run_as(run_user, [str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-o", options,
+                           "-l", str(base / "server.log"), "-w", "-t", "60", "start"])
+        yield PostgresServer("127.0.0.1", port, "postgres", data_dir)
+    except subprocess.CalledProcessError as exc:
+        log = (base / "server.log").read_text() if (base / "server.log").exists() else ""
+        raise RuntimeError(f"PostgreSQL failed to start: {exc.stderr}\n{log}") from exc
+    finally:
+        if (data_dir / "postmaster.pid").exists():
+            with contextlib.suppress(subprocess.CalledProcessError):
+                _run_as(run_user, [str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-m",
+                                   "immediate", "-w", "stop"])
+        deadline = time.monotonic() + 10
+        while (data_dir / "postmaster.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        shutil.rmtree(base, ignore_errors=True)
