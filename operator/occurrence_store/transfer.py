@@ -216,6 +216,8 @@ async def _loads(conn: Connection, targets: list[str]) -> dict[str, int]:
 async def _apply_pg(conn: Connection, plan: list[tuple[str, str]], source: str, reason: str,
                     now) -> tuple[list[tuple[str, str]], int]:
     """One statement: move tasks, move their thoughts, write the transfer records."""
+    # The per-task thought counts are hashed in memory; the default 4MB spills to disk.
+    await conn.execute("SET LOCAL work_mem = '64MB'")
     rows = await conn.fetch(
         """
         WITH plan AS (

@@ -1,0 +1,44 @@
+"""Names of the AgentDeployment API and the labels the operator stamps on its objects."""
+
+from __future__ import annotations
+
+GROUP = "occurrence.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "AgentDeployment"
+LIST_KIND = "AgentDeploymentList"
+PLURAL = "agentdeployments"
+SINGULAR = "agentdeployment"
+SHORT_NAMES = ("agd",)
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+# Well-known labels (https://kubernetes.io/docs/concepts/overview/working-with-objects/common-labels/)
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+
+# Our own labels. Selectors use only these: `app.kubernetes.io/instance` is also set by
+# Helm to the release name, so selecting on it could match pods that are not ours.
+LABEL_AGENTDEPLOYMENT = f"{GROUP}/agentdeployment"
+LABEL_OCC_COMPONENT = f"{GROUP}/component"
+LABEL_MIGRATION_HASH = f"{GROUP}/migration-hash"
+
+APP_NAME = "occurrence-agent"
+MANAGER = "occurrence-operator"
+
+COMPONENT_AGENT = "agent"
+COMPONENT_MIGRATIONS = "migrations"
+
+# Set by the StatefulSet controller on every pod (Kubernetes >= 1.28).
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
+
+# Environment variables the operator sets on every agent pod; users may not set them.
+ENV_OCCURRENCE_ID = "AGENT_OCCURRENCE_ID"
+ENV_OCCURRENCE_ORDINAL = "AGENT_OCCURRENCE_ORDINAL"
+ENV_DATABASE_URL = "DATABASE_URL"
+ENV_PORT = "AGENT_PORT"
+RESERVED_ENV = (ENV_OCCURRENCE_ID, ENV_OCCURRENCE_ORDINAL, ENV_DATABASE_URL, ENV_PORT)
+
+DEFAULT_AGENT_COMMAND = ("occurrence-agent",)
+DEFAULT_MIGRATIONS_COMMAND = ("occurrence-store", "migrate")

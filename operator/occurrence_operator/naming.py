@@ -1,0 +1,96 @@
+"""Object names, labels and selectors derived from an AgentDeployment's name.
+
+Every object the operator owns is named after the AgentDeployment, and selected by two
+labels of our own group so that nothing else in the namespace can match by accident.
+"""
+
+from __future__ import annotations
+
+import re
+
+from . import api
+
+# The AgentDeployment name becomes a Service name (DNS-1035 label: starts with a letter) and a
+# StatefulSet name. The StatefulSet controller adds `controller-revision-hash=<name>-<hash>` to
+# pods, a label value capped at 63 characters, hence the documented 52-character limit.
+MAX_NAME_LENGTH = 52
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAME_CEL_RULE = (
+    f"size(self.metadata.name) <= {MAX_NAME_LENGTH} && self.metadata.name.matches('{NAME_PATTERN}')"
+)
+NAME_CEL_MESSAGE = (
+    f"metadata.name must be a DNS-1035 label of at most {MAX_NAME_LENGTH} characters "
+    "(lower-case letters, digits and '-', starting with a letter): it names the StatefulSet, "
+    "its pods and the headless Service"
+)
+
+# Names of other objects referenced from the spec (Secrets, ServiceAccounts).
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+# Job names end up in the `job-name` pod label (63 characters at most).
+MAX_LABEL_VALUE = 63
+MIGRATE_INFIX = "-migrate-"
+
+
+def validate_name(name: str) -> None:
+    """Raise ValueError if `name` cannot be used for an AgentDeployment (same rule as the CRD)."""
+    if len(name) > MAX_NAME_LENGTH or not re.fullmatch(NAME_PATTERN, name):
+        raise ValueError(f"invalid AgentDeployment name {name!r}: {NAME_CEL_MESSAGE}")
+
+
+def statefulset_name(name: str) -> str:
+    return name
+
+
+def service_name(name: str) -> str:
+    """The headless Service that gives each occurrence a stable DNS name."""
+    return name
+
+
+def pdb_name(name: str) -> str:
+    return name
+
+
+def occurrence_id(name: str, ordinal: int) -> str:
+    """Occurrence id of ordinal `k`: the pod name `<name>-<k>`, stable across restarts."""
+    if ordinal < 0:
+        raise ValueError(f"ordinal must be >= 0, got {ordinal}")
+    return f"{name}-{ordinal}"
+
+
+def migration_job_name(name: str, migration_hash: str) -> str:
+    """`<name>-migrate-<hash>`, the name prefix cut so the whole fits in a label value.
+
+    Cutting can only make two AgentDeployments share a Job name when their names share the
+    prefix *and* their migration hashes are equal, i.e. they run the same migrations against
+    the same database Secret: the same operation.
+    """
+    room = MAX_LABEL_VALUE - len(MIGRATE_INFIX) - len(migration_hash)
+    prefix = name[:room].rstrip("-")
+    return f"{prefix}{MIGRATE_INFIX}{migration_hash}"
+
+
+def selector_labels(name: str, component: str = api.COMPONENT_AGENT) -> dict[str, str]:
+    """Labels selecting one AgentDeployment's pods of one component (immutable in a StatefulSet)."""
+    return {api.LABEL_AGENTDEPLOYMENT: name, api.LABEL_OCC_COMPONENT: component}
+
+
+def common_labels(name: str, component: str = api.COMPONENT_AGENT) -> dict[str, str]:
+    """All labels stamped on owned objects and their pod templates."""
+    return {
+        api.LABEL_NAME: api.APP_NAME,
+        api.LABEL_INSTANCE: name,
+        api.LABEL_COMPONENT: component,
+        api.LABEL_MANAGED_BY: api.MANAGER,
+        **selector_labels(name, component),
+    }
+
+
+def selector_string(name: str) -> str:
+    """`status.selector` for the scale subresource: the agent pods' selector, serialized.
+
+    Same form as `metav1.FormatLabelSelector` for matchLabels (keys sorted), which is what
+    `kubectl scale` and the HPA parse.
+    """
+    labels = selector_labels(name)
+    return ",".join(f"{key}={labels[key]}" for key in sorted(labels))

@@ -1,0 +1,50 @@
+"""The AgentDeployment as the owner of the objects the operator creates."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import api
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Identity of one AgentDeployment: enough to name, place and own its children."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Owner:
+        """From a Kopf `body` (or any AgentDeployment object as a mapping)."""
+        meta = body["metadata"]
+        return cls(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+
+    def reference(self) -> dict[str, Any]:
+        """Controller owner reference: garbage collection removes children with the owner, and
+        `blockOwnerDeletion` keeps foreground deletion waiting for them."""
+        return {
+            "apiVersion": api.API_VERSION,
+            "kind": api.KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def child_metadata(
+        self, name: str, labels: Mapping[str, str], annotations: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """`metadata` of an owned object in the owner's namespace."""
+        meta: dict[str, Any] = {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": dict(labels),
+        }
+        if annotations:
+            meta["annotations"] = dict(annotations)
+        meta["ownerReferences"] = [self.reference()]
+        return meta

@@ -1,0 +1,28 @@
+"""PodDisruptionBudget: voluntary disruptions (node drains) take occurrences one at a time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import naming
+from .owner import Owner
+
+
+def build_pdb(owner: Owner) -> dict[str, Any]:
+    """`maxUnavailable: 1` (valid at any replica count, including 0).
+
+    An evicted pod comes back with the same occurrence id and takes its own work back, so no
+    drain is needed, only a bound on how many are away at once. Unhealthy pods may always be
+    evicted, so a crash-looping occurrence cannot block a node drain.
+    """
+    name = owner.name
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": owner.child_metadata(naming.pdb_name(name), naming.common_labels(name)),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": naming.selector_labels(name)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }

@@ -1,0 +1,157 @@
+"""The agent pod template: container, environment, probes, scheduling.
+
+Nothing here may depend on `spec.replicas`: the template is hashed by the StatefulSet
+controller, and any change to it rolls every pod. Scaling must only add or remove pods.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from . import api, naming
+from .security import container_security_context, pod_security_context
+from .spec import AgentDeploymentSpec
+
+CONTAINER_NAME = "agent"
+PORT_NAME = "http"
+TMP_VOLUME = "tmp"
+LIVENESS_PATH = "/healthz"
+READINESS_PATH = "/readyz"
+
+_PROBE_HANDLERS = ("httpGet", "tcpSocket", "exec", "grpc")
+
+
+def database_url_env(spec: AgentDeploymentSpec) -> dict[str, Any]:
+    """DATABASE_URL from the Secret named in the spec: the only way the URL reaches a pod."""
+    ref = spec.database.secret_ref
+    return {
+        "name": api.ENV_DATABASE_URL,
+        "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+    }
+
+
+def operator_env(spec: AgentDeploymentSpec) -> list[dict[str, Any]]:
+    """Variables the operator owns. They come first so user env can refer to them as $(NAME)."""
+    return [
+        {
+            "name": api.ENV_OCCURRENCE_ID,
+            "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
+        },
+        {
+            "name": api.ENV_OCCURRENCE_ORDINAL,
+            "valueFrom": {
+                "fieldRef": {
+                    "apiVersion": "v1",
+                    "fieldPath": f"metadata.labels['{api.POD_INDEX_LABEL}']",
+                }
+            },
+        },
+        database_url_env(spec),
+        {"name": api.ENV_PORT, "value": str(spec.port)},
+    ]
+
+
+def agent_env(spec: AgentDeploymentSpec) -> list[dict[str, Any]]:
+    return operator_env(spec) + [env.to_wire() for env in spec.env or ()]
+
+
+def merge_probe(default: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Override keys replace the default's; an override handler replaces the default handler."""
+    if not override:
+        return copy.deepcopy(dict(default))
+    replaces_handler = any(handler in override for handler in _PROBE_HANDLERS)
+    merged = {
+        key: value
+        for key, value in default.items()
+        if not (replaces_handler and key in _PROBE_HANDLERS)
+    }
+    merged.update(copy.deepcopy(dict(override)))
+    return merged
+
+
+def default_liveness_probe() -> dict[str, Any]:
+    return {
+        "httpGet": {"path": LIVENESS_PATH, "port": PORT_NAME},
+        "periodSeconds": 10,
+        "timeoutSeconds": 2,
+        "failureThreshold": 3,
+    }
+
+
+def default_readiness_probe() -> dict[str, Any]:
+    # Short period: a draining occurrence fails readiness and should leave the Service fast.
+    return {
+        "httpGet": {"path": READINESS_PATH, "port": PORT_NAME},
+        "periodSeconds": 5,
+        "timeoutSeconds": 2,
+        "failureThreshold": 2,
+    }
+
+
+def tmp_volume_mount() -> dict[str, Any]:
+    """A writable /tmp: the root filesystem is read-only by default."""
+    return {"name": TMP_VOLUME, "mountPath": "/tmp"}
+
+
+def tmp_volume() -> dict[str, Any]:
+    return {"name": TMP_VOLUME, "emptyDir": {}}
+
+
+def agent_container(spec: AgentDeploymentSpec) -> dict[str, Any]:
+    probes = spec.probes
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": list(spec.command or api.DEFAULT_AGENT_COMMAND),
+    }
+    if spec.args is not None:
+        container["args"] = list(spec.args)
+    container["ports"] = [{"name": PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}]
+    container["env"] = agent_env(spec)
+    if spec.env_from:
+        container["envFrom"] = copy.deepcopy(spec.env_from)
+    if spec.resources:
+        container["resources"] = copy.deepcopy(spec.resources)
+    container["livenessProbe"] = merge_probe(
+        default_liveness_probe(), probes.liveness if probes else None
+    )
+    container["readinessProbe"] = merge_probe(
+        default_readiness_probe(), probes.readiness if probes else None
+    )
+    container["securityContext"] = container_security_context(spec.container_security_context)
+    container["volumeMounts"] = [tmp_volume_mount()]
+    return container
+
+
+def scheduling(spec: AgentDeploymentSpec) -> dict[str, Any]:
+    """Pod-spec fields shared by agent pods and the migrations Job's pod."""
+    fields: dict[str, Any] = {}
+    if spec.service_account_name:
+        fields["serviceAccountName"] = spec.service_account_name
+    if spec.image_pull_secrets:
+        fields["imagePullSecrets"] = [ref.to_wire() for ref in spec.image_pull_secrets]
+    if spec.node_selector:
+        fields["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        fields["tolerations"] = copy.deepcopy(spec.tolerations)
+    if spec.affinity:
+        fields["affinity"] = copy.deepcopy(spec.affinity)
+    return fields
+
+
+def agent_pod_template(spec: AgentDeploymentSpec, name: str) -> dict[str, Any]:
+    return {
+        "metadata": {"labels": naming.common_labels(name)},
+        "spec": {
+            # Service links inject one variable per Service in the namespace; agents use DNS.
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
+            "securityContext": pod_security_context(spec.pod_security_context),
+            **scheduling(spec),
+            "containers": [agent_container(spec)],
+            "volumes": [tmp_volume()],
+        },
+    }

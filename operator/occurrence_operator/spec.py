@@ -1,0 +1,250 @@
+"""The AgentDeployment spec (occurrence.dev/v1alpha1): the single source of the CRD schema.
+
+`python -m occurrence_operator.crdgen` turns these models into the CRD's OpenAPI schema;
+field docstrings become `kubectl explain` text, so they are written for users.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from . import api
+from .crdmodel import CelRule, CrdModel
+from .naming import DNS1123_SUBDOMAIN
+
+ImagePullPolicy = Literal["Always", "IfNotPresent", "Never"]
+InFlightMode = Literal["release", "wait"]
+ScaleToZeroTarget = Literal["ordinal-0"]
+
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN)]
+# Kubernetes objects passed through to the pod unchanged; the API server validates them
+# when the operator creates the StatefulSet.
+Passthrough = dict[str, Any]
+
+_RESERVED_ENV_CEL = ", ".join(f"'{name}'" for name in api.RESERVED_ENV)
+
+
+class SecretKeyRef(CrdModel):
+    """A key of a Secret in the AgentDeployment's namespace."""
+
+    name: ObjectName
+    """Name of the Secret."""
+    key: str = Field("url", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+    """Key in the Secret whose value is the database URL."""
+
+
+class DatabaseSpec(CrdModel):
+    """The shared database all occurrences use. Its URL is only ever read from a Secret."""
+
+    secret_ref: SecretKeyRef
+    """Secret holding the database URL (e.g. postgresql://user:pass@host:5432/db)."""
+
+
+class LocalObjectReference(CrdModel):
+    """A reference to an object in the same namespace."""
+
+    name: ObjectName
+
+
+class EnvVar(CrdModel):
+    """A container environment variable (core/v1 EnvVar); passed through to the pod."""
+
+    model_config = ConfigDict(extra="allow", alias_generator=None)
+
+    name: str = Field(min_length=1, max_length=256)
+    """Variable name. The operator-managed names (AGENT_OCCURRENCE_ID, AGENT_OCCURRENCE_ORDINAL,
+    DATABASE_URL, AGENT_PORT) are reserved."""
+
+
+class SeccompProfile(CrdModel):
+    """Seccomp profile; `Unconfined` is not allowed by the restricted Pod Security Standard."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="self.type == 'Localhost' ? has(self.localhostProfile) "
+            ": !has(self.localhostProfile)",
+            message="seccompProfile.localhostProfile is required when type is Localhost "
+            "and must not be set otherwise",
+            check=lambda s: (s.type == "Localhost") == (s.localhost_profile is not None),
+        ),
+    )
+
+    type: Literal["RuntimeDefault", "Localhost"]
+    localhost_profile: str | None = Field(None, min_length=1, max_length=4096)
+
+
+class Capabilities(CrdModel):
+    """Linux capabilities. The restricted standard requires dropping ALL and allows adding
+    only NET_BIND_SERVICE."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="!has(self.drop) || 'ALL' in self.drop",
+            message="capabilities.drop must contain ALL (restricted Pod Security Standard)",
+            check=lambda c: c.drop is None or "ALL" in c.drop,
+        ),
+        CelRule(
+            rule="!has(self.add) || self.add.all(c, c == 'NET_BIND_SERVICE')",
+            message="capabilities.add may only contain NET_BIND_SERVICE "
+            "(restricted Pod Security Standard)",
+            check=lambda c: c.add is None or all(cap == "NET_BIND_SERVICE" for cap in c.add),
+        ),
+    )
+
+    add: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=64)
+    drop: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=64)
+
+
+_NON_ROOT_RULE = CelRule(
+    rule="!has(self.runAsNonRoot) || self.runAsNonRoot",
+    message="runAsNonRoot cannot be false: pods must pass the restricted Pod Security Standard",
+    check=lambda s: s.run_as_non_root is not False,
+)
+
+
+class PodSecurityContextOverride(CrdModel):
+    """Fields merged over the pod's secure defaults (runAsNonRoot, runAsUser/runAsGroup 10001,
+    seccompProfile RuntimeDefault)."""
+
+    __cel_rules__ = (_NON_ROOT_RULE,)
+
+    run_as_non_root: bool | None = None
+    run_as_user: int | None = Field(None, ge=1)
+    """UID to run as; 0 (root) is not allowed."""
+    run_as_group: int | None = Field(None, ge=0)
+    fs_group: int | None = Field(None, ge=0)
+    fs_group_change_policy: Literal["OnRootMismatch", "Always"] | None = None
+    supplemental_groups: list[Annotated[int, Field(ge=0)]] | None = None
+    seccomp_profile: SeccompProfile | None = None
+
+
+class ContainerSecurityContextOverride(CrdModel):
+    """Fields merged over the agent container's secure defaults (allowPrivilegeEscalation false,
+    capabilities drop ALL, readOnlyRootFilesystem true, runAsNonRoot true)."""
+
+    __cel_rules__ = (
+        _NON_ROOT_RULE,
+        CelRule(
+            rule="!has(self.allowPrivilegeEscalation) || !self.allowPrivilegeEscalation",
+            message="allowPrivilegeEscalation cannot be true (restricted Pod Security Standard)",
+            check=lambda s: s.allow_privilege_escalation is not True,
+        ),
+        CelRule(
+            rule="!has(self.privileged) || !self.privileged",
+            message="privileged cannot be true (restricted Pod Security Standard)",
+            check=lambda s: s.privileged is not True,
+        ),
+    )
+
+    run_as_non_root: bool | None = None
+    run_as_user: int | None = Field(None, ge=1)
+    """UID to run as; 0 (root) is not allowed."""
+    run_as_group: int | None = Field(None, ge=0)
+    read_only_root_filesystem: bool | None = None
+    """Set false if the agent must write outside /tmp (an emptyDir is mounted at /tmp)."""
+    allow_privilege_escalation: bool | None = None
+    privileged: bool | None = None
+    capabilities: Capabilities | None = None
+    seccomp_profile: SeccompProfile | None = None
+
+
+class ProbeOverrides(CrdModel):
+    """Probe overrides (core/v1 Probe). Keys given here replace the default's keys; giving a
+    handler (httpGet, tcpSocket, exec, grpc) replaces the default handler."""
+
+    liveness: Passthrough | None = None
+    """Default: httpGet /healthz on the agent port."""
+    readiness: Passthrough | None = None
+    """Default: httpGet /readyz on the agent port. A draining occurrence must fail it."""
+
+
+def _command_rule(path: str, default: tuple[str, ...]) -> CelRule:
+    field = path.rsplit(".", 1)[-1]
+    return CelRule(
+        rule=f"!has(self.{field}) || size(self.{field}) > 0",
+        message=f"{path} must not be empty when set; omit it to run {' '.join(default)!r}",
+        check=lambda m: getattr(m, field) is None or len(getattr(m, field)) > 0,
+    )
+
+
+class MigrationsSpec(CrdModel):
+    """The schema migrations Job run before agent pods start or roll to a new image."""
+
+    __cel_rules__ = (_command_rule("migrations.command", api.DEFAULT_MIGRATIONS_COMMAND),)
+
+    enabled: bool = True
+    """Run the migrations Job and gate rollouts on its success."""
+    image: str | None = Field(None, min_length=1)
+    """Image of the Job; defaults to spec.image."""
+    command: list[NonEmptyStr] | None = Field(None, max_length=64)
+    """Command of the Job; defaults to ["occurrence-store", "migrate"]."""
+    backoff_limit: int = Field(2, ge=0)
+    """Retries of the Job before it is marked failed."""
+    active_deadline_seconds: int = Field(600, ge=1)
+    """Time limit of the Job."""
+
+
+class DrainSpec(CrdModel):
+    """How work leaves occurrences that a scale-down removes."""
+
+    timeout_seconds: int = Field(120, ge=1)
+    """Longest wait for departing occurrences' in-flight work (inFlight: wait) before it is
+    released to pending anyway and transferred."""
+    in_flight: InFlightMode = "release"
+    """`release`: put departing occurrences' in-flight thoughts back to pending at once, then
+    transfer. `wait`: wait (up to timeoutSeconds) for them to finish first."""
+    scale_to_zero_target: ScaleToZeroTarget = "ordinal-0"
+    """Where work goes on a scale to 0: parked on occurrence <name>-0, the first to return."""
+    rebalance_on_scale_up: bool = False
+    """After a scale-up, move part of the pending work to the new occurrences."""
+
+
+class AgentDeploymentSpec(CrdModel):
+    """Desired state: N occurrences of one agent sharing one database."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule=f"!has(self.env) || self.env.all(e, !(e.name in [{_RESERVED_ENV_CEL}]))",
+            message=f"env must not set {', '.join(api.RESERVED_ENV)}: the operator sets them "
+            "(the database URL comes only from spec.database.secretRef)",
+            check=lambda s: s.env is None or all(e.name not in api.RESERVED_ENV for e in s.env),
+        ),
+        _command_rule("command", api.DEFAULT_AGENT_COMMAND),
+    )
+
+    replicas: int = Field(1, ge=0)
+    """Number of occurrences (pods <name>-0..N-1). Scaling down drains the departing ones."""
+    image: str = Field(min_length=1)
+    """Agent image."""
+    image_pull_policy: ImagePullPolicy = "IfNotPresent"
+    image_pull_secrets: list[LocalObjectReference] | None = None
+    command: list[NonEmptyStr] | None = Field(None, max_length=64)
+    """Container command; defaults to ["occurrence-agent"], the agent runtime."""
+    args: list[str] | None = None
+    env: list[EnvVar] | None = Field(None, max_length=256)
+    """Extra environment (core/v1 EnvVar). May refer to $(AGENT_OCCURRENCE_ID) and the other
+    operator-managed variables, which are defined first."""
+    env_from: list[Passthrough] | None = None
+    """core/v1 EnvFromSource list."""
+    resources: Passthrough | None = None
+    """core/v1 ResourceRequirements of the agent container."""
+    node_selector: dict[str, str] | None = None
+    tolerations: list[Passthrough] | None = None
+    affinity: Passthrough | None = None
+    service_account_name: ObjectName | None = None
+    pod_security_context: PodSecurityContextOverride | None = None
+    container_security_context: ContainerSecurityContextOverride | None = None
+    port: int = Field(8080, ge=1, le=65535)
+    """Port of the agent HTTP API (health, readiness, metrics); exported as AGENT_PORT."""
+    probes: ProbeOverrides | None = None
+    database: DatabaseSpec
+    migrations: MigrationsSpec = Field(
+        default_factory=MigrationsSpec, json_schema_extra={"default": {}}
+    )
+    drain: DrainSpec = Field(default_factory=DrainSpec, json_schema_extra={"default": {}})
+    termination_grace_period_seconds: int = Field(60, ge=0)
+    """Time an agent gets to exit after SIGTERM. Work is drained before pods are removed, so
+    this only bounds the agent's own shutdown."""

@@ -1,0 +1,115 @@
+"""The AgentDeployment status: every field the operator writes, declared for the CRD schema.
+
+A structural CRD prunes undeclared fields silently, so anything the handlers write under
+`.status` must be modelled here first (and the CRD regenerated).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+from .crdmodel import CrdModel
+from .timeutil import parse_time
+
+
+def _valid_time(text: str) -> str:
+    parse_time(text)
+    return text
+
+
+Timestamp = Annotated[
+    str, AfterValidator(_valid_time), Field(json_schema_extra={"format": "date-time"})
+]
+
+Phase = Literal[
+    "Migrating", "Progressing", "Running", "Draining", "ScaledToZero", "Degraded", "Failed"
+]
+ScaleDownPhase = Literal[
+    "Fencing", "WaitingInFlight", "Transferring", "Shrinking", "Sweeping", "Done", "Cancelled"
+]
+ACTIVE_SCALE_DOWN_PHASES: tuple[ScaleDownPhase, ...] = (
+    "Fencing",
+    "WaitingInFlight",
+    "Transferring",
+    "Shrinking",
+    "Sweeping",
+)
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(CrdModel):
+    """A standard Kubernetes condition (metav1.Condition)."""
+
+    type: str = Field(min_length=1, max_length=316)
+    status: ConditionStatus
+    observed_generation: int | None = Field(None, ge=0)
+    last_transition_time: Timestamp | None = None
+    reason: str | None = Field(
+        None, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+    )
+    message: str | None = Field(None, max_length=32768)
+
+
+class OccurrenceStatus(CrdModel):
+    """One occurrence as the registry in the shared database sees it."""
+
+    id: str = Field(min_length=1)
+    """Occurrence id, `<name>-<ordinal>`."""
+    ordinal: int = Field(ge=0)
+    state: str
+    """Registry state (e.g. active, draining, retired)."""
+    pending_tasks: int | None = Field(None, ge=0)
+    heartbeat_age_seconds: int | None = Field(None, ge=0)
+    """Seconds since the occurrence's last heartbeat."""
+
+
+class LastMigration(CrdModel):
+    """The last migrations Job that succeeded."""
+
+    hash: str
+    """Hash of the migration inputs (image, command, database Secret reference)."""
+    job_name: str
+    completed_at: Timestamp | None = None
+
+
+class ScaleDownStatus(CrdModel):
+    """Progress of the current (or last) scale-down drain; the operator resumes from it."""
+
+    phase: ScaleDownPhase
+    from_replicas: int = Field(ge=0)
+    to_replicas: int = Field(ge=0)
+    ordinals: list[Annotated[int, Field(ge=0)]]
+    """Departing ordinals whose work is transferred to the survivors."""
+    started_at: Timestamp
+    transferred: int = Field(0, ge=0)
+    """Tasks moved to survivors so far."""
+    message: str | None = None
+
+
+class AgentDeploymentStatus(CrdModel):
+    """Observed state, written by the operator only."""
+
+    observed_generation: int | None = Field(None, ge=0)
+    replicas: int | None = Field(None, ge=0)
+    """Current number of agent pods (scale subresource statusReplicasPath)."""
+    ready_replicas: int | None = Field(None, ge=0)
+    draining_replicas: int | None = Field(None, ge=0)
+    """Occurrences currently being drained by a scale-down."""
+    selector: str | None = None
+    """Label selector of the agent pods, serialized (scale subresource labelSelectorPath)."""
+    phase: Phase | None = None
+    occurrences: list[OccurrenceStatus] | None = Field(
+        None,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["id"]},
+    )
+    last_migration: LastMigration | None = None
+    scale_down: ScaleDownStatus | None = None
+    conditions: list[Condition] | None = Field(
+        None,
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )

@@ -1,0 +1,364 @@
+"""The scale-down drain protocol, step by step and in a simulated world."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from occurrence_operator.drainplan import (
+    Action,
+    Decision,
+    DrainSettings,
+    Observations,
+    departing_ordinals,
+    draining_count,
+    plan,
+    record_transferred,
+    replicas_to_render,
+    survivor_ids,
+)
+from occurrence_operator.spec import DrainSpec
+from occurrence_operator.status import ScaleDownStatus
+from occurrence_operator.timeutil import format_time
+
+T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+RELEASE = DrainSettings(timeout_seconds=60, in_flight="release")
+WAIT = DrainSettings(timeout_seconds=60, in_flight="wait")
+
+
+def _plan(
+    current: int | None,
+    desired: int,
+    record: ScaleDownStatus | None = None,
+    *,
+    drain: DrainSettings = RELEASE,
+    observed: Observations | None = None,
+    now: datetime = T0,
+) -> Decision:
+    return plan(
+        "w",
+        current=current,
+        desired=desired,
+        record=record,
+        settings=drain,
+        observed=observed or Observations(),
+        now=now,
+    )
+
+
+def _record(phase: str, frm: int = 5, to: int = 2, **extra: object) -> ScaleDownStatus:
+    return ScaleDownStatus.model_validate(
+        {
+            "phase": phase,
+            "fromReplicas": frm,
+            "toReplicas": to,
+            "ordinals": list(departing_ordinals(frm, to)),
+            "startedAt": format_time(T0),
+            **extra,
+        }
+    )
+
+
+def test_departing_and_survivors() -> None:
+    assert departing_ordinals(5, 2) == (2, 3, 4)
+    assert survivor_ids("w", 2) == ("w-0", "w-1")
+    # Scale to zero: ordinal 0 keeps its work, the others park theirs on it.
+    assert departing_ordinals(4, 0) == (1, 2, 3)
+    assert survivor_ids("w", 0) == ("w-0",)
+    assert departing_ordinals(1, 0) == ()
+
+
+def test_steady_state_and_creation() -> None:
+    assert _plan(3, 3).action is Action.NOOP
+    created = _plan(None, 3)
+    assert (created.action, created.statefulset_replicas) == (Action.SCALE, 3)
+
+
+def test_scale_up_is_direct() -> None:
+    decision = _plan(2, 4, drain=DrainSettings(rebalance_on_scale_up=True))
+    assert decision.action is Action.SCALE and decision.statefulset_replicas == 4
+    assert decision.new_ordinals == (2, 3) and decision.rebalance
+    assert not _plan(2, 4).rebalance
+
+
+def test_one_to_zero_needs_no_drain() -> None:
+    decision = _plan(1, 0)
+    assert (decision.action, decision.statefulset_replicas, decision.record) == (
+        Action.SCALE,
+        0,
+        None,
+    )
+
+
+def test_full_scale_down_release() -> None:
+    start = _plan(5, 2)
+    assert start.action is Action.ADVANCE  # the intent is persisted before any fencing
+    record = start.record
+    assert record is not None and record.phase == "Fencing"
+    assert (record.from_replicas, record.to_replicas, record.ordinals) == (5, 2, [2, 3, 4])
+    assert draining_count(record) == 3
+    assert replicas_to_render(5, 2, record) == 5
+
+    fence = _plan(5, 2, record)
+    assert (fence.action, fence.ordinals) == (Action.FENCE, (2, 3, 4))
+    assert fence.record is not None and fence.record.phase == "WaitingInFlight"
+
+    release = _plan(5, 2, fence.record)
+    assert release.action is Action.RELEASE_IN_FLIGHT
+    assert release.record is not None and release.record.phase == "Transferring"
+
+    transfer = _plan(5, 2, release.record, observed=Observations(departing_work=7))
+    assert transfer.action is Action.TRANSFER
+    assert transfer.survivors == ("w-0", "w-1") and transfer.ordinals == (2, 3, 4)
+    moved = record_transferred(transfer.record, 7)  # type: ignore[arg-type]
+    assert moved.transferred == 7
+
+    shrink = _plan(5, 2, moved, observed=Observations(departing_work=0))
+    assert (shrink.action, shrink.statefulset_replicas) == (Action.SHRINK, 2)
+    assert shrink.record is not None and shrink.record.phase == "Shrinking"
+    assert replicas_to_render(5, 2, shrink.record) == 2
+
+    # The operator died after patching but before persisting: Transferring again is harmless.
+    assert _plan(2, 2, moved, observed=Observations(departing_work=0)).action is Action.SHRINK
+
+    pods_left = _plan(2, 2, shrink.record, observed=Observations(departing_pods=1))
+    assert pods_left.action is Action.WAIT and pods_left.requeue_after
+
+    gone = _plan(2, 2, shrink.record)
+    assert gone.action is Action.ADVANCE
+    assert gone.record is not None and gone.record.phase == "Sweeping"
+
+    sweep = _plan(2, 2, gone.record)
+    assert (sweep.action, sweep.ordinals, sweep.survivors) == (
+        Action.SWEEP,
+        (2, 3, 4),
+        ("w-0", "w-1"),
+    )
+    assert sweep.record is not None and sweep.record.phase == "Done"
+    assert sweep.record.transferred == 7
+    assert draining_count(sweep.record) == 0
+    assert _plan(2, 2, sweep.record).action is Action.NOOP
+
+
+def test_wait_mode_waits_until_quiet() -> None:
+    waiting = _record("WaitingInFlight")
+    decision = _plan(5, 2, waiting, drain=WAIT, now=T0 + timedelta(seconds=10))
+    assert decision.action is Action.WAIT and decision.record == waiting
+    assert 0 < (decision.requeue_after or 0) <= 5
+    quiet = _plan(5, 2, waiting, drain=WAIT, observed=Observations(in_flight_quiet=True))
+    assert quiet.action is Action.ADVANCE
+    assert quiet.record is not None and quiet.record.phase == "Transferring"
+
+
+def test_wait_mode_releases_after_timeout() -> None:
+    waiting = _record("WaitingInFlight")
+    late = _plan(5, 2, waiting, drain=WAIT, now=T0 + timedelta(seconds=61))
+    assert late.action is Action.RELEASE_IN_FLIGHT
+    assert late.record is not None and "timeout" in (late.record.message or "")
+    near = _plan(5, 2, waiting, drain=WAIT, now=T0 + timedelta(seconds=58))
+    assert near.action is Action.WAIT and near.requeue_after == pytest.approx(2)
+
+
+def test_scale_to_zero_parks_work_on_ordinal_zero() -> None:
+    start = _plan(3, 0)
+    assert start.record is not None and start.record.ordinals == [1, 2]
+    transfer = _plan(3, 0, _record("Transferring", 3, 0), observed=Observations(departing_work=4))
+    assert transfer.survivors == ("w-0",) and transfer.ordinals == (1, 2)
+    shrink = _plan(3, 0, _record("Transferring", 3, 0), observed=Observations(departing_work=0))
+    assert shrink.statefulset_replicas == 0
+
+
+@pytest.mark.parametrize("phase", ["Fencing", "WaitingInFlight", "Transferring"])
+def test_scale_up_during_drain_cancels(phase: str) -> None:
+    decision = _plan(5, 6, _record(phase))
+    assert (decision.action, decision.ordinals) == (Action.UNFENCE, (2, 3, 4))
+    assert decision.record is not None and decision.record.phase == "Cancelled"
+    assert draining_count(decision.record) == 0
+    assert replicas_to_render(5, 6, decision.record) == 5
+    follow = _plan(5, 6, decision.record)
+    assert (follow.action, follow.statefulset_replicas) == (Action.SCALE, 6)
+    assert _plan(5, 5, decision.record).action is Action.NOOP
+
+
+def test_partial_scale_up_during_drain_narrows() -> None:
+    decision = _plan(5, 4, _record("Transferring"))
+    assert (decision.action, decision.ordinals) == (Action.UNFENCE, (2, 3))
+    assert decision.record is not None
+    assert decision.record.phase == "Transferring" and decision.record.ordinals == [4]
+    assert decision.record.to_replicas == 4
+
+
+def test_further_scale_down_during_drain_widens() -> None:
+    later = T0 + timedelta(seconds=30)
+    decision = _plan(5, 1, _record("WaitingInFlight"), now=later)
+    assert decision.action is Action.ADVANCE
+    assert decision.record is not None
+    assert decision.record.phase == "Fencing" and decision.record.ordinals == [1, 2, 3, 4]
+    assert decision.record.started_at == format_time(later)
+
+
+def test_scale_to_zero_during_drain_to_one_keeps_ordinals() -> None:
+    decision = _plan(3, 0, _record("Transferring", 3, 1))
+    assert decision.action is Action.ADVANCE
+    assert decision.record is not None
+    assert (decision.record.phase, decision.record.to_replicas) == ("Transferring", 0)
+
+
+def test_drain_after_shrink_finishes_before_scale_up() -> None:
+    shrinking = _record("Shrinking")
+    decision = _plan(2, 6, shrinking)
+    assert decision.action is Action.ADVANCE and decision.record is not None
+    assert decision.record.phase == "Sweeping"
+    done = _plan(2, 6, _plan(2, 6, decision.record).record)
+    assert (done.action, done.statefulset_replicas) == (Action.SCALE, 6)
+
+
+def test_replan_is_deterministic() -> None:
+    record = _record("WaitingInFlight")
+    assert _plan(5, 2, record, drain=WAIT) == _plan(5, 2, record, drain=WAIT)
+
+
+def test_settings_from_spec() -> None:
+    drain = DrainSpec.model_validate({"timeoutSeconds": 9, "inFlight": "wait"})
+    assert DrainSettings.from_spec(drain) == DrainSettings(9, "wait", False)
+
+
+def test_negative_desired_rejected() -> None:
+    with pytest.raises(ValueError):
+        _plan(1, -1)
+
+
+# --- simulation ---------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    """StatefulSet, pods, registry and tasks, as the handler's actions change them."""
+
+    sts: int
+    pods: set[int]
+    tasks: dict[str, int]
+    in_flight: dict[int, int]
+    fenced: set[int] = field(default_factory=set)
+    retired: set[int] = field(default_factory=set)
+    record: ScaleDownStatus | None = None
+    now: datetime = T0
+    created: int = 0
+
+    def departing(self) -> tuple[int, ...]:
+        return tuple(self.record.ordinals) if draining_count(self.record) else ()
+
+    def observe(self) -> Observations:
+        departing = self.departing()
+        return Observations(
+            in_flight_quiet=all(self.in_flight.get(k, 0) == 0 for k in departing),
+            departing_work=sum(1 for owner in self.tasks.values() if owner in departing),
+            departing_pods=sum(1 for k in departing if k in self.pods),
+        )
+
+    def tick(self, seconds: float) -> None:
+        """Time passes: pods converge on the StatefulSet, agents work."""
+        self.now += timedelta(seconds=seconds)
+        for k in range(self.sts):
+            if k not in self.pods:
+                self.pods.add(k)
+                self.retired.discard(k)  # a returning id registers again
+                self.fenced.discard(k)
+        self.pods = {k for k in self.pods if k < self.sts}
+        for k in sorted(self.pods):
+            if k in self.fenced:
+                self.in_flight[k] = max(0, self.in_flight.get(k, 0) - 1)
+            else:  # only unfenced occurrences create and claim work
+                self.tasks[f"t{self.created}"] = k
+                self.created += 1
+                self.in_flight[k] = 1
+
+    def move(self, ordinals: tuple[int, ...], survivors: tuple[str, ...]) -> int:
+        targets = [int(s.rsplit("-", 1)[1]) for s in survivors]
+        moved = 0
+        for task, owner in sorted(self.tasks.items()):
+            if owner in ordinals:
+                self.tasks[task] = targets[moved % len(targets)]
+                moved += 1
+        return moved
+
+    def apply(self, decision: Decision) -> None:
+        record = decision.record
+        match decision.action:
+            case Action.SCALE | Action.SHRINK:
+                assert decision.statefulset_replicas is not None
+                if decision.action is Action.SHRINK:
+                    # Never remove a pod that still owns work.
+                    gone = {k for k in range(decision.statefulset_replicas, self.sts) if k}
+                    assert not gone & set(self.tasks.values())
+                self.sts = decision.statefulset_replicas
+            case Action.FENCE:
+                self.fenced |= set(decision.ordinals)
+            case Action.UNFENCE:
+                self.fenced -= set(decision.ordinals)
+            case Action.RELEASE_IN_FLIGHT:
+                for k in decision.ordinals:
+                    self.in_flight[k] = 0
+            case Action.TRANSFER:
+                assert record is not None
+                record = record_transferred(
+                    record, self.move(decision.ordinals, decision.survivors)
+                )
+            case Action.SWEEP:
+                assert record is not None
+                record = record_transferred(
+                    record, self.move(decision.ordinals, decision.survivors)
+                )
+                self.retired |= set(decision.ordinals)
+                self.fenced -= set(decision.ordinals)
+            case Action.WAIT:
+                self.tick(decision.requeue_after or 1)
+        self.record = record
+
+    def step(self, desired: int, drain: DrainSettings) -> Decision:
+        decision = plan(
+            "w",
+            current=self.sts,
+            desired=desired,
+            record=self.record,
+            settings=drain,
+            observed=self.observe(),
+            now=self.now,
+        )
+        self.apply(decision)
+        return decision
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    start=st.integers(0, 6),
+    changes=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), max_size=5),
+    mode=st.sampled_from(["release", "wait"]),
+)
+def test_simulated_scaling_never_strands_work(
+    start: int, changes: list[tuple[int, int]], mode: str
+) -> None:
+    drain = DrainSettings(timeout_seconds=20, in_flight=mode)  # type: ignore[arg-type]
+    world = World(sts=start, pods=set(range(start)), tasks={}, in_flight={})
+    world.tick(1)
+    for desired, steps in changes:  # the user changes replicas mid-way through drains
+        for _ in range(steps):
+            world.step(desired, drain)
+            world.tick(0.5)
+    final = changes[-1][0] if changes else start
+    for _ in range(500):
+        if world.step(final, drain).action is Action.NOOP:
+            break
+        world.tick(0.5)
+    else:
+        pytest.fail(f"did not settle: {world.record}")
+    world.tick(1)
+    assert world.sts == final
+    assert draining_count(world.record) == 0
+    live = set(range(max(final, 1)))
+    assert set(world.tasks.values()) <= live, "work owned by a removed occurrence"
+    assert not world.fenced & world.pods, "a running occurrence was left fenced"

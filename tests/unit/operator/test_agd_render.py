@@ -1,0 +1,287 @@
+"""Rendering: golden manifests, hash stability, and what must never roll pods.
+
+Regenerate the goldens after an intended change with:
+
+    UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/operator/test_agd_render.py
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from agd_samples import FULL, MINIMAL, OWNER, SAMPLES, SCALED_TO_ZERO, spec_of
+
+from occurrence_operator import api, naming
+from occurrence_operator.job import build_migration_job, migration_hash
+from occurrence_operator.owner import Owner
+from occurrence_operator.render import render
+from occurrence_operator.statefulset import build_statefulset
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+
+
+def _golden_text(sample: str) -> str:
+    spec = spec_of(SAMPLES[sample])
+    rendered = render(spec, OWNER, replicas=spec.replicas)
+    documents = [{"selector": rendered.selector, "migrationHash": rendered.migration_hash}]
+    documents += rendered.objects()
+    header = (
+        f"# Rendered from tests/unit/operator/agd_samples.py:{sample}; UPDATE_GOLDEN=1 rewrites.\n"
+    )
+    return header + yaml.safe_dump_all(documents, sort_keys=False, width=100)
+
+
+@pytest.mark.parametrize("sample", sorted(SAMPLES))
+def test_golden(sample: str) -> None:
+    path = GOLDEN_DIR / f"{sample}.yaml"
+    text = _golden_text(sample)
+    if UPDATE:
+        path.write_text(text)
+    assert path.exists(), f"{path} missing: run with UPDATE_GOLDEN=1"
+    assert text == path.read_text(), f"{path.name} differs: review, then UPDATE_GOLDEN=1"
+
+
+def _pod_spec(sts: dict[str, Any]) -> dict[str, Any]:
+    return sts["spec"]["template"]["spec"]
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e for e in container["env"]}
+
+
+def test_statefulset_shape() -> None:
+    spec = spec_of(MINIMAL)
+    sts = build_statefulset(spec, OWNER, replicas=3)
+    assert sts["metadata"]["name"] == "thinker"
+    assert sts["spec"]["replicas"] == 3
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    assert sts["spec"]["serviceName"] == "thinker"
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert labels[api.LABEL_NAME] == "occurrence-agent"
+    assert labels[api.LABEL_INSTANCE] == "thinker"
+    assert labels[api.LABEL_MANAGED_BY] == "occurrence-operator"
+    assert labels[api.LABEL_AGENTDEPLOYMENT] == "thinker"
+    selector = sts["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= labels.items()
+    (ref,) = sts["metadata"]["ownerReferences"]
+    assert ref == {
+        "apiVersion": "occurrence.dev/v1alpha1",
+        "kind": "AgentDeployment",
+        "name": "thinker",
+        "uid": OWNER.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def test_pod_env_identity_and_database() -> None:
+    spec = spec_of(FULL)
+    (container,) = _pod_spec(build_statefulset(spec, OWNER, 5))["containers"]
+    env = _env(container)
+    assert env["AGENT_OCCURRENCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert (
+        env["AGENT_OCCURRENCE_ORDINAL"]["valueFrom"]["fieldRef"]["fieldPath"]
+        == "metadata.labels['apps.kubernetes.io/pod-index']"
+    )
+    assert env["DATABASE_URL"] == {
+        "name": "DATABASE_URL",
+        "valueFrom": {"secretKeyRef": {"name": "agent-db", "key": "postgres-url"}},
+    }
+    assert env["AGENT_PORT"]["value"] == "9090"
+    names = [e["name"] for e in container["env"]]
+    # Operator variables first, so user values can use $(AGENT_OCCURRENCE_ID).
+    assert names.index("AGENT_OCCURRENCE_ID") < names.index("INSTANCE_LABEL")
+    assert not any("value" in e and "postgres" in str(e["value"]) for e in container["env"])
+
+
+def test_default_command_and_probes() -> None:
+    (container,) = _pod_spec(build_statefulset(spec_of(MINIMAL), OWNER, 1))["containers"]
+    assert container["command"] == ["occurrence-agent"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+
+
+def test_probe_overrides_merge() -> None:
+    (container,) = _pod_spec(build_statefulset(spec_of(FULL), OWNER, 1))["containers"]
+    liveness, readiness = container["livenessProbe"], container["readinessProbe"]
+    assert liveness["httpGet"]["path"] == "/healthz" and liveness["periodSeconds"] == 30
+    assert readiness["tcpSocket"] == {"port": 9090} and "httpGet" not in readiness
+    assert readiness["periodSeconds"] == 3
+
+
+def _restricted_violations(pod_spec: dict[str, Any]) -> list[str]:
+    """The `restricted` Pod Security Standard checks that apply to what we render."""
+    problems: list[str] = []
+    pod_sc = pod_spec.get("securityContext", {})
+    for container in pod_spec["containers"]:
+        sc = container.get("securityContext", {})
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append("allowPrivilegeEscalation must be false")
+        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+            problems.append("capabilities.drop must include ALL")
+        if set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+            problems.append("capabilities.add beyond NET_BIND_SERVICE")
+        if sc.get("privileged"):
+            problems.append("privileged")
+        if not sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")):
+            problems.append("runAsNonRoot")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            problems.append("runAsUser 0")
+        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append("seccompProfile")
+        if container.get("ports") and any(p.get("hostPort") for p in container["ports"]):
+            problems.append("hostPort")
+    for volume in pod_spec.get("volumes", []):
+        if "hostPath" in volume:
+            problems.append("hostPath volume")
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod_spec.get(flag):
+            problems.append(flag)
+    return problems
+
+
+@pytest.mark.parametrize("sample", sorted(SAMPLES))
+def test_pods_pass_restricted_standard(sample: str) -> None:
+    spec = spec_of(SAMPLES[sample])
+    rendered = render(spec, OWNER, replicas=2)
+    assert _restricted_violations(_pod_spec(rendered.statefulset)) == []
+    if rendered.migration_job is not None:
+        assert _restricted_violations(_pod_spec(rendered.migration_job)) == []
+
+
+def test_security_overrides_merge_over_defaults() -> None:
+    pod = _pod_spec(build_statefulset(spec_of(FULL), OWNER, 1))
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 2000,
+        "runAsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "fsGroup": 2000,
+    }
+    sc = pod["containers"][0]["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
+
+
+def test_replicas_change_keeps_template_and_job() -> None:
+    """Scaling must not roll pods nor re-run migrations."""
+    one, many = spec_of(FULL, replicas=1), spec_of(FULL, replicas=7)
+    assert (
+        build_statefulset(one, OWNER, 1)["spec"]["template"]
+        == (build_statefulset(many, OWNER, 7)["spec"]["template"])
+    )
+    assert build_migration_job(one, OWNER) == build_migration_job(many, OWNER)
+
+
+def test_same_spec_same_job_name() -> None:
+    first = build_migration_job(spec_of(FULL), OWNER)
+    second = build_migration_job(spec_of(FULL), OWNER)
+    assert first is not None and second is not None
+    assert first["metadata"]["name"] == second["metadata"]["name"]
+    assert first["metadata"]["name"] == f"thinker-migrate-{migration_hash(spec_of(FULL))}"
+    assert len(migration_hash(spec_of(FULL))) == 10
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"image": "ghcr.io/example/agent:1.0.1"},
+        {"migrations": {"command": ["occurrence-store", "migrate", "--target", "7"]}},
+        {"migrations": {"image": "ghcr.io/example/migrations:1"}},
+        {"database": {"secretRef": {"name": "agent-db-v2"}}},
+        {"database": {"secretRef": {"name": "agent-db", "key": "other"}}},
+    ],
+)
+def test_migration_inputs_change_the_job_name(changes: dict[str, Any]) -> None:
+    assert migration_hash(spec_of(MINIMAL)) != migration_hash(spec_of(MINIMAL, **changes))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"replicas": 9},
+        {"env": [{"name": "X", "value": "1"}]},
+        {"migrations": {"backoffLimit": 5, "activeDeadlineSeconds": 60}},
+        {"drain": {"inFlight": "wait"}},
+        {"imagePullPolicy": "Always"},
+    ],
+)
+def test_other_fields_keep_the_job_name(changes: dict[str, Any]) -> None:
+    assert migration_hash(spec_of(MINIMAL)) == migration_hash(spec_of(MINIMAL, **changes))
+
+
+def test_migration_image_defaults_to_agent_image() -> None:
+    pinned = spec_of(MINIMAL, migrations={"image": MINIMAL["image"]})
+    assert migration_hash(pinned) == migration_hash(spec_of(MINIMAL))
+
+
+def test_job_shape() -> None:
+    job = build_migration_job(spec_of(MINIMAL), OWNER)
+    assert job is not None
+    assert job["spec"]["backoffLimit"] == 2
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+    assert "ttlSecondsAfterFinished" not in job["spec"]
+    template = job["spec"]["template"]
+    assert template["spec"]["restartPolicy"] == "Never"
+    assert template["metadata"]["labels"]["occurrence.dev/component"] == "migrations"
+    (container,) = template["spec"]["containers"]
+    assert container["command"] == ["occurrence-store", "migrate"]
+    assert container["env"] == [
+        {
+            "name": "DATABASE_URL",
+            "valueFrom": {"secretKeyRef": {"name": "agent-db", "key": "url"}},
+        }
+    ]
+
+
+def test_migration_pods_are_not_selected_as_agents() -> None:
+    job = build_migration_job(spec_of(MINIMAL), OWNER)
+    assert job is not None
+    job_labels = job["spec"]["template"]["metadata"]["labels"]
+    selector = naming.selector_labels(OWNER.name)
+    assert not selector.items() <= job_labels.items()
+
+
+def test_disabled_migrations_render_no_job() -> None:
+    rendered = render(spec_of(SCALED_TO_ZERO), OWNER, replicas=0)
+    assert rendered.migration_job is None and rendered.migration_hash is None
+    assert [o["kind"] for o in rendered.objects()] == [
+        "Service",
+        "PodDisruptionBudget",
+        "StatefulSet",
+    ]
+
+
+def test_long_names_give_valid_job_names() -> None:
+    owner = Owner(name="a" * 52, namespace="ns", uid="u")
+    job = build_migration_job(spec_of(MINIMAL), owner)
+    assert job is not None
+    assert len(job["metadata"]["name"]) <= 63
+    assert job["metadata"]["name"].endswith(f"-migrate-{migration_hash(spec_of(MINIMAL))}")
+
+
+def test_selector_string() -> None:
+    assert naming.selector_string("thinker") == (
+        "occurrence.dev/agentdeployment=thinker,occurrence.dev/component=agent"
+    )
+
+
+@pytest.mark.parametrize("name", ["Thinker", "9lives", "a" * 53, "with.dot", "trailing-"])
+def test_invalid_names_rejected(name: str) -> None:
+    with pytest.raises(ValueError, match="invalid AgentDeployment name"):
+        naming.validate_name(name)
+
+
+def test_service_and_pdb() -> None:
+    rendered = render(spec_of(FULL), OWNER, replicas=5)
+    assert rendered.service["spec"]["clusterIP"] == "None"
+    assert rendered.service["spec"]["ports"][0]["port"] == 9090
+    assert rendered.pdb["spec"]["maxUnavailable"] == 1
+    assert rendered.service["spec"]["selector"] == rendered.pdb["spec"]["selector"]["matchLabels"]
