@@ -1,0 +1,45 @@
+# One image for the whole project: the operator, the persistence core's CLI and the agent
+# runtime. The StatefulSet, the migrations Job and the operator Deployment all run it:
+#   occurrence-operator   the Kopf operator
+#   occurrence-store      `occurrence-store migrate` (the migrations Job), maintenance
+#   occurrence-agent      the agent runtime (default command)
+# Runs as uid 10001 with a read-only root filesystem: everything writable (HOME, TMPDIR,
+# the embedded SQLite default) points at /tmp, an emptyDir in the pod.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/occurrence
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+RUN /opt/occurrence/bin/pip install --no-compile . \
+ && /opt/occurrence/bin/python -m compileall -q /opt/occurrence/lib
+
+FROM ${PYTHON_IMAGE} AS runtime
+ARG UID=10001
+RUN groupadd --system --gid ${UID} occurrence \
+ && useradd --system --uid ${UID} --gid ${UID} --home-dir /tmp --no-create-home \
+      --shell /usr/sbin/nologin occurrence
+COPY --from=build /opt/occurrence /opt/occurrence
+ENV PATH=/opt/occurrence/bin:${PATH} \
+    HOME=/tmp \
+    TMPDIR=/tmp \
+    XDG_CACHE_HOME=/tmp/.cache \
+    OCCURRENCE_DATA_DIR=/tmp/occurrence \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# Every entry point the image promises must exist and start.
+RUN occurrence-operator --help >/dev/null \
+ && occurrence-store --help >/dev/null \
+ && occurrence-agent --help >/dev/null
+LABEL org.opencontainers.image.title="occurrence-operator" \
+      org.opencontainers.image.description="Occurrence operator, persistence core CLI and agent runtime" \
+      org.opencontainers.image.licenses="Apache-2.0"
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 8080
+CMD ["occurrence-agent"]

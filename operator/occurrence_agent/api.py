@@ -1,0 +1,194 @@
+"""The HTTP API (aiohttp): submit and read this occurrence's tasks, probes, metrics.
+
+Every error is JSON ``{"error": ..., "status": ...}``. Malformed input is a 4xx; a
+database that cannot be reached is a 503; a 500 means a bug and is logged as one.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import Any, Protocol
+
+import asyncpg
+from aiohttp import web
+from pydantic import ValidationError
+
+from occurrence_agent.metrics import CONTENT_TYPE
+from occurrence_agent.openapi import openapi_document
+from occurrence_agent.schemas import (
+    MAX_BODY_BYTES,
+    BadRequest,
+    ShutdownRequest,
+    TaskCreate,
+    check_id,
+    parse_int,
+    parse_json_object,
+    parse_status,
+    task_json,
+    thought_json,
+)
+from occurrence_store.errors import DatabaseUnavailable, StoreError
+from occurrence_store.models import Task, TaskStatus
+from occurrence_store.scoped import ScopedStore
+
+log = logging.getLogger("occurrence_agent.api")
+
+
+class RuntimeView(Protocol):
+    """What the API needs from the runtime."""
+
+    occurrence_id: str
+
+    @property
+    def scoped(self) -> ScopedStore: ...
+    def refusal(self) -> str | None: ...
+    def readiness(self) -> tuple[bool, str]: ...
+    def status(self) -> dict[str, Any]: ...
+    async def submit(self, body: TaskCreate) -> Task: ...
+    async def request_shutdown(self, body: ShutdownRequest) -> tuple[int, dict[str, Any]]: ...
+    async def render_metrics(self) -> str: ...
+
+
+RUNTIME: web.AppKey[RuntimeView] = web.AppKey("runtime", RuntimeView)  # type: ignore[type-abstract]
+
+_DATABASE_ERRORS = (DatabaseUnavailable, asyncpg.PostgresConnectionError,
+                    asyncpg.InterfaceError, sqlite3.OperationalError, OSError, TimeoutError)
+
+
+def json_error(request: web.Request, status: int, message: str, detail: Any = None,
+               headers: dict[str, str] | None = None) -> web.Response:
+    runtime = request.app.get(RUNTIME)
+    body: dict[str, Any] = {"error": message, "status": status}
+    if runtime is not None:
+        body["occurrence_id"] = runtime.occurrence_id
+    if detail is not None:
+        body["detail"] = detail
+    return web.json_response(body, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return json_error(request, exc.status, str(exc), exc.detail)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return json_error(request, exc.status, exc.reason, headers=headers)
+    except _DATABASE_ERRORS as exc:
+        log.warning("request failed, database unavailable: %s", exc,
+                    extra={"event": "api.database_unavailable", "path": request.path})
+        return json_error(request, 503, "database unavailable")
+    except StoreError as exc:
+        log.warning("request failed in the store: %s", exc, extra={"event": "api.store_error"})
+        return json_error(request, 503, f"store error: {exc}")
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path,
+                      extra={"event": "api.bug"})
+        return json_error(request, 500, "internal error")
+
+
+def _validate(model: type[TaskCreate] | type[ShutdownRequest], data: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        detail = exc.errors(include_url=False, include_context=False, include_input=False)
+        raise BadRequest("invalid request body", 422, detail) from None
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    return parse_json_object(await request.read())
+
+
+async def submit_task(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    refusal = runtime.refusal()
+    if refusal is not None:
+        return json_error(request, 503, refusal, headers={"Retry-After": "5"})
+    body = _validate(TaskCreate, await _body(request))
+    task = await runtime.submit(body)
+    return web.json_response(task_json(task), status=201,
+                             headers={"Location": f"/tasks/{task.task_id}"})
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    status = parse_status(request.query.get("status"))
+    limit = parse_int(request.query.get("limit"), "limit", 100, 1, 1000)
+    offset = parse_int(request.query.get("offset"), "offset", 0, 0, 10**9)
+    if status is None:
+        tasks = await runtime.scoped.get_all_tasks()
+    else:
+        tasks = await runtime.scoped.get_tasks_by_status(TaskStatus(status))
+    page = tasks[offset: offset + limit]
+    return web.json_response({"occurrence_id": runtime.occurrence_id, "total": len(tasks),
+                              "tasks": [task_json(t) for t in page]})
+
+
+async def _own_task(request: web.Request) -> Task:
+    task_id = request.match_info["task_id"]
+    task = await request.app[RUNTIME].scoped.get_task(task_id) if check_id(task_id) else None
+    if task is None:
+        raise BadRequest("no such task on this occurrence", 404)
+    return task
+
+
+async def get_task(request: web.Request) -> web.Response:
+    return web.json_response(task_json(await _own_task(request)))
+
+
+async def get_thoughts(request: web.Request) -> web.Response:
+    task = await _own_task(request)
+    thoughts = await request.app[RUNTIME].scoped.get_thoughts_by_task(task.task_id)
+    return web.json_response({"task_id": task.task_id,
+                              "thoughts": [thought_json(t) for t in thoughts]})
+
+
+async def shutdown(request: web.Request) -> web.Response:
+    body = _validate(ShutdownRequest, await _body(request))
+    status, payload = await request.app[RUNTIME].request_shutdown(body)
+    return web.json_response(payload, status=status)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "occurrence_id": request.app[RUNTIME].occurrence_id})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    ready, reason = runtime.readiness()
+    return web.json_response({"ready": ready, "reason": reason,
+                              "occurrence_id": runtime.occurrence_id},
+                             status=200 if ready else 503)
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[RUNTIME].status())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    text = await request.app[RUNTIME].render_metrics()
+    return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document(request.app[RUNTIME].occurrence_id))
+
+
+def create_app(runtime: RuntimeView) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    app[RUNTIME] = runtime
+    app.router.add_post("/tasks", submit_task)
+    app.router.add_get("/tasks", list_tasks)
+    app.router.add_get("/tasks/{task_id}", get_task)
+    app.router.add_get("/tasks/{task_id}/thoughts", get_thoughts)
+    app.router.add_post("/shutdown", shutdown)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
+    return app

@@ -1,0 +1,163 @@
+"""The runtime's settings: identity, database, HTTP port and the timing knobs.
+
+Values come from command-line options first, then ``AGENT_*`` environment variables
+(``AGENT_OCCURRENCE_ID``, ``AGENT_OCCURRENCE_ORDINAL``, ``DATABASE_URL``...), then defaults.
+Everything is validated up front: a bad value is one :class:`ConfigError` line, not a
+traceback half-way through start-up.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from occurrence_store.errors import InvalidDatabaseURL, InvalidOccurrenceId
+from occurrence_store.models import validate_occurrence_id
+from occurrence_store.urls import parse_database_url
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message is one line fit for a CLI error."""
+
+
+ENV_PREFIX = "AGENT_"
+
+# field name -> environment variable
+ENV_NAMES: dict[str, str] = {
+    "occurrence_id": "AGENT_OCCURRENCE_ID",
+    "ordinal": "AGENT_OCCURRENCE_ORDINAL",
+    "database_url": "DATABASE_URL",
+    "host": "AGENT_HOST",
+    "port": "AGENT_PORT",
+    "port_file": "AGENT_PORT_FILE",
+    "migrate": "AGENT_MIGRATE",
+    "max_active_tasks": "AGENT_MAX_ACTIVE_TASKS",
+    "thought_concurrency": "AGENT_THOUGHT_CONCURRENCY",
+    "poll_interval": "AGENT_POLL_INTERVAL",
+    "lease_seconds": "AGENT_LEASE_SECONDS",
+    "heartbeat_interval": "AGENT_HEARTBEAT_INTERVAL",
+    "wakeup_timeout": "AGENT_WAKEUP_TIMEOUT",
+    "shared_lease_seconds": "AGENT_SHARED_LEASE_SECONDS",
+    "drain_timeout": "AGENT_DRAIN_TIMEOUT",
+    "simulated_work_ms": "AGENT_SIMULATED_WORK_MS",
+    "wakeup_steps": "AGENT_WAKEUP_STEPS",
+    "journal_path": "AGENT_JOURNAL",
+    "log_level": "AGENT_LOG_LEVEL",
+    "access_log": "AGENT_ACCESS_LOG",
+}
+
+
+class AgentConfig(BaseModel):
+    """Validated settings of one occurrence's runtime."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    occurrence_id: str = Field(description="Stable identity; the pod name in Kubernetes.")
+    ordinal: int | None = Field(default=None, ge=0, le=1_000_000,
+                                description="StatefulSet ordinal (pod index), if any.")
+    database_url: str | None = Field(
+        default=None, description="postgresql://... or sqlite:///path; None: embedded SQLite.")
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free port.")
+    port_file: Path | None = Field(default=None, description="Write the bound port here.")
+    migrate: bool | None = Field(
+        default=None, description="Apply migrations at start; default: only for embedded SQLite.")
+    max_active_tasks: int = Field(default=10, ge=1, le=10_000)
+    thought_concurrency: int = Field(default=4, ge=1, le=1_000)
+    poll_interval: float = Field(default=0.5, gt=0, le=60)
+    lease_seconds: float = Field(default=30.0, gt=0, le=3600)
+    heartbeat_interval: float | None = Field(
+        default=None, gt=0, description="Default: a third of the lease.")
+    wakeup_timeout: float = Field(default=120.0, gt=0, le=86_400)
+    shared_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
+    drain_timeout: float = Field(default=20.0, ge=0, le=3600)
+    simulated_work_ms: int = Field(default=50, ge=0, le=600_000)
+    wakeup_steps: int = Field(default=3, ge=0, le=100)
+    journal_path: Path | None = None
+    log_level: str = "INFO"
+    access_log: bool = False
+
+    @field_validator("occurrence_id")
+    @classmethod
+    def _occurrence_id(cls, value: str) -> str:
+        try:
+            return validate_occurrence_id(value)
+        except InvalidOccurrenceId as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            parse_database_url(value)
+        except InvalidDatabaseURL as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> AgentConfig:
+        if self.heartbeat_interval is not None and self.heartbeat_interval > self.lease_seconds / 3:
+            raise ValueError(
+                f"heartbeat interval {self.heartbeat_interval:g}s must be at most a third of "
+                f"the lease ({self.lease_seconds:g}s)"
+            )
+        return self
+
+    @property
+    def effective_heartbeat_interval(self) -> float:
+        return self.heartbeat_interval or self.lease_seconds / 3
+
+    @property
+    def should_migrate(self) -> bool:
+        return self.migrate if self.migrate is not None else self.database_url is None
+
+    @property
+    def redacted_database_url(self) -> str:
+        return parse_database_url(self.database_url).redacted
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        name = ENV_NAMES.get(field)
+        where = f"{field} ({name})" if name else field or "config"
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
+
+
+def load_config(overrides: Mapping[str, Any] | None = None,
+                env: Mapping[str, str] | None = None) -> AgentConfig:
+    """Merge ``overrides`` (CLI options; ``None`` values ignored) over the environment."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for field, name in ENV_NAMES.items():
+        raw = env.get(name)
+        if raw is not None and raw.strip() != "":
+            values[field] = raw.strip()
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+    if "occurrence_id" not in values:
+        raise ConfigError(
+            "occurrence id missing: set AGENT_OCCURRENCE_ID or pass --occurrence-id"
+        )
+    try:
+        return AgentConfig.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None

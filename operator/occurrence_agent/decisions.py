@@ -1,0 +1,241 @@
+"""Decisions taken once for all occurrences: the day's wakeup and shutdown.
+
+Both ride on the core's shared tasks (``try_claim_shared_task``): the occurrence whose
+claim lands performs the wakeup / makes the shutdown decision; the others wait for it
+(bounded) and follow. A claimer that dies loses its lease and the next claimer takes over.
+The occurrence count comes from the registry (live leases), never from configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from occurrence_agent.handlers import Handler
+from occurrence_agent.metrics import Metrics
+from occurrence_store import Store
+from occurrence_store.models import Task, TaskStatus
+from occurrence_store.shared import shared_task_id
+
+log = logging.getLogger("occurrence_agent.decisions")
+
+WAKEUP = "wakeup"
+SHUTDOWN = "shutdown"
+_FINISHED = (TaskStatus.COMPLETED, TaskStatus.FAILED)
+
+
+class WakeupTimeout(RuntimeError):
+    """The shared wakeup did not complete within the configured wait."""
+
+
+@dataclass(frozen=True)
+class WakeupOutcome:
+    task_id: str
+    performed: bool
+    waited_seconds: float
+    status: TaskStatus
+    performed_by: str | None
+
+
+async def _renew_forever(store: Store, task_id: str, occurrence_id: str, lease: float) -> None:
+    while True:
+        await asyncio.sleep(lease / 3)
+        with contextlib.suppress(Exception):
+            await store.shared.renew_lease(task_id, occurrence_id, lease)
+
+
+async def _perform(store: Store, task: Task, occurrence_id: str, lease: float,
+                   work: Callable[[], Awaitable[tuple[dict[str, Any], TaskStatus]]]
+                   ) -> tuple[dict[str, Any], TaskStatus]:
+    """Run ``work()`` holding the claim's lease; return (outcome, status) after completing."""
+    renewer = asyncio.create_task(_renew_forever(store, task.task_id, occurrence_id, lease))
+    try:
+        outcome, status = await work()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("shared task %s failed", task.task_id, extra={"event": "shared.failed"})
+        outcome, status = {"error": f"{type(exc).__name__}: {exc}"[:500]}, TaskStatus.FAILED
+    finally:
+        renewer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewer
+    outcome = {**outcome, "decided_by": occurrence_id}
+    await store.shared.complete_shared_task(task.task_id, occurrence_id, outcome=outcome,
+                                            status=status)
+    return outcome, status
+
+
+async def wake_up(store: Store, occurrence_id: str, handler: Handler, *, timeout: float,
+                  lease_seconds: float, metrics: Metrics, poll_interval: float = 0.5
+                  ) -> WakeupOutcome:
+    """Join today's wakeup: perform it if this occurrence's claim lands, else wait for it."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + timeout
+    counted_conflict = False
+    while True:
+        task, won = await store.shared.try_claim_shared_task(
+            WAKEUP, occurrence_id, lease_seconds=lease_seconds,
+            description="Wakeup performed once on behalf of all occurrences",
+        )
+        if task.status in _FINISHED:
+            return _joined(task, occurrence_id, loop.time() - started, metrics)
+        if won or task.claimed_by == occurrence_id:
+            # won, or a crashed predecessor with this same id held the claim: carry on.
+            occurrences = await store.registry.live_count()
+            log.info("performing wakeup on behalf of %d occurrence(s)", occurrences,
+                     extra={"event": "wakeup.performing", "task_id": task.task_id})
+
+            async def work(n: int = occurrences) -> tuple[dict[str, Any], TaskStatus]:
+                result = await handler.wakeup(occurrence_id, n)
+                return {"occurrences": n, "result": result}, TaskStatus.COMPLETED
+
+            _, status = await _perform(store, task, occurrence_id, lease_seconds, work)
+            metrics.set("occurrence_wakeup_performed", 1)
+            metrics.set("occurrence_wakeup_wait_seconds", 0)
+            log.info("wakeup %s for all", status.value,
+                     extra={"event": "wakeup.performed", "task_id": task.task_id})
+            return WakeupOutcome(task.task_id, True, 0.0, status, occurrence_id)
+        if not counted_conflict:
+            counted_conflict = True
+            metrics.inc("occurrence_claim_conflicts_total", kind="shared_task")
+            log.info("wakeup claimed by %s; waiting for it", task.claimed_by,
+                     extra={"event": "wakeup.waiting", "task_id": task.task_id})
+        left = deadline - loop.time()
+        if left <= 0:
+            raise WakeupTimeout(
+                f"wakeup {task.task_id} (claimed by {task.claimed_by}) did not complete "
+                f"within {timeout:g}s"
+            )
+        # Wait at most a lease: if the claimer died meanwhile, the next claim takes over.
+        done = await store.shared.wait_for_shared_task_completion(
+            task.task_id, min(left, lease_seconds), poll_interval=poll_interval)
+        if done is not None:
+            return _joined(done, occurrence_id, loop.time() - started, metrics)
+
+
+def _joined(task: Task, occurrence_id: str, waited: float, metrics: Metrics) -> WakeupOutcome:
+    metrics.set("occurrence_wakeup_performed", 0)
+    metrics.set("occurrence_wakeup_wait_seconds", waited)
+    by = task.outcome.get("decided_by") or task.claimed_by
+    level = logging.INFO if task.status == TaskStatus.COMPLETED else logging.ERROR
+    log.log(level, "joining after wakeup %s by %s (waited %.3fs)", task.status.value, by, waited,
+            extra={"event": "wakeup.joined", "task_id": task.task_id, "performed_by": by})
+    return WakeupOutcome(task.task_id, False, waited, task.status, by)
+
+
+# ----------------------------------------------------------------------------- shutdown
+
+
+@dataclass(frozen=True)
+class ShutdownDecision:
+    task_id: str
+    accept: bool
+    reason: str
+    decided_by: str | None
+    decided_at: datetime
+
+
+def _generation_type(generation: int) -> str:
+    return SHUTDOWN if generation == 1 else f"{SHUTDOWN}_g{generation}"
+
+
+def _decision(task: Task) -> ShutdownDecision:
+    outcome = task.outcome
+    return ShutdownDecision(
+        task.task_id, task.status == TaskStatus.COMPLETED and outcome.get("decision") == "accept",
+        str(outcome.get("reason", "")), outcome.get("decided_by") or task.claimed_by,
+        task.updated_at,
+    )
+
+
+class ShutdownCoordinator:
+    """One shutdown decision for all occurrences, any number of times a day.
+
+    The core's shared task ids are per day, so each new request of the day takes the next
+    *generation* (``SHUTDOWN``, ``SHUTDOWN_G2``...). An occurrence obeys only decisions
+    taken after it registered: yesterday's or this morning's shutdown does not stop a
+    fleet that was started again afterwards.
+    """
+
+    def __init__(self, store: Store, occurrence_id: str, handler: Handler, *,
+                 started_at: datetime, lease_seconds: float, metrics: Metrics) -> None:
+        self.store = store
+        self.occurrence_id = occurrence_id
+        self.handler = handler
+        self.started_at = started_at
+        self.lease_seconds = lease_seconds
+        self.metrics = metrics
+        self._day = ""
+        self._generation = 1
+        self._seen: set[str] = set()
+
+    def _task_id(self, generation: int) -> str:
+        now = self.store.clock()
+        return shared_task_id(_generation_type(generation), now)
+
+    def _roll_day(self) -> None:
+        day = self.store.clock().strftime("%Y%m%d")
+        if day != self._day:
+            self._day, self._generation = day, 1
+
+    async def request(self, reason: str, *, wait: float) -> ShutdownDecision | None:
+        """Ask for an agent-wide shutdown; return the decision (``None``: still undecided
+        after ``wait`` seconds, another occurrence is deciding)."""
+        self._roll_day()
+        generation = self._generation
+        while True:
+            task = await self.store.shared.get_shared_task(self._task_id(generation))
+            if task is not None and task.status in _FINISHED:
+                generation += 1
+                continue
+            kind = _generation_type(generation)
+            task, won = await self.store.shared.try_claim_shared_task(
+                kind, self.occurrence_id, lease_seconds=self.lease_seconds,
+                description=f"Shutdown decision for all occurrences: {reason}"[:500],
+                context={"reason": reason, "requested_by": self.occurrence_id},
+            )
+            if task.status in _FINISHED:  # finished between our read and claim
+                generation += 1
+                continue
+            if won or task.claimed_by == self.occurrence_id:
+                return await self._decide(task, reason)
+            self.metrics.inc("occurrence_claim_conflicts_total", kind="shared_task")
+            done = await self.store.shared.wait_for_shared_task_completion(task.task_id, wait)
+            return _decision(done) if done is not None else None
+
+    async def _decide(self, task: Task, reason: str) -> ShutdownDecision:
+        occurrences = await self.store.registry.live_count()
+
+        async def work() -> tuple[dict[str, Any], TaskStatus]:
+            verdict = await self.handler.decide_shutdown(reason, occurrences)
+            return ({"decision": "accept" if verdict.accept else "reject",
+                     "reason": verdict.reason, "requested_reason": reason,
+                     "occurrences": occurrences}, TaskStatus.COMPLETED)
+
+        outcome, status = await _perform(self.store, task, self.occurrence_id,
+                                         self.lease_seconds, work)
+        log.info("shutdown decision for %d occurrence(s): %s (%s)", occurrences,
+                 outcome.get("decision", status.value), outcome.get("reason", ""),
+                 extra={"event": "shutdown.decided", "task_id": task.task_id})
+        done = await self.store.shared.get_shared_task(task.task_id)
+        return _decision(done or task)
+
+    async def poll(self) -> ShutdownDecision | None:
+        """The newest decision taken since this occurrence started that it has not seen."""
+        self._roll_day()
+        newest: ShutdownDecision | None = None
+        while True:
+            task = await self.store.shared.get_shared_task(self._task_id(self._generation))
+            if task is None or task.status not in _FINISHED:
+                return newest
+            self._generation += 1
+            if task.updated_at >= self.started_at and task.task_id not in self._seen:
+                self._seen.add(task.task_id)
+                newest = _decision(task)

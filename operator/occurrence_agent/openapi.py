@@ -1,0 +1,96 @@
+"""The OpenAPI 3.1 description the runtime serves at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from occurrence_agent.schemas import MAX_ID_LENGTH, ShutdownRequest, TaskCreate
+from occurrence_store.models import TaskStatus
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_OBJ = {"type": "object"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "Malformed request", 404: "Not found (or another occurrence's)",
+            413: "Body too large", 422: "Invalid body", 503: "Draining or shutting down"}
+    return {str(code): _json(_ERROR, text[code]) for code in codes}
+
+
+def openapi_document(occurrence_id: str) -> dict[str, Any]:
+    task_id_param = {"name": "task_id", "in": "path", "required": True,
+                     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Occurrence agent runtime", "version": "1",
+                 "description": f"API of occurrence {occurrence_id}: its own tasks only."},
+        "paths": {
+            "/tasks": {
+                "post": {
+                    "summary": "Submit a task to this occurrence",
+                    "requestBody": {"required": True, "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/TaskCreate"}}}},
+                    "responses": {"201": _json({"$ref": "#/components/schemas/Task"}, "Created"),
+                                  **_errors(400, 413, 422, 503)},
+                },
+                "get": {
+                    "summary": "List this occurrence's tasks",
+                    "parameters": [
+                        {"name": "status", "in": "query", "required": False,
+                         "schema": {"type": "string", "enum": [s.value for s in TaskStatus]}},
+                        {"name": "limit", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                        {"name": "offset", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 0}},
+                    ],
+                    "responses": {"200": _json(_OBJ, "Tasks"), **_errors(400)},
+                },
+            },
+            "/tasks/{task_id}": {"get": {
+                "summary": "One of this occurrence's tasks", "parameters": [task_id_param],
+                "responses": {"200": _json({"$ref": "#/components/schemas/Task"}, "Task"),
+                              **_errors(404)}}},
+            "/tasks/{task_id}/thoughts": {"get": {
+                "summary": "Thoughts of one of this occurrence's tasks",
+                "parameters": [task_id_param],
+                "responses": {"200": _json(_OBJ, "Thoughts"), **_errors(404)}}},
+            "/shutdown": {"post": {
+                "summary": "Request an agent-wide shutdown (one decision all occurrences obey)",
+                "requestBody": {"required": False, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/ShutdownRequest"}}}},
+                "responses": {"200": _json(_OBJ, "Decided"),
+                              "202": _json(_OBJ, "Another occurrence is still deciding"),
+                              **_errors(400, 422)}}},
+            "/status": {"get": {"summary": "This occurrence's state",
+                                "responses": {"200": _json(_OBJ, "State")}}},
+            "/healthz": {"get": {"summary": "Liveness",
+                                 "responses": {"200": _json(_OBJ, "Alive")}}},
+            "/readyz": {"get": {"summary": "Readiness: woken up, not draining, lease alive",
+                                "responses": {"200": _json(_OBJ, "Ready"),
+                                              "503": _json(_OBJ, "Not ready")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
+                "description": "Text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/openapi.json": {"get": {"summary": "This document",
+                                      "responses": {"200": _json(_OBJ, "OpenAPI")}}},
+        },
+        "components": {"schemas": {
+            "TaskCreate": TaskCreate.model_json_schema(),
+            "ShutdownRequest": ShutdownRequest.model_json_schema(),
+            "Task": {"type": "object", "required": ["task_id", "status", "agent_occurrence_id"],
+                     "properties": {"task_id": {"type": "string"},
+                                    "agent_occurrence_id": {"type": "string"},
+                                    "description": {"type": "string"},
+                                    "status": {"type": "string",
+                                               "enum": [s.value for s in TaskStatus]},
+                                    "priority": {"type": "integer"},
+                                    "context": _OBJ, "outcome": _OBJ}},
+            "Error": {"type": "object", "required": ["error"],
+                      "properties": {"error": {"type": "string"}, "status": {"type": "integer"},
+                                     "occurrence_id": {"type": "string"}, "detail": {}}},
+        }},
+    }
