@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint demo cluster-build cluster-up cluster-down clean
+.PHONY: venv test lint demo bench cluster-build cluster-up cluster-down clean
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,15 +17,15 @@ venv: $(BIN)/activate
 ## test: install everything the suite needs, then run the whole suite (store, unit, cluster).
 test: venv
 	bash hack/ensure-postgres.sh
-	$(BIN)/ruff check operator tests benchmarks
+	$(BIN)/ruff check operator tests benchmarks hack
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check operator tests benchmarks
+	$(BIN)/ruff check operator tests benchmarks hack
 
 ## demo: the main job end to end on the embedded SQLite default.
 demo: venv
-	bash hack/demo.sh
+	$(BIN)/python hack/demo.py
 
 cluster-build:
 	bash hack/local-cluster.sh build
@@ -38,3 +38,9 @@ cluster-down:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+## bench: the benchmarks (matplotlib is a benchmark-only dependency), appended to benchmarks/RESULTS.md
+bench: venv
+	$(BIN)/pip install --quiet matplotlib
+	$(BIN)/python -m benchmarks.scoped_query
+	$(BIN)/python -m benchmarks.drain

@@ -17,6 +17,7 @@ from typing import Any
 from occurrence_store.errors import StoreError, UnknownOccurrence
 from occurrence_store.models import (
     InFlightPolicy,
+    OccurrenceState,
     TaskStatus,
     validate_occurrence_id,
 )
@@ -49,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     reg = occ_sub.add_parser("register", help="register an occurrence (as its runtime would)")
     reg.add_argument("occurrence_id")
     reg.add_argument("--ordinal", type=int)
+    _output(reg)
+    state = occ_sub.add_parser(
+        "state", help="set an occurrence's lifecycle state (draining fences it: its runtime "
+        "stops taking work)")
+    state.add_argument("occurrence_id")
+    state.add_argument("state", choices=[s.value for s in OccurrenceState])
+    state.add_argument("--expected-version", type=int,
+                       help="only if the row still has this version (else: conflict error)")
+    _output(state)
     _output(occ)
 
     tasks = sub.add_parser("tasks", help="submit or list one occurrence's tasks")
@@ -172,6 +182,14 @@ async def _cmd_occurrences(store: Store, args: argparse.Namespace) -> int:
         occ = await store.registry.register(args.occurrence_id, ordinal=args.ordinal)
         _emit(args, {"occurrence_id": occ.occurrence_id, "state": occ.state.value},
               f"registered {occ.occurrence_id} ({occ.state.value})")
+        return 0
+    if getattr(args, "occ_command", None) == "state":
+        await _known(store, args.occurrence_id)
+        occ = await store.registry.set_state(args.occurrence_id, OccurrenceState(args.state),
+                                             expected_version=args.expected_version)
+        _emit(args, {"occurrence_id": occ.occurrence_id, "state": occ.state.value,
+                     "version": occ.version},
+              f"{occ.occurrence_id} is {occ.state.value} (version {occ.version})")
         return 0
     now = store.clock()
     occurrences = await store.registry.list()

@@ -55,6 +55,12 @@ def test_full_flow_with_json_output(db_url: str) -> None:
     assert set(occ[0]) == {"occurrence_id", "ordinal", "state", "version", "quiesced",
                            "heartbeat_age_seconds", "lease_expired", "pending_tasks",
                            "active_tasks"}
+    fenced = json.loads(ok(db_url, "occurrences", "state", "agent-2", "draining",
+                           "-o", "json").stdout)
+    assert fenced["state"] == "draining"
+    stale = run(db_url, "occurrences", "state", "agent-2", "retired", "--expected-version",
+                str(fenced["version"] - 1))
+    assert stale.returncode == 1 and "changed concurrently" in stale.stderr
     text = ok(db_url, "occurrences").stdout
     assert text.splitlines()[0].split()[:2] == ["OCCURRENCE", "STATE"]
 
