@@ -84,7 +84,7 @@ def build_migration_job(spec: AgentDeploymentSpec, owner: Owner) -> dict[str, An
             "backoffLimit": spec.migrations.backoff_limit,
             "activeDeadlineSeconds": spec.migrations.active_deadline_seconds,
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": {**(spec.migrations.pod_labels or {}), **labels}},
                 "spec": {
                     "restartPolicy": "Never",
                     "enableServiceLinks": False,

@@ -185,6 +185,9 @@ class MigrationsSpec(CrdModel):
     """Retries of the Job before it is marked failed."""
     active_deadline_seconds: int = Field(600, ge=1)
     """Time limit of the Job."""
+    pod_labels: dict[str, str] | None = None
+    """Extra labels on the Job's pod (network policies, cost attribution...). The operator's
+    own labels take precedence; they do not change the Job's name."""
 
 
 class DrainSpec(CrdModel):

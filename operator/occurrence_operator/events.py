@@ -1,0 +1,61 @@
+"""Kubernetes Events on the AgentDeployment (core/v1), one per milestone."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from . import api
+from .kube import ApiError, Kube, collection_path
+from .timeutil import format_time, utcnow
+
+log = logging.getLogger(__name__)
+
+EventType = Literal["Normal", "Warning"]
+_INSTANCE = os.environ.get("POD_NAME") or socket.gethostname()
+
+
+def build_event(
+    body: Mapping[str, Any], type_: EventType, reason: str, message: str
+) -> dict[str, Any]:
+    meta = body["metadata"]
+    now = format_time(utcnow())
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": api.API_VERSION,
+            "kind": api.KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": api.MANAGER},
+        "reportingComponent": api.MANAGER,
+        "reportingInstance": _INSTANCE[:128],
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+
+async def post(
+    kube: Kube, body: Mapping[str, Any], type_: EventType, reason: str, message: str
+) -> None:
+    """Post an event; failures are logged, never raised (events are best effort)."""
+    level = logging.WARNING if type_ == "Warning" else logging.INFO
+    log.log(level, "%s: %s", reason, message, extra={"reason": reason})
+    try:
+        await kube.create(
+            collection_path("v1", "Event", body["metadata"]["namespace"]),
+            build_event(body, type_, reason, message),
+        )
+    except ApiError as e:
+        log.warning("could not post event %s: %s", reason, e)

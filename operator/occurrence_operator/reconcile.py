@@ -1,0 +1,647 @@
+"""One idempotent reconcile of an AgentDeployment, from the current state of the world.
+
+Create, resume, update, the periodic timer and events of owned objects all end up in
+`Reconciler.run(namespace, name)`, which re-reads the AgentDeployment and everything it
+owns, and converges:
+
+1. validate the spec (failures: condition + Warning event, no crash loop);
+2. read the database URL from the Secret (missing: condition + Warning event, retry);
+3. apply the Service and PodDisruptionBudget if they differ from the rendering;
+4. migrations: create the Job for the current hash if absent (never patch it), record
+   `status.lastMigration` when it succeeds, `MigrationsFailed` when it fails;
+5. size: run the drain driver (scale-up, the scale-down drain protocol, creation);
+6. template: apply the StatefulSet template only once migrations succeeded;
+7. status: computed in full, written only where it differs.
+
+Nothing is written when nothing differs (`kube.needs_apply`, status diff), so a no-op
+reconcile makes zero API writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from occurrence_store import Occurrence, Store
+
+from . import api, conditions, drainplan, naming
+from .conditions import PhaseInputs, compute_phase, find_condition, set_condition
+from .drain_driver import drive
+from .events import EventType, post
+from .kube import ApiError, Kube, collection_path, needs_apply, object_path
+from .metrics import Metrics
+from .owner import Owner
+from .render import Rendered, render
+from .secrets import SecretProblem, database_url
+from .spec import AgentDeploymentSpec
+from .statefulset import build_statefulset
+from .status import ScaleDownStatus
+from .stores import Stores
+from .timeutil import format_time, utcnow
+
+log = logging.getLogger(__name__)
+
+READY = "Ready"
+MIGRATIONS_COMPLETE = "MigrationsComplete"
+MIGRATIONS_FAILED = "MigrationsFailed"
+DRAINING = conditions.DRAINING
+DEGRADED = conditions.DEGRADED
+
+RETRY_SECONDS = 10.0
+"""Requeue after a problem the operator cannot fix itself (missing Secret, database down)."""
+MIGRATION_POLL_SECONDS = 5.0
+HEARTBEAT_TOLERANCE_SECONDS = 30
+"""`status.occurrences[].heartbeatAgeSeconds` is rewritten only when it is off by more than
+this (or the status is written anyway): a healthy steady state writes nothing."""
+
+SKIP_DRAIN_ANNOTATION = f"{api.GROUP}/skip-drain"
+
+
+def ad_path(namespace: str, name: str) -> str:
+    return object_path(api.API_VERSION, api.KIND, namespace, name)
+
+
+@dataclass
+class _Key:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class _Migration:
+    state: conditions.MigrationState
+    reason: str = ""
+    message: str = ""
+    last: dict[str, Any] | None = None
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, stores: Stores, metrics: Metrics) -> None:
+        self.kube = kube
+        self.stores = stores
+        self.metrics = metrics
+        self._keys: dict[tuple[str, str], _Key] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    async def run(self, namespace: str, name: str) -> None:
+        """Reconcile now (serialized per object; coalesced with one already queued)."""
+        key = self._keys.setdefault((namespace, name), _Key())
+        if key.waiting:
+            return
+        key.waiting = True
+        async with key.lock:
+            key.waiting = False
+            if key.timer is not None:
+                key.timer.cancel()
+                key.timer = None
+            try:
+                requeue = await self._reconcile(namespace, name)
+                self.metrics.reconciled("success")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconcile of %s/%s failed; retrying", namespace, name)
+                self.metrics.reconciled("error")
+                requeue = RETRY_SECONDS
+            if requeue is not None:
+                self.schedule(namespace, name, requeue)
+
+    def trigger(self, namespace: str, name: str) -> None:
+        """Reconcile soon, in the background (owned objects' events)."""
+        task = asyncio.get_running_loop().create_task(self.run(namespace, name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def schedule(self, namespace: str, name: str, delay: float) -> None:
+        key = self._keys.setdefault((namespace, name), _Key())
+        if key.timer is not None:
+            key.timer.cancel()
+        key.timer = asyncio.get_running_loop().call_later(
+            max(0.1, delay), self.trigger, namespace, name
+        )
+
+    def forget(self, namespace: str, name: str) -> None:
+        key = self._keys.pop((namespace, name), None)
+        if key is not None and key.timer is not None:
+            key.timer.cancel()
+        self.metrics.forget(namespace, name)
+
+    async def close(self) -> None:
+        for key in self._keys.values():
+            if key.timer is not None:
+                key.timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+    # -- the reconcile -----------------------------------------------------------------------
+
+    async def _reconcile(self, namespace: str, name: str) -> float | None:
+        ad = await self.kube.get(ad_path(namespace, name))
+        if ad is None or ad["metadata"].get("deletionTimestamp"):
+            return None
+        return await _Pass(self, ad).run()
+
+
+class _Pass:
+    """One reconcile of one AgentDeployment; holds what it read and what it will write."""
+
+    def __init__(self, reconciler: Reconciler, ad: dict[str, Any]) -> None:
+        self.r = reconciler
+        self.kube = reconciler.kube
+        self.ad = ad
+        meta = ad["metadata"]
+        self.name: str = meta["name"]
+        self.namespace: str = meta["namespace"]
+        self.generation: int | None = meta.get("generation")
+        self.status: dict[str, Any] = dict(ad.get("status") or {})
+        self.conditions: list[dict[str, Any]] = list(self.status.get("conditions") or [])
+        self.now = utcnow()
+        self.events: list[tuple[EventType, str, str]] = []
+        self.requeue: float | None = None
+
+    # helpers ------------------------------------------------------------------------------
+
+    def condition(self, type_: str, status: str, reason: str, message: str) -> None:
+        self.conditions = set_condition(
+            self.conditions,
+            type_,
+            status,  # type: ignore[arg-type]
+            reason,
+            message,
+            observed_generation=self.generation,
+            now=self.now,
+        )
+
+    def event(self, type_: EventType, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+    def want_requeue(self, seconds: float | None) -> None:
+        if seconds is not None and (self.requeue is None or seconds < self.requeue):
+            self.requeue = seconds
+
+    async def write_status(self, desired: Mapping[str, Any]) -> None:
+        """Merge-patch only the status fields that differ from the live status."""
+        live = self.ad.get("status") or {}
+        patch = {k: v for k, v in desired.items() if not _same(k, v, live.get(k))}
+        if not patch:
+            return
+        result = await self.kube.merge_patch(
+            ad_path(self.namespace, self.name) + "/status", {"status": patch}
+        )
+        self.ad["status"] = (result or {}).get("status") or {
+            **live,
+            **{k: v for k, v in patch.items() if v is not None},
+        }
+
+    async def flush_events(self) -> None:
+        events, self.events = self.events, []
+        for type_, reason, message in events:
+            await post(self.kube, self.ad, type_, reason, message)
+
+    # the pass -------------------------------------------------------------------------------
+
+    async def run(self) -> float | None:
+        try:
+            return await self._run()
+        finally:
+            await self.flush_events()
+
+    async def _run(self) -> float | None:
+        before = [dict(c) for c in self.conditions]
+        try:
+            spec = AgentDeploymentSpec.model_validate(self.ad.get("spec") or {})
+            naming.validate_name(self.name)
+        except (ValidationError, ValueError) as e:
+            self.condition(DEGRADED, "True", "InvalidSpec", _short(e))
+            self.condition(READY, "False", "InvalidSpec", "the spec is invalid")
+            await self._finish_problem(before)
+            return None
+
+        try:
+            url = await database_url(self.kube, self.namespace, spec.database.secret_ref)
+        except SecretProblem as e:
+            self.condition(DEGRADED, "True", e.reason, str(e))
+            await self._finish_problem(before)
+            return RETRY_SECONDS
+
+        owner = Owner.from_body(self.ad)
+        rendered = render(spec, owner, 0)
+        for manifest in (rendered.service, rendered.pdb):
+            await self._apply_if_changed(manifest)
+
+        migration = await self._migrations(rendered)
+        sts_path = object_path("apps/v1", "StatefulSet", self.namespace, self.name)
+        sts = await self.kube.get(sts_path)
+        migrated = migration.state in ("Succeeded", "Disabled")
+
+        record = _record(self.status.get("scaleDown"))
+        store_problem: str | None = None
+        if sts is not None or migrated:
+            try:
+                store = await self.r.stores.get(url)
+                sts, record = await self._size(spec, owner, store, sts, record)
+            except ApiError:
+                raise
+            except Exception as e:  # asyncpg/aiosqlite errors, schema not migrated yet...
+                store_problem = f"database unavailable: {type(e).__name__}: {_short(e)}"
+                log.warning("%s/%s: %s", self.namespace, self.name, store_problem)
+                await self.r.stores.discard(url)
+                self.want_requeue(RETRY_SECONDS)
+                # what the driver persisted before failing is the truth now
+                record = _record((self.ad.get("status") or {}).get("scaleDown"))
+                sts = await self.kube.get(sts_path)
+                if sts is not None and drainplan.is_active(record) and self._bypass_requested():
+                    assert record is not None
+                    sts, record = await self._bypass_drain(sts_path, record)
+        if migrated and sts is not None:
+            current = int((sts.get("spec") or {}).get("replicas") or 0)
+            desired_sts = build_statefulset(spec, owner, current)
+            if needs_apply(desired_sts, sts):
+                sts = await self.kube.apply(desired_sts)
+                self.event("Normal", "StatefulSetUpdated", "StatefulSet template applied")
+
+        occurrences = await self._occurrences(url) if store_problem is None else None
+        await self._write_full_status(
+            spec, rendered, migration, sts, record, occurrences, store_problem, before
+        )
+        return self.requeue
+
+    def _bypass_requested(self) -> bool:
+        annotations = self.ad["metadata"].get("annotations") or {}
+        return str(annotations.get(SKIP_DRAIN_ANNOTATION, "")).lower() == "true"
+
+    async def _bypass_drain(
+        self, sts_path: str, record: ScaleDownStatus
+    ) -> tuple[dict[str, Any], ScaleDownStatus]:
+        """The documented escape hatch for a drain that cannot finish (database down):
+        shrink now; the departing occurrences' work stays in the database under their ids
+        and returns with them on a later scale-up."""
+        sts = await self.kube.merge_patch(sts_path, {"spec": {"replicas": record.to_replicas}})
+        message = (
+            f"drain bypassed by annotation {SKIP_DRAIN_ANNOTATION}: scaled to "
+            f"{record.to_replicas} without moving the work of ordinals {record.ordinals}"
+        )
+        done = record.model_copy(update={"phase": "Done", "message": message})
+        await self.write_status({"scaleDown": done.to_wire(), "drainingReplicas": 0})
+        self.event("Warning", "DrainBypassed", message)
+        return sts, done
+
+    async def _finish_problem(self, before: list[dict[str, Any]]) -> None:
+        phase = "Degraded"
+        self._transition_events(before)
+        await self.write_status(
+            {"conditions": self.conditions, "phase": phase, "observedGeneration": self.generation}
+        )
+
+    async def _apply_if_changed(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        meta = manifest["metadata"]
+        path = object_path(
+            manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
+        )
+        live = await self.kube.get(path)
+        if needs_apply(manifest, live):
+            live = await self.kube.apply(manifest)
+            if live is not None:
+                log.info("%s/%s: applied %s", self.namespace, self.name, manifest["kind"])
+        return live or {}
+
+    # migrations ---------------------------------------------------------------------------
+
+    async def _migrations(self, rendered: Rendered) -> _Migration:
+        last = self.status.get("lastMigration")
+        if rendered.migration_job is None:
+            return _Migration("Disabled", last=last)
+        digest = rendered.migration_hash
+        if last and last.get("hash") == digest:
+            return _Migration("Succeeded", last=last)
+        job_manifest = rendered.migration_job
+        job_name = job_manifest["metadata"]["name"]
+        path = object_path("batch/v1", "Job", self.namespace, job_name)
+        job = await self.kube.get(path)
+        if job is None:
+            try:
+                job = await self.kube.create(
+                    collection_path("batch/v1", "Job", self.namespace), job_manifest
+                )
+            except ApiError as e:
+                if e.status != 409:
+                    raise
+                job = await self.kube.get(path) or {}
+            self.event("Normal", "MigrationsStarted", f"created migrations Job {job_name}")
+            return _Migration("Running", "JobRunning", f"Job {job_name} is running", last)
+        job_status = job.get("status") or {}
+        for cond in job_status.get("conditions") or []:
+            if cond.get("status") != "True":
+                continue
+            if cond.get("type") == "Complete":
+                completed = job_status.get("completionTime") or format_time(self.now)
+                new_last = {"hash": digest, "jobName": job_name, "completedAt": completed}
+                return _Migration("Succeeded", last=new_last)
+            if cond.get("type") == "Failed":
+                reason = cond.get("reason") or "Failed"
+                message = f"Job {job_name} failed: {reason}: {cond.get('message') or ''}".strip()
+                return _Migration("Failed", reason, message.rstrip(": "), last)
+        self.want_requeue(MIGRATION_POLL_SECONDS * 6)  # Job events wake us up sooner
+        return _Migration("Running", "JobRunning", f"Job {job_name} is running", last)
+
+    # size: the drain driver -------------------------------------------------------------
+
+    async def _size(
+        self,
+        spec: AgentDeploymentSpec,
+        owner: Owner,
+        store: Store,
+        sts: dict[str, Any] | None,
+        record: ScaleDownStatus | None,
+    ) -> tuple[dict[str, Any] | None, ScaleDownStatus | None]:
+        ops = _Ops(self, spec, owner, sts)
+        current = None if sts is None else int((sts.get("spec") or {}).get("replicas") or 0)
+        r = self.r
+        result = await drive(
+            name=self.name,
+            store=store,
+            settings=drainplan.DrainSettings.from_spec(spec.drain),
+            desired=spec.replicas,
+            current=current,
+            record=record,
+            ops=ops,
+            on_transferred=lambda n: r.metrics.transferred(self.namespace, self.name, n),
+            on_drain_done=lambda rec, seconds: r.metrics.drain_finished(seconds),
+        )
+        self.want_requeue(result.requeue_after)
+        return ops.sts, result.record
+
+    async def _occurrences(self, url: str) -> list[Occurrence] | None:
+        try:
+            store = await self.r.stores.get(url)
+            rows = await store.registry.list()
+        except Exception as e:  # reported through Degraded by the sizing step already
+            log.warning("%s/%s: cannot list occurrences: %s", self.namespace, self.name, _short(e))
+            return None
+        pattern = re.compile(rf"^{re.escape(self.name)}-(\d+)$")
+        return [o for o in rows if pattern.match(o.occurrence_id)]
+
+    # status -------------------------------------------------------------------------------
+
+    async def _write_full_status(
+        self,
+        spec: AgentDeploymentSpec,
+        rendered: Rendered,
+        migration: _Migration,
+        sts: dict[str, Any] | None,
+        record: ScaleDownStatus | None,
+        occurrences: list[Occurrence] | None,
+        store_problem: str | None,
+        before: list[dict[str, Any]],
+    ) -> None:
+        sts_status = (sts or {}).get("status") or {}
+        sts_spec_replicas = int(((sts or {}).get("spec") or {}).get("replicas") or 0)
+        replicas = int(sts_status.get("replicas") or 0)
+        ready = int(sts_status.get("readyReplicas") or 0)
+        updated = int(sts_status.get("updatedReplicas") or 0)
+        sts_observed = sts is None or (sts_status.get("observedGeneration") or 0) >= (
+            sts["metadata"].get("generation") or 0
+        )
+        draining = drainplan.is_active(record)
+
+        # MigrationsComplete / MigrationsFailed
+        if migration.state == "Succeeded":
+            job = (migration.last or {}).get("jobName", "")
+            self.condition(
+                MIGRATIONS_COMPLETE, "True", "Succeeded", f"migrations Job {job} succeeded"
+            )
+            if find_condition(self.conditions, MIGRATIONS_FAILED):
+                self.condition(MIGRATIONS_FAILED, "False", "Succeeded", "migrations succeeded")
+        elif migration.state == "Disabled":
+            self.condition(MIGRATIONS_COMPLETE, "True", "Disabled", "migrations are disabled")
+        elif migration.state == "Failed":
+            self.condition(MIGRATIONS_COMPLETE, "False", "MigrationsFailed", migration.message)
+            self.condition(MIGRATIONS_FAILED, "True", _reason(migration.reason), migration.message)
+        else:
+            self.condition(
+                MIGRATIONS_COMPLETE,
+                "False",
+                migration.reason or "Pending",
+                migration.message or "migrations pending",
+            )
+
+        # Draining
+        if draining and record is not None:
+            self.condition(DRAINING, "True", record.phase, record.message or record.phase)
+        elif record is not None and record.phase in ("Done", "Cancelled"):
+            self.condition(
+                DRAINING, "False", "Drain" + record.phase, record.message or record.phase
+            )
+        else:
+            self.condition(DRAINING, "False", "NoDrain", "no scale-down in progress")
+
+        # Degraded
+        if migration.state == "Failed":
+            self.condition(DEGRADED, "True", "MigrationsFailed", migration.message)
+        elif store_problem is not None:
+            self.condition(DEGRADED, "True", "DatabaseUnavailable", store_problem)
+        else:
+            self.condition(DEGRADED, "False", "AsExpected", "all good")
+        degraded = migration.state == "Failed" or store_problem is not None
+
+        # Ready
+        desired = spec.replicas
+        all_there = (
+            sts is not None
+            and sts_observed
+            and sts_spec_replicas == desired
+            and replicas == desired
+            and ready == desired
+            and updated == desired
+        )
+        if all_there and migration.state in ("Succeeded", "Disabled") and not draining:
+            self.condition(
+                READY, "True", "AllOccurrencesReady", f"{ready}/{desired} occurrences ready"
+            )
+        else:
+            why = (
+                "MigrationsPending"
+                if migration.state in ("Pending", "Running")
+                else "MigrationsFailed"
+                if migration.state == "Failed"
+                else "Draining"
+                if draining
+                else "OccurrencesNotReady"
+            )
+            self.condition(READY, "False", why, f"{ready}/{desired} occurrences ready")
+
+        phase = compute_phase(
+            PhaseInputs(
+                migration=migration.state,
+                draining=draining,
+                desired=desired,
+                current=replicas,
+                ready=ready,
+                updated=updated,
+                degraded=degraded,
+            )
+        )
+        self._transition_events(before)
+
+        desired_status: dict[str, Any] = {
+            "observedGeneration": self.generation,
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "drainingReplicas": drainplan.draining_count(record),
+            "selector": rendered.selector,
+            "phase": phase,
+            "conditions": self.conditions,
+        }
+        if migration.last is not None:
+            desired_status["lastMigration"] = migration.last
+        if record is not None:
+            desired_status["scaleDown"] = record.to_wire()
+        if occurrences is not None:
+            desired_status["occurrences"] = [_occurrence_row(o, self.now) for o in occurrences]
+            self.r.metrics.set_pending(
+                self.namespace,
+                self.name,
+                {o.occurrence_id: o.pending_tasks + o.active_tasks for o in occurrences},
+            )
+        await self.write_status(desired_status)
+
+    def _transition_events(self, before: list[dict[str, Any]]) -> None:
+        """Events for condition transitions (status or reason changed)."""
+        for cond in self.conditions:
+            old = find_condition(before, cond["type"])
+            if old and (old.get("status"), old.get("reason")) == (cond["status"], cond["reason"]):
+                continue
+            type_, status, reason = cond["type"], cond["status"], cond.get("reason") or ""
+            message = cond.get("message") or ""
+            if type_ == DEGRADED and status == "True":
+                self.event("Warning", reason, message)
+            elif type_ == DEGRADED and old is not None and old.get("status") == "True":
+                self.event("Normal", "Recovered", f"no longer degraded ({old.get('reason')})")
+            elif type_ == MIGRATIONS_COMPLETE and status == "True" and reason == "Succeeded":
+                self.event("Normal", "MigrationsSucceeded", message)
+            elif type_ == MIGRATIONS_FAILED and status == "True":
+                self.event("Warning", "MigrationsFailed", message)
+            elif type_ == READY and status == "True":
+                self.event("Normal", "Ready", message)
+
+
+class _Ops:
+    """The Kubernetes side of the drain driver for one pass."""
+
+    def __init__(
+        self, p: _Pass, spec: AgentDeploymentSpec, owner: Owner, sts: dict[str, Any] | None
+    ) -> None:
+        self.p = p
+        self.spec = spec
+        self.owner = owner
+        self.sts = sts
+
+    async def scale(self, replicas: int) -> None:
+        p = self.p
+        if self.sts is None:
+            self.sts = await p.kube.apply(build_statefulset(self.spec, self.owner, replicas))
+            p.event("Normal", "StatefulSetCreated", f"created StatefulSet with {replicas} replicas")
+            return
+        path = object_path("apps/v1", "StatefulSet", p.namespace, p.name)
+        self.sts = await p.kube.merge_patch(path, {"spec": {"replicas": replicas}})
+
+    async def persist(self, record: ScaleDownStatus | None) -> None:
+        await self.p.write_status(
+            {
+                "scaleDown": None if record is None else record.to_wire(),
+                "drainingReplicas": drainplan.draining_count(record),
+            }
+        )
+        self.p.status["scaleDown"] = None if record is None else record.to_wire()
+
+    async def departing_pods(self, ordinals: tuple[int, ...]) -> int:
+        p = self.p
+        pods = await p.kube.list(
+            f"/api/v1/namespaces/{p.namespace}/pods", naming.selector_string(p.name)
+        )
+        wanted = {naming.occurrence_id(p.name, k) for k in ordinals}
+        return sum(1 for pod in pods if pod["metadata"]["name"] in wanted)
+
+    async def event(self, type_: EventType, reason: str, message: str) -> None:
+        p = self.p
+        if reason == "DrainStarted":
+            p.r.metrics.drain_event(p.namespace, p.name, "started")
+        elif reason == "DrainComplete":
+            p.r.metrics.drain_event(p.namespace, p.name, "completed")
+        elif reason == "DrainCancelled":
+            p.r.metrics.drain_event(p.namespace, p.name, "cancelled")
+        p.event(type_, reason, message)
+        await p.flush_events()
+
+
+def _record(wire: Any) -> ScaleDownStatus | None:
+    if not wire:
+        return None
+    try:
+        return ScaleDownStatus.model_validate(wire)
+    except ValidationError:
+        log.warning("ignoring unreadable status.scaleDown: %s", wire)
+        return None
+
+
+def _occurrence_row(o: Occurrence, now: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": o.occurrence_id,
+        "ordinal": o.ordinal if o.ordinal is not None else _ordinal_of(o.occurrence_id),
+        "state": str(o.state),
+        "pendingTasks": o.pending_tasks + o.active_tasks,
+    }
+    if o.state != "retired":
+        row["heartbeatAgeSeconds"] = int(o.heartbeat_age(now))
+    return row
+
+
+def _ordinal_of(occurrence_id: str) -> int:
+    tail = occurrence_id.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _same(key: str, new: Any, old: Any) -> bool:
+    if key != "occurrences" or not isinstance(new, list) or not isinstance(old, list):
+        return new == old
+    if len(new) != len(old):
+        return False
+    for a, b in zip(new, old, strict=True):
+        a2 = {k: v for k, v in a.items() if k != "heartbeatAgeSeconds"}
+        b2 = {k: v for k, v in b.items() if k != "heartbeatAgeSeconds"}
+        if a2 != b2:
+            return False
+        ha, hb = a.get("heartbeatAgeSeconds"), b.get("heartbeatAgeSeconds")
+        if (ha is None) != (hb is None):
+            return False
+        if ha is not None and abs(ha - hb) > HEARTBEAT_TOLERANCE_SECONDS:
+            return False
+    return True
+
+
+def _reason(text: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_]", "", text or "")
+    return cleaned if cleaned and cleaned[0].isalpha() else "Failed"
+
+
+def _short(error: BaseException) -> str:
+    if isinstance(error, ValidationError):
+        parts = []
+        for err in error.errors()[:5]:
+            loc = ".".join(str(x) for x in err.get("loc", ()))
+            parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+        return "; ".join(parts)
+    return str(error)[:500]

@@ -1,0 +1,50 @@
+"""One open Store per distinct database URL, shared by all AgentDeployments using it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from occurrence_store import Store
+
+from .secrets import redact
+
+log = logging.getLogger(__name__)
+
+
+class Stores:
+    def __init__(self) -> None:
+        self._stores: dict[str, Store] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, url: str) -> Store:
+        """The Store for `url`, opened on first use (no migration: the Job does that)."""
+        store = self._stores.get(url)
+        if store is not None:
+            return store
+        async with self._lock:
+            store = self._stores.get(url)
+            if store is None:
+                store = await Store.open(url)
+                self._stores[url] = store
+                log.info("opened database %s", redact(url))
+            return store
+
+    async def discard(self, url: str) -> None:
+        """Close a Store whose connection broke; the next `get` reopens it."""
+        async with self._lock:
+            store = self._stores.pop(url, None)
+        if store is not None:
+            try:
+                await store.close()
+            except Exception:  # a broken pool may fail to close; it is dropped anyway
+                log.debug("closing %s failed", redact(url), exc_info=True)
+
+    async def close(self) -> None:
+        async with self._lock:
+            stores, self._stores = list(self._stores.values()), {}
+        for store in stores:
+            try:
+                await store.close()
+            except Exception:
+                log.debug("closing a store failed", exc_info=True)

@@ -1,0 +1,310 @@
+"""Helpers for the operator's cluster tests: the operator as a subprocess, the CRD, waits.
+
+The operator runs as `python -m occurrence_operator.cli --namespace NS` (what the console
+script runs), with its own kubeconfig, so a test can SIGKILL it mid-drain and start it again.
+Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = REPO_ROOT / "crds" / "agentdeployments.occurrence.dev.yaml"
+RBAC_FILE = REPO_ROOT / "manifests" / "base" / "rbac.yaml"
+RESYNC_SECONDS = 2
+
+T = TypeVar("T")
+
+
+def wait_for(
+    probe: Callable[[], T | None], *, timeout: float, message: str, interval: float = 0.2
+) -> T:
+    """Poll until `probe` returns something truthy; fail with `message` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = probe()
+        except subprocess.CalledProcessError as e:
+            last = f"{e}: {e.stderr}"
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last})")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def install_crd(cluster: Any) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/agentdeployments.occurrence.dev",
+    )
+
+
+class OperatorProcess:
+    """`occurrence-operator --namespace NS` as a child process."""
+
+    def __init__(
+        self,
+        cluster: Any,
+        namespaces: list[str],
+        log_path: Path,
+        kubeconfig: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.cluster = cluster
+        self.namespaces = namespaces
+        self.log_path = log_path
+        self.kubeconfig = kubeconfig or cluster.kubeconfig
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_port = 0
+        self.health_port = 0
+
+    def start(self, timeout: float = 60) -> OperatorProcess:
+        self.metrics_port, self.health_port = free_port(), free_port()
+        env = self.cluster.env()
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["OCCURRENCE_OPERATOR_RESYNC_SECONDS"] = str(RESYNC_SECONDS)
+        env["PYTHONPATH"] = str(REPO_ROOT / "operator")
+        args = [sys.executable, "-m", "occurrence_operator.cli"]
+        for ns in self.namespaces:
+            args += ["--namespace", ns]
+        args += [
+            "--liveness",
+            f"http://127.0.0.1:{self.health_port}/healthz",
+            "--metrics-address",
+            f"127.0.0.1:{self.metrics_port}",
+            "--log-format",
+            "json",
+            *self.extra_args,
+        ]
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_for(self._healthy, timeout=timeout, message="operator liveness endpoint")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise AssertionError(f"operator exited early:\n{self.logs()[-4000:]}")
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
+            ) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def metrics(self) -> dict[str, float]:
+        """Samples of /metrics, keyed by `name{labels}`."""
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as r:
+            text = r.read().decode()
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                samples[key] = float(value)
+        return samples
+
+    def api_writes(self) -> int:
+        return int(
+            sum(
+                v
+                for k, v in self.metrics().items()
+                if k.startswith("occurrence_operator_api_writes_total")
+            )
+        )
+
+    def reconciles(self) -> int:
+        return int(
+            sum(
+                v
+                for k, v in self.metrics().items()
+                if k.startswith("occurrence_operator_reconciles_total")
+            )
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye — what a node failure looks like."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def logs(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def errors(self) -> list[str]:
+        """Log lines at ERROR or above (JSON log format)."""
+        found = []
+        for line in self.logs().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                if "Traceback" in line:
+                    found.append(line)
+                continue
+            if str(record.get("severity", record.get("levelname", ""))).lower() in (
+                "error",
+                "critical",
+            ):
+                found.append(line)
+        return found
+
+
+def agd_manifest(
+    name: str, namespace: str, *, replicas: int, secret: str = "db", **spec: Any
+) -> str:
+    body: dict[str, Any] = {
+        "apiVersion": "occurrence.dev/v1alpha1",
+        "kind": "AgentDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "image": "registry.example/agent:1",
+            "database": {"secretRef": {"name": secret}},
+            **spec,
+        },
+    }
+    return yaml.safe_dump(body)
+
+
+def create_db_secret(
+    cluster: Any, namespace: str, url: str, name: str = "db", key: str = "url"
+) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {key: base64.b64encode(url.encode()).decode()},
+    }
+    cluster.apply(json.dumps(secret))
+
+
+def get(cluster: Any, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    done = cluster.kubectl("-n", namespace, "get", kind, name, "-o", "json", check=False)
+    if done.returncode != 0:
+        if "NotFound" in done.stderr or "not found" in done.stderr:
+            return None
+        raise subprocess.CalledProcessError(
+            done.returncode, "kubectl get", done.stdout, done.stderr
+        )
+    return json.loads(done.stdout)
+
+
+def condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return cond
+    return None
+
+
+def events(cluster: Any, namespace: str, name: str) -> list[dict[str, Any]]:
+    items = cluster.kubectl_json(
+        "-n",
+        namespace,
+        "get",
+        "events",
+        "--field-selector",
+        f"involvedObject.name={name},involvedObject.kind=AgentDeployment",
+    )["items"]
+    return sorted(items, key=lambda e: (e.get("firstTimestamp") or "", e["metadata"]["name"]))
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]", "-", text.lower())[:40].strip("-")
+
+
+# -- fixtures (imported by the test modules) ---------------------------------------------
+
+_crd_installed = False
+
+
+@pytest.fixture
+def namespace(kube_cluster: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace with the CRD installed; AgentDeployments' finalizers cleared after."""
+    global _crd_installed
+    if not _crd_installed:
+        install_crd(kube_cluster)
+        _crd_installed = True
+    name = f"{safe_name(request.node.name)[:40]}-{uuid.uuid4().hex[:5]}".strip("-")
+    kube_cluster.create_namespace(name)
+    yield name
+    done = kube_cluster.kubectl("-n", name, "get", "agd", "-o", "name", check=False)
+    for ref in done.stdout.split():
+        kube_cluster.kubectl(
+            "-n",
+            name,
+            "patch",
+            ref,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
+    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def start_operator(
+    kube_cluster: Any, namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start `occurrence-operator --namespace <namespace>`; stopped (and logs shown) after."""
+    started: list[OperatorProcess] = []
+
+    def start(**kwargs: Any) -> OperatorProcess:
+        proc = OperatorProcess(
+            kube_cluster, [namespace], tmp_path / f"operator-{len(started)}.log", **kwargs
+        )
+        started.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in started:
+        proc.stop()
+        tail = "\n".join(proc.logs().splitlines()[-40:])
+        print(f"--- operator log {proc.log_path} (tail) ---\n{tail}")
