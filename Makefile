@@ -44,3 +44,4 @@ bench: venv
 	$(BIN)/pip install --quiet matplotlib
 	$(BIN)/python -m benchmarks.scoped_query
 	$(BIN)/python -m benchmarks.drain
+include hack/packaging-make.mk

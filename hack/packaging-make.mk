@@ -1,0 +1,98 @@
+# Install and kind targets (included by the Makefile: `include hack/packaging-make.mk`).
+#
+#   make kind-up     create a kind cluster ($(KIND_CLUSTER))
+#   make image       docker build the image (operator + occurrence-store + agent runtime)
+#   make kind-load   load the image into the kind cluster
+#   make deploy      helm upgrade --install the chart (kubectl's current context)
+#   make e2e         on a machine with Docker and kind: all of the above, then the scenario
+#                    (example AgentDeployment, scale 3 -> 5 -> 2, assert occurrences and
+#                    transfers, tear down; hack/e2e-kind.sh). Without Docker/kind: the same
+#                    scenario on the local control plane (pytest -m cluster).
+#
+# Every variable can be overridden: make deploy IMAGE_TAG=dev HELM=/usr/local/bin/helm
+
+DOCKER ?= docker
+KIND ?= kind
+KUBECTL ?= $(firstword $(wildcard .cluster/bin/kubectl) kubectl)
+HELM ?= $(firstword $(wildcard .cluster/bin/helm) helm)
+KIND_CLUSTER ?= occurrence
+IMAGE_REPO ?= ghcr.io/occurrence-dev/occurrence-operator
+IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/occurrence-operator/Chart.yaml)
+IMAGE ?= $(IMAGE_REPO):$(IMAGE_TAG)
+OPERATOR_NAMESPACE ?= occurrence-system
+HELM_RELEASE ?= occurrence-operator
+E2E_PYTEST ?= $(firstword $(wildcard .venv/bin/pytest) pytest)
+
+# $(call require,tool,what it is for): fail with a clear message when a tool is missing.
+define require
+	@command -v $(1) >/dev/null 2>&1 || { \
+	  echo "error: '$(1)' not found: $(2)" >&2; exit 1; }
+endef
+
+define require-docker
+	$(call require,$(DOCKER),install Docker (https://docs.docker.com/get-docker/) to build the image)
+	@$(DOCKER) info >/dev/null 2>&1 || { \
+	  echo "error: '$(DOCKER)' cannot reach a Docker daemon: start Docker (or set DOCKER=podman)" >&2; exit 1; }
+endef
+
+.PHONY: kind-up kind-down image kind-load deploy undeploy e2e e2e-kind e2e-local render-packaging
+
+## kind-up: create the kind cluster $(KIND_CLUSTER) (kept if it exists).
+kind-up:
+	$(require-docker)
+	$(call require,$(KIND),install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation))
+	@if $(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)'; then \
+	  echo "kind cluster $(KIND_CLUSTER) already exists"; \
+	else \
+	  $(KIND) create cluster --name $(KIND_CLUSTER) --wait 120s; \
+	fi
+
+## kind-down: delete the kind cluster $(KIND_CLUSTER).
+kind-down:
+	$(call require,$(KIND),install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation))
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
+
+## image: build $(IMAGE) from the Dockerfile.
+image:
+	$(require-docker)
+	$(DOCKER) build -t $(IMAGE) .
+
+## kind-load: load $(IMAGE) into the kind cluster (no registry needed).
+kind-load:
+	$(require-docker)
+	$(call require,$(KIND),install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation))
+	$(KIND) load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+
+## deploy: install or upgrade the chart (CRD included) into $(OPERATOR_NAMESPACE).
+deploy:
+	$(call require,$(HELM),install helm (https://helm.sh/docs/intro/install/) or run make cluster-build)
+	$(HELM) upgrade --install $(HELM_RELEASE) charts/occurrence-operator \
+	  --namespace $(OPERATOR_NAMESPACE) --create-namespace \
+	  --set image.repository=$(IMAGE_REPO) --set image.tag=$(IMAGE_TAG) \
+	  --wait --timeout 5m
+
+## undeploy: uninstall the chart (the CRD and your AgentDeployments stay).
+undeploy:
+	$(HELM) uninstall $(HELM_RELEASE) --namespace $(OPERATOR_NAMESPACE)
+
+## e2e: kind end to end where Docker and kind exist, else the same scenario on the local control plane.
+e2e:
+	@if command -v $(KIND) >/dev/null 2>&1 && $(DOCKER) info >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) e2e-kind; \
+	else \
+	  echo "e2e: Docker (with a running daemon) and kind are needed for the kind run;"; \
+	  echo "e2e: running the same scenario on the local control plane instead (pytest -m cluster)."; \
+	  $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) e2e-local; \
+	fi
+
+e2e-kind: kind-up image kind-load
+	DOCKER=$(DOCKER) KIND=$(KIND) KUBECTL=$(KUBECTL) HELM=$(HELM) KIND_CLUSTER=$(KIND_CLUSTER) \
+	  IMAGE_REPO=$(IMAGE_REPO) IMAGE_TAG=$(IMAGE_TAG) OPERATOR_NAMESPACE=$(OPERATOR_NAMESPACE) \
+	  HELM_RELEASE=$(HELM_RELEASE) bash hack/e2e-kind.sh
+
+e2e-local:
+	$(E2E_PYTEST) -m cluster tests/cluster $(PYTEST_ARGS)
+
+## render-packaging: regenerate the chart's generated files and manifests/base from their sources.
+render-packaging:
+	$(firstword $(wildcard .venv/bin/python) python3) hack/render_packaging.py
