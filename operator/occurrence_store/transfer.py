@@ -20,6 +20,7 @@ from occurrence_store.models import (
     TRANSFERABLE_TASK_STATUSES,
     DrainResult,
     InFlightPolicy,
+    TaskStatus,
     ThoughtStatus,
     TransferRecord,
     validate_occurrence_id,
@@ -179,6 +180,71 @@ class Transfers:
             per_target[target] = per_target.get(target, 0) + 1
         return len(moved), thoughts, per_target
 
+    async def rebalance(
+        self, occurrence_ids: Sequence[str], *, reason: str = "rebalance",
+        batch_size: int = DEFAULT_DRAIN_BATCH,
+    ) -> dict[str, dict[str, int]]:
+        """Even out PENDING backlog across live occurrences (e.g. after a scale-up).
+
+        Only pending tasks move — active ones may be in a runtime's hands. Each donor gives
+        its excess over the balanced level, lowest priority and newest first (it keeps what
+        it would work next), to the occurrences below the level; guarded per row and
+        recorded like a drain. Returns ``{donor: {recipient: tasks}}``.
+        """
+        members = list(dict.fromkeys(occurrence_ids))
+        for member in members:
+            validate_occurrence_id(member)
+        if len(members) < 2:
+            return {}
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT agent_occurrence_id, COUNT(*) AS n FROM tasks "
+                f"WHERE agent_occurrence_id IN ({_in_list(1, len(members))}) "
+                f"AND status = ${len(members) + 1} GROUP BY agent_occurrence_id",
+                *members, TaskStatus.PENDING.value,
+            )
+        counts = {r["agent_occurrence_id"]: int(r["n"]) for r in rows}
+        loads = [counts.get(m, 0) for m in members]
+        if max(loads) - min(loads) <= 1:
+            return {}  # already even: moving would only churn
+        targets = balanced_quotas([0] * len(members), sum(loads))  # the level each should hold
+        excess = {m: load - target for m, load, target in
+                  zip(members, loads, targets, strict=True) if load > target}
+        moved: dict[str, dict[str, int]] = {}
+        lock = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
+        for donor, extra in excess.items():
+            recipients = [m for m, load, target in zip(members, loads, targets, strict=True)
+                          if load < target]
+            if not recipients:
+                break
+            now = self._now()
+            async with self.db.transaction() as conn:
+                picked = await conn.fetch(
+                    "SELECT task_id FROM tasks WHERE agent_occurrence_id = $1 AND status = $2 "
+                    "ORDER BY priority ASC, created_at DESC, task_id DESC "
+                    f"LIMIT $3{lock}",
+                    donor, TaskStatus.PENDING.value, min(extra, batch_size),
+                )
+                task_ids = [r["task_id"] for r in picked]
+                live = [counts.get(r, 0) for r in recipients]
+                wanted = [targets[members.index(r)] - load for r, load in
+                          zip(recipients, live, strict=True)]
+                quotas = _cap(balanced_quotas(live, len(task_ids)), wanted)
+                plan = spread_assignment(task_ids[:sum(quotas)], recipients, quotas)
+                if self.db.dialect == "postgresql":
+                    applied, _ = await _apply_pg(conn, plan, donor, reason, now)
+                else:
+                    applied, _ = await _apply_sqlite(conn, plan, donor, reason, now)
+            for _task_id, target in applied:
+                moved.setdefault(donor, {}).setdefault(target, 0)
+                moved[donor][target] += 1
+                counts[target] = counts.get(target, 0) + 1
+            loads = [counts.get(m, 0) for m in members]
+        if moved:
+            log.info("rebalanced pending tasks: %s", moved,
+                     extra={"occurrence_id": ",".join(members)})
+        return moved
+
     async def transfers_for_task(self, task_id: str) -> list[TransferRecord]:
         """The audit trail of one task: answers "where did my task go"."""
         async with self.db.connection() as conn:
@@ -196,6 +262,11 @@ class Transfers:
             return int(await conn.fetchval(
                 "SELECT COUNT(*) FROM task_transfers WHERE from_occurrence_id = $1",
                 from_occurrence_id) or 0)
+
+
+def _cap(quotas: list[int], wanted: list[int]) -> list[int]:
+    """Water-filling quotas, but nobody gets more than it lacks."""
+    return [max(0, min(q, w)) for q, w in zip(quotas, wanted, strict=True)]
 
 
 def _in_list(first: int, count: int) -> str:

@@ -235,3 +235,45 @@ async def _killed_drain(db_url: str) -> None:
         assert await store.transfers.count_transfers(from_occurrence_id="k-2") == n
     finally:
         await store.close()
+
+
+async def test_rebalance_moves_only_pending_excess(store: Store) -> None:
+    old = store.scope("agent-0")
+    await old.add_tasks(["backlog"] * 30)
+    await old.activate_pending_tasks(4)  # active work is never taken away
+    moved = await store.transfers.rebalance(["agent-0", "agent-1", "agent-2"],
+                                            reason="scale-up")
+    counts = {o: await store.scope(o).count_tasks(TaskStatus.PENDING)
+              for o in ("agent-0", "agent-1", "agent-2")}
+    assert moved == {"agent-0": {"agent-1": 9, "agent-2": 8}}  # 26 pending: 9 + 9 + 8
+    assert counts == {"agent-0": 9, "agent-1": 9, "agent-2": 8}
+    assert await old.count_tasks(TaskStatus.ACTIVE) == 4
+    assert await store.transfers.count_transfers(from_occurrence_id="agent-0") == 17
+    again = await store.transfers.rebalance(["agent-0", "agent-1", "agent-2"])
+    assert again == {}
+    assert await store.transfers.rebalance(["agent-0"]) == {}
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(loads=st.lists(st.integers(0, 25), min_size=2, max_size=5))
+def test_rebalance_evens_out_any_backlog(db_url: str, loads: list[int]) -> None:
+    asyncio.run(_rebalance_property(db_url, loads))
+
+
+async def _rebalance_property(db_url: str, loads: list[int]) -> None:
+    prefix = f"r{uuid.uuid4().hex[:8]}-"
+    members = [f"{prefix}{i}" for i in range(len(loads))]
+    store = await Store.open(db_url, migrate=True)
+    try:
+        for member, load in zip(members, loads, strict=True):
+            await store.scope(member).add_tasks(["w"] * load)
+        before, _ = await _owners(store, prefix)
+        await store.transfers.rebalance(members)
+        after, _ = await _owners(store, prefix)
+        assert set(after) == set(before)
+        counts = Counter(after.values())
+        finals = [counts.get(m, 0) for m in members]
+        assert max(finals) - min(finals) <= 1, (loads, finals)
+    finally:
+        await store.close()
