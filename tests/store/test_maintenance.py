@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from occurrence_store import Store, TaskStatus
-
-
-class MovableClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.support.clock import MovableClock
 
 
 async def test_stale_shared_tasks(db_url: str) -> None:

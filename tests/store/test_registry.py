@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from occurrence_store import OccurrenceState, Store, UnknownOccurrence, VersionConflict
-
-
-class MovableClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.support.clock import MovableClock
 
 
 @pytest.fixture

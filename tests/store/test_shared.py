@@ -11,14 +11,7 @@ import pytest
 
 from occurrence_store import SHARED_OCCURRENCE_ID, Store, TaskStatus
 from occurrence_store.shared import shared_task_id
-
-
-class MovableClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.support.clock import MovableClock
 
 
 def test_shared_task_id_is_deterministic() -> None:
