@@ -74,6 +74,20 @@ class _PgConnection:
         await self.raw.execute(sql)
 
 
+class _PooledConnection(asyncpg.Connection):
+    """A pooled connection returned to the pool without asyncpg's reset query.
+
+    The reset (``UNLISTEN *; RESET ALL; pg_advisory_unlock_all(); CLOSE ALL``) costs a round
+    trip on every release. The core leaves no session state on pooled connections: LISTEN
+    runs on a dedicated connection, advisory locks are transaction-scoped, settings are
+    ``SET LOCAL``, cursors live inside transactions. An open transaction is still rolled
+    back by asyncpg on release, whatever this returns.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 class PostgresDatabase:
     dialect: Dialect = "postgresql"
 
@@ -88,7 +102,7 @@ class PostgresDatabase:
         try:
             pool = await asyncpg.create_pool(
                 url.url, min_size=min_size, max_size=max_size, timeout=timeout,
-                command_timeout=300,
+                command_timeout=300, connection_class=_PooledConnection,
             )
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise DatabaseUnavailable(

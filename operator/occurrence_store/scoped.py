@@ -8,6 +8,7 @@ occurrence's rows return nothing; writes to them change nothing and return ``Fal
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Sequence
@@ -148,6 +149,34 @@ class ScopedStore:
             )
         return True if row else self._refused("status update", task_id)
 
+    async def complete_tasks(
+        self, task_ids: Sequence[str], status: TaskStatus = TaskStatus.COMPLETED
+    ) -> int:
+        """Set the status of many of this occurrence's tasks in one statement.
+
+        Returns how many rows changed. Ids of other occurrences' tasks (or unknown ids) are
+        ignored: the statement is guarded by the owner, so they count for nothing.
+        """
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return 0
+        args = (TaskStatus(status).value, self._now(), ids, self.occurrence_id)
+        async with self.db.connection() as conn:
+            if self.db.dialect == "postgresql":
+                return int(await conn.fetchval(
+                    "WITH changed AS (UPDATE tasks SET status = $1, updated_at = $2 "
+                    "WHERE task_id = ANY($3::text[]) AND agent_occurrence_id = $4 "
+                    "RETURNING 1) SELECT count(*) FROM changed",
+                    *args,
+                ) or 0)
+            rows = await conn.fetch(
+                "UPDATE tasks SET status = $1, updated_at = $2 "
+                "WHERE task_id IN (SELECT value FROM json_each($3)) AND agent_occurrence_id = $4 "
+                "RETURNING task_id",
+                args[0], args[1], json.dumps(ids), args[3],
+            )
+        return len(rows)
+
     async def get_pending_tasks_for_activation(self, limit: int = 10) -> list[Task]:
         async with self.db.connection() as conn:
             rows = await conn.fetch(
@@ -184,7 +213,7 @@ class ScopedStore:
                 f"UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id IN ({pick}) "
                 f"AND agent_occurrence_id = $3 AND status = $4 RETURNING {TASK_COLUMNS}"
             )
-        async with self.db.transaction() as conn:
+        async with self.db.connection() as conn:  # one statement: atomic on its own
             rows = await conn.fetch(
                 sql, TaskStatus.ACTIVE.value, self._now(), self.occurrence_id,
                 TaskStatus.PENDING.value, limit,
@@ -322,7 +351,7 @@ class ScopedStore:
                 f"UPDATE thoughts SET status = $1, updated_at = $2 WHERE thought_id IN ({pick}) "
                 f"AND agent_occurrence_id = $3 AND status = $4 RETURNING {THOUGHT_COLUMNS}"
             )
-        async with self.db.transaction() as conn:
+        async with self.db.connection() as conn:  # one statement: atomic on its own
             rows = await conn.fetch(
                 sql, ThoughtStatus.PROCESSING.value, self._now(), self.occurrence_id,
                 ThoughtStatus.PENDING.value, TaskStatus.ACTIVE.value, limit,
