@@ -39,9 +39,11 @@ cluster-down:
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
 
-## bench: the benchmarks (matplotlib is a benchmark-only dependency), appended to benchmarks/RESULTS.md
+## bench: the benchmarks (matplotlib, PgQueuer, Procrastinate are benchmark-only),
+## appended to benchmarks/RESULTS.md. BENCH_ARGS=--full for the 1M/10M curves.
 bench: venv
-	$(BIN)/pip install --quiet matplotlib
-	$(BIN)/python -m benchmarks.scoped_query
-	$(BIN)/python -m benchmarks.drain
+	bash hack/ensure-postgres.sh
+	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
 include hack/packaging-make.mk
