@@ -18,11 +18,13 @@ DEFAULT = {
     "throughput": [],
     "drain": [],
     "scoped_query": [],
+    "operator_scale": [],
 }
 FULL = {
     "throughput": [],
     "drain": ["--sizes", "1000,10000,100000,1000000"],
     "scoped_query": ["--tasks", "1000000,10000000", "--occurrences", "10,100"],
+    "operator_scale": [],
 }
 
 

@@ -43,6 +43,8 @@ sys.path.insert(0, str(REPO / "operator"))
 CHART = REPO / "charts" / "occurrence-operator"
 CRD_SOURCE = REPO / "crds" / "agentdeployments.occurrence.dev.yaml"
 CHART_CRD = CHART / "files" / "crds" / CRD_SOURCE.name
+PEERING_CRD_SOURCE = REPO / "crds" / "kopf-peering.yaml"
+CHART_PEERING_CRD = CHART / "files" / "crds" / PEERING_CRD_SOURCE.name
 CHART_RULES = CHART / "files" / "rbac-rules.yaml"
 BASE = REPO / "manifests" / "base"
 BASE_CRD = BASE / "crd.yaml"
@@ -217,6 +219,7 @@ def python_outputs() -> dict[Path, str]:
     base_crd = GENERATED.format(source="crds/" + CRD_SOURCE.name) + crd
     return {
         CHART_CRD: crd,
+        CHART_PEERING_CRD: PEERING_CRD_SOURCE.read_text(),
         BASE_CRD: base_crd,
         CHART_RULES: rules_file_text(operator_rules()),
     }

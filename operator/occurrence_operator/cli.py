@@ -6,8 +6,13 @@
 
 Standalone (no peering) by default: one replica with the `Recreate` strategy. With
 `--peering NAME` several replicas run and Kopf's peering keeps only the highest-priority
-one active (the KopfPeering/ClusterKopfPeering CRD must be installed), so no drain runs
-twice.
+one active (the KopfPeering/ClusterKopfPeering CRDs must be installed: crds/kopf-peering.yaml),
+so no drain runs twice: the others are paused and do nothing at all (handlers.py, gate.py).
+
+Kopf pauses *all* peers that share the highest priority, and the replicas of one Deployment
+all get the same `--priority`. So under peering the priority Kopf sees is
+`priority * 1000 + a random tie-breaker below 1000`, drawn at start: replicas with the same
+`--priority` elect one of them, and a higher `--priority` still always wins.
 """
 
 from __future__ import annotations
@@ -15,9 +20,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import sys
 
 from . import api
+
+PRIORITY_SPREAD = 1000
+"""Room for the tie-breaker between replicas of the same `--priority` (see above)."""
+
+
+def peering_priority(priority: int, tie_breaker: int | None = None) -> int:
+    """The priority announced to Kopf's peering for a user-facing `--priority`."""
+    if tie_breaker is None:
+        tie_breaker = random.SystemRandom().randrange(PRIORITY_SPREAD)
+    return priority * PRIORITY_SPREAD + tie_breaker % PRIORITY_SPREAD
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="Kopf peering object name for running several replicas (default: standalone)",
     )
-    parser.add_argument("--priority", type=int, default=0, help="peering priority")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        help="peering priority: the highest is active (ties broken at random)",
+    )
     parser.add_argument(
         "--liveness",
         default=os.environ.get("OCCURRENCE_OPERATOR_LIVENESS", "http://0.0.0.0:8080/healthz"),
@@ -77,20 +98,23 @@ def main(argv: list[str] | None = None) -> int:
     }[args.log_format]
     kopf.configure(verbose=args.verbose, log_format=log_format, log_refkey="object")
     os.environ["OCCURRENCE_OPERATOR_METRICS_ADDRESS"] = args.metrics_address or ""
+    os.environ["OCCURRENCE_OPERATOR_NAMESPACES"] = ",".join(args.namespaces or ())
 
     from . import handlers  # noqa: F401  (registers the handlers)
 
+    priority = None if args.peering is None else peering_priority(args.priority)
     logging.getLogger(__name__).info(
-        "starting %s for %s",
+        "starting %s for %s%s",
         api.MANAGER,
         "all namespaces" if args.all_namespaces else ", ".join(args.namespaces),
+        "" if priority is None else f", peering {args.peering!r} with priority {priority}",
     )
     kopf.run(
         clusterwide=bool(args.all_namespaces),
         namespaces=args.namespaces or (),
         standalone=args.peering is None,
         peering_name=args.peering,
-        priority=args.priority,
+        priority=priority,
         liveness_endpoint=args.liveness or None,
     )
     return 0

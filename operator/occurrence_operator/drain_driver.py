@@ -15,7 +15,7 @@ from typing import Protocol
 
 from occurrence_store import InFlightPolicy, OccurrenceState, Store, TaskStatus, ThoughtStatus
 
-from . import drainplan
+from . import drainplan, gate
 from .drainplan import Action, Decision, DrainSettings, Observations
 from .events import EventType
 from .naming import occurrence_id
@@ -74,6 +74,7 @@ async def _move(
 ) -> int:
     moved = 0
     for k in ordinals:
+        gate.check()
         result = await store.transfers.drain(
             occurrence_id(name, k),
             list(survivors),
@@ -159,6 +160,7 @@ async def drive(
             list(decision.ordinals) or decision.statefulset_replicas,
             decision.reason,
         )
+        gate.check()  # a replica paused by peering takes no further step
         current_before = current
         moved = await execute(decision, store=store, name=name, record=record, ops=ops)
         if decision.action in (Action.SCALE, Action.SHRINK):

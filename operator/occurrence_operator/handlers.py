@@ -1,9 +1,15 @@
-"""Kopf registrations: every trigger funnels into one idempotent `Reconciler.run`.
+"""Kopf registrations: every trigger funnels into one idempotent reconcile.
 
-- AgentDeployment resume/create/update and a timer (every `RESYNC_SECONDS`) reconcile it;
-- events of owned StatefulSets and Jobs (someone scaled the StatefulSet by hand, the
-  migrations Job finished) and deleted agent pods (a drain waits for them) wake the owner's
-  reconcile at once;
+- each AgentDeployment has a Kopf daemon, `worker`, that runs all of its reconciles
+  (`Reconciler.serve`): when woken, when a requeue is due and every `RESYNC_SECONDS`;
+- AgentDeployment resume/create/update, events of owned StatefulSets and Jobs (someone
+  scaled the StatefulSet by hand, the migrations Job finished) and deleted agent pods (a
+  drain waits for them) only wake that worker;
+- peering (`--peering`, several replicas): Kopf pauses every replica but the active one by
+  stopping its watch streams and cancelling its daemons. Since nothing reconciles outside
+  the daemons (no timers or retries of our own) and every write checks the daemon's
+  `stopped` flag (gate.py), a paused replica neither reconciles nor drains; the daemons
+  come back, and resume any drain from `status.scaleDown`, when it is active again;
 - deletion: nothing to do. The occurrences' work stays in the database, owned by their
   stable ids (`<name>-<k>`), and comes back if an AgentDeployment of the same name returns;
   owned objects go with the AgentDeployment through their ownerReferences. Kopf's finalizer
@@ -22,15 +28,21 @@ from typing import Any
 
 import kopf
 
-from . import api
+from . import api, reconcile
 from .kube import Kube
 from .metrics import Metrics, serve
+from .peering import ensure_peering_objects
 from .reconcile import Reconciler
 from .stores import Stores
 
 log = logging.getLogger(__name__)
 
-RESYNC_SECONDS = float(os.environ.get("OCCURRENCE_OPERATOR_RESYNC_SECONDS", "10"))
+RESYNC_SECONDS = reconcile.RESYNC_SECONDS
+PEERING_LIFETIME_ENV = "OCCURRENCE_OPERATOR_PEERING_LIFETIME"
+"""Seconds after which a silent peer counts as dead (Kopf's default: 60). A standby replica
+takes over that long after the active one died without saying goodbye (SIGKILL, node loss)."""
+NAMESPACES_ENV = "OCCURRENCE_OPERATOR_NAMESPACES"
+"""Watched namespaces, comma-separated (set by the CLI; for the KopfPeering objects)."""
 METRICS_ADDRESS_ENV = "OCCURRENCE_OPERATOR_METRICS_ADDRESS"
 """host:port of the /metrics endpoint (set by the CLI; empty disables it)."""
 
@@ -58,12 +70,20 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    lifetime = os.environ.get(PEERING_LIFETIME_ENV, "")
+    if lifetime:
+        settings.peering.lifetime = int(lifetime)
     metrics = Metrics()
     kube = Kube.from_environment(metrics)
     _state["metrics"] = metrics
     _state["kube"] = kube
     _state["stores"] = Stores()
     _state["reconciler"] = Reconciler(kube, _state["stores"], metrics)
+    if not settings.peering.standalone and settings.peering.mandatory:
+        namespaces = [n for n in os.environ.get(NAMESPACES_ENV, "").split(",") if n]
+        await ensure_peering_objects(
+            kube, settings.peering.name, namespaces, settings.peering.clusterwide
+        )
     address = os.environ.get(METRICS_ADDRESS_ENV, "")
     if address:
         host, _, port = address.rpartition(":")
@@ -85,18 +105,21 @@ async def cleanup(**_: Any) -> None:
     _state.clear()
 
 
+@kopf.daemon(
+    api.GROUP,
+    api.VERSION,
+    api.PLURAL,
+    cancellation_timeout=30.0,  # cancel at once when stopped; wait this long for the exit
+)
+async def worker(name: str, namespace: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    await reconciler().serve(namespace, name, stopped)
+
+
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.update(api.GROUP, api.VERSION, api.PLURAL)
 async def changed(name: str, namespace: str, **_: Any) -> None:
-    await reconciler().run(namespace, name)
-
-
-@kopf.timer(
-    api.GROUP, api.VERSION, api.PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS
-)
-async def resync(name: str, namespace: str, **_: Any) -> None:
-    await reconciler().run(namespace, name)
+    reconciler().trigger(namespace, name)
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL, optional=True)

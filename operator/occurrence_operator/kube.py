@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from . import api
+from . import api, gate
 from .metrics import Metrics
 
 FIELD_MANAGER = api.MANAGER
@@ -187,6 +187,7 @@ class Kube:
         return await asyncio.to_thread(self._call, method, path, query, body, content_type)
 
     async def _write(self, method: str, path: str, **kwargs: Any) -> Any:
+        gate.check()  # a paused (peering) or stopping replica writes nothing
         self.metrics.api_write(method, resource_of(path))
         return await self.request(method, path, **kwargs)
 

@@ -64,11 +64,12 @@ RULES: list[dict[str, Any]] = [
         "verbs": ["get", "list", "watch"],
     },
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-    # Kopf peering (--peering NAME, several replicas).
+    # Kopf peering (--peering NAME, several replicas); `create`: the operator makes its
+    # peering object if missing (peering.py).
     {
         "apiGroups": ["kopf.dev"],
         "resources": ["kopfpeerings", "clusterkopfpeerings"],
-        "verbs": ["get", "list", "watch", "patch"],
+        "verbs": ["get", "list", "watch", "patch", "create"],
     },
 ]
 

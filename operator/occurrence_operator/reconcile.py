@@ -1,15 +1,17 @@
 """One idempotent reconcile of an AgentDeployment, from the current state of the world.
 
-Create, resume, update, the periodic timer and events of owned objects all end up in
-`Reconciler.run(namespace, name)`, which re-reads the AgentDeployment and everything it
-owns, and converges:
+Create, resume, update, the periodic resync and events of owned objects all end up in
+`Reconciler.run_once(namespace, name)`, called only by the object's worker
+(`Reconciler.serve`, a Kopf daemon: paused with the replica under peering), which re-reads
+the AgentDeployment and everything it owns, and converges:
 
 1. validate the spec (failures: condition + Warning event, no crash loop);
 2. read the database URL from the Secret (missing: condition + Warning event, retry);
 3. apply the Service and PodDisruptionBudget if they differ from the rendering;
 4. migrations: create the Job for the current hash if absent (never patch it), record
    `status.lastMigration` when it succeeds, `MigrationsFailed` when it fails;
-5. size: run the drain driver (scale-up, the scale-down drain protocol, creation);
+5. size: run the drain driver (scale-up, the scale-down drain protocol, creation), then
+   the opt-in rebalance of pending backlog after a scale-up (`status.rebalance`);
 6. template: apply the StatefulSet template only once migrations succeeded;
 7. status: computed in full, written only where it differs.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,7 +34,7 @@ from pydantic import ValidationError
 
 from occurrence_store import Occurrence, Store
 
-from . import api, conditions, drainplan, naming
+from . import api, conditions, drainplan, gate, naming
 from .conditions import PhaseInputs, compute_phase, find_condition, set_condition
 from .drain_driver import drive
 from .events import EventType, post
@@ -54,6 +57,8 @@ MIGRATIONS_FAILED = "MigrationsFailed"
 DRAINING = conditions.DRAINING
 DEGRADED = conditions.DEGRADED
 
+RESYNC_SECONDS = float(os.environ.get("OCCURRENCE_OPERATOR_RESYNC_SECONDS", "10"))
+"""Periodic re-check of every AgentDeployment, also when nothing woke it up."""
 RETRY_SECONDS = 10.0
 """Requeue after a problem the operator cannot fix itself (missing Secret, database down)."""
 MIGRATION_POLL_SECONDS = 5.0
@@ -70,9 +75,10 @@ def ad_path(namespace: str, name: str) -> str:
 
 @dataclass
 class _Key:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    waiting: bool = False
-    timer: asyncio.TimerHandle | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by `trigger`: reconcile as soon as the object's worker is free."""
+    due: float | None = None
+    """Loop time of a requeue the last pass asked for."""
 
 
 @dataclass
@@ -89,62 +95,73 @@ class Reconciler:
         self.stores = stores
         self.metrics = metrics
         self._keys: dict[tuple[str, str], _Key] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- scheduling ------------------------------------------------------------------------
+    #
+    # Each AgentDeployment has one worker: `serve`, run as its Kopf daemon (handlers.py).
+    # All reconciles of the object happen in that worker, one at a time; everything else
+    # (create/update/resume handlers, events of owned objects) only wakes it up. Kopf stops
+    # (and cancels) daemons when peering pauses this replica, so a paused replica has no
+    # timer, retry or queued trigger left that could reconcile or drain: there is no
+    # scheduling outside the daemon. `gate` turns a stop that races with a pass into
+    # `Interrupted` before the next write.
 
-    async def run(self, namespace: str, name: str) -> None:
-        """Reconcile now (serialized per object; coalesced with one already queued)."""
-        key = self._keys.setdefault((namespace, name), _Key())
-        if key.waiting:
-            return
-        key.waiting = True
-        async with key.lock:
-            key.waiting = False
-            if key.timer is not None:
-                key.timer.cancel()
-                key.timer = None
-            try:
-                requeue = await self._reconcile(namespace, name)
-                self.metrics.reconciled("success")
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reconcile of %s/%s failed; retrying", namespace, name)
-                self.metrics.reconciled("error")
-                requeue = RETRY_SECONDS
-            if requeue is not None:
-                self.schedule(namespace, name, requeue)
+    async def serve(
+        self, namespace: str, name: str, stopped: Any, resync_seconds: float | None = None
+    ) -> None:
+        """The object's worker: reconcile when woken, when a requeue is due, and every
+        `resync_seconds`; until `stopped` (Kopf's daemon flag) is set or it is cancelled."""
+        loop = asyncio.get_running_loop()
+        resync = RESYNC_SECONDS if resync_seconds is None else resync_seconds
+        key = self._key(namespace, name)
+        key.wake.set()  # (re)started: reconcile now (after a pause: resume the drain)
+        token = gate.bind(lambda: not stopped)
+        try:
+            while not stopped:
+                timeout = resync
+                if key.due is not None:
+                    timeout = min(timeout, max(0.0, key.due - loop.time()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(key.wake.wait(), timeout)
+                if stopped:
+                    break
+                key.wake.clear()
+                key.due = None
+                requeue = await self.run_once(namespace, name)
+                if requeue is not None:
+                    key.due = loop.time() + max(0.1, requeue)
+        except gate.Interrupted:
+            log.info("%s/%s: stopped mid-reconcile (%s)", namespace, name, _reason_of(stopped))
+        finally:
+            gate.unbind(token)
+
+    async def run_once(self, namespace: str, name: str) -> float | None:
+        """One reconcile; returns the requeue delay it asks for (None: just resync)."""
+        try:
+            requeue = await self._reconcile(namespace, name)
+            self.metrics.reconciled("success")
+            return requeue
+        except (asyncio.CancelledError, gate.Interrupted):
+            raise
+        except Exception:
+            log.exception("reconcile of %s/%s failed; retrying", namespace, name)
+            self.metrics.reconciled("error")
+            return RETRY_SECONDS
 
     def trigger(self, namespace: str, name: str) -> None:
-        """Reconcile soon, in the background (owned objects' events)."""
-        task = asyncio.get_running_loop().create_task(self.run(namespace, name))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def schedule(self, namespace: str, name: str, delay: float) -> None:
-        key = self._keys.setdefault((namespace, name), _Key())
-        if key.timer is not None:
-            key.timer.cancel()
-        key.timer = asyncio.get_running_loop().call_later(
-            max(0.1, delay), self.trigger, namespace, name
-        )
+        """Wake the object's worker (a no-op for the API while this replica is paused)."""
+        self._key(namespace, name).wake.set()
 
     def forget(self, namespace: str, name: str) -> None:
-        key = self._keys.pop((namespace, name), None)
-        if key is not None and key.timer is not None:
-            key.timer.cancel()
+        self._keys.pop((namespace, name), None)
         self.metrics.forget(namespace, name)
 
     async def close(self) -> None:
-        for key in self._keys.values():
-            if key.timer is not None:
-                key.timer.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        """Nothing of ours runs outside the Kopf daemons (which Kopf stops at exit)."""
+        self._keys.clear()
+
+    def _key(self, namespace: str, name: str) -> _Key:
+        return self._keys.setdefault((namespace, name), _Key())
 
     # -- the reconcile -----------------------------------------------------------------------
 
@@ -216,8 +233,12 @@ class _Pass:
     async def run(self) -> float | None:
         try:
             return await self._run()
+        except (asyncio.CancelledError, gate.Interrupted):
+            self.events = []  # stopped (paused, exiting): post nothing more
+            raise
         finally:
-            await self.flush_events()
+            if self.events:
+                await self.flush_events()
 
     async def _run(self) -> float | None:
         before = [dict(c) for c in self.conditions]
@@ -253,6 +274,7 @@ class _Pass:
             try:
                 store = await self.r.stores.get(url)
                 sts, record = await self._size(spec, owner, store, sts, record)
+                await self._rebalance(spec, store, sts, record)
             except ApiError:
                 raise
             except Exception as e:  # asyncpg/aiosqlite errors, schema not migrated yet...
@@ -383,6 +405,62 @@ class _Pass:
         )
         self.want_requeue(result.requeue_after)
         return ops.sts, result.record
+
+    async def _rebalance(
+        self,
+        spec: AgentDeploymentSpec,
+        store: Store,
+        sts: dict[str, Any] | None,
+        record: ScaleDownStatus | None,
+    ) -> None:
+        """`spec.drain.rebalanceOnScaleUp`: once the scale-up recorded in
+        `status.rebalance` (by `_Ops.scale`) has all its pods ready, even out the pending
+        backlog over `<name>-0..M-1` once, and record it `Done`."""
+        wire = self.status.get("rebalance")
+        if not wire or wire.get("phase") != "Pending":
+            return
+        to = int(wire.get("toReplicas") or 0)
+        if spec.replicas != to or drainplan.is_active(record):
+            message = f"superseded: spec.replicas is {spec.replicas} now"
+            await self._record_rebalance({**wire, "phase": "Cancelled", "message": message})
+            return
+        sts_spec = (sts or {}).get("spec") or {}
+        sts_status = (sts or {}).get("status") or {}
+        if (
+            int(sts_spec.get("replicas") or 0) != to
+            or int(sts_status.get("readyReplicas") or 0) < to
+            or (sts_status.get("observedGeneration") or 0)
+            < ((sts or {}).get("metadata") or {}).get("generation", 0)
+        ):
+            self.want_requeue(drainplan.POLL_SECONDS)  # StatefulSet events wake us sooner
+            return
+        ids = [naming.occurrence_id(self.name, k) for k in range(to)]
+        gate.check()
+        moved = await store.transfers.rebalance(ids, reason="scale-up rebalance")
+        total = sum(n for recipients in moved.values() for n in recipients.values())
+        flows = "; ".join(
+            f"{donor} -> " + ", ".join(f"{r}: {n}" for r, n in sorted(recipients.items()))
+            for donor, recipients in sorted(moved.items())
+        )
+        message = (
+            f"moved {total} pending tasks across {to} occurrences ({flows})"
+            if total
+            else f"pending backlog already even across {to} occurrences"
+        )
+        done = {
+            **wire,
+            "phase": "Done",
+            "moved": total,
+            "completedAt": format_time(utcnow()),
+            "message": message[:1000],
+        }
+        await self._record_rebalance(done)
+        self.r.metrics.transferred(self.namespace, self.name, total)
+        self.event("Normal", "Rebalanced", message[:1000])
+
+    async def _record_rebalance(self, wire: dict[str, Any]) -> None:
+        await self.write_status({"rebalance": wire})
+        self.status["rebalance"] = wire
 
     async def _occurrences(self, url: str) -> list[Occurrence] | None:
         try:
@@ -555,6 +633,19 @@ class _Ops:
             self.sts = await p.kube.apply(build_statefulset(self.spec, self.owner, replicas))
             p.event("Normal", "StatefulSetCreated", f"created StatefulSet with {replicas} replicas")
             return
+        current = int((self.sts.get("spec") or {}).get("replicas") or 0)
+        if replicas > current and self.spec.drain.rebalance_on_scale_up:
+            # intent first (like status.scaleDown): a restarted operator still rebalances
+            await p._record_rebalance(
+                {
+                    "phase": "Pending",
+                    "fromReplicas": current,
+                    "toReplicas": replicas,
+                    "requestedAt": format_time(utcnow()),
+                    "moved": 0,
+                    "message": f"rebalance pending backlog once {replicas} occurrences are ready",
+                }
+            )
         path = object_path("apps/v1", "StatefulSet", p.namespace, p.name)
         self.sts = await p.kube.merge_patch(path, {"spec": {"replicas": replicas}})
 
@@ -585,6 +676,11 @@ class _Ops:
             p.r.metrics.drain_event(p.namespace, p.name, "cancelled")
         p.event(type_, reason, message)
         await p.flush_events()
+
+
+def _reason_of(stopped: Any) -> str:
+    reason = getattr(stopped, "reason", None)
+    return getattr(reason, "name", None) or str(reason or "stopped")
 
 
 def _record(wire: Any) -> ScaleDownStatus | None:

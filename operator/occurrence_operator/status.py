@@ -88,6 +88,25 @@ class ScaleDownStatus(CrdModel):
     message: str | None = None
 
 
+RebalancePhase = Literal["Pending", "Done", "Cancelled"]
+
+
+class RebalanceStatus(CrdModel):
+    """The last scale-up's rebalance of pending backlog (`spec.drain.rebalanceOnScaleUp`).
+
+    Recorded when the StatefulSet is scaled up, carried out once the new occurrences are
+    ready, and not repeated by the reconciles that follow."""
+
+    phase: RebalancePhase
+    from_replicas: int = Field(ge=0)
+    to_replicas: int = Field(ge=0)
+    requested_at: Timestamp
+    completed_at: Timestamp | None = None
+    moved: int = Field(0, ge=0)
+    """Pending tasks moved to even out the backlog."""
+    message: str | None = None
+
+
 class AgentDeploymentStatus(CrdModel):
     """Observed state, written by the operator only."""
 
@@ -106,6 +125,7 @@ class AgentDeploymentStatus(CrdModel):
     )
     last_migration: LastMigration | None = None
     scale_down: ScaleDownStatus | None = None
+    rebalance: RebalanceStatus | None = None
     conditions: list[Condition] | None = Field(
         None,
         json_schema_extra={

@@ -27,6 +27,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO_ROOT / "crds" / "agentdeployments.occurrence.dev.yaml"
 RBAC_FILE = REPO_ROOT / "manifests" / "base" / "rbac.yaml"
+PEERING_CRD_FILE = REPO_ROOT / "crds" / "kopf-peering.yaml"
 RESYNC_SECONDS = 2
 
 T = TypeVar("T")
@@ -67,6 +68,13 @@ def install_crd(cluster: Any) -> None:
     )
 
 
+def install_peering_crds(cluster: Any) -> None:
+    """Kopf's KopfPeering/ClusterKopfPeering CRDs (crds/kopf-peering.yaml)."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(PEERING_CRD_FILE))
+    for crd in ("kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
+        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
+
+
 class OperatorProcess:
     """`occurrence-operator --namespace NS` as a child process."""
 
@@ -77,8 +85,10 @@ class OperatorProcess:
         log_path: Path,
         kubeconfig: Path | None = None,
         extra_args: tuple[str, ...] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.cluster = cluster
+        self.extra_env = dict(env or {})
         self.namespaces = namespaces
         self.log_path = log_path
         self.kubeconfig = kubeconfig or cluster.kubeconfig
@@ -93,6 +103,7 @@ class OperatorProcess:
         env["KUBECONFIG"] = str(self.kubeconfig)
         env["OCCURRENCE_OPERATOR_RESYNC_SECONDS"] = str(RESYNC_SECONDS)
         env["PYTHONPATH"] = str(REPO_ROOT / "operator")
+        env.update(self.extra_env)
         args = [sys.executable, "-m", "occurrence_operator.cli"]
         for ns in self.namespaces:
             args += ["--namespace", ns]
@@ -177,6 +188,18 @@ class OperatorProcess:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """The JSON log records (other lines skipped)."""
+        records = []
+        for line in self.logs().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
 
     def errors(self) -> list[str]:
         """Log lines at ERROR or above (JSON log format)."""

@@ -90,7 +90,7 @@ def _status_fields() -> set[str]:
 def test_every_status_field_is_declared() -> None:
     assert _status_fields() == {
         "observedGeneration", "replicas", "readyReplicas", "drainingReplicas", "selector",
-        "phase", "occurrences", "lastMigration", "scaleDown", "conditions",
+        "phase", "occurrences", "lastMigration", "scaleDown", "rebalance", "conditions",
     }  # fmt: skip
     status = _root()["properties"]["status"]["properties"]
     assert status["selector"]["type"] == "string"
@@ -100,6 +100,10 @@ def test_every_status_field_is_declared() -> None:
     assert set(status["lastMigration"]["properties"]) == {"hash", "jobName", "completedAt"}
     assert {"phase", "fromReplicas", "toReplicas", "ordinals", "startedAt", "transferred",
             "message"} <= set(status["scaleDown"]["properties"])  # fmt: skip
+    assert set(status["rebalance"]["properties"]) == {
+        "phase", "fromReplicas", "toReplicas", "requestedAt", "completedAt", "moved", "message",
+    }  # fmt: skip
+    assert status["rebalance"]["properties"]["phase"]["enum"] == ["Pending", "Done", "Cancelled"]
     assert set(status["conditions"]["items"]["properties"]) == {
         "type", "status", "reason", "message", "lastTransitionTime", "observedGeneration",
     }  # fmt: skip
