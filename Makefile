@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint demo bench cluster-build cluster-up cluster-down clean
+.PHONY: venv test lint demo bench soak cluster-build cluster-up cluster-down clean
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,5 +45,12 @@ bench: venv
 	bash hack/ensure-postgres.sh
 	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+SOAK_SECONDS ?= 300
+## soak: chaos soak on the local control plane (SOAK_SECONDS=600 longer, SOAK_SEED=N replays);
+## `make test` runs it too, with a 45 s budget.
+soak: venv
+	bash hack/ensure-postgres.sh
+	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_SEED=$(SOAK_SEED) $(BIN)/pytest tests/cluster/test_soak.py -q -s -p no:cacheprovider
 
 include hack/packaging-make.mk

@@ -172,6 +172,19 @@ class Reconciler:
         return await _Pass(self, ad).run()
 
 
+def rejected_as_invalid(error: ApiError) -> bool:
+    """Did the API server refuse an object because of what the spec put in it?
+
+    400/422 are validation failures; a server-side apply of a malformed quantity fails to
+    decode and comes back as a 500 whose message says why.
+    """
+    if error.status in (400, 422):
+        return True
+    return error.status == 500 and any(
+        hint in error.message for hint in ("must match the regular expression", "unable to parse",
+                                           "failed to create typed patch object"))
+
+
 class _Pass:
     """One reconcile of one AgentDeployment; holds what it read and what it will write."""
 
@@ -258,43 +271,55 @@ class _Pass:
             await self._finish_problem(before)
             return RETRY_SECONDS
 
-        owner = Owner.from_body(self.ad)
-        rendered = render(spec, owner, 0)
-        for manifest in (rendered.service, rendered.pdb):
-            await self._apply_if_changed(manifest)
+        try:
+            owner = Owner.from_body(self.ad)
+            rendered = render(spec, owner, 0)
+            for manifest in (rendered.service, rendered.pdb):
+                await self._apply_if_changed(manifest)
 
-        migration = await self._migrations(rendered)
-        sts_path = object_path("apps/v1", "StatefulSet", self.namespace, self.name)
-        sts = await self.kube.get(sts_path)
-        migrated = migration.state in ("Succeeded", "Disabled")
+            migration = await self._migrations(rendered)
+            sts_path = object_path("apps/v1", "StatefulSet", self.namespace, self.name)
+            sts = await self.kube.get(sts_path)
+            migrated = migration.state in ("Succeeded", "Disabled")
 
-        record = _record(self.status.get("scaleDown"))
-        store_problem: str | None = None
-        if sts is not None or migrated:
-            try:
-                store = await self.r.stores.get(url)
-                sts, record = await self._size(spec, owner, store, sts, record)
-                await self._rebalance(spec, store, sts, record)
-            except ApiError:
+            record = _record(self.status.get("scaleDown"))
+            store_problem: str | None = None
+            if sts is not None or migrated:
+                try:
+                    store = await self.r.stores.get(url)
+                    sts, record = await self._size(spec, owner, store, sts, record)
+                    await self._rebalance(spec, store, sts, record)
+                except ApiError:
+                    raise
+                except Exception as e:  # asyncpg/aiosqlite errors, schema not migrated yet...
+                    store_problem = f"database unavailable: {type(e).__name__}: {_short(e)}"
+                    log.warning("%s/%s: %s", self.namespace, self.name, store_problem)
+                    await self.r.stores.discard(url)
+                    self.want_requeue(RETRY_SECONDS)
+                    # what the driver persisted before failing is the truth now
+                    record = _record((self.ad.get("status") or {}).get("scaleDown"))
+                    sts = await self.kube.get(sts_path)
+                    if sts is not None and drainplan.is_active(record) and self._bypass_requested():
+                        assert record is not None
+                        sts, record = await self._bypass_drain(sts_path, record)
+            if migrated and sts is not None:
+                current = int((sts.get("spec") or {}).get("replicas") or 0)
+                desired_sts = build_statefulset(spec, owner, current)
+                if needs_apply(desired_sts, sts):
+                    sts = await self.kube.apply(desired_sts)
+                    self.event("Normal", "StatefulSetUpdated", "StatefulSet template applied")
+
+        except ApiError as e:
+            if not rejected_as_invalid(e):
                 raise
-            except Exception as e:  # asyncpg/aiosqlite errors, schema not migrated yet...
-                store_problem = f"database unavailable: {type(e).__name__}: {_short(e)}"
-                log.warning("%s/%s: %s", self.namespace, self.name, store_problem)
-                await self.r.stores.discard(url)
-                self.want_requeue(RETRY_SECONDS)
-                # what the driver persisted before failing is the truth now
-                record = _record((self.ad.get("status") or {}).get("scaleDown"))
-                sts = await self.kube.get(sts_path)
-                if sts is not None and drainplan.is_active(record) and self._bypass_requested():
-                    assert record is not None
-                    sts, record = await self._bypass_drain(sts_path, record)
-        if migrated and sts is not None:
-            current = int((sts.get("spec") or {}).get("replicas") or 0)
-            desired_sts = build_statefulset(spec, owner, current)
-            if needs_apply(desired_sts, sts):
-                sts = await self.kube.apply(desired_sts)
-                self.event("Normal", "StatefulSetUpdated", "StatefulSet template applied")
-
+            # A pass-through core/v1 field (a quantity, a probe) the CRD schema cannot check
+            # was refused when the rendered object was written: tell the user, keep running.
+            message = f"the API server rejected a rendered object: {_short(e.message)}"
+            self.condition(DEGRADED, "True", "InvalidSpec", message)
+            self.condition(READY, "False", "InvalidSpec", "the spec is invalid")
+            log.warning("%s/%s: %s", self.namespace, self.name, message)
+            await self._finish_problem(before)
+            return RETRY_SECONDS
         occurrences = await self._occurrences(url) if store_problem is None else None
         await self._write_full_status(
             spec, rendered, migration, sts, record, occurrences, store_problem, before

@@ -38,15 +38,19 @@ async def database_url(kube: Kube, namespace: str, ref: SecretKeyRef) -> str:
         raise SecretProblem(
             "InvalidDatabaseURL", f"Secret {namespace}/{ref.name} key {ref.key!r} is not text"
         ) from None
+    if not url:
+        raise SecretProblem("SecretKeyMissing", f"Secret {namespace}/{ref.name} key is empty")
     try:
+        # A bare value would be a SQLite path for the CLI; in a cluster it is almost surely a
+        # password pasted alone, and a per-pod private file would silently split the data.
+        if "://" not in url:
+            raise InvalidDatabaseURL("not a URL")
         parse_database_url(url)
     except InvalidDatabaseURL:
         raise SecretProblem(
             "InvalidDatabaseURL",
             f"Secret {namespace}/{ref.name} key {ref.key!r} does not hold a database URL",
         ) from None
-    if not url:
-        raise SecretProblem("SecretKeyMissing", f"Secret {namespace}/{ref.name} key is empty")
     return url
 
 

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     occ_sub = occ.add_subparsers(dest="occ_command", metavar="SUBCOMMAND")
     reg = occ_sub.add_parser("register", help="register an occurrence (as its runtime would)")
     reg.add_argument("occurrence_id")
-    reg.add_argument("--ordinal", type=int)
+    reg.add_argument("--ordinal", type=_non_negative_int)
     _output(reg)
     state = occ_sub.add_parser(
         "state", help="set an occurrence's lifecycle state (draining fences it: its runtime "
@@ -90,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _output(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", choices=["text", "json"], default="text")
+
+
+def _non_negative_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 0")
+    return n
 
 
 def _positive_int(value: str) -> int:
@@ -171,7 +181,9 @@ async def _cmd_migrate(store: Store, args: argparse.Namespace) -> int:
         {"version": s.version, "name": s.name, "applied": s.applied,
          "applied_at": s.applied_at.isoformat() if s.applied_at else None,
          "checksum_ok": s.checksum_ok} for s in statuses]}
-    rows = [(f"{s.version:03d}", s.name, "applied" if s.applied else "pending",
+    rows = [(f"{s.version:03d}", s.name,
+             ("applied" if s.checksum_ok else "applied, EDITED since (checksum differs)")
+             if s.applied else "pending",
              s.applied_at.isoformat() if s.applied_at else "-") for s in statuses]
     _emit(args, payload, _table(("VERSION", "NAME", "STATE", "APPLIED AT"), rows))
     return 0

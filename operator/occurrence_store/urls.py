@@ -55,7 +55,11 @@ def parse_database_url(url: str | None) -> DatabaseURL:
     url = url.strip()
     if "://" not in url:
         if url.startswith(("postgres", "sqlite:")):
-            raise InvalidDatabaseURL(f"invalid database URL {url!r}: missing '://'")
+            # never echo the value: it may hold a password
+            raise InvalidDatabaseURL(
+                "invalid database URL: missing '://' (use postgresql://USER@HOST/DB or "
+                "sqlite:///PATH)"
+            )
         return DatabaseURL("sqlite", f"sqlite:///{url}", url)
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("postgresql", "postgres"):
