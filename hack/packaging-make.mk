@@ -7,7 +7,7 @@
 #   make e2e         on a machine with Docker and kind: all of the above, then the scenario
 #                    (example AgentDeployment, scale 3 -> 5 -> 2, assert occurrences and
 #                    transfers, tear down; hack/e2e-kind.sh). Without Docker/kind: the same
-#                    scenario on the local control plane (pytest -m cluster).
+#                    scenario on the local control plane (tests/cluster/test_e2e_scenario.py).
 #
 # Every variable can be overridden: make deploy IMAGE_TAG=dev HELM=/usr/local/bin/helm
 
@@ -81,7 +81,7 @@ e2e:
 	  $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) e2e-kind; \
 	else \
 	  echo "e2e: Docker (with a running daemon) and kind are needed for the kind run;"; \
-	  echo "e2e: running the same scenario on the local control plane instead (pytest -m cluster)."; \
+	  echo "e2e: running the same scenario on the local control plane instead (tests/cluster/test_e2e_scenario.py)."; \
 	  $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) e2e-local; \
 	fi
 
@@ -91,7 +91,7 @@ e2e-kind: kind-up image kind-load
 	  HELM_RELEASE=$(HELM_RELEASE) bash hack/e2e-kind.sh
 
 e2e-local:
-	$(E2E_PYTEST) -m cluster tests/cluster $(PYTEST_ARGS)
+	$(E2E_PYTEST) tests/cluster/test_e2e_scenario.py $(PYTEST_ARGS)
 
 ## render-packaging: regenerate the chart's generated files and manifests/base from their sources.
 render-packaging:

@@ -1,0 +1,90 @@
+"""The `make e2e` scenario on the local control plane: apply, scale 3 -> 5 -> 2, check.
+
+On kind (`make e2e-kind`, hack/e2e-kind.sh) the agents really run; on kwok nodes they do
+not, so this test plays them in the database: each pod's occurrence registers as its
+runtime would, and work is submitted to the occurrences that will depart.
+"""
+
+# ruff: noqa: F811  (pytest fixtures imported from operator_support, used as parameters)
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from operator_support import (  # noqa: F401  (fixtures)
+    agd_manifest,
+    create_db_secret,
+    get,
+    namespace,
+    start_operator,
+    wait_for,
+)
+
+from occurrence_store import OccurrenceState, Store, TaskStatus
+
+pytestmark = pytest.mark.cluster
+
+TIMEOUT = 120
+
+
+def _status(cluster: Any, ns: str, name: str) -> dict[str, Any]:
+    return (get(cluster, "agd", name, ns) or {}).get("status") or {}
+
+
+def _running_with(cluster: Any, ns: str, name: str, replicas: int) -> bool:
+    status = _status(cluster, ns, name)
+    return status.get("readyReplicas") == replicas and status.get("phase") == "Running"
+
+
+async def test_scale_three_five_two(
+    kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str
+) -> None:
+    ns, cluster, name = namespace, kube_cluster, "demo-agent"
+    start_operator()
+    store = await Store.open(pg_url, migrate=True)
+    try:
+        create_db_secret(cluster, ns, pg_url)
+        cluster.apply(agd_manifest(name, ns, replicas=3))
+        wait_for(lambda: _running_with(cluster, ns, name, 3), timeout=TIMEOUT,
+                 message="3 occurrences Running")
+        for k in range(3):
+            await store.registry.register(f"{name}-{k}", ordinal=k)
+
+        cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=5")
+        wait_for(lambda: _running_with(cluster, ns, name, 5), timeout=TIMEOUT,
+                 message="5 occurrences Running")
+        pods = cluster.kubectl_json("-n", ns, "get", "pods", "-l",
+                                    _status(cluster, ns, name)["selector"])["items"]
+        indexes = sorted(int(p["metadata"]["labels"]["apps.kubernetes.io/pod-index"])
+                         for p in pods)
+        assert indexes == [0, 1, 2, 3, 4]
+        ids = [f"{name}-{k}" for k in range(5)]
+        submitted: set[str] = set()
+        for k in range(5):
+            await store.registry.register(ids[k], ordinal=k)
+            submitted |= set(await store.scope(ids[k]).add_tasks([f"job {k}"] * 50))
+
+        cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=2")
+        wait_for(
+            lambda: (_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Done"
+            and _running_with(cluster, ns, name, 2),
+            timeout=TIMEOUT, message="drain Done and 2 occurrences Running",
+        )
+        sts = get(cluster, "sts", name, ns)
+        assert sts is not None and sts["spec"]["replicas"] == 2
+
+        owners: dict[str, str] = {}
+        for occ in ids:
+            for task in await store.scope(occ).get_all_tasks():
+                assert task.task_id not in owners, "a task owned twice"
+                owners[task.task_id] = occ
+        assert set(owners) == submitted, "tasks lost"
+        assert set(owners.values()) <= set(ids[:2])
+        for occ in ids[2:]:
+            assert (await store.registry.get(occ)).state == OccurrenceState.RETIRED
+            assert await store.scope(occ).count_tasks(TaskStatus.PENDING) == 0
+        assert await store.transfers.count_transfers() == 150
+        occurrences = {row["id"]: row for row in _status(cluster, ns, name)["occurrences"]}
+        assert set(occurrences) >= set(ids[:2])
+    finally:
+        await store.close()
