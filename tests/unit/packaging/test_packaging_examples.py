@@ -7,7 +7,6 @@ tests/cluster/test_packaging.py.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -182,7 +181,6 @@ def test_reference_example_is_a_valid_agentdeployment() -> None:
         AgentDeploymentSpec.model_validate(agd["spec"])
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
 @pytest.mark.parametrize("target", ["image", "kind-up", "kind-load"])
 def test_make_targets_say_what_is_missing(tmp_path: Path, target: str) -> None:
     """Without Docker/kind the targets fail with a message naming the missing tool."""
