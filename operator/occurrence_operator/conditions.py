@@ -14,12 +14,12 @@ from typing import Any, Literal
 from .status import ConditionStatus, Phase
 from .timeutil import format_time
 
-MIGRATED = "Migrated"
-"""The migrations Job for the current spec succeeded (or migrations are disabled)."""
-AVAILABLE = "Available"
+READY = "Ready"
 """All desired occurrences run the current template and are ready."""
-PROGRESSING = "Progressing"
-"""A rollout, a scale-up or a migration is under way."""
+MIGRATIONS_COMPLETE = "MigrationsComplete"
+"""The migrations Job for the current spec succeeded (or migrations are disabled)."""
+MIGRATIONS_FAILED = "MigrationsFailed"
+"""The migrations Job failed; its reason is the Job's. Running pods are left untouched."""
 DRAINING = "Draining"
 """A scale-down drain is under way."""
 DEGRADED = "Degraded"

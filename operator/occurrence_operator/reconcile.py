@@ -51,9 +51,9 @@ from .timeutil import format_time, utcnow
 
 log = logging.getLogger(__name__)
 
-READY = "Ready"
-MIGRATIONS_COMPLETE = "MigrationsComplete"
-MIGRATIONS_FAILED = "MigrationsFailed"
+READY = conditions.READY
+MIGRATIONS_COMPLETE = conditions.MIGRATIONS_COMPLETE
+MIGRATIONS_FAILED = conditions.MIGRATIONS_FAILED
 DRAINING = conditions.DRAINING
 DEGRADED = conditions.DEGRADED
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from occurrence_operator.conditions import (
-    AVAILABLE,
-    MIGRATED,
+    MIGRATIONS_COMPLETE,
+    READY,
     PhaseInputs,
     compute_phase,
     find_condition,
@@ -25,11 +25,12 @@ T1 = T0 + timedelta(minutes=5)
 
 def test_new_condition_gets_transition_time_and_generation() -> None:
     conditions = set_condition(
-        None, MIGRATED, "False", "JobRunning", "job x running", observed_generation=3, now=T0
+        None, MIGRATIONS_COMPLETE, "False", "JobRunning", "job x running",
+        observed_generation=3, now=T0,
     )
     assert conditions == [
         {
-            "type": MIGRATED,
+            "type": MIGRATIONS_COMPLETE,
             "status": "False",
             "reason": "JobRunning",
             "message": "job x running",
@@ -40,9 +41,9 @@ def test_new_condition_gets_transition_time_and_generation() -> None:
 
 
 def test_same_status_keeps_transition_time() -> None:
-    first = set_condition(None, AVAILABLE, "False", "Scaling", "1/3", observed_generation=1, now=T0)
+    first = set_condition(None, READY, "False", "Scaling", "1/3", observed_generation=1, now=T0)
     second = set_condition(
-        first, AVAILABLE, "False", "Scaling", "2/3", observed_generation=2, now=T1
+        first, READY, "False", "Scaling", "2/3", observed_generation=2, now=T1
     )
     (condition,) = second
     assert condition["lastTransitionTime"] == format_time(T0)
@@ -50,27 +51,29 @@ def test_same_status_keeps_transition_time() -> None:
 
 
 def test_status_change_moves_transition_time() -> None:
-    first = set_condition(None, AVAILABLE, "False", "Scaling", "", observed_generation=1, now=T0)
-    second = set_condition(first, AVAILABLE, "True", "AllReady", "", observed_generation=1, now=T1)
+    first = set_condition(None, READY, "False", "Scaling", "", observed_generation=1, now=T0)
+    second = set_condition(first, READY, "True", "AllReady", "", observed_generation=1, now=T1)
     assert second[0]["lastTransitionTime"] == format_time(T1)
-    assert is_true(second, AVAILABLE) and not is_true(first, AVAILABLE)
+    assert is_true(second, READY) and not is_true(first, READY)
 
 
 def test_other_conditions_untouched_and_input_not_mutated() -> None:
-    base = set_condition(None, MIGRATED, "True", "JobSucceeded", "", observed_generation=1, now=T0)
-    base = set_condition(base, AVAILABLE, "False", "Scaling", "", observed_generation=1, now=T0)
+    base = set_condition(
+        None, MIGRATIONS_COMPLETE, "True", "JobSucceeded", "", observed_generation=1, now=T0
+    )
+    base = set_condition(base, READY, "False", "Scaling", "", observed_generation=1, now=T0)
     snapshot = [dict(c) for c in base]
-    updated = set_condition(base, AVAILABLE, "True", "AllReady", "", observed_generation=2, now=T1)
+    updated = set_condition(base, READY, "True", "AllReady", "", observed_generation=2, now=T1)
     assert base == snapshot
-    assert [c["type"] for c in updated] == [MIGRATED, AVAILABLE]
+    assert [c["type"] for c in updated] == [MIGRATIONS_COMPLETE, READY]
     assert updated[0] == base[0]
     assert find_condition(updated, "Missing") is None
-    assert [c["type"] for c in remove_condition(updated, MIGRATED)] == [AVAILABLE]
+    assert [c["type"] for c in remove_condition(updated, MIGRATIONS_COMPLETE)] == [READY]
 
 
 def test_conditions_fit_the_status_schema() -> None:
     conditions = set_condition(
-        None, MIGRATED, "True", "JobSucceeded", "ok", observed_generation=1, now=T0
+        None, MIGRATIONS_COMPLETE, "True", "JobSucceeded", "ok", observed_generation=1, now=T0
     )
     status = AgentDeploymentStatus.model_validate({"conditions": conditions})
     assert status.to_wire()["conditions"] == conditions
