@@ -259,6 +259,16 @@ def get(cluster: Any, kind: str, name: str, namespace: str) -> dict[str, Any] | 
     return json.loads(done.stdout)
 
 
+def agd_status(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
+    """The AgentDeployment's status ({} while it has none or does not exist)."""
+    return (get(cluster, "agd", name, namespace) or {}).get("status") or {}
+
+
+def running_with(cluster: Any, namespace: str, name: str, replicas: int) -> bool:
+    status = agd_status(cluster, namespace, name)
+    return status.get("readyReplicas") == replicas and status.get("phase") == "Running"
+
+
 def condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any] | None:
     for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
         if cond.get("type") == type_:

@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from operator_support import (  # noqa: F401  (fixtures)
     agd_manifest,
+    agd_status,
     create_db_secret,
     get,
     namespace,
+    running_with,
     start_operator,
     wait_for,
 )
@@ -27,15 +29,6 @@ pytestmark = pytest.mark.cluster
 TIMEOUT = 120
 
 
-def _status(cluster: Any, ns: str, name: str) -> dict[str, Any]:
-    return (get(cluster, "agd", name, ns) or {}).get("status") or {}
-
-
-def _running_with(cluster: Any, ns: str, name: str, replicas: int) -> bool:
-    status = _status(cluster, ns, name)
-    return status.get("readyReplicas") == replicas and status.get("phase") == "Running"
-
-
 async def test_scale_three_five_two(
     kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str
 ) -> None:
@@ -45,16 +38,16 @@ async def test_scale_three_five_two(
     try:
         create_db_secret(cluster, ns, pg_url)
         cluster.apply(agd_manifest(name, ns, replicas=3))
-        wait_for(lambda: _running_with(cluster, ns, name, 3), timeout=TIMEOUT,
+        wait_for(lambda: running_with(cluster, ns, name, 3), timeout=TIMEOUT,
                  message="3 occurrences Running")
         for k in range(3):
             await store.registry.register(f"{name}-{k}", ordinal=k)
 
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=5")
-        wait_for(lambda: _running_with(cluster, ns, name, 5), timeout=TIMEOUT,
+        wait_for(lambda: running_with(cluster, ns, name, 5), timeout=TIMEOUT,
                  message="5 occurrences Running")
         pods = cluster.kubectl_json("-n", ns, "get", "pods", "-l",
-                                    _status(cluster, ns, name)["selector"])["items"]
+                                    agd_status(cluster, ns, name)["selector"])["items"]
         indexes = sorted(int(p["metadata"]["labels"]["apps.kubernetes.io/pod-index"])
                          for p in pods)
         assert indexes == [0, 1, 2, 3, 4]
@@ -66,8 +59,8 @@ async def test_scale_three_five_two(
 
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=2")
         wait_for(
-            lambda: (_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Done"
-            and _running_with(cluster, ns, name, 2),
+            lambda: (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Done"
+            and running_with(cluster, ns, name, 2),
             timeout=TIMEOUT, message="drain Done and 2 occurrences Running",
         )
         sts = get(cluster, "sts", name, ns)
@@ -84,7 +77,7 @@ async def test_scale_three_five_two(
             assert (await store.registry.get(occ)).state == OccurrenceState.RETIRED
             assert await store.scope(occ).count_tasks(TaskStatus.PENDING) == 0
         assert await store.transfers.count_transfers() == 150
-        occurrences = {row["id"]: row for row in _status(cluster, ns, name)["occurrences"]}
+        occurrences = {row["id"]: row for row in agd_status(cluster, ns, name)["occurrences"]}
         assert set(occurrences) >= set(ids[:2])
     finally:
         await store.close()

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from operator_support import (  # noqa: F401  (fixtures)
     agd_manifest,
+    agd_status,
     condition,
     create_db_secret,
     events,
@@ -35,10 +36,6 @@ def _sts_replicas(cluster: Any, ns: str, name: str) -> int | None:
     return None if sts is None else int(sts["spec"]["replicas"])
 
 
-def _status(cluster: Any, ns: str, name: str) -> dict[str, Any]:
-    return (get(cluster, "agd", name, ns) or {}).get("status") or {}
-
-
 async def _deploy(
     cluster: Any, ns: str, name: str, replicas: int, pg_url: str, **spec: Any
 ) -> Store:
@@ -49,8 +46,8 @@ async def _deploy(
     cluster.apply(agd_manifest(name, ns, replicas=replicas, **spec))
     wait_for(
         lambda: (
-            _status(cluster, ns, name).get("readyReplicas") == replicas
-            and _status(cluster, ns, name).get("phase") == "Running"
+            agd_status(cluster, ns, name).get("readyReplicas") == replicas
+            and agd_status(cluster, ns, name).get("phase") == "Running"
         ),
         timeout=TIMEOUT,
         message=f"{name} Running with {replicas}",
@@ -117,13 +114,13 @@ async def test_scale_down_moves_work_to_survivors_before_shrinking(
         )
 
         wait_for(
-            lambda: (_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Done",
+            lambda: (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Done",
             timeout=TIMEOUT,
             message="drain Done",
         )
         done_at = time.monotonic() - t0
         print(f"drain Done (departing pods gone, swept, retired) after {done_at:.2f}s")
-        status = _status(cluster, ns, name)
+        status = agd_status(cluster, ns, name)
         assert status["scaleDown"]["transferred"] == 3 * per_departing
         assert status["drainingReplicas"] == 0
         assert condition(get(cluster, "agd", name, ns), "Draining")["reason"] == "DrainDone"
@@ -169,7 +166,7 @@ async def test_operator_killed_mid_drain_resumes_without_losing_or_duplicating(
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=2")
         wait_for(
             lambda: (
-                (_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
+                (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
                 == "WaitingInFlight"
             ),
             timeout=TIMEOUT,
@@ -189,7 +186,7 @@ async def test_operator_killed_mid_drain_resumes_without_losing_or_duplicating(
 
         op2 = start_operator()
         wait_for(
-            lambda: (_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Done",
+            lambda: (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Done",
             timeout=TIMEOUT,
             message="resumed drain Done",
         )
@@ -222,12 +219,12 @@ async def test_operator_killed_during_transfer_resumes(
             assert time.monotonic() < deadline, "transfer never started"
             await asyncio.sleep(0.005)
         op.kill()
-        phase_at_kill = _status(cluster, ns, name)["scaleDown"]["phase"]
+        phase_at_kill = agd_status(cluster, ns, name)["scaleDown"]["phase"]
         moved_at_kill = await store.transfers.count_transfers()
         print(f"\nkilled in phase {phase_at_kill} after {moved_at_kill} of 40000 transfers")
         op2 = start_operator()
         wait_for(
-            lambda: (_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Done",
+            lambda: (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Done",
             timeout=TIMEOUT,
             message="resumed drain Done",
         )
@@ -254,7 +251,7 @@ async def test_scale_to_zero_parks_work_on_ordinal_zero(
             seeded |= set(await store.scope(occ).add_tasks(["a", "b", "c"]))
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=0")
         wait_for(
-            lambda: _status(cluster, ns, name).get("phase") == "ScaledToZero",
+            lambda: agd_status(cluster, ns, name).get("phase") == "ScaledToZero",
             timeout=TIMEOUT,
             message="ScaledToZero",
         )
@@ -265,7 +262,7 @@ async def test_scale_to_zero_parks_work_on_ordinal_zero(
         # Coming back: ordinal 0 returns first and finds the work.
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=1")
         wait_for(
-            lambda: _status(cluster, ns, name).get("readyReplicas") == 1,
+            lambda: agd_status(cluster, ns, name).get("readyReplicas") == 1,
             timeout=TIMEOUT,
             message="back to 1",
         )
@@ -289,7 +286,7 @@ async def test_scale_up_during_drain_cancels_and_unfences(
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=2")
         wait_for(
             lambda: (
-                (_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
+                (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
                 == "WaitingInFlight"
             ),
             timeout=TIMEOUT,
@@ -298,7 +295,8 @@ async def test_scale_up_during_drain_cancels_and_unfences(
         assert (await store.registry.get(busy)).state == OccurrenceState.DRAINING
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=3")
         wait_for(
-            lambda: (_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Cancelled",
+            lambda: (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
+            == "Cancelled",
             timeout=TIMEOUT,
             message="drain cancelled",
         )
@@ -325,7 +323,7 @@ async def test_drain_that_cannot_finish_holds_size_until_bypassed(
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=2")
         wait_for(
             lambda: (
-                (_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
+                (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
                 == "WaitingInFlight"
             ),
             timeout=TIMEOUT,
@@ -350,7 +348,7 @@ async def test_drain_that_cannot_finish_holds_size_until_bypassed(
         wait_for(
             lambda: (
                 _sts_replicas(cluster, ns, name) == 2
-                and (_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Done"
+                and (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Done"
             ),
             timeout=TIMEOUT,
             message="bypassed drain",

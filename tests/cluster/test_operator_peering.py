@@ -18,6 +18,7 @@ import pytest
 from operator_support import (  # noqa: F401  (fixtures)
     OperatorProcess,
     agd_manifest,
+    agd_status,
     create_db_secret,
     get,
     install_peering_crds,
@@ -35,12 +36,8 @@ LIFETIME = 8  # seconds until a SIGKILLed peer counts as dead
 DRAIN_STEP = re.compile(r"^(?P<name>[a-z0-9-]+): (?P<action>[A-Z][A-Za-z]+) ")
 
 
-def _status(cluster: Any, ns: str, name: str) -> dict[str, Any]:
-    return (get(cluster, "agd", name, ns) or {}).get("status") or {}
-
-
 def _phase(cluster: Any, ns: str, name: str) -> str | None:
-    return (_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
+    return (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
 
 
 def _sts_replicas(cluster: Any, ns: str, name: str) -> int | None:
@@ -120,7 +117,7 @@ async def test_two_peered_operators_drain_once_and_fail_over(
             agd_manifest(name, ns, replicas=4, drain={"inFlight": "wait", "timeoutSeconds": 600})
         )
         wait_for(
-            lambda: _status(cluster, ns, name).get("phase") == "Running",
+            lambda: agd_status(cluster, ns, name).get("phase") == "Running",
             timeout=TIMEOUT,
             message="Running with 4 (operator A active)",
         )

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 from operator_support import (  # noqa: F401  (fixtures)
     agd_manifest,
+    agd_status,
     create_db_secret,
     events,
     get,
     namespace,
+    running_with,
     start_operator,
     wait_for,
 )
@@ -23,15 +25,6 @@ from occurrence_store import Store, TaskStatus
 pytestmark = pytest.mark.cluster
 
 TIMEOUT = 120
-
-
-def _status(cluster: Any, ns: str, name: str) -> dict[str, Any]:
-    return (get(cluster, "agd", name, ns) or {}).get("status") or {}
-
-
-def _running(cluster: Any, ns: str, name: str, replicas: int) -> bool:
-    status = _status(cluster, ns, name)
-    return status.get("readyReplicas") == replicas and status.get("phase") == "Running"
 
 
 async def _pending(store: Store, ids: list[str]) -> list[int]:
@@ -51,7 +44,7 @@ async def test_scale_up_rebalances_pending_backlog_once_only_when_enabled(
             await store.registry.register(occ, ordinal=k)
         create_db_secret(cluster, ns, pg_url)
         cluster.apply(agd_manifest(name, ns, replicas=1, drain={"rebalanceOnScaleUp": rebalance}))
-        wait_for(lambda: _running(cluster, ns, name, 1), timeout=TIMEOUT, message="Running 1")
+        wait_for(lambda: running_with(cluster, ns, name, 1), timeout=TIMEOUT, message="Running 1")
         backlog = 301
         await store.scope(ids[0]).add_tasks([f"p{i}" for i in range(backlog)])
         active = {
@@ -60,10 +53,11 @@ async def test_scale_up_rebalances_pending_backlog_once_only_when_enabled(
         }
 
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=3")
-        wait_for(lambda: _running(cluster, ns, name, 3), timeout=TIMEOUT, message="Running 3")
+        wait_for(lambda: running_with(cluster, ns, name, 3), timeout=TIMEOUT, message="Running 3")
         if rebalance:
             wait_for(
-                lambda: (_status(cluster, ns, name).get("rebalance") or {}).get("phase") == "Done",
+                lambda: (agd_status(cluster, ns, name).get("rebalance") or {}).get("phase")
+                == "Done",
                 timeout=TIMEOUT,
                 message="rebalance Done",
             )
@@ -72,7 +66,7 @@ async def test_scale_up_rebalances_pending_backlog_once_only_when_enabled(
             assert max(pending) - min(pending) <= 1, pending
             moved = backlog - pending[0]
             assert await store.transfers.count_transfers() == moved
-            record = _status(cluster, ns, name)["rebalance"]
+            record = agd_status(cluster, ns, name)["rebalance"]
             assert (record["fromReplicas"], record["toReplicas"], record["moved"]) == (
                 1,
                 3,
@@ -83,11 +77,11 @@ async def test_scale_up_rebalances_pending_backlog_once_only_when_enabled(
             assert active <= on_zero
             assert "Rebalanced" in {e["reason"] for e in events(cluster, ns, name)}
         # Several resyncs later: nothing (more) moved, the record is unchanged.
-        before = _status(cluster, ns, name).get("rebalance")
+        before = agd_status(cluster, ns, name).get("rebalance")
         transfers = await store.transfers.count_transfers()
         await asyncio.sleep(7)
         assert await store.transfers.count_transfers() == transfers
-        assert _status(cluster, ns, name).get("rebalance") == before
+        assert agd_status(cluster, ns, name).get("rebalance") == before
         if not rebalance:
             assert before is None
             assert transfers == 0
@@ -105,7 +99,7 @@ async def test_scale_subresource_returns_the_selector(
     create_db_secret(cluster, ns, pg_url)
     await (await Store.open(pg_url, migrate=True)).close()
     cluster.apply(agd_manifest(name, ns, replicas=2))
-    wait_for(lambda: _running(cluster, ns, name, 2), timeout=TIMEOUT, message="Running 2")
+    wait_for(lambda: running_with(cluster, ns, name, 2), timeout=TIMEOUT, message="Running 2")
     scale = cluster.get_raw(
         f"/apis/occurrence.dev/v1alpha1/namespaces/{ns}/agentdeployments/{name}/scale"
     )
@@ -113,7 +107,7 @@ async def test_scale_subresource_returns_the_selector(
     assert scale["spec"]["replicas"] == 2
     assert scale["status"]["replicas"] == 2
     selector = scale["status"]["selector"]
-    assert selector and selector == _status(cluster, ns, name)["selector"]
+    assert selector and selector == agd_status(cluster, ns, name)["selector"]
     pods = cluster.kubectl_json("-n", ns, "get", "pods", "-l", selector)["items"]
     assert sorted(p["metadata"]["name"] for p in pods) == [f"{name}-0", f"{name}-1"]
 
@@ -129,7 +123,7 @@ async def test_hpa_drives_the_scale_subresource(
     create_db_secret(cluster, ns, pg_url)
     await (await Store.open(pg_url, migrate=True)).close()
     cluster.apply(agd_manifest(name, ns, replicas=1))
-    wait_for(lambda: _running(cluster, ns, name, 1), timeout=TIMEOUT, message="Running 1")
+    wait_for(lambda: running_with(cluster, ns, name, 1), timeout=TIMEOUT, message="Running 1")
     hpa = {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -162,7 +156,7 @@ async def test_hpa_drives_the_scale_subresource(
         timeout=TIMEOUT,
         message="HPA raised spec.replicas to minReplicas",
     )
-    wait_for(lambda: _running(cluster, ns, name, 2), timeout=TIMEOUT, message="Running 2")
+    wait_for(lambda: running_with(cluster, ns, name, 2), timeout=TIMEOUT, message="Running 2")
 
     def conditions() -> dict[str, dict[str, Any]] | None:
         obj = get(cluster, "hpa", name, ns) or {}
