@@ -51,6 +51,7 @@ from operator_support import (  # noqa: E402
     OperatorProcess,
     agd_manifest,
     create_db_secret,
+    drop_namespace,
     install_crd,
 )
 
@@ -449,19 +450,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 errors = op.errors()
             finally:
                 op.stop()
-                cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-                listed = cluster.kubectl("-n", ns, "get", "agd", "-o", "name", check=False)
-                for ref in listed.stdout.split():
-                    cluster.kubectl(
-                        "-n",
-                        ns,
-                        "patch",
-                        ref,
-                        "--type=merge",
-                        "-p",
-                        '{"metadata":{"finalizers":null}}',
-                        check=False,
-                    )
+                drop_namespace(cluster, ns)
         if args.no_results:
             print(json.dumps({"shrunk": [r["shrunk"] for r in runs], "noop": noop}, indent=1))
         else:

@@ -297,6 +297,16 @@ def safe_name(text: str) -> str:
 _crd_installed = False
 
 
+def drop_namespace(cluster: Any, name: str) -> None:
+    """Delete a test namespace without waiting; clear AgentDeployment finalizers first so
+    the deletion does not hang when no operator is left to remove them."""
+    listed = cluster.kubectl("-n", name, "get", "agd", "-o", "name", check=False)
+    for ref in listed.stdout.split():
+        cluster.kubectl("-n", name, "patch", ref, "--type=merge",
+                        "-p", '{"metadata":{"finalizers":null}}', check=False)
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
 @pytest.fixture
 def namespace(kube_cluster: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace with the CRD installed; AgentDeployments' finalizers cleared after."""
@@ -307,19 +317,7 @@ def namespace(kube_cluster: Any, request: pytest.FixtureRequest) -> Iterator[str
     name = f"{safe_name(request.node.name)[:40]}-{uuid.uuid4().hex[:5]}".strip("-")
     kube_cluster.create_namespace(name)
     yield name
-    done = kube_cluster.kubectl("-n", name, "get", "agd", "-o", "name", check=False)
-    for ref in done.stdout.split():
-        kube_cluster.kubectl(
-            "-n",
-            name,
-            "patch",
-            ref,
-            "--type=merge",
-            "-p",
-            '{"metadata":{"finalizers":null}}',
-            check=False,
-        )
-    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    drop_namespace(kube_cluster, name)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from operator_support import (
     OperatorProcess,
     condition,
     create_db_secret,
+    drop_namespace,
     events,
     get,
     install_crd,
@@ -153,19 +154,7 @@ def bad_ns(kube_cluster: Any) -> Iterator[str]:
     kube_cluster.create_namespace(name)
     kube_cluster.apply(yaml.safe_dump(_base("valid", name)))
     yield name
-    done = kube_cluster.kubectl("-n", name, "get", "agd", "-o", "name", check=False)
-    for ref in done.stdout.split():
-        kube_cluster.kubectl(
-            "-n",
-            name,
-            "patch",
-            ref,
-            "--type=merge",
-            "-p",
-            '{"metadata":{"finalizers":null}}',
-            check=False,
-        )
-    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    drop_namespace(kube_cluster, name)
 
 
 def test_every_api_server_row_has_a_case() -> None:
@@ -217,19 +206,7 @@ def operator_ns(
         op.stop()
         tail = [line[:500] for line in op.logs().splitlines()[-20:]]
         print("--- operator log (tail) ---\n" + "\n".join(tail))
-        done = kube_cluster.kubectl("-n", name, "get", "agd", "-o", "name", check=False)
-        for ref in done.stdout.split():
-            kube_cluster.kubectl(
-                "-n",
-                name,
-                "patch",
-                ref,
-                "--type=merge",
-                "-p",
-                '{"metadata":{"finalizers":null}}',
-                check=False,
-            )
-        kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+        drop_namespace(kube_cluster, name)
 
 
 def _secret(cluster: Any, ns: str, name: str, key: str, value: bytes) -> None:
