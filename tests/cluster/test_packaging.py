@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import importlib.util
 import json
 import signal
 import subprocess
@@ -27,7 +26,6 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import asyncpg
@@ -39,6 +37,7 @@ from operator_support import condition, free_port, get, install_crd, wait_for
 from occurrence_operator.owner import Owner
 from occurrence_operator.render import render as render_agd
 from occurrence_operator.spec import AgentDeploymentSpec
+from tests.support.scripts import load_hack_script
 
 pytestmark = pytest.mark.cluster
 
@@ -48,19 +47,7 @@ CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 SERVICEMONITOR_CRD = "servicemonitors.monitoring.coreos.com"
 
 
-def _load_render() -> ModuleType:
-    name = "render_packaging"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "hack" / "render_packaging.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-render = _load_render()
+render = load_hack_script("render_packaging")
 
 
 # -- helpers ------------------------------------------------------------------------------

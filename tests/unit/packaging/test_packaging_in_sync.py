@@ -9,19 +9,17 @@ tests/cluster/test_packaging.py, where the helm binary is guaranteed.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 import tomllib
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
 from occurrence_operator import rbac
+from tests.support.scripts import load_hack_script
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "occurrence-operator"
@@ -30,19 +28,7 @@ EXAMPLES = REPO / "manifests" / "examples"
 FIX = "run `.venv/bin/python hack/render_packaging.py` and commit the result"
 
 
-def _load_render() -> ModuleType:
-    name = "render_packaging"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "hack" / "render_packaging.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-render = _load_render()
+render = load_hack_script("render_packaging")
 
 
 @pytest.mark.parametrize(
