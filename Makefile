@@ -14,14 +14,20 @@ $(BIN)/activate: pyproject.toml
 
 venv: $(BIN)/activate
 
-## test: install everything the suite needs, then run the whole suite (store, unit, cluster).
-test: venv
+E2E ?= 1
+## test: install everything the suite needs, then run the whole suite (store, unit, cluster),
+## then the whole system on the local cluster's real node (hack/e2e-local.sh; E2E=0 skips it).
+test: lint
 	bash hack/ensure-postgres.sh
-	$(BIN)/ruff check operator tests benchmarks hack
 	$(BIN)/pytest $(PYTEST_ARGS)
+	@if [ "$(E2E)" = 1 ]; then bash hack/e2e-local.sh; else echo "E2E=0: whole-system scenario skipped"; fi
 
+SHELL_SCRIPTS := $(wildcard hack/*.sh hack/e2e/*.sh hack/images/*.sh)
+## lint: ruff on the Python, shellcheck on the scripts that build and run the clusters.
 lint: venv
 	$(BIN)/ruff check operator tests benchmarks hack
+	@bash hack/ensure-packages.sh shellcheck:shellcheck
+	shellcheck -x -S warning $(SHELL_SCRIPTS)
 
 ## demo: the main job end to end on the embedded SQLite default.
 demo: venv

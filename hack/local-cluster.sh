@@ -3,6 +3,9 @@
 #
 #   bash hack/local-cluster.sh build   # build (or reuse) the pinned binaries
 #   bash hack/local-cluster.sh up      # build if needed, start etcd, the control plane, kwok
+#   bash hack/local-cluster.sh up --real-node   # ... and a real node (containerd, kubelet,
+#                                      #   kube-proxy, CoreDNS) where pods really run (root)
+#   bash hack/local-cluster.sh load IMAGE...    # import images (hack/images.sh) into the node
 #   bash hack/local-cluster.sh down    # stop everything, free the ports, remove temp dirs
 #   bash hack/local-cluster.sh status  # what runs, where
 #   bash hack/local-cluster.sh env     # print `export KUBECONFIG=... PATH=...` for a shell
@@ -10,7 +13,8 @@
 # No container engine is needed: etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler and kwok run as local processes (as envtest and kwokctl's binary runtime
 # do). kwok plays the kubelet: it manages fake Nodes and drives pods through the Stages in
-# hack/kwok/. See docs/local-control-plane.md.
+# hack/kwok/. With --real-node a real kubelet joins too (hack/local-node.sh).
+# See docs/local-control-plane.md.
 #
 # Environment:
 #   OCCURRENCE_CLUSTER_DIR   state dir (default: <checkout>/.cluster)
@@ -30,8 +34,11 @@ CLUSTER_DIR="$(realpath -m "${OCCURRENCE_CLUSTER_DIR:-$REPO_ROOT/.cluster}")"
 CACHE_ROOT="${OCCURRENCE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/occurrence-operator}"
 KWOK_NODES="${OCCURRENCE_KWOK_NODES:-2}"
 UP_TIMEOUT="${OCCURRENCE_UP_TIMEOUT:-120}"
+# shellcheck source=hack/local-node.sh
+source "$HACK_DIR/local-node.sh"
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
-BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
+BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm
+  kubelet kube-proxy coredns)
 
 log() { printf '[local-cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -51,12 +58,13 @@ build_binaries() {
   export GOFLAGS=-mod=mod CGO_ENABLED=0
   mkdir -p "$out" "$work"
 
-  # 1. Kubernetes + etcd + kubectl in one wrapper module, one `go build`.
+  # 1. Kubernetes (control plane, kubectl, the real node's kubelet and kube-proxy) + etcd in
+  # one wrapper module, one `go build`.
   # `go install k8s.io/kubernetes/cmd/...@v` fails: its go.mod requires the staging modules
   # at v0.0.0 (replaced by ./staging/... upstream). Replace each with its published version;
   # the list comes from k8s.io/kubernetes' own go.mod.
   local wrap="$work/k8s" t=$SECONDS
-  log "[1/3] kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd ..."
+  log "[1/4] kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy, etcd ..."
   rm -rf "$wrap"; mkdir -p "$wrap"
   (
     cd "$wrap"
@@ -85,28 +93,66 @@ build_binaries() {
       k8s.io/kubernetes/cmd/kube-apiserver \
       k8s.io/kubernetes/cmd/kube-controller-manager \
       k8s.io/kubernetes/cmd/kube-scheduler \
-      k8s.io/kubernetes/cmd/kubectl
+      k8s.io/kubernetes/cmd/kubectl \
+      k8s.io/kubernetes/cmd/kubelet \
+      k8s.io/kubernetes/cmd/kube-proxy
     go build -trimpath -ldflags="-s -w$vars" -o "$out/etcd" go.etcd.io/etcd/server/v3
   ) >>"$buildlog" 2>&1 || return 1
-  log "[1/3] done in $((SECONDS - t))s"
+  log "[1/4] done in $((SECONDS - t))s"
 
   # 2. kwok: its own module graph (k8s.io/* v0.36), no replace directives -> go install.
-  t=$SECONDS; log "[2/3] kwok ..."
+  t=$SECONDS; log "[2/4] kwok ..."
   (
     cd "$work"
     GOBIN="$out" go install -trimpath -ldflags="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
       "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
   ) >>"$buildlog" 2>&1 || return 1
-  log "[2/3] done in $((SECONDS - t))s"
+  log "[2/4] done in $((SECONDS - t))s"
 
   # 3. helm: likewise.
-  t=$SECONDS; log "[3/3] helm ..."
+  t=$SECONDS; log "[3/4] helm ..."
   (
     cd "$work"
     GOBIN="$out" go install -trimpath -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
       "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   ) >>"$buildlog" 2>&1 || return 1
-  log "[3/3] done in $((SECONDS - t))s"
+  log "[3/4] done in $((SECONDS - t))s"
+
+  # 4. CoreDNS with only the plugins the real node's Corefile uses (hack/local-node.sh): a
+  # main package of our own, as CoreDNS documents for custom builds, instead of all ~50.
+  t=$SECONDS; log "[4/4] coredns ..."
+  local dns="$work/coredns"
+  rm -rf "$dns"; mkdir -p "$dns"
+  (
+    cd "$dns"
+    go mod init occurrence.dev/local-coredns >/dev/null 2>&1
+    cat >main.go <<'GO'
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+)
+
+func init() {
+	// plugin order of a server block, as in CoreDNS's plugin.cfg
+	dnsserver.Directives = []string{"bind", "health", "errors", "cache", "kubernetes"}
+}
+
+func main() { coremain.Run() }
+GO
+    go get "github.com/coredns/coredns@$COREDNS_VERSION"
+    go mod tidy
+    go build -trimpath -ldflags="-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" \
+      -o "$out/coredns" .
+  ) >>"$buildlog" 2>&1 || return 1
+  log "[4/4] done in $((SECONDS - t))s"
 }
 
 cache_key() {
@@ -141,7 +187,7 @@ cmd_build() {
   local buildlog="$dir/build.log" tmpbin="$dir/bin.tmp" work="$dir/work"
   rm -rf "$tmpbin"
   : >"$buildlog"
-  log "building Kubernetes $KUBERNETES_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION"
+  log "building Kubernetes $KUBERNETES_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION, CoreDNS $COREDNS_VERSION"
   log "  into $bin (log: $buildlog) - a cold build takes ~7-10 min on 2 cores"
   local start=$SECONDS
   if ! build_binaries "$tmpbin" "$work" "$buildlog"; then
@@ -207,7 +253,8 @@ start_component() {  # $1: component name, rest: command line
   log "starting $name"
   # setsid: own session, so the caller's terminal signals do not reach it; all fds
   # redirected, so a caller capturing our output is not held open by the daemons.
-  NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost \
+  local np="127.0.0.1,localhost,$NODE_IP,10.96.0.0/16,$NODE_POD_CIDR"
+  NO_PROXY="$np" no_proxy="$np" \
     setsid "$@" </dev/null >"$LOG_DIR/$name.log" 2>&1 &
   echo $! >"$PID_DIR/$name.pid"
 }
@@ -237,11 +284,11 @@ gen_certs() {  # $1: pki dir
     cd "$pki"
     openssl req -x509 -newkey rsa:2048 -nodes -days 365 -keyout ca.key -out ca.crt \
       -subj "/CN=occurrence-local-ca" 2>/dev/null
-    cat >server.ext <<'EXT'
+    cat >server.ext <<EXT
 basicConstraints=CA:FALSE
 keyUsage=digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:$NODE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 EXT
     openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr \
       -subj "/CN=kube-apiserver" 2>/dev/null
@@ -255,6 +302,11 @@ EXT
       -subj "/CN=front-proxy-client" 2>/dev/null
     openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key \
       -CAcreateserial -days 365 -extfile client.ext -out front-proxy-client.crt 2>/dev/null
+    # the API server's client certificate towards kubelets (logs, exec, port-forward)
+    openssl req -newkey rsa:2048 -nodes -keyout apiserver-kubelet-client.key \
+      -out apiserver-kubelet-client.csr -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" 2>/dev/null
+    openssl x509 -req -in apiserver-kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+      -days 365 -extfile client.ext -out apiserver-kubelet-client.crt 2>/dev/null
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
     chmod 600 ./*.key
@@ -292,6 +344,10 @@ cluster_healthy() {
   local c
   for c in "${COMPONENTS[@]}"; do pid_alive "$c" || return 1; done
   # shellcheck disable=SC1090
+  if (source "$STATE_FILE"; [[ "${REAL_NODE:-0}" == 1 ]]); then
+    for c in "${NODE_COMPONENTS[@]}"; do pid_alive "$c" || return 1; done
+  fi
+  # shellcheck disable=SC1090
   (source "$STATE_FILE" && "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" get --raw /readyz) >/dev/null 2>&1
 }
 
@@ -322,8 +378,17 @@ status:
 }
 
 cmd_up() {
-  local t0=$SECONDS
+  local t0=$SECONDS real_node=0
+  case "${1:-}" in
+    --real-node) real_node=1 ;;
+    "") ;;
+    *) die "usage: $0 up [--real-node]" ;;
+  esac
   if cluster_healthy; then
+    # shellcheck disable=SC1090
+    if ((real_node)) && ! (source "$STATE_FILE"; [[ "${REAL_NODE:-0}" == 1 ]]); then
+      die "already running without a real node: run down first"
+    fi
     log "already running (kubeconfig: $KUBECONFIG_PATH)"
     return 0
   fi
@@ -333,12 +398,19 @@ cmd_up() {
   fi
   cmd_build
   BIN="$(cache_dir)/bin"
+  if ((real_node)); then
+    node_ensure_packages
+    PAUSE_IMAGE="$(bash "$HACK_DIR/images.sh" build pause | sed -n 's/^PAUSE_IMAGE=//p')"
+    [[ -n "$PAUSE_IMAGE" ]] || die "no pause image"
+    ip link show "$NODE_BRIDGE" >/dev/null 2>&1 && die "bridge $NODE_BRIDGE exists: another cluster runs (or was not torn down: ip link delete $NODE_BRIDGE)"
+  fi
   local tb=$SECONDS
 
   mkdir -p "$PID_DIR" "$LOG_DIR"
   rm -f "$LOG_DIR"/*.log
   local tmp
   tmp="$(mktemp -d "${TMPDIR:-/tmp}/occurrence-cluster.XXXXXX")"
+  TMP_DIR="$tmp"
   local ports
   read -r -a ports <<<"$(free_ports 5)"
   local etcd_port=${ports[0]} etcd_peer=${ports[1]} api_port=${ports[2]} kcm_port=${ports[3]} sched_port=${ports[4]}
@@ -362,14 +434,26 @@ ST
   local admin_token kcm_token sched_token kwok_token
   admin_token="$(openssl rand -hex 24)"; kcm_token="$(openssl rand -hex 24)"
   sched_token="$(openssl rand -hex 24)"; kwok_token="$(openssl rand -hex 24)"
+  NODE_KUBELET_TOKEN="$(openssl rand -hex 24)"; NODE_PROXY_TOKEN="$(openssl rand -hex 24)"
+  NODE_DNS_TOKEN="$(openssl rand -hex 24)"
   cat >"$pki/tokens.csv" <<TK
 $admin_token,admin,admin,"system:masters"
 $kcm_token,system:kube-controller-manager,system:kube-controller-manager
 $sched_token,system:kube-scheduler,system:kube-scheduler
 $kwok_token,kwok,kwok,"system:masters"
+$NODE_KUBELET_TOKEN,system:node:$NODE_NAME,system:node:$NODE_NAME,"system:nodes"
+$NODE_PROXY_TOKEN,system:kube-proxy,system:kube-proxy
+$NODE_DNS_TOKEN,occurrence:coredns,occurrence:coredns
 TK
   chmod 600 "$pki/tokens.csv"
-  local server="https://127.0.0.1:$api_port"
+  # With a real node the API server listens on the node's address, where pods reach it
+  # (kubernetes.default -> kube-proxy -> here); otherwise on loopback only.
+  local api_ip=127.0.0.1 endpoint_reconciler=none
+  if ((real_node)); then
+    node_prepare "$pki"
+    api_ip="$NODE_IP" endpoint_reconciler=lease
+  fi
+  local server="https://$api_ip:$api_port"
   write_kubeconfig "$KUBECONFIG_PATH" "$server" "$pki/ca.crt" admin "$admin_token"
   write_kubeconfig "$tmp/kcm.kubeconfig" "$server" "$pki/ca.crt" system:kube-controller-manager "$kcm_token"
   write_kubeconfig "$tmp/scheduler.kubeconfig" "$server" "$pki/ca.crt" system:kube-scheduler "$sched_token"
@@ -387,7 +471,7 @@ TK
 
   start_component kube-apiserver "$BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
+    --bind-address="$api_ip" --advertise-address="$api_ip" --secure-port="$api_port" \
     --cert-dir="$tmp/apiserver" \
     --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
     --client-ca-file="$pki/ca.crt" \
@@ -405,7 +489,10 @@ TK
     --service-account-signing-key-file="$pki/sa.key" \
     --service-cluster-ip-range=10.96.0.0/16 \
     --allow-privileged=true \
-    --endpoint-reconciler-type=none \
+    --endpoint-reconciler-type="$endpoint_reconciler" \
+    --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP,Hostname \
     --profiling=false
   wait_for "kube-apiserver /readyz" "$UP_TIMEOUT" kube-apiserver \
     "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" get --raw /readyz
@@ -442,10 +529,15 @@ TK
     curl -fsSk "https://127.0.0.1:$kcm_port/healthz"
   wait_for "kube-scheduler /healthz" 60 kube-scheduler \
     curl -fsSk "https://127.0.0.1:$sched_port/healthz"
-  create_nodes
-  wait_for "$KWOK_NODES kwok node(s) Ready" 60 kwok \
-    "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" wait --for=condition=Ready node \
-    -l type=kwok --timeout=5s
+  if ((KWOK_NODES > 0)); then
+    create_nodes
+    wait_for "$KWOK_NODES kwok node(s) Ready" 60 kwok \
+      "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" wait --for=condition=Ready node \
+      -l type=kwok --timeout=5s
+  fi
+  if ((real_node)); then
+    node_start "$pki" "$server"
+  fi
   wait_for "ServiceAccount default/default (controllers up)" 60 kube-controller-manager \
     "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" -n default get serviceaccount default
   trap - ERR
@@ -496,6 +588,12 @@ stop_components() {  # components stopped together: SIGTERM, up to 10s, then SIG
 
 cmd_down() {
   local rc=0 i
+  if [[ -f "$STATE_FILE" ]]; then
+    local REAL_NODE=0 NODE_DIR="" BIN=""
+    # shellcheck disable=SC1090
+    source "$STATE_FILE"
+    if [[ "$REAL_NODE" == 1 ]]; then node_down || rc=1; fi
+  fi
   # reverse start order: the API clients first, then the API server, etcd last
   stop_components kwok kube-scheduler kube-controller-manager || rc=1
   stop_components kube-apiserver || rc=1
@@ -532,7 +630,10 @@ cmd_status() {
   fi
   cat "$STATE_FILE"
   local c rc=0
-  for c in "${COMPONENTS[@]}"; do
+  local all=("${COMPONENTS[@]}")
+  # shellcheck disable=SC1090
+  if (source "$STATE_FILE"; [[ "${REAL_NODE:-0}" == 1 ]]); then all+=("${NODE_COMPONENTS[@]}"); fi
+  for c in "${all[@]}"; do
     if pid_alive "$c"; then echo "$c: running (pid $(cat "$PID_DIR/$c.pid"))"
     else echo "$c: NOT running"; rc=1; fi
   done
@@ -549,11 +650,13 @@ main() {
   local cmd="${1:-}"
   case "$cmd" in
     build) cmd_build ;;
-    up) cmd_up ;;
+    up) shift; cmd_up "$@" ;;
+    load) shift; cmd_load "$@" ;;
+    tag) shift; cmd_tag "$@" ;;
     down) cmd_down ;;
     status) cmd_status ;;
     env) cmd_env ;;
-    *) die "usage: $0 build|up|down|status|env" ;;
+    *) die "usage: $0 build|up [--real-node]|load IMAGE...|tag REF NEWREF|down|status|env" ;;
   esac
 }
 

@@ -9,6 +9,7 @@ from occurrence_store.errors import InvalidDatabaseURL
 from occurrence_store.urls import parse_database_url
 
 from .kube import Kube, object_path
+from .pod_dns import qualify_service_hosts
 from .spec import SecretKeyRef
 
 
@@ -21,6 +22,8 @@ class SecretProblem(Exception):
 
 
 async def database_url(kube: Kube, namespace: str, ref: SecretKeyRef) -> str:
+    """The Secret's URL as the operator must use it to reach what the namespace's pods reach
+    (a bare Service name qualified with the namespace: see `pod_dns`)."""
     secret = await kube.get(object_path("v1", "Secret", namespace, ref.name))
     if secret is None:
         raise SecretProblem(
@@ -51,7 +54,7 @@ async def database_url(kube: Kube, namespace: str, ref: SecretKeyRef) -> str:
             "InvalidDatabaseURL",
             f"Secret {namespace}/{ref.name} key {ref.key!r} does not hold a database URL",
         ) from None
-    return url
+    return qualify_service_hosts(url, namespace)
 
 
 def redact(url: str) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -95,7 +96,8 @@ def has_crd(cluster: KubeCluster, name: str) -> bool:
 
 def yaml_files(*directories: Path) -> list[Path]:
     return sorted(
-        p for d in directories for p in d.rglob("*.yaml") if p.name != "kustomization.yaml"
+        p for d in directories for p in d.rglob("*.yaml")
+        if p.name not in ("kustomization.yaml", "kustomizeconfig.yaml")
     )
 
 
@@ -256,6 +258,29 @@ def test_kustomize_builds(kube_cluster: KubeCluster, directory: str) -> None:
         return (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"])
 
     assert sorted(map(key, built)) == sorted(map(key, files))
+
+
+def test_an_overlay_of_the_example_sets_the_agent_image_too(
+    kube_cluster: KubeCluster, tmp_path: Path
+) -> None:
+    """kustomize `images:` reaches AgentDeployment.spec.image too (the example's
+    kustomizeconfig.yaml): an overlay pins agents and PostgreSQL in one place."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    base = os.path.relpath(REPO / "manifests" / "examples", overlay)
+    (overlay / "kustomization.yaml").write_text(
+        f"resources: [{base}]\n"
+        "images:\n"
+        "- {name: ghcr.io/occurrence-dev/occurrence-operator,"
+        " newName: registry.example/agent, newTag: v9}\n"
+        "- {name: postgres, newName: registry.example/pg, newTag: '15'}\n"
+    )
+    out = kube_cluster.kubectl("kustomize", str(overlay)).stdout
+    built = [doc for doc in yaml.safe_load_all(out) if doc]
+    agd = next(o for o in built if o["kind"] == "AgentDeployment")
+    pg = next(o for o in built if o["kind"] == "Deployment" and o["metadata"]["name"] == "postgres")
+    assert agd["spec"]["image"] == "registry.example/agent:v9"
+    assert pg["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/pg:15"
 
 
 # -- server-side dry-run ------------------------------------------------------------------

@@ -31,7 +31,7 @@ def _objects(path: Path) -> list[dict[str, Any]]:
 def _example_objects() -> dict[tuple[str, str], dict[str, Any]]:
     objects = {}
     for path in sorted(EXAMPLES.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
+        if path.name in ("kustomization.yaml", "kustomizeconfig.yaml"):
             continue
         for obj in _objects(path):
             objects[(obj["kind"], obj["metadata"]["name"])] = obj
@@ -196,8 +196,10 @@ def test_make_targets_say_what_is_missing(tmp_path: Path, target: str) -> None:
 
 def test_make_fragment_defines_the_targets() -> None:
     text = (REPO / "hack" / "packaging-make.mk").read_text()
-    for target in ("kind-up", "image", "kind-load", "deploy", "e2e"):
+    for target in ("kind-up", "image", "kind-load", "deploy", "e2e", "e2e-kind", "e2e-local"):
         assert f"\n{target}:" in text, target
-    # without Docker/kind, e2e runs the same scenario on the local control plane
-    assert "tests/cluster/test_e2e_scenario.py" in text
-    assert (REPO / "tests" / "cluster" / "test_e2e_scenario.py").exists()
+    # one scenario, two clusters: kind and the local real node run the same script
+    assert "hack/e2e-kind.sh" in text and "hack/e2e-local.sh" in text
+    for wrapper in ("e2e-kind.sh", "e2e-local.sh"):
+        assert "hack/e2e/scenario.sh" in (REPO / "hack" / wrapper).read_text(), wrapper
+    assert "hack/e2e-local.sh" in (REPO / "Makefile").read_text(), "make test runs the scenario"

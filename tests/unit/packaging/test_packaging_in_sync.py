@@ -89,7 +89,8 @@ def test_split_rules_separates_mixed_rules() -> None:
 def test_kustomization_lists_every_file(directory: Path) -> None:
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
     files = {p.name for p in directory.glob("*.yaml")} - {"kustomization.yaml"}
-    assert sorted(kustomization["resources"]) == sorted(files)
+    listed = kustomization["resources"] + kustomization.get("configurations", [])
+    assert sorted(listed) == sorted(files)
 
 
 def test_base_manifests_say_they_are_generated() -> None:
