@@ -8,23 +8,37 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-FROM ${PYTHON_IMAGE} AS build
+# 1. The dependencies, from the lock file (exact versions, every file's hash checked): this
+# stage and the runtime layer copied from it change only when requirements.lock does.
+FROM ${PYTHON_IMAGE} AS deps
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
-WORKDIR /src
 RUN python -m venv /opt/occurrence
-COPY pyproject.toml README.md ./
-COPY operator ./operator
-RUN /opt/occurrence/bin/pip install --no-compile . \
+COPY requirements.lock /src/requirements.lock
+RUN /opt/occurrence/bin/pip install --no-compile --no-deps --require-hashes \
+      -r /src/requirements.lock \
  && /opt/occurrence/bin/python -m compileall -q /opt/occurrence/lib
 
+# 2. The project as a wheel, built with the locked setuptools (no unpinned build environment).
+FROM deps AS wheel
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+RUN /opt/occurrence/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist .
+
+# 3. The runtime: the dependencies' layer, then the project's own small layer on top.
 FROM ${PYTHON_IMAGE} AS runtime
 ARG UID=10001
 RUN groupadd --system --gid ${UID} occurrence \
  && useradd --system --uid ${UID} --gid ${UID} --home-dir /tmp --no-create-home \
       --shell /usr/sbin/nologin occurrence
-COPY --from=build /opt/occurrence /opt/occurrence
+COPY --from=deps /opt/occurrence /opt/occurrence
+COPY --from=wheel /dist /tmp/dist
+RUN PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/occurrence/bin/pip install \
+      --quiet --no-deps /tmp/dist/*.whl \
+ && /opt/occurrence/bin/pip uninstall --quiet --yes setuptools wheel \
+ && rm -rf /tmp/dist
 ENV PATH=/opt/occurrence/bin:${PATH} \
     HOME=/tmp \
     TMPDIR=/tmp \

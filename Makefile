@@ -4,12 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint demo bench soak cluster-build cluster-up cluster-down clean
+.PHONY: venv test lint lock demo bench soak cluster-build cluster-up cluster-down clean
 
-$(BIN)/activate: pyproject.toml
+# Exact versions with hashes from the lock file (`make lock` regenerates it from pyproject.toml).
+$(BIN)/activate: pyproject.toml requirements-test.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-test.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(BIN)/activate
 
 venv: $(BIN)/activate
@@ -28,6 +30,14 @@ lint: venv
 	$(BIN)/ruff check operator tests benchmarks hack
 	@bash hack/ensure-packages.sh shellcheck:shellcheck
 	shellcheck -x -S warning $(SHELL_SCRIPTS)
+
+LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --all-build-deps \
+  --no-emit-index-url --no-emit-find-links
+## lock: re-resolve the dependency lock files from pyproject.toml (pip-tools).
+lock: venv
+	$(BIN)/pip install --quiet pip-tools
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile $(LOCK_FLAGS) --output-file requirements.lock pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile $(LOCK_FLAGS) --extra test --output-file requirements-test.lock pyproject.toml
 
 ## demo: the main job end to end on the embedded SQLite default.
 demo: venv

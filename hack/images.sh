@@ -89,7 +89,7 @@ project_key() {
   {
     echo "base $1"
     cd "$REPO_ROOT"
-    find Dockerfile .dockerignore pyproject.toml README.md operator -type f \
+    find Dockerfile .dockerignore requirements.lock pyproject.toml README.md operator -type f \
       ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' 2>/dev/null \
       | LC_ALL=C sort | xargs sha256sum
   } | hash_of
@@ -117,7 +117,7 @@ prune_repo() {  # $1: repository, $2: the tag to keep
   while read -r ref; do
     [[ "$ref" == "$1:$2" || -z "$ref" ]] && continue
     bah rmi --force "$ref" >/dev/null 2>&1 || true
-  done < <(bah images --format '{{.Repository}}:{{.Tag}}' "$1" 2>/dev/null)
+  done < <(bah images --format '{{.Name}}:{{.Tag}}' "$1" 2>/dev/null)
 }
 
 ensure() {  # $1: what, $2: ref, $3: build function, rest: its extra args
@@ -174,8 +174,6 @@ cmd_build() {  # names (default: all)
       *) die "unknown image '$name' (base, project, postgres, pause)" ;;
     esac
   done
-  # dangling layers of superseded builds
-  bah rmi --prune >/dev/null 2>&1 || true
   exec 8>&-
   printf '%s\n' "${out[@]}"
 }
