@@ -10,6 +10,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$SECONDS
 
+# One real node per machine (its bridge and addresses are fixed): checkouts take turns.
+exec 7>"${TMPDIR:-/tmp}/occurrence-real-node.lock"
+if ! flock -n 7; then
+  echo "e2e-local: another checkout runs the real-node scenario; waiting for it" >&2
+  flock 7
+fi
+
 if bash hack/local-cluster.sh status >/dev/null 2>&1; then
   echo "e2e-local: a local cluster is running already; stop it first (make cluster-down)" >&2
   exit 1
