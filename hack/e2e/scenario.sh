@@ -351,9 +351,12 @@ pod_replaced() {
 
 rolled_out() {  # $1: replicas
   local s
-  s="$(k -n "$NS" get sts "$AGD" -o jsonpath='{.status.currentRevision} {.status.updateRevision} {.status.updatedReplicas} {.status.readyReplicas}')"
-  read -r cur upd updated ready <<<"$s"
-  [[ "$cur" == "$upd" && "$updated" == "$1" && "$ready" == "$1" ]] &&
+  # observedGeneration first: right after a template change the status still describes the
+  # previous one (current == update revision, all replicas "updated")
+  s="$(k -n "$NS" get sts "$AGD" -o jsonpath='{.metadata.generation} {.status.observedGeneration} {.status.currentRevision} {.status.updateRevision} {.status.updatedReplicas} {.status.readyReplicas}')"
+  local gen observed cur upd updated ready
+  read -r gen observed cur upd updated ready <<<"$s"
+  [[ "$gen" == "$observed" && "$cur" == "$upd" && "$updated" == "$1" && "$ready" == "$1" ]] &&
     [[ "$(k -n "$NS" get sts "$AGD" -o jsonpath='{.spec.template.spec.containers[0].image}')" == "$ROLL_IMAGE" ]]
 }
 
