@@ -726,7 +726,7 @@ def _occurrence_row(o: Occurrence, now: Any) -> dict[str, Any]:
         "pendingTasks": o.pending_tasks + o.active_tasks,
     }
     if o.state != "retired":
-        row["heartbeatAgeSeconds"] = int(o.heartbeat_age(now))
+        row["heartbeatAgeSeconds"] = int(o.heartbeat_age())  # the database's clock
     return row
 
 
