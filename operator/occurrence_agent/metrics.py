@@ -58,6 +58,9 @@ class Metrics:
                      "occurrence, thoughts that moved away before completion.")
         self.declare("occurrence_tasks_submitted_total", "counter",
                      "Tasks accepted through the HTTP API.")
+        self.declare("occurrence_tasks_deduplicated_total", "counter",
+                     "Submissions answered with the task an earlier one with the same "
+                     "idempotency key created (200 instead of 201).")
         self.declare("occurrence_wakeup_wait_seconds", "gauge",
                      "Seconds this occurrence waited for the shared wakeup decision.")
         self.declare("occurrence_wakeup_performed", "gauge",
