@@ -7,10 +7,8 @@ database that cannot be reached is a 503; a 500 means a bug and is logged as one
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import Any, Protocol
 
-import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -29,9 +27,10 @@ from occurrence_agent.schemas import (
     task_json,
     thought_json,
 )
-from occurrence_store.errors import DatabaseUnavailable, StoreError
+from occurrence_store.errors import StoreError
 from occurrence_store.models import Task, TaskStatus
 from occurrence_store.scoped import ScopedStore
+from occurrence_store.unreachable import DATABASE_ERRORS
 
 log = logging.getLogger("occurrence_agent.api")
 
@@ -54,12 +53,6 @@ class RuntimeView(Protocol):
 
 RUNTIME: web.AppKey[RuntimeView] = web.AppKey("runtime", RuntimeView)  # type: ignore[type-abstract]
 
-DATABASE_ERRORS = (DatabaseUnavailable, asyncpg.PostgresConnectionError,
-                   asyncpg.InterfaceError, asyncpg.exceptions.OperatorInterventionError,
-                   asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
-                   asyncpg.exceptions.TooManyConnectionsError, sqlite3.OperationalError,
-                   OSError, TimeoutError)
-"""What a database that cannot be reached (shut down, refusing connections, full) raises."""
 
 
 def json_error(request: web.Request, status: int, message: str, detail: Any = None,

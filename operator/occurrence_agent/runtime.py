@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from occurrence_agent.api import DATABASE_ERRORS, create_app
+from occurrence_agent.api import create_app
 from occurrence_agent.config import AgentConfig
 from occurrence_agent.decisions import (
     ShutdownCoordinator,
@@ -47,6 +47,7 @@ from occurrence_store.models import (
 from occurrence_store.notify import Listener
 from occurrence_store.registry import NOTIFY_CHANNEL
 from occurrence_store.scoped import ScopedStore
+from occurrence_store.unreachable import DATABASE_ERRORS
 
 log = logging.getLogger("occurrence_agent.runtime")
 

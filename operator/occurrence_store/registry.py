@@ -96,38 +96,49 @@ class Registry:
                     owner_uid: str | None = None) -> list[OccurrenceIdConflict]:
         """Make ``agent_id`` the owner of ``occurrence_ids``; return the ids refused.
 
-        An id is taken when it is unowned (or unknown: a row is reserved for it) or already
-        ``agent_id``'s; ``owner_uid`` (the AgentDeployment's UID) is recorded and replaced
-        when an AgentDeployment of the same namespace and name is created again. An id of
-        another agent stays as it is and comes back as an :class:`OccurrenceIdConflict`.
+        All or nothing: when every id is unowned (or unknown: a row is reserved for it) or
+        already ``agent_id``'s, all are taken; ``owner_uid`` (the AgentDeployment's UID) is
+        recorded, and replaced when an AgentDeployment of the same namespace and name is
+        created again. If any belongs to another agent, none is taken and each such id comes
+        back as an :class:`OccurrenceIdConflict`.
         """
         if not agent_id:
             raise ValueError("claiming occurrence ids needs an agent id")
         ids = [validate_occurrence_id(i) for i in dict.fromkeys(occurrence_ids)]
         if not ids:
             return []
-        async with self.db.transaction() as conn:
-            owners = await _owners(conn, ids)
-            for occurrence_id in ids:
-                current = owners.get(occurrence_id)
-                if current is None:
-                    await conn.execute(
-                        "INSERT INTO occurrences (occurrence_id, state, version, registered_at, "
-                        "heartbeat_at, lease_expires_at, state_changed_at, quiesced, agent_id, "
-                        f"owner_uid) VALUES ($1, $2, 1, {NOW_SQL}, {NOW_SQL}, {NOW_SQL}, "
-                        f"{NOW_SQL}, $3, $4, $5) ON CONFLICT (occurrence_id) DO NOTHING",
-                        occurrence_id, OccurrenceState.ACTIVE.value, False, agent_id, owner_uid,
-                    )
-                elif current[0] == "" or (current[0] == agent_id and owner_uid is not None
-                                          and current[1] != owner_uid):
-                    await conn.execute(
-                        "UPDATE occurrences SET agent_id = $1, owner_uid = COALESCE($2, owner_uid) "
-                        "WHERE occurrence_id = $3 AND agent_id IN ('', $1)",
-                        agent_id, owner_uid, occurrence_id,
-                    )
-            owners = await _owners(conn, ids)
-        return [OccurrenceIdConflict(i, owners[i][0], agent_id, owners[i][1])
-                for i in ids if owners[i][0] != agent_id]
+        try:
+            async with self.db.transaction() as conn:
+                refused = _refused(ids, await _owners(conn, ids), agent_id)
+                if refused:  # all or nothing: not even the free ids are taken
+                    return refused
+                await self._take(conn, ids, agent_id, owner_uid)
+                refused = _refused(ids, await _owners(conn, ids), agent_id)
+                if refused:  # another agent claimed some meanwhile: take none
+                    raise _ClaimLost(refused)
+        except _ClaimLost as lost:
+            return lost.refused
+        return []
+
+    async def _take(self, conn: Connection, ids: Sequence[str], agent_id: str,
+                    owner_uid: str | None) -> None:
+        owners = await _owners(conn, ids)
+        for occurrence_id in ids:
+            current = owners.get(occurrence_id)
+            if current is None:
+                await conn.execute(
+                    "INSERT INTO occurrences (occurrence_id, state, version, registered_at, "
+                    "heartbeat_at, lease_expires_at, state_changed_at, quiesced, agent_id, "
+                    f"owner_uid) VALUES ($1, $2, 1, {NOW_SQL}, {NOW_SQL}, {NOW_SQL}, "
+                    f"{NOW_SQL}, $3, $4, $5) ON CONFLICT (occurrence_id) DO NOTHING",
+                    occurrence_id, OccurrenceState.ACTIVE.value, False, agent_id, owner_uid,
+                )
+            elif current[0] == "" or (owner_uid is not None and current[1] != owner_uid):
+                await conn.execute(
+                    "UPDATE occurrences SET agent_id = $1, owner_uid = COALESCE($2, owner_uid) "
+                    "WHERE occurrence_id = $3 AND agent_id IN ('', $1)",
+                    agent_id, owner_uid, occurrence_id,
+                )
 
     async def disown(self, occurrence_ids: Sequence[str]) -> int:
         """Forget the owner of ``occurrence_ids`` (its agent is gone for good); return how
@@ -270,6 +281,17 @@ class Registry:
         async with self.db.connection() as conn:
             value = await conn.fetchval(sql, *args)
         return int(value or 0)
+
+
+class _ClaimLost(Exception):
+    def __init__(self, refused: list[OccurrenceIdConflict]) -> None:
+        self.refused = refused
+
+
+def _refused(ids: Sequence[str], owners: dict[str, tuple[str, str | None]],
+             agent_id: str) -> list[OccurrenceIdConflict]:
+    return [OccurrenceIdConflict(i, owners[i][0], agent_id, owners[i][1])
+            for i in ids if i in owners and owners[i][0] not in ("", agent_id)]
 
 
 async def _owners(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:

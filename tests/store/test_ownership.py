@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,7 +24,7 @@ async def test_claiming_ids_records_the_agent_and_refuses_another(store: Store) 
     assert [c.occurrence_id for c in refused] == ["agent-0"]
     assert refused[0].owner == "ns-a/agent" and refused[0].owner_uid == "uid-a"
     assert (await store.registry.get("agent-0")).agent_id == "ns-a/agent"  # untouched
-    assert (await store.registry.get("agent-2")).agent_id == "ns-b/agent"
+    assert await store.registry.get("agent-2") is None  # all or nothing: the free one too
     # the same AgentDeployment created again (new UID) takes its ids back
     assert await store.registry.claim(["agent-0"], agent_id="ns-a/agent",
                                       owner_uid="uid-a2") == []
@@ -95,3 +96,17 @@ async def test_leases_ignore_a_wrong_client_clock(pg_url: str, monkeypatch) -> N
             server_now = await conn.fetchval("SELECT now()")
         assert abs((occ.heartbeat_at - server_now).total_seconds()) < 60
         assert not occ.lease_expired() and await store.registry.live_count() == 1
+
+
+async def test_two_agents_claiming_the_same_ids_at_once_one_gets_them_all(db_url: str) -> None:
+    ids = [f"dup-{k}" for k in range(5)]
+    a, b = await Store.open(db_url, migrate=True), await Store.open(db_url)
+    try:
+        refused = await asyncio.gather(a.registry.claim(ids, agent_id="ns-a/dup"),
+                                       b.registry.claim(ids, agent_id="ns-b/dup"))
+        assert sorted(len(r) for r in refused) == [0, len(ids)]
+        winner = "ns-a/dup" if not refused[0] else "ns-b/dup"
+        assert {o.agent_id for o in await a.registry.list()} == {winner}
+    finally:
+        await a.close()
+        await b.close()
