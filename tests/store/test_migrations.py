@@ -117,3 +117,36 @@ def test_every_dialect_has_the_same_migrations() -> None:
     pg = [(m.version, m.name) for m in load_migrations("postgresql")]
     lite = [(m.version, m.name) for m in load_migrations("sqlite")]
     assert pg == lite and pg[0] == (1, "initial_schema")
+
+
+async def test_a_single_agent_database_keeps_working_after_004(db_url: str) -> None:
+    """Rows written before agents, attempts and the database clock get defaults and go on."""
+    store = await Store.open(db_url)
+    try:
+        await store.migrator.migrate(target=3)
+        now = datetime.now(UTC)
+        async with store.db.connection() as conn:
+            await conn.execute(
+                "INSERT INTO occurrences (occurrence_id, state, version, registered_at, "
+                "heartbeat_at, lease_expires_at, state_changed_at) "
+                "VALUES ('agent-0', 'active', 1, $1, $1, $1, $1)", now)
+            await conn.execute(
+                "INSERT INTO tasks (task_id, agent_occurrence_id, description, status, "
+                "created_at, updated_at) VALUES ('old-0', 'agent-0', 'old', 'active', $1, $1)",
+                now)
+            await conn.execute(
+                "INSERT INTO thoughts (thought_id, source_task_id, agent_occurrence_id, status, "
+                "content, created_at, updated_at) VALUES ('th-0', 'old-0', 'agent-0', "
+                "'pending', 'x', $1, $1)", now)
+        await store.migrator.migrate()
+        row = await store.registry.get("agent-0")
+        assert row is not None and row.agent_id == "" and row.owner_uid is None
+        [thought] = await store.scope("agent-0").claim_pending_thoughts(5)
+        assert thought.thought_id == "th-0" and thought.attempts == 1
+        task = await store.scope("agent-0").get_task("old-0")
+        assert task.agent_id == "" and task.idempotency_key is None
+        decision, won = await store.shared.try_claim_shared_task("wakeup", "agent-0")
+        assert won and "@" not in decision.task_id  # the default agent keeps the old ids
+        assert await store.registry.live_count() == 0  # its old lease is long over
+    finally:
+        await store.close()
