@@ -7,10 +7,8 @@ database that cannot be reached is a 503; a 500 means a bug and is logged as one
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import Any, Protocol
 
-import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -22,15 +20,17 @@ from occurrence_agent.schemas import (
     ShutdownRequest,
     TaskCreate,
     check_id,
+    idempotency_key,
     parse_int,
     parse_json_object,
     parse_status,
     task_json,
     thought_json,
 )
-from occurrence_store.errors import DatabaseUnavailable, StoreError
+from occurrence_store.errors import StoreError
 from occurrence_store.models import Task, TaskStatus
 from occurrence_store.scoped import ScopedStore
+from occurrence_store.unreachable import DATABASE_ERRORS
 
 log = logging.getLogger("occurrence_agent.api")
 
@@ -45,15 +45,14 @@ class RuntimeView(Protocol):
     def refusal(self) -> str | None: ...
     def readiness(self) -> tuple[bool, str]: ...
     def status(self) -> dict[str, Any]: ...
-    async def submit(self, body: TaskCreate) -> Task: ...
+    async def submit(self, body: TaskCreate, idempotency_key: str | None = None
+                     ) -> tuple[Task, bool]: ...
     async def request_shutdown(self, body: ShutdownRequest) -> tuple[int, dict[str, Any]]: ...
     async def render_metrics(self) -> str: ...
 
 
 RUNTIME: web.AppKey[RuntimeView] = web.AppKey("runtime", RuntimeView)  # type: ignore[type-abstract]
 
-_DATABASE_ERRORS = (DatabaseUnavailable, asyncpg.PostgresConnectionError,
-                    asyncpg.InterfaceError, sqlite3.OperationalError, OSError, TimeoutError)
 
 
 def json_error(request: web.Request, status: int, message: str, detail: Any = None,
@@ -78,7 +77,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             raise
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return json_error(request, exc.status, exc.reason, headers=headers)
-    except _DATABASE_ERRORS as exc:
+    except DATABASE_ERRORS as exc:
         log.warning("request failed, database unavailable: %s", exc,
                     extra={"event": "api.database_unavailable", "path": request.path})
         return json_error(request, 503, "database unavailable")
@@ -109,9 +108,15 @@ async def submit_task(request: web.Request) -> web.Response:
     if refusal is not None:
         return json_error(request, 503, refusal, headers={"Retry-After": "5"})
     body = _validate(TaskCreate, await _body(request))
-    task = await runtime.submit(body)
-    return web.json_response(task_json(task), status=201,
-                             headers={"Location": f"/tasks/{task.task_id}"})
+    key = idempotency_key(request.headers.get("Idempotency-Key"), body)
+    task, created = await runtime.submit(body, key)
+    if not created and not body.same_request(task):
+        raise BadRequest(f"idempotency key already used for task {task.task_id} with a "
+                         "different request", 422)
+    headers = {"Location": f"/tasks/{task.task_id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return web.json_response(task_json(task), status=201 if created else 200, headers=headers)
 
 
 async def list_tasks(request: web.Request) -> web.Response:

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     add = p.add_argument
     add("--occurrence-id", help="stable identity of this occurrence [AGENT_OCCURRENCE_ID]")
     add("--ordinal", type=int, help="StatefulSet ordinal [AGENT_OCCURRENCE_ORDINAL]")
+    add("--agent-id", help="the agent this occurrence belongs to, <namespace>/<name>: "
+        "decisions and idempotency keys are per agent (default: the database's default "
+        "agent) [AGENT_ID]")
     add("--database-url", help="postgresql://... or sqlite:///path; default: the embedded "
         "SQLite file shared by processes on this host [DATABASE_URL]")
     add("--host", help="listen address (default 0.0.0.0) [AGENT_HOST]")
@@ -53,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--shared-lease-seconds", type=float, help="lease on a shared decision being made (30)")
     add("--drain-timeout", type=float,
         help="seconds to finish in-flight work when draining or stopping (default 20)")
+    add("--in-flight-recovery", choices=["retry", "fail"],
+        help="stranded in-flight thoughts (the handler may have run): run again (retry, "
+        "default) or mark FAILED (fail) [AGENT_IN_FLIGHT_RECOVERY]")
+    add("--max-thought-attempts", type=int,
+        help="attempts per thought before it is FAILED (default 5)")
+    add("--retry-backoff-seconds", type=float,
+        help="wait before retrying a failed attempt, doubling each time (default 1)")
+    add("--retry-backoff-max-seconds", type=float,
+        help="longest wait between attempts (default 60)")
     add("--simulated-work-ms", type=int, help="default handler: work per thought (50)")
     add("--wakeup-steps", type=int, help="default handler: wakeup steps (3)")
     add("--journal", dest="journal_path", type=Path,

@@ -9,9 +9,10 @@ traceback half-way through start-up.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -25,11 +26,13 @@ class ConfigError(ValueError):
 
 
 ENV_PREFIX = "AGENT_"
+_AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 # field name -> environment variable
 ENV_NAMES: dict[str, str] = {
     "occurrence_id": "AGENT_OCCURRENCE_ID",
     "ordinal": "AGENT_OCCURRENCE_ORDINAL",
+    "agent_id": "AGENT_ID",
     "database_url": "DATABASE_URL",
     "host": "AGENT_HOST",
     "port": "AGENT_PORT",
@@ -43,6 +46,10 @@ ENV_NAMES: dict[str, str] = {
     "wakeup_timeout": "AGENT_WAKEUP_TIMEOUT",
     "shared_lease_seconds": "AGENT_SHARED_LEASE_SECONDS",
     "drain_timeout": "AGENT_DRAIN_TIMEOUT",
+    "in_flight_recovery": "AGENT_IN_FLIGHT_RECOVERY",
+    "max_thought_attempts": "AGENT_MAX_THOUGHT_ATTEMPTS",
+    "retry_backoff_seconds": "AGENT_RETRY_BACKOFF_SECONDS",
+    "retry_backoff_max_seconds": "AGENT_RETRY_BACKOFF_MAX_SECONDS",
     "simulated_work_ms": "AGENT_SIMULATED_WORK_MS",
     "wakeup_steps": "AGENT_WAKEUP_STEPS",
     "journal_path": "AGENT_JOURNAL",
@@ -59,6 +66,11 @@ class AgentConfig(BaseModel):
     occurrence_id: str = Field(description="Stable identity; the pod name in Kubernetes.")
     ordinal: int | None = Field(default=None, ge=0, le=1_000_000,
                                 description="StatefulSet ordinal (pod index), if any.")
+    agent_id: str = Field(
+        default="", max_length=320,
+        description="The agent this occurrence belongs to (the operator sets "
+        "<namespace>/<AgentDeployment name>): shared decisions and idempotency keys are per "
+        "agent, and an occurrence id owned by another agent is refused at start.")
     database_url: str | None = Field(
         default=None, description="postgresql://... or sqlite:///path; None: embedded SQLite.")
     host: str = "0.0.0.0"
@@ -75,6 +87,12 @@ class AgentConfig(BaseModel):
     wakeup_timeout: float = Field(default=120.0, gt=0, le=86_400)
     shared_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
     drain_timeout: float = Field(default=20.0, ge=0, le=3600)
+    in_flight_recovery: Literal["retry", "fail"] = Field(
+        default="retry", description="Stranded in-flight thoughts (the handler may have run): "
+        "retry runs them again, fail marks them FAILED.")
+    max_thought_attempts: int = Field(default=5, ge=1, le=1000)
+    retry_backoff_seconds: float = Field(default=1.0, ge=0, le=3600)
+    retry_backoff_max_seconds: float = Field(default=60.0, ge=0, le=86_400)
     simulated_work_ms: int = Field(default=50, ge=0, le=600_000)
     wakeup_steps: int = Field(default=3, ge=0, le=100)
     journal_path: Path | None = None
@@ -88,6 +106,15 @@ class AgentConfig(BaseModel):
             return validate_occurrence_id(value)
         except InvalidOccurrenceId as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("agent_id")
+    @classmethod
+    def _agent_id(cls, value: str) -> str:
+        value = value.strip()
+        if value and not _AGENT_ID_RE.match(value):
+            raise ValueError(f"invalid agent id {value[:80]!r}: use <namespace>/<name> "
+                             "(letters, digits, '.', '_', '-')")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -4,6 +4,8 @@ Both ride on the core's shared tasks (``try_claim_shared_task``): the occurrence
 claim lands performs the wakeup / makes the shutdown decision; the others wait for it
 (bounded) and follow. A claimer that dies loses its lease and the next claimer takes over.
 The occurrence count comes from the registry (live leases), never from configuration.
+Decisions are the agent's own (``agent_id``): another agent sharing the database neither
+takes nor obeys them. Their day is the database's.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import Any
 from occurrence_agent.handlers import Handler
 from occurrence_agent.metrics import Metrics
 from occurrence_store import Store
-from occurrence_store.models import Task, TaskStatus
-from occurrence_store.shared import shared_task_id
+from occurrence_store.models import DEFAULT_AGENT_ID, Task, TaskStatus
+from occurrence_store.shared import SharedTasks
 
 log = logging.getLogger("occurrence_agent.decisions")
 
@@ -42,18 +44,27 @@ class WakeupOutcome:
     performed_by: str | None
 
 
-async def _renew_forever(store: Store, task_id: str, occurrence_id: str, lease: float) -> None:
+async def _renew_forever(shared: SharedTasks, task_id: str, occurrence_id: str, lease: float,
+                         metrics: Metrics) -> None:
     while True:
         await asyncio.sleep(lease / 3)
-        with contextlib.suppress(Exception):
-            await store.shared.renew_lease(task_id, occurrence_id, lease)
+        try:
+            if not await shared.renew_lease(task_id, occurrence_id, lease):
+                log.warning("lost the lease on shared task %s: another occurrence may take it "
+                            "over", task_id, extra={"event": "shared.lease_lost",
+                                                    "occurrence_id": occurrence_id})
+        except Exception as exc:  # retried at the next renewal; the lease has slack for it
+            metrics.inc("occurrence_worker_errors_total", stage="shared_lease")
+            log.warning("renewing the lease on shared task %s failed: %s", task_id, exc,
+                        extra={"event": "shared.renew_failed", "occurrence_id": occurrence_id})
 
 
-async def _perform(store: Store, task: Task, occurrence_id: str, lease: float,
-                   work: Callable[[], Awaitable[tuple[dict[str, Any], TaskStatus]]]
-                   ) -> tuple[dict[str, Any], TaskStatus]:
+async def _perform(shared: SharedTasks, task: Task, occurrence_id: str, lease: float,
+                   work: Callable[[], Awaitable[tuple[dict[str, Any], TaskStatus]]],
+                   metrics: Metrics) -> tuple[dict[str, Any], TaskStatus]:
     """Run ``work()`` holding the claim's lease; return (outcome, status) after completing."""
-    renewer = asyncio.create_task(_renew_forever(store, task.task_id, occurrence_id, lease))
+    renewer = asyncio.create_task(
+        _renew_forever(shared, task.task_id, occurrence_id, lease, metrics))
     try:
         outcome, status = await work()
     except asyncio.CancelledError:
@@ -66,21 +77,22 @@ async def _perform(store: Store, task: Task, occurrence_id: str, lease: float,
         with contextlib.suppress(asyncio.CancelledError):
             await renewer
     outcome = {**outcome, "decided_by": occurrence_id}
-    await store.shared.complete_shared_task(task.task_id, occurrence_id, outcome=outcome,
-                                            status=status)
+    await shared.complete_shared_task(task.task_id, occurrence_id, outcome=outcome, status=status)
     return outcome, status
 
 
 async def wake_up(store: Store, occurrence_id: str, handler: Handler, *, timeout: float,
-                  lease_seconds: float, metrics: Metrics, poll_interval: float = 0.5
-                  ) -> WakeupOutcome:
-    """Join today's wakeup: perform it if this occurrence's claim lands, else wait for it."""
+                  lease_seconds: float, metrics: Metrics, poll_interval: float = 0.5,
+                  agent_id: str = DEFAULT_AGENT_ID) -> WakeupOutcome:
+    """Join today's wakeup of ``agent_id``: perform it if this occurrence's claim lands,
+    else wait for it."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + timeout
     counted_conflict = False
+    shared = store.shared_for(agent_id)
     while True:
-        task, won = await store.shared.try_claim_shared_task(
+        task, won = await shared.try_claim_shared_task(
             WAKEUP, occurrence_id, lease_seconds=lease_seconds,
             description="Wakeup performed once on behalf of all occurrences",
         )
@@ -88,7 +100,7 @@ async def wake_up(store: Store, occurrence_id: str, handler: Handler, *, timeout
             return _joined(task, occurrence_id, loop.time() - started, metrics)
         if won or task.claimed_by == occurrence_id:
             # won, or a crashed predecessor with this same id held the claim: carry on.
-            occurrences = await store.registry.live_count()
+            occurrences = await store.registry.live_count(agent_id)
             log.info("performing wakeup on behalf of %d occurrence(s)", occurrences,
                      extra={"event": "wakeup.performing", "task_id": task.task_id})
 
@@ -96,7 +108,7 @@ async def wake_up(store: Store, occurrence_id: str, handler: Handler, *, timeout
                 result = await handler.wakeup(occurrence_id, n)
                 return {"occurrences": n, "result": result}, TaskStatus.COMPLETED
 
-            _, status = await _perform(store, task, occurrence_id, lease_seconds, work)
+            _, status = await _perform(shared, task, occurrence_id, lease_seconds, work, metrics)
             metrics.set("occurrence_wakeup_performed", 1)
             metrics.set("occurrence_wakeup_wait_seconds", 0)
             log.info("wakeup %s for all", status.value,
@@ -114,7 +126,7 @@ async def wake_up(store: Store, occurrence_id: str, handler: Handler, *, timeout
                 f"within {timeout:g}s"
             )
         # Wait at most a lease: if the claimer died meanwhile, the next claim takes over.
-        done = await store.shared.wait_for_shared_task_completion(
+        done = await shared.wait_for_shared_task_completion(
             task.task_id, min(left, lease_seconds), poll_interval=poll_interval)
         if done is not None:
             return _joined(done, occurrence_id, loop.time() - started, metrics)
@@ -165,8 +177,11 @@ class ShutdownCoordinator:
     """
 
     def __init__(self, store: Store, occurrence_id: str, handler: Handler, *,
-                 started_at: datetime, lease_seconds: float, metrics: Metrics) -> None:
+                 started_at: datetime, lease_seconds: float, metrics: Metrics,
+                 agent_id: str = DEFAULT_AGENT_ID) -> None:
         self.store = store
+        self.shared = store.shared_for(agent_id)
+        self.agent_id = agent_id
         self.occurrence_id = occurrence_id
         self.handler = handler
         self.started_at = started_at
@@ -176,27 +191,27 @@ class ShutdownCoordinator:
         self._generation = 1
         self._seen: set[str] = set()
 
-    def _task_id(self, generation: int) -> str:
-        now = self.store.clock()
-        return shared_task_id(_generation_type(generation), now)
-
-    def _roll_day(self) -> None:
-        day = self.store.clock().strftime("%Y%m%d")
+    async def _roll_day(self) -> datetime:
+        """The database's today; a new day starts again at generation 1."""
+        now = await self.shared.now()
+        day = now.strftime("%Y%m%d")
         if day != self._day:
             self._day, self._generation = day, 1
+        return now
 
     async def request(self, reason: str, *, wait: float) -> ShutdownDecision | None:
         """Ask for an agent-wide shutdown; return the decision (``None``: still undecided
         after ``wait`` seconds, another occurrence is deciding)."""
-        self._roll_day()
+        today = await self._roll_day()
         generation = self._generation
         while True:
-            task = await self.store.shared.get_shared_task(self._task_id(generation))
+            task = await self.shared.get_shared_task(
+                self.shared.task_id(_generation_type(generation), today))
             if task is not None and task.status in _FINISHED:
                 generation += 1
                 continue
             kind = _generation_type(generation)
-            task, won = await self.store.shared.try_claim_shared_task(
+            task, won = await self.shared.try_claim_shared_task(
                 kind, self.occurrence_id, lease_seconds=self.lease_seconds,
                 description=f"Shutdown decision for all occurrences: {reason}"[:500],
                 context={"reason": reason, "requested_by": self.occurrence_id},
@@ -207,11 +222,11 @@ class ShutdownCoordinator:
             if won or task.claimed_by == self.occurrence_id:
                 return await self._decide(task, reason)
             self.metrics.inc("occurrence_claim_conflicts_total", kind="shared_task")
-            done = await self.store.shared.wait_for_shared_task_completion(task.task_id, wait)
+            done = await self.shared.wait_for_shared_task_completion(task.task_id, wait)
             return _decision(done) if done is not None else None
 
     async def _decide(self, task: Task, reason: str) -> ShutdownDecision:
-        occurrences = await self.store.registry.live_count()
+        occurrences = await self.store.registry.live_count(self.agent_id)
 
         async def work() -> tuple[dict[str, Any], TaskStatus]:
             verdict = await self.handler.decide_shutdown(reason, occurrences)
@@ -219,20 +234,21 @@ class ShutdownCoordinator:
                      "reason": verdict.reason, "requested_reason": reason,
                      "occurrences": occurrences}, TaskStatus.COMPLETED)
 
-        outcome, status = await _perform(self.store, task, self.occurrence_id,
-                                         self.lease_seconds, work)
+        outcome, status = await _perform(self.shared, task, self.occurrence_id,
+                                         self.lease_seconds, work, self.metrics)
         log.info("shutdown decision for %d occurrence(s): %s (%s)", occurrences,
                  outcome.get("decision", status.value), outcome.get("reason", ""),
                  extra={"event": "shutdown.decided", "task_id": task.task_id})
-        done = await self.store.shared.get_shared_task(task.task_id)
+        done = await self.shared.get_shared_task(task.task_id)
         return _decision(done or task)
 
     async def poll(self) -> ShutdownDecision | None:
         """The newest decision taken since this occurrence started that it has not seen."""
-        self._roll_day()
+        today = await self._roll_day()
         newest: ShutdownDecision | None = None
         while True:
-            task = await self.store.shared.get_shared_task(self._task_id(self._generation))
+            task = await self.shared.get_shared_task(
+                self.shared.task_id(_generation_type(self._generation), today))
             if task is None or task.status not in _FINISHED:
                 return newest
             self._generation += 1

@@ -1,19 +1,21 @@
-"""Presence in the registry: register, recover from a crashed predecessor, heartbeat.
+"""Presence in the registry: register, heartbeat, and learn of a fence at once.
 
 The heartbeat returns the registry row, which is how the runtime learns that the
 operator marked it ``draining`` (or ``active`` again): :class:`Presence` calls back on
-every state it sees.
+every state it sees. :meth:`Presence.poke` beats right away instead of at the next
+interval — the runtime pokes it when PostgreSQL notifies a fence of this occurrence.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from occurrence_store import Store
 from occurrence_store.errors import UnknownOccurrence
-from occurrence_store.models import Occurrence
+from occurrence_store.models import DEFAULT_AGENT_ID, Occurrence
 
 log = logging.getLogger("occurrence_agent.lifecycle")
 
@@ -22,31 +24,35 @@ StateCallback = Callable[[Occurrence], Awaitable[None]]
 
 class Presence:
     def __init__(self, store: Store, occurrence_id: str, *, ordinal: int | None,
-                 lease_seconds: float, interval: float) -> None:
+                 lease_seconds: float, interval: float, agent_id: str = DEFAULT_AGENT_ID,
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
         self.store = store
         self.occurrence_id = occurrence_id
         self.ordinal = ordinal
         self.lease_seconds = lease_seconds
         self.interval = interval
+        self.agent_id = agent_id
         self.current: Occurrence | None = None
         self._last_ok: float | None = None
+        self._on_error = on_error
+        self._poked = asyncio.Event()
 
     async def register(self) -> Occurrence:
-        """Register (or re-register after a restart) and reset a predecessor's leftovers.
-
-        Only this id's PROCESSING thoughts are reset: a predecessor with the same id
-        crashed mid-thought, and nothing else runs under this id, so nothing is lost and
-        nothing runs twice at the same time.
-        """
+        """Register (or re-register after a restart); raises ``OccurrenceIdConflict`` if
+        the id belongs to another agent."""
         self.current = await self.store.registry.register(
-            self.occurrence_id, ordinal=self.ordinal, lease_seconds=self.lease_seconds)
+            self.occurrence_id, ordinal=self.ordinal, lease_seconds=self.lease_seconds,
+            agent_id=self.agent_id)
         self._last_ok = asyncio.get_running_loop().time()
-        reset = await self.store.scope(self.occurrence_id).reset_processing_thoughts()
-        log.info("registered (state %s, version %d); %d thought(s) of a previous run reset to "
-                 "pending", self.current.state.value, self.current.version, reset,
+        log.info("registered (state %s, version %d)", self.current.state.value,
+                 self.current.version,
                  extra={"event": "registry.registered", "state": self.current.state.value,
-                        "reset_thoughts": reset, "ordinal": self.ordinal})
+                        "ordinal": self.ordinal, "occurrence_id": self.occurrence_id})
         return self.current
+
+    def poke(self) -> None:
+        """Heartbeat now (the registry row changed): the state callback runs right after."""
+        self._poked.set()
 
     def lease_alive(self) -> bool:
         """Whether our last successful heartbeat is still within the lease."""
@@ -60,24 +66,31 @@ class Presence:
                 self.occurrence_id, lease_seconds=self.lease_seconds)
         except UnknownOccurrence:
             log.warning("registry row vanished; registering again",
-                        extra={"event": "registry.reregister"})
+                        extra={"event": "registry.reregister", "occurrence_id": self.occurrence_id})
             occurrence = await self.store.registry.register(
-                self.occurrence_id, ordinal=self.ordinal, lease_seconds=self.lease_seconds)
+                self.occurrence_id, ordinal=self.ordinal, lease_seconds=self.lease_seconds,
+                agent_id=self.agent_id)
         self._last_ok = asyncio.get_running_loop().time()
         if self.current is not None and occurrence.state != self.current.state:
             log.info("registry state %s -> %s", self.current.state.value, occurrence.state.value,
-                     extra={"event": "registry.state", "state": occurrence.state.value})
+                     extra={"event": "registry.state", "state": occurrence.state.value,
+                            "occurrence_id": self.occurrence_id})
         self.current = occurrence
         return occurrence
 
     async def run(self, on_state: StateCallback) -> None:
-        """Heartbeat every ``interval`` until cancelled; report each state seen."""
+        """Heartbeat every ``interval`` (or when poked) until cancelled; report each state."""
         while True:
+            self._poked.clear()  # before the beat: a poke during it beats again at once
             try:
                 await on_state(await self.beat())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc,
-                            extra={"event": "registry.heartbeat_failed"})
-            await asyncio.sleep(self.interval)
+                            extra={"event": "registry.heartbeat_failed",
+                                   "occurrence_id": self.occurrence_id})
+                if self._on_error is not None:
+                    self._on_error(exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), self.interval)

@@ -40,7 +40,17 @@ class Metrics:
         self.occurrence_id = occurrence_id
         self._families: dict[str, _Family] = {}
         self.declare("occurrence_thoughts_processed_total", "counter",
-                     "Thoughts this occurrence finished, by result.")
+                     "Thoughts this occurrence finished or gave back, by result: completed, "
+                     "failed, deferred (the handler's verdict); retried (back to pending after "
+                     "an error), exhausted (FAILED: attempts used up), stranded_failed (FAILED "
+                     "by recovery=fail), released (given back when fenced or stopped), "
+                     "reclaimed (stranded, taken back to pending).")
+        self.declare("occurrence_worker_errors_total", "counter",
+                     "Errors of the work loop by stage (load, handler, finish, after, recover, "
+                     "step, sweep, heartbeat, listener, shared_lease): each one is also a log "
+                     "line.")
+        self.declare("occurrence_worker_healthy", "gauge",
+                     "0 after consecutive database failures of the work loop (also unready).")
         self.declare("occurrence_tasks_finished_total", "counter",
                      "Tasks this occurrence finished, by final status.")
         self.declare("occurrence_claim_conflicts_total", "counter",
@@ -48,6 +58,9 @@ class Metrics:
                      "occurrence, thoughts that moved away before completion.")
         self.declare("occurrence_tasks_submitted_total", "counter",
                      "Tasks accepted through the HTTP API.")
+        self.declare("occurrence_tasks_deduplicated_total", "counter",
+                     "Submissions answered with the task an earlier one with the same "
+                     "idempotency key created (200 instead of 201).")
         self.declare("occurrence_wakeup_wait_seconds", "gauge",
                      "Seconds this occurrence waited for the shared wakeup decision.")
         self.declare("occurrence_wakeup_performed", "gauge",

@@ -17,7 +17,9 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "Malformed request", 404: "Not found (or another occurrence's)",
-            413: "Body too large", 422: "Invalid body", 503: "Draining or shutting down"}
+            413: "Body too large",
+            422: "Invalid body, or an idempotency key reused for a different request",
+            503: "Draining or shutting down"}
     return {str(code): _json(_ERROR, text[code]) for code in codes}
 
 
@@ -32,9 +34,19 @@ def openapi_document(occurrence_id: str) -> dict[str, Any]:
             "/tasks": {
                 "post": {
                     "summary": "Submit a task to this occurrence",
+                    "parameters": [{
+                        "name": "Idempotency-Key", "in": "header", "required": False,
+                        "description": "Submit once: a retry with the same key, to any "
+                        "occurrence of this agent, returns the first submission's task (200). "
+                        "Same as the body's correlation_id.",
+                        "schema": {"type": "string", "minLength": 1,
+                                   "maxLength": MAX_ID_LENGTH}}],
                     "requestBody": {"required": True, "content": {"application/json": {
                         "schema": {"$ref": "#/components/schemas/TaskCreate"}}}},
                     "responses": {"201": _json({"$ref": "#/components/schemas/Task"}, "Created"),
+                                  "200": _json({"$ref": "#/components/schemas/Task"},
+                                               "Already submitted with this idempotency key "
+                                               "(header Idempotent-Replayed: true)"),
                                   **_errors(400, 413, 422, 503)},
                 },
                 "get": {
@@ -69,7 +81,8 @@ def openapi_document(occurrence_id: str) -> dict[str, Any]:
                                 "responses": {"200": _json(_OBJ, "State")}}},
             "/healthz": {"get": {"summary": "Liveness",
                                  "responses": {"200": _json(_OBJ, "Alive")}}},
-            "/readyz": {"get": {"summary": "Readiness: woken up, not draining, lease alive",
+            "/readyz": {"get": {"summary": "Readiness: woken up, not draining, lease alive, "
+                                           "worker reaching the database",
                                 "responses": {"200": _json(_OBJ, "Ready"),
                                               "503": _json(_OBJ, "Not ready")}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
@@ -88,6 +101,8 @@ def openapi_document(occurrence_id: str) -> dict[str, Any]:
                                     "status": {"type": "string",
                                                "enum": [s.value for s in TaskStatus]},
                                     "priority": {"type": "integer"},
+                                    "agent_id": {"type": "string"},
+                                    "correlation_id": {"type": ["string", "null"]},
                                     "context": _OBJ, "outcome": _OBJ}},
             "Error": {"type": "object", "required": ["error"],
                       "properties": {"error": {"type": "string"}, "status": {"type": "integer"},

@@ -31,18 +31,23 @@ from occurrence_agent.handlers import DefaultHandler, Handler
 from occurrence_agent.journal import Journal
 from occurrence_agent.lifecycle import Presence
 from occurrence_agent.metrics import Metrics
+from occurrence_agent.retry import RetryPolicy
 from occurrence_agent.schemas import ShutdownRequest, TaskCreate
 from occurrence_agent.worker import Worker
 from occurrence_store import Store
-from occurrence_store.errors import StoreError
+from occurrence_store.errors import OccurrenceIdConflict, StoreError
 from occurrence_store.models import (
+    InFlightRecovery,
     Occurrence,
     OccurrenceState,
     Task,
     TaskStatus,
     ThoughtStatus,
 )
+from occurrence_store.notify import Listener
+from occurrence_store.registry import NOTIFY_CHANNEL
 from occurrence_store.scoped import ScopedStore
+from occurrence_store.unreachable import DATABASE_ERRORS
 
 log = logging.getLogger("occurrence_agent.runtime")
 
@@ -96,6 +101,8 @@ class OccurrenceRuntime:
             return False, "draining: this occurrence is being drained"
         if self.wakeup is None:
             return False, "waking up: waiting for the shared wakeup"
+        if self.worker is not None and not self.worker.healthy:
+            return False, f"worker cannot reach the database ({self.worker.last_error})"
         if self.presence is None or not self.presence.lease_alive():
             return False, "registry lease lapsed: database unreachable?"
         return True, "ready"
@@ -127,13 +134,20 @@ class OccurrenceRuntime:
 
     # ---------------------------------------------------------------- actions
 
-    async def submit(self, body: TaskCreate) -> Task:
-        task = await self.scoped.add_task(body.description, channel_id=body.channel_id,
-                                          priority=body.priority, context=body.context)
-        self.metrics.inc("occurrence_tasks_submitted_total")
-        if self.worker is not None:
-            self.worker.poke()
-        return task
+    async def submit(self, body: TaskCreate, idempotency_key: str | None = None
+                     ) -> tuple[Task, bool]:
+        """Add a task; with a key, the agent's earlier task with that key if there is one.
+        Returns ``(task, created)``."""
+        task, created = await self.scoped.add_task_once(
+            body.description, idempotency_key=idempotency_key, channel_id=body.channel_id,
+            priority=body.priority, context=body.context)
+        if created:
+            self.metrics.inc("occurrence_tasks_submitted_total")
+            if self.worker is not None:
+                self.worker.poke()
+        else:
+            self.metrics.inc("occurrence_tasks_deduplicated_total")
+        return task, created
 
     async def request_shutdown(self, body: ShutdownRequest) -> tuple[int, dict[str, Any]]:
         if self.shutdown is None:
@@ -150,15 +164,27 @@ class OccurrenceRuntime:
         ready, _ = self.readiness()
         extra.append(("occurrence_ready", {}, float(ready)))
         extra.append(("occurrence_draining", {}, float(self._draining or self._stopping)))
+        extra.append(("occurrence_worker_healthy", {},
+                      float(self.worker is None or self.worker.healthy)))
         if self.store is not None:
-            scoped = self.scoped
-            for status in TaskStatus:
-                extra.append(("occurrence_tasks", {"status": status.value},
-                              float(await scoped.count_tasks(status))))
-            for tstatus in ThoughtStatus:
-                extra.append(("occurrence_thoughts", {"status": tstatus.value},
-                              float(await scoped.count_thoughts(tstatus))))
+            try:
+                extra += await self._work_gauges()
+            except DATABASE_ERRORS as exc:  # the rest of the metrics matter most right now
+                self._count_error("metrics")
+                log.warning("metrics without task counts, the database is unreachable: %s",
+                            exc, extra={"event": "metrics.database_unavailable"})
         return self.metrics.render(extra)
+
+    async def _work_gauges(self) -> list[tuple[str, dict[str, str], float]]:
+        scoped = self.scoped
+        gauges: list[tuple[str, dict[str, str], float]] = []
+        for status in TaskStatus:
+            gauges.append(("occurrence_tasks", {"status": status.value},
+                           float(await scoped.count_tasks(status))))
+        for tstatus in ThoughtStatus:
+            gauges.append(("occurrence_thoughts", {"status": tstatus.value},
+                           float(await scoped.count_thoughts(tstatus))))
+        return gauges
 
     # ------------------------------------------------------------- lifecycle
 
@@ -182,7 +208,8 @@ class OccurrenceRuntime:
         log.info("starting: database %s, pid %d", config.redacted_database_url, os.getpid(),
                  extra={"event": "runtime.starting", "ordinal": config.ordinal})
         try:
-            self.store = await Store.open(config.database_url, migrate=config.should_migrate)
+            self.store = await Store.open(config.database_url, migrate=config.should_migrate,
+                                          application_name=f"occurrence-agent:{self.occurrence_id}")
             pending = [m for m in await self.store.migrator.status() if not m.applied]
         except StoreError as exc:
             raise StartupError(str(exc)) from None
@@ -192,32 +219,66 @@ class OccurrenceRuntime:
                 "`occurrence-store migrate` or start with --migrate")
         self.presence = Presence(self.store, self.occurrence_id, ordinal=config.ordinal,
                                  lease_seconds=config.lease_seconds,
-                                 interval=config.effective_heartbeat_interval)
-        occurrence = await self.presence.register()
+                                 interval=config.effective_heartbeat_interval,
+                                 agent_id=config.agent_id,
+                                 on_error=lambda exc: self._count_error("heartbeat"))
+        try:
+            occurrence = await self.presence.register()
+        except OccurrenceIdConflict as exc:
+            raise StartupError(str(exc)) from None
         self._draining = occurrence.state != OccurrenceState.ACTIVE
         self.worker = Worker(self.scoped, self.handler, max_active_tasks=config.max_active_tasks,
                              concurrency=config.thought_concurrency,
                              poll_interval=config.poll_interval, metrics=self.metrics,
-                             journal=self.journal)
+                             journal=self.journal,
+                             retry=RetryPolicy(config.max_thought_attempts,
+                                               config.retry_backoff_seconds,
+                                               config.retry_backoff_max_seconds),
+                             recovery=InFlightRecovery(config.in_flight_recovery))
+        # A predecessor with this id stopped mid-thought; nothing else runs under this id.
+        await self.worker.reclaim("left processing by a previous run of this occurrence")
         self.shutdown = ShutdownCoordinator(self.store, self.occurrence_id, self.handler,
                                             started_at=occurrence.registered_at,
                                             lease_seconds=config.shared_lease_seconds,
-                                            metrics=self.metrics)
+                                            metrics=self.metrics, agent_id=config.agent_id)
         await self._serve()
         self._tasks["heartbeat"] = asyncio.create_task(self.presence.run(self._on_state))
+        self._tasks["fence-listener"] = asyncio.create_task(self._fence_listener().run())
         try:
             self.wakeup = await wake_up(self.store, self.occurrence_id, self.handler,
                                         timeout=config.wakeup_timeout,
                                         lease_seconds=config.shared_lease_seconds,
                                         metrics=self.metrics,
-                                        poll_interval=min(0.5, config.poll_interval))
+                                        poll_interval=min(0.5, config.poll_interval),
+                                        agent_id=config.agent_id)
         except WakeupTimeout as exc:
             raise StartupError(str(exc)) from None
         if self._draining:
-            self._spawn(self._drain())
+            self._spawn(self._drain(self._grace(occurrence)))
         self._tasks["worker"] = asyncio.create_task(self._run_worker())
         log.info("started: serving on port %s, %s", self.port, self.readiness()[1],
                  extra={"event": "runtime.started", "port": self.port})
+
+    def _count_error(self, stage: str) -> None:
+        self.metrics.inc("occurrence_worker_errors_total", stage=stage)
+
+    def _fence_listener(self) -> Listener:
+        """PostgreSQL tells every listener which occurrence was fenced; on ours, heartbeat
+        now, so the fence is obeyed in milliseconds (the heartbeat poll stays underneath)."""
+        assert self.store is not None and self.presence is not None
+        presence = self.presence
+
+        def on_payload(payload: str) -> None:
+            if payload == self.occurrence_id:
+                presence.poke()
+
+        def on_error(exc: BaseException) -> None:
+            self._count_error("listener")
+            log.warning("fence notifications lost, reconnecting (the heartbeat still polls): "
+                        "%s", exc, extra={"event": "registry.listen_failed",
+                                          "occurrence_id": self.occurrence_id})
+
+        return Listener(self.store.db, NOTIFY_CHANNEL, on_payload, on_error=on_error)
 
     async def _run_worker(self) -> None:
         assert self.worker is not None
@@ -254,7 +315,7 @@ class OccurrenceRuntime:
         if occurrence.state != OccurrenceState.ACTIVE:
             if not self._draining:
                 self._draining = True
-                self._spawn(self._drain())
+                self._spawn(self._drain(self._grace(occurrence)))
             elif self._drained and not occurrence.quiesced and self.store is not None:
                 await self.store.registry.set_quiesced(self.occurrence_id, True)
         elif self._draining and self.wakeup is not None:
@@ -278,18 +339,25 @@ class OccurrenceRuntime:
             log.info("shared shutdown rejected by %s: %s", decision.decided_by, decision.reason,
                      extra={"event": "shutdown.rejected", "task_id": decision.task_id})
 
-    async def _drain(self) -> None:
+    def _grace(self, occurrence: Occurrence) -> float:
+        """How long in-flight work may go on once fenced: the fence's own grace (the
+        operator's drain mode sets it), else ``--drain-timeout``."""
+        if occurrence.drain_grace_seconds is not None:
+            return max(0.0, occurrence.drain_grace_seconds)
+        return self.config.drain_timeout
+
+    async def _drain(self, grace: float) -> None:
         """Registry said draining: stop taking work, finish or release, report quiesced."""
-        log.info("draining: refusing new work, finishing in-flight work within %gs",
-                 self.config.drain_timeout, extra={"event": "runtime.draining"})
-        await self._quiesce()
+        log.info("draining: refusing new work, finishing in-flight work within %gs", grace,
+                 extra={"event": "runtime.draining", "grace_seconds": grace})
+        await self._quiesce(grace)
         if self._draining and not self._stopping:
             self._drained = True
 
-    async def _quiesce(self) -> None:
+    async def _quiesce(self, grace: float) -> None:
         assert self.store is not None
         if self.worker is not None:
-            await self.worker.quiesce(self.config.drain_timeout)
+            await self.worker.quiesce(grace)
         else:
             await self.scoped.reset_processing_thoughts()
         await self.store.registry.set_quiesced(self.occurrence_id, True)
@@ -316,8 +384,9 @@ class OccurrenceRuntime:
         try:
             if not self._torn_down and self.store is not None and self.presence is not None \
                     and self.presence.current is not None:
-                await self._quiesce()
+                await self._quiesce(self.config.drain_timeout)
         except Exception as exc:
+            self._count_error("stop")
             log.warning("could not quiesce cleanly: %s", exc, extra={"event": "runtime.stop_error"})
         finally:
             await self._teardown()

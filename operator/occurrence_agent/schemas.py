@@ -37,6 +37,16 @@ class TaskCreate(BaseModel):
     context: dict[str, Any] = Field(
         default_factory=dict,
         description="Free-form. The default handler reads work_ms, thoughts and fail.")
+    correlation_id: str | None = Field(
+        default=None, min_length=1, max_length=MAX_ID_LENGTH,
+        description="Idempotency key (same as the Idempotency-Key header): a second "
+        "submission with the same key to any occurrence of this agent returns the first "
+        "one's task (200) instead of creating another.")
+
+    def same_request(self, task: Task) -> bool:
+        """Whether ``task`` is what this body would have created (a replay, not a reuse)."""
+        return (task.description, task.channel_id, task.priority, task.context) == (
+            self.description, self.channel_id, self.priority, self.context)
 
 
 class ShutdownRequest(BaseModel):
@@ -134,8 +144,23 @@ def parse_int(value: str | None, name: str, default: int, low: int, high: int) -
     return number
 
 
+def idempotency_key(header: str | None, body: TaskCreate) -> str | None:
+    """The submission's key: the ``Idempotency-Key`` header or the body's ``correlation_id``
+    (both may be given only if they agree)."""
+    if header is not None:
+        header = check_text(header.strip(), "Idempotency-Key header")
+        if not header or len(header) > MAX_ID_LENGTH:
+            raise BadRequest(f"Idempotency-Key must be 1-{MAX_ID_LENGTH} characters", 422)
+    if header and body.correlation_id and header != body.correlation_id:
+        raise BadRequest("Idempotency-Key header and correlation_id differ: send one key", 422)
+    return header or body.correlation_id
+
+
 def task_json(task: Task) -> dict[str, Any]:
-    return task.model_dump(mode="json", exclude={"claimed_by", "lease_expires_at"})
+    data = task.model_dump(mode="json", exclude={"claimed_by", "lease_expires_at",
+                                                 "idempotency_key"})
+    data["correlation_id"] = task.idempotency_key
+    return data
 
 
 def thought_json(thought: Thought) -> dict[str, Any]:

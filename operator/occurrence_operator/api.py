@@ -38,7 +38,16 @@ ENV_OCCURRENCE_ID = "AGENT_OCCURRENCE_ID"
 ENV_OCCURRENCE_ORDINAL = "AGENT_OCCURRENCE_ORDINAL"
 ENV_DATABASE_URL = "DATABASE_URL"
 ENV_PORT = "AGENT_PORT"
-RESERVED_ENV = (ENV_OCCURRENCE_ID, ENV_OCCURRENCE_ORDINAL, ENV_DATABASE_URL, ENV_PORT)
+ENV_AGENT_ID = "AGENT_ID"
+ENV_IN_FLIGHT_RECOVERY = "AGENT_IN_FLIGHT_RECOVERY"
+RESERVED_ENV = (ENV_OCCURRENCE_ID, ENV_OCCURRENCE_ORDINAL, ENV_DATABASE_URL, ENV_PORT,
+                ENV_AGENT_ID, ENV_IN_FLIGHT_RECOVERY)
+
+
+def agent_id(namespace: str, name: str) -> str:
+    """The agent an AgentDeployment runs, as the shared database knows it: its occurrence ids,
+    shared decisions and idempotency keys belong to ``<namespace>/<name>``."""
+    return f"{namespace}/{name}"
 
 DEFAULT_AGENT_COMMAND = ("occurrence-agent",)
 DEFAULT_MIGRATIONS_COMMAND = ("occurrence-store", "migrate")

@@ -10,6 +10,12 @@ from the record and neither loses nor double-assigns work.
 Phases of a drain from N to M < N replicas (departing ordinals M..N-1):
 
     Fencing ──FENCE──▶ WaitingInFlight ──(quiet | RELEASE_IN_FLIGHT)──▶ Transferring
+
+The fence carries a grace — `releaseGraceSeconds` with `inFlight: release`, `timeoutSeconds`
+with `wait` — for which the departing agents may finish in-flight work (they claim nothing
+new from the instant of the fence). WaitingInFlight ends when that work is done (the agents
+acknowledge by quiescing), when every agent still holding work is dead (lease expired), or
+when the grace (plus a margin for the acknowledgement) or the timeout runs out.
     Transferring ──TRANSFER…──▶ (no work left) ──SHRINK──▶ Shrinking
     Shrinking ──(departing pods gone)──▶ Sweeping ──SWEEP──▶ Done
 
@@ -21,6 +27,10 @@ must let a retired occurrence id register again.
 
 Scaling to 0: ordinal 0 is not drained. Ordinals 1..N-1 are drained onto `<name>-0`, then
 the StatefulSet goes to 0; the work stays parked on `<name>-0`, the first pod to return.
+
+Outside a drain, occurrences that will run (ordinals below spec.replicas) but are still
+fenced — a drain bypassed with the skip-drain annotation while the database was down left
+them so — are un-fenced before anything else, so returning pods are not unready forever.
 """
 
 from __future__ import annotations
@@ -30,12 +40,15 @@ from datetime import datetime
 from enum import StrEnum
 
 from .naming import occurrence_id
-from .spec import DrainSpec, InFlightMode
+from .spec import DrainSpec, InFlightMode, RecoveryMode, RecoverySpec
 from .status import ACTIVE_SCALE_DOWN_PHASES, ScaleDownPhase, ScaleDownStatus
 from .timeutil import format_time, parse_time
 
 POLL_SECONDS = 5.0
 """Longest wait before re-checking a drain that is waiting on agents or pods."""
+ACK_MARGIN_SECONDS = 5.0
+"""After the fence's grace, how long the agents get to release what is left and acknowledge
+before the operator releases it itself."""
 
 
 class Action(StrEnum):
@@ -67,11 +80,17 @@ class Observations:
     """What the handler measured just before planning."""
 
     in_flight_quiet: bool = False
-    """Departing occurrences hold no in-flight (PROCESSING) work."""
+    """Departing occurrences hold no in-flight (PROCESSING) work, or have acknowledged the
+    fence (quiesced: theirs is done or released)."""
+    unresponsive: bool = False
+    """Every departing occurrence that still holds in-flight work is dead: its lease expired
+    (or it never registered). Nothing of it will finish; waiting longer is pointless."""
     departing_work: int | None = None
     """Pending/active tasks still owned by departing occurrences; None if not measured."""
     departing_pods: int = 0
     """Pods of departing ordinals that still exist."""
+    stale_fences: tuple[int, ...] = ()
+    """Outside a drain: ordinals below spec.replicas that the registry still has fenced."""
 
 
 @dataclass(frozen=True)
@@ -79,14 +98,25 @@ class DrainSettings:
     timeout_seconds: int = 120
     in_flight: InFlightMode = "release"
     rebalance_on_scale_up: bool = False
+    release_grace_seconds: int = 10
+    recovery: RecoveryMode = "retry"
 
     @classmethod
-    def from_spec(cls, drain: DrainSpec) -> DrainSettings:
+    def from_spec(cls, drain: DrainSpec, recovery: RecoverySpec | None = None) -> DrainSettings:
         return cls(
             timeout_seconds=drain.timeout_seconds,
             in_flight=drain.in_flight,
             rebalance_on_scale_up=drain.rebalance_on_scale_up,
+            release_grace_seconds=drain.release_grace_seconds,
+            recovery=(recovery or RecoverySpec()).in_flight,
         )
+
+    @property
+    def grace_seconds(self) -> int:
+        """How long fenced occurrences may finish in-flight work."""
+        if self.in_flight == "release":
+            return min(self.release_grace_seconds, self.timeout_seconds)
+        return self.timeout_seconds
 
 
 @dataclass(frozen=True)
@@ -103,6 +133,8 @@ class Decision:
     reason: str = ""
     new_ordinals: tuple[int, ...] = field(default=())
     """On a scale-up: the ordinals being added (rebalance targets)."""
+    grace_seconds: float | None = None
+    """On a FENCE: how long the fenced occurrences may finish in-flight work."""
 
 
 def departing_ordinals(current: int, desired: int) -> tuple[int, ...]:
@@ -163,6 +195,13 @@ def plan(
         raise ValueError(f"desired replicas must be >= 0, got {desired}")
     if record is not None and is_active(record):
         return _continue(name, desired, current, record, settings, observed, now)
+    if observed.stale_fences:
+        return Decision(
+            Action.UNFENCE,
+            record,
+            ordinals=observed.stale_fences,
+            reason="un-fence occurrences left fenced outside a drain (a bypassed drain)",
+        )
     if current is None:
         return Decision(
             Action.SCALE, record, statefulset_replicas=desired, reason="create StatefulSet"
@@ -225,40 +264,12 @@ def _continue(
             Action.FENCE,
             _with(record, phase="WaitingInFlight"),
             ordinals=ordinals,
+            grace_seconds=settings.grace_seconds,
             reason="fence departing occurrences",
         )
 
     if phase == "WaitingInFlight":
-        after = _with(record, phase="Transferring")
-        if observed.in_flight_quiet:
-            return Decision(Action.ADVANCE, after, ordinals=ordinals, reason="in-flight work done")
-        if settings.in_flight == "release":
-            return Decision(
-                Action.RELEASE_IN_FLIGHT,
-                after,
-                ordinals=ordinals,
-                reason="inFlight=release: in-flight work back to pending",
-            )
-        elapsed = (now - parse_time(record.started_at)).total_seconds()
-        remaining = settings.timeout_seconds - elapsed
-        if remaining <= 0:
-            return Decision(
-                Action.RELEASE_IN_FLIGHT,
-                _with(
-                    after,
-                    message=f"in-flight work released after the {settings.timeout_seconds}s "
-                    "drain timeout",
-                ),
-                ordinals=ordinals,
-                reason="drain timeout: in-flight work back to pending",
-            )
-        return Decision(
-            Action.WAIT,
-            record,
-            ordinals=ordinals,
-            requeue_after=min(POLL_SECONDS, remaining),
-            reason="waiting for in-flight work",
-        )
+        return _wait_in_flight(record, settings, observed, now)
 
     if phase == "Transferring":
         if observed.departing_work == 0:
@@ -310,6 +321,45 @@ def _continue(
         ordinals=ordinals,
         survivors=survivors,
         reason="final sweep and retire",
+    )
+
+
+def _wait_in_flight(
+    record: ScaleDownStatus, settings: DrainSettings, observed: Observations, now: datetime
+) -> Decision:
+    """Fenced: until in-flight work is done or acknowledged, its holders dead, or time is up."""
+    ordinals = tuple(record.ordinals)
+    after = _with(record, phase="Transferring")
+    if observed.in_flight_quiet:
+        return Decision(Action.ADVANCE, after, ordinals=ordinals, reason="in-flight work done")
+    if observed.unresponsive:
+        return Decision(
+            Action.RELEASE_IN_FLIGHT,
+            _with(after, message="in-flight work of dead occurrences (lease expired) released"),
+            ordinals=ordinals,
+            reason="departing occurrences holding in-flight work are dead: release it",
+        )
+    elapsed = (now - parse_time(record.started_at)).total_seconds()
+    if settings.in_flight == "release":
+        limit = settings.grace_seconds + ACK_MARGIN_SECONDS
+        why = f"the {settings.grace_seconds}s release grace (not acknowledged)"
+    else:
+        limit = settings.timeout_seconds
+        why = f"the {settings.timeout_seconds}s drain timeout"
+    remaining = limit - elapsed
+    if remaining <= 0:
+        return Decision(
+            Action.RELEASE_IN_FLIGHT,
+            _with(after, message=f"in-flight work released after {why}"),
+            ordinals=ordinals,
+            reason=f"in-flight work back to pending after {why}",
+        )
+    return Decision(
+        Action.WAIT,
+        record,
+        ordinals=ordinals,
+        requeue_after=min(POLL_SECONDS, remaining),
+        reason="waiting for in-flight work to finish or be acknowledged",
     )
 
 

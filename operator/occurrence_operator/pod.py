@@ -32,8 +32,12 @@ def database_url_env(spec: AgentDeploymentSpec) -> dict[str, Any]:
     }
 
 
-def operator_env(spec: AgentDeploymentSpec) -> list[dict[str, Any]]:
-    """Variables the operator owns. They come first so user env can refer to them as $(NAME)."""
+def operator_env(spec: AgentDeploymentSpec, agent_id: str) -> list[dict[str, Any]]:
+    """Variables the operator owns. They come first so user env can refer to them as $(NAME).
+
+    ``agent_id`` (``<namespace>/<name>``) scopes the pods' shared decisions and idempotency
+    keys to this AgentDeployment, and makes a pod refuse an occurrence id another one owns.
+    """
     return [
         {
             "name": api.ENV_OCCURRENCE_ID,
@@ -50,11 +54,13 @@ def operator_env(spec: AgentDeploymentSpec) -> list[dict[str, Any]]:
         },
         database_url_env(spec),
         {"name": api.ENV_PORT, "value": str(spec.port)},
+        {"name": api.ENV_AGENT_ID, "value": agent_id},
+        {"name": api.ENV_IN_FLIGHT_RECOVERY, "value": spec.recovery.in_flight},
     ]
 
 
-def agent_env(spec: AgentDeploymentSpec) -> list[dict[str, Any]]:
-    return operator_env(spec) + [env.to_wire() for env in spec.env or ()]
+def agent_env(spec: AgentDeploymentSpec, agent_id: str) -> list[dict[str, Any]]:
+    return operator_env(spec, agent_id) + [env.to_wire() for env in spec.env or ()]
 
 
 def merge_probe(default: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -99,7 +105,7 @@ def tmp_volume() -> dict[str, Any]:
     return {"name": TMP_VOLUME, "emptyDir": {}}
 
 
-def agent_container(spec: AgentDeploymentSpec) -> dict[str, Any]:
+def agent_container(spec: AgentDeploymentSpec, agent_id: str) -> dict[str, Any]:
     probes = spec.probes
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
@@ -110,7 +116,7 @@ def agent_container(spec: AgentDeploymentSpec) -> dict[str, Any]:
     if spec.args is not None:
         container["args"] = list(spec.args)
     container["ports"] = [{"name": PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}]
-    container["env"] = agent_env(spec)
+    container["env"] = agent_env(spec, agent_id)
     if spec.env_from:
         container["envFrom"] = copy.deepcopy(spec.env_from)
     if spec.resources:
@@ -142,7 +148,7 @@ def scheduling(spec: AgentDeploymentSpec) -> dict[str, Any]:
     return fields
 
 
-def agent_pod_template(spec: AgentDeploymentSpec, name: str) -> dict[str, Any]:
+def agent_pod_template(spec: AgentDeploymentSpec, name: str, agent_id: str) -> dict[str, Any]:
     return {
         "metadata": {"labels": naming.common_labels(name)},
         "spec": {
@@ -151,7 +157,7 @@ def agent_pod_template(spec: AgentDeploymentSpec, name: str) -> dict[str, Any]:
             "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
             "securityContext": pod_security_context(spec.pod_security_context),
             **scheduling(spec),
-            "containers": [agent_container(spec)],
+            "containers": [agent_container(spec, agent_id)],
             "volumes": [tmp_volume()],
         },
     }

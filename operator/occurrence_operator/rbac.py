@@ -18,7 +18,8 @@ NAMESPACE = "occurrence-system"
 
 RULES: list[dict[str, Any]] = [
     # reconcile.py reads the AgentDeployment; Kopf watches it and keeps its finalizer and
-    # progress annotations (patch); the status is written through /status (merge patch).
+    # progress annotations (patch; reconcile.py also removes a used skip-drain annotation);
+    # the status is written through /status (merge patch).
     {
         "apiGroups": [api.GROUP],
         "resources": [api.PLURAL],

@@ -10,10 +10,13 @@ the AgentDeployment and everything it owns, and converges:
 3. apply the Service and PodDisruptionBudget if they differ from the rendering;
 4. migrations: create the Job for the current hash if absent (never patch it), record
    `status.lastMigration` when it succeeds, `MigrationsFailed` when it fails;
-5. size: run the drain driver (scale-up, the scale-down drain protocol, creation), then
+5. ownership: claim the occurrence ids `<name>-0..` for this AgentDeployment in the registry;
+   ids another AgentDeployment owns on the same database stop everything below
+   (`Degraded`/`OccurrenceIdConflict`): none of the other's occurrences is ever touched;
+6. size: run the drain driver (scale-up, the scale-down drain protocol, creation), then
    the opt-in rebalance of pending backlog after a scale-up (`status.rebalance`);
-6. template: apply the StatefulSet template only once migrations succeeded;
-7. status: computed in full, written only where it differs.
+7. template: apply the StatefulSet template only once migrations succeeded;
+8. status: computed in full, written only where it differs.
 
 Nothing is written when nothing differs (`kube.needs_apply`, status diff), so a no-op
 reconcile makes zero API writes.
@@ -33,6 +36,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from occurrence_store import Occurrence, Store
+from occurrence_store.unreachable import is_unreachable
 
 from . import api, conditions, drainplan, gate, naming
 from .conditions import PhaseInputs, compute_phase, find_condition, set_condition
@@ -67,6 +71,16 @@ HEARTBEAT_TOLERANCE_SECONDS = 30
 this (or the status is written anyway): a healthy steady state writes nothing."""
 
 SKIP_DRAIN_ANNOTATION = f"{api.GROUP}/skip-drain"
+OCCURRENCE_ID_CONFLICT = "OccurrenceIdConflict"
+DATABASE_UNAVAILABLE = "DatabaseUnavailable"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why the database side of this pass could not be done (reason: a condition reason)."""
+
+    reason: str
+    message: str
 
 
 def ad_path(namespace: str, name: str) -> str:
@@ -283,31 +297,42 @@ class _Pass:
             migrated = migration.state in ("Succeeded", "Disabled")
 
             record = _record(self.status.get("scaleDown"))
-            store_problem: str | None = None
+            problem: Problem | None = None
+            bypassed = False
             if sts is not None or migrated:
                 try:
                     store = await self.r.stores.get(url)
-                    sts, record = await self._size(spec, owner, store, sts, record)
-                    await self._rebalance(spec, store, sts, record)
+                    problem = await self._claim_ids(spec, store, sts, record)
+                    if problem is None:
+                        sts, record = await self._size(spec, owner, store, sts, record)
+                        await self._rebalance(spec, store, sts, record)
                 except ApiError:
                     raise
                 except Exception as e:  # asyncpg/aiosqlite errors, schema not migrated yet...
-                    store_problem = f"database unavailable: {type(e).__name__}: {_short(e)}"
-                    log.warning("%s/%s: %s", self.namespace, self.name, store_problem)
+                    unreachable = is_unreachable(e)
+                    problem = Problem(
+                        DATABASE_UNAVAILABLE if unreachable else "DatabaseError",
+                        f"database {'unavailable' if unreachable else 'error'}: "
+                        f"{type(e).__name__}: {_short(e)}")
+                    log.warning("%s/%s: %s", self.namespace, self.name, problem.message)
                     await self.r.stores.discard(url)
                     self.want_requeue(RETRY_SECONDS)
                     # what the driver persisted before failing is the truth now
                     record = _record((self.ad.get("status") or {}).get("scaleDown"))
                     sts = await self.kube.get(sts_path)
-                    if sts is not None and drainplan.is_active(record) and self._bypass_requested():
+                    if (unreachable and sts is not None and drainplan.is_active(record)
+                            and self._bypass_requested()):
                         assert record is not None
                         sts, record = await self._bypass_drain(sts_path, record)
-            if migrated and sts is not None:
+                        bypassed = True
+            conflict = problem is not None and problem.reason == OCCURRENCE_ID_CONFLICT
+            if migrated and sts is not None and not conflict:
                 current = int((sts.get("spec") or {}).get("replicas") or 0)
                 desired_sts = build_statefulset(spec, owner, current)
                 if needs_apply(desired_sts, sts):
                     sts = await self.kube.apply(desired_sts)
                     self.event("Normal", "StatefulSetUpdated", "StatefulSet template applied")
+            await self._expire_skip_drain(record, bypassed)
 
         except ApiError as e:
             if not rejected_as_invalid(e):
@@ -320,11 +345,65 @@ class _Pass:
             log.warning("%s/%s: %s", self.namespace, self.name, message)
             await self._finish_problem(before)
             return RETRY_SECONDS
-        occurrences = await self._occurrences(url) if store_problem is None else None
+        occurrences = await self._occurrences(url) if problem is None else None
         await self._write_full_status(
-            spec, rendered, migration, sts, record, occurrences, store_problem, before
+            spec, rendered, migration, sts, record, occurrences, problem, before
         )
         return self.requeue
+
+    @property
+    def agent_id(self) -> str:
+        return api.agent_id(self.namespace, self.name)
+
+    async def _claim_ids(
+        self,
+        spec: AgentDeploymentSpec,
+        store: Store,
+        sts: dict[str, Any] | None,
+        record: ScaleDownStatus | None,
+    ) -> Problem | None:
+        """Claim `<name>-0..` for this AgentDeployment; a Problem if another one owns any.
+
+        Every id this pass could touch is claimed first: the StatefulSet's, the desired
+        ones', the active drain's departing ones (and ordinal 0, where scale-to-zero parks
+        work). Nothing is created, fenced, drained or retired unless all are ours.
+        """
+        current = int(((sts or {}).get("spec") or {}).get("replicas") or 0)
+        upper = max(1, spec.replicas, current,
+                    record.from_replicas if drainplan.is_active(record) and record else 0)
+        ids = [naming.occurrence_id(self.name, k) for k in range(upper)]
+        refused = await store.registry.claim(ids, agent_id=self.agent_id,
+                                             owner_uid=self.ad["metadata"].get("uid"))
+        if not refused:
+            return None
+        first = refused[0]
+        uid = f" (uid {first.owner_uid})" if first.owner_uid else ""
+        names = ", ".join(c.occurrence_id for c in refused[:5]) + (
+            f" and {len(refused) - 5} more" if len(refused) > 5 else "")
+        message = (
+            f"occurrence ids {names} belong to agent {first.owner}{uid} on the same database: "
+            "this AgentDeployment would run the same occurrences, so it creates, fences, "
+            "drains and retires none of them. Rename it or use another database (if that "
+            "agent is gone for good: `occurrence-store occurrences disown ID...`)")
+        log.warning("%s/%s: %s", self.namespace, self.name, message)
+        self.want_requeue(RETRY_SECONDS)
+        return Problem(OCCURRENCE_ID_CONFLICT, message)
+
+    async def _expire_skip_drain(self, record: ScaleDownStatus | None, used: bool) -> None:
+        """The skip-drain annotation is one-shot: it never outlives the drain it was set
+        for. Once that drain is over (bypassed or not), or if there was none, it goes."""
+        if not self._bypass_requested() or drainplan.is_active(record):
+            return
+        await self.kube.merge_patch(
+            ad_path(self.namespace, self.name),
+            {"metadata": {"annotations": {SKIP_DRAIN_ANNOTATION: None}}},
+        )
+        annotations = self.ad["metadata"].get("annotations") or {}
+        annotations.pop(SKIP_DRAIN_ANNOTATION, None)
+        if not used:
+            self.event("Warning", "SkipDrainIgnored",
+                       f"annotation {SKIP_DRAIN_ANNOTATION} removed unused: it applies only to "
+                       "a drain in progress that cannot reach the database")
 
     def _bypass_requested(self) -> bool:
         annotations = self.ad["metadata"].get("annotations") or {}
@@ -335,7 +414,8 @@ class _Pass:
     ) -> tuple[dict[str, Any], ScaleDownStatus]:
         """The documented escape hatch for a drain that cannot finish (database down):
         shrink now; the departing occurrences' work stays in the database under their ids
-        and returns with them on a later scale-up."""
+        and returns with them on a later scale-up (which first un-fences them: drainplan).
+        Used once: the annotation is removed afterwards (`_expire_skip_drain`)."""
         sts = await self.kube.merge_patch(sts_path, {"spec": {"replicas": record.to_replicas}})
         message = (
             f"drain bypassed by annotation {SKIP_DRAIN_ANNOTATION}: scaled to "
@@ -420,11 +500,12 @@ class _Pass:
         result = await drive(
             name=self.name,
             store=store,
-            settings=drainplan.DrainSettings.from_spec(spec.drain),
+            settings=drainplan.DrainSettings.from_spec(spec.drain, spec.recovery),
             desired=spec.replicas,
             current=current,
             record=record,
             ops=ops,
+            agent_id=self.agent_id,
             on_transferred=lambda n: r.metrics.transferred(self.namespace, self.name, n),
             on_drain_done=lambda rec, seconds: r.metrics.drain_finished(seconds),
         )
@@ -490,7 +571,7 @@ class _Pass:
     async def _occurrences(self, url: str) -> list[Occurrence] | None:
         try:
             store = await self.r.stores.get(url)
-            rows = await store.registry.list()
+            rows = await store.registry.list(agent_id=self.agent_id)
         except Exception as e:  # reported through Degraded by the sizing step already
             log.warning("%s/%s: cannot list occurrences: %s", self.namespace, self.name, _short(e))
             return None
@@ -507,7 +588,7 @@ class _Pass:
         sts: dict[str, Any] | None,
         record: ScaleDownStatus | None,
         occurrences: list[Occurrence] | None,
-        store_problem: str | None,
+        problem: Problem | None,
         before: list[dict[str, Any]],
     ) -> None:
         sts_status = (sts or {}).get("status") or {}
@@ -554,11 +635,11 @@ class _Pass:
         # Degraded
         if migration.state == "Failed":
             self.condition(DEGRADED, "True", "MigrationsFailed", migration.message)
-        elif store_problem is not None:
-            self.condition(DEGRADED, "True", "DatabaseUnavailable", store_problem)
+        elif problem is not None:
+            self.condition(DEGRADED, "True", problem.reason, problem.message)
         else:
             self.condition(DEGRADED, "False", "AsExpected", "all good")
-        degraded = migration.state == "Failed" or store_problem is not None
+        degraded = migration.state == "Failed" or problem is not None
 
         # Ready
         desired = spec.replicas
@@ -570,7 +651,10 @@ class _Pass:
             and ready == desired
             and updated == desired
         )
-        if all_there and migration.state in ("Succeeded", "Disabled") and not draining:
+        if problem is not None and problem.reason == OCCURRENCE_ID_CONFLICT:
+            self.condition(READY, "False", OCCURRENCE_ID_CONFLICT,
+                           "its occurrence ids belong to another AgentDeployment")
+        elif all_there and migration.state in ("Succeeded", "Disabled") and not draining:
             self.condition(
                 READY, "True", "AllOccurrencesReady", f"{ready}/{desired} occurrences ready"
             )
@@ -683,6 +767,16 @@ class _Ops:
         )
         self.p.status["scaleDown"] = None if record is None else record.to_wire()
 
+    async def reload(self) -> ScaleDownStatus | None:
+        """The record as persisted now (another operator's step may have moved it on)."""
+        p = self.p
+        ad = await p.kube.get(ad_path(p.namespace, p.name))
+        if ad is None:
+            return _record(p.status.get("scaleDown"))
+        p.ad["status"] = ad.get("status") or {}
+        p.status["scaleDown"] = p.ad["status"].get("scaleDown")
+        return _record(p.status["scaleDown"])
+
     async def departing_pods(self, ordinals: tuple[int, ...]) -> int:
         p = self.p
         pods = await p.kube.list(
@@ -726,7 +820,7 @@ def _occurrence_row(o: Occurrence, now: Any) -> dict[str, Any]:
         "pendingTasks": o.pending_tasks + o.active_tasks,
     }
     if o.state != "retired":
-        row["heartbeatAgeSeconds"] = int(o.heartbeat_age(now))
+        row["heartbeatAgeSeconds"] = int(o.heartbeat_age())  # the database's clock
     return row
 
 

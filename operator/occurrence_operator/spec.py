@@ -16,6 +16,7 @@ from .naming import DNS1123_SUBDOMAIN
 
 ImagePullPolicy = Literal["Always", "IfNotPresent", "Never"]
 InFlightMode = Literal["release", "wait"]
+RecoveryMode = Literal["retry", "fail"]
 ScaleToZeroTarget = Literal["ordinal-0"]
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
@@ -197,12 +198,29 @@ class DrainSpec(CrdModel):
     """Longest wait for departing occurrences' in-flight work (inFlight: wait) before it is
     released to pending anyway and transferred."""
     in_flight: InFlightMode = "release"
-    """`release`: put departing occurrences' in-flight thoughts back to pending at once, then
-    transfer. `wait`: wait (up to timeoutSeconds) for them to finish first."""
+    """`release`: departing occurrences get releaseGraceSeconds to finish what they are doing
+    (they stop taking work the instant they are fenced); then what is still in flight goes
+    back to pending and is transferred, so a thought cut off this way runs again on a
+    survivor. `wait`: wait up to timeoutSeconds for in-flight work to finish first."""
+    release_grace_seconds: int = Field(10, ge=0)
+    """inFlight: release — how long departing occurrences may finish in-flight work after the
+    fence before it is released (at most timeoutSeconds). The operator moves on as soon as
+    every departing occurrence has acknowledged (quiesced) or its lease has expired."""
     scale_to_zero_target: ScaleToZeroTarget = "ordinal-0"
     """Where work goes on a scale to 0: parked on occurrence <name>-0, the first to return."""
     rebalance_on_scale_up: bool = False
     """After a scale-up, move part of the pending work to the new occurrences."""
+
+
+class RecoverySpec(CrdModel):
+    """What happens to stranded in-flight work: a thought left in processing by an occurrence
+    that crashed, was cut off by a drain, or could not record its outcome — whose handler
+    may have run, with side effects nobody knows about."""
+
+    in_flight: RecoveryMode = "retry"
+    """`retry`: put it back to pending, its handler runs again (at-least-once; handlers
+    deduplicate with the thought's attempt key). `fail`: mark it, and its task, failed with
+    the reason, so a handler never runs twice (at-most-once for what may have run)."""
 
 
 class AgentDeploymentSpec(CrdModel):
@@ -248,6 +266,7 @@ class AgentDeploymentSpec(CrdModel):
         default_factory=MigrationsSpec, json_schema_extra={"default": {}}
     )
     drain: DrainSpec = Field(default_factory=DrainSpec, json_schema_extra={"default": {}})
+    recovery: RecoverySpec = Field(default_factory=RecoverySpec, json_schema_extra={"default": {}})
     termination_grace_period_seconds: int = Field(60, ge=0)
     """Time an agent gets to exit after SIGTERM. Work is drained before pods are removed, so
     this only bounds the agent's own shutdown."""

@@ -1,4 +1,4 @@
-"""``occurrence-store``: migrate, inspect occurrences, submit and list tasks, drain.
+"""``occurrence-store``: migrate, inspect occurrences, submit, list and find tasks, drain.
 
 Every listing takes ``--output json`` (keys documented in docs/cli.md, stable across
 releases). Errors are one line on stderr with a non-zero exit, never a traceback.
@@ -59,20 +59,32 @@ def build_parser() -> argparse.ArgumentParser:
     state.add_argument("--expected-version", type=int,
                        help="only if the row still has this version (else: conflict error)")
     _output(state)
+    disown = occ_sub.add_parser(
+        "disown", help="forget which agent owns these occurrence ids (its AgentDeployment is "
+        "gone for good and another one should take them)")
+    disown.add_argument("occurrence_ids", nargs="+", metavar="ID")
+    _output(disown)
     _output(occ)
 
-    tasks = sub.add_parser("tasks", help="submit or list one occurrence's tasks")
+    tasks = sub.add_parser("tasks", help="submit, list or find tasks")
     tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True, metavar="SUBCOMMAND")
     submit = tasks_sub.add_parser("submit", help="add pending tasks to an occurrence")
     submit.add_argument("--occurrence", required=True)
     submit.add_argument("--description", required=True)
     submit.add_argument("--count", type=_positive_int, default=1)
     submit.add_argument("--channel", default="")
+    submit.add_argument("--idempotency-key",
+                        help="submit once: if the agent already has a task with this key, "
+                        "print it instead of adding another (needs --count 1)")
     _output(submit)
     listing = tasks_sub.add_parser("list", help="list an occurrence's tasks")
     listing.add_argument("--occurrence", required=True)
     listing.add_argument("--status", choices=[s.value for s in TaskStatus])
     _output(listing)
+    show = tasks_sub.add_parser(
+        "show", help="find one task wherever it is: owner, status, thoughts, transfer history")
+    show.add_argument("task_id", metavar="TASK_ID")
+    _output(show)
 
     drain = sub.add_parser("drain", help="move an occurrence's pending work to survivors")
     drain.add_argument("--from", dest="source", required=True)
@@ -195,6 +207,11 @@ async def _cmd_occurrences(store: Store, args: argparse.Namespace) -> int:
         _emit(args, {"occurrence_id": occ.occurrence_id, "state": occ.state.value},
               f"registered {occ.occurrence_id} ({occ.state.value})")
         return 0
+    if getattr(args, "occ_command", None) == "disown":
+        changed = await store.registry.disown(args.occurrence_ids)
+        _emit(args, {"occurrence_ids": args.occurrence_ids, "changed": changed},
+              f"{changed} occurrence id(s) disowned")
+        return 0
     if getattr(args, "occ_command", None) == "state":
         await _known(store, args.occurrence_id)
         occ = await store.registry.set_state(args.occurrence_id, OccurrenceState(args.state),
@@ -203,28 +220,41 @@ async def _cmd_occurrences(store: Store, args: argparse.Namespace) -> int:
                      "version": occ.version},
               f"{occ.occurrence_id} is {occ.state.value} (version {occ.version})")
         return 0
-    now = store.clock()
     occurrences = await store.registry.list()
     payload = {"occurrences": [
         {"occurrence_id": o.occurrence_id, "ordinal": o.ordinal, "state": o.state.value,
          "version": o.version, "quiesced": o.quiesced,
-         "heartbeat_age_seconds": round(o.heartbeat_age(now), 3),
-         "lease_expired": o.lease_expired(now),
+         "heartbeat_age_seconds": round(o.heartbeat_age(), 3),
+         "lease_expired": o.lease_expired(), "agent_id": o.agent_id,
          "pending_tasks": o.pending_tasks, "active_tasks": o.active_tasks}
         for o in occurrences]}
-    rows = [(o.occurrence_id, o.state.value + (" (lease expired)" if o.lease_expired(now) else ""),
-             f"{o.heartbeat_age(now):.1f}s", o.pending_tasks, o.active_tasks) for o in occurrences]
-    _emit(args, payload, _table(("OCCURRENCE", "STATE", "HEARTBEAT AGE", "PENDING", "ACTIVE"),
-                                rows))
+    rows = [(o.occurrence_id, o.state.value + (" (lease expired)" if o.lease_expired() else ""),
+             f"{o.heartbeat_age():.1f}s", o.pending_tasks, o.active_tasks, o.agent_id or "-")
+            for o in occurrences]
+    _emit(args, payload, _table(
+        ("OCCURRENCE", "STATE", "HEARTBEAT AGE", "PENDING", "ACTIVE", "AGENT"), rows))
     return 0
 
 
 async def _cmd_tasks(store: Store, args: argparse.Namespace) -> int:
+    if args.tasks_command == "show":
+        return await _cmd_show(store, args)
     await _known(store, args.occurrence)
     scope = store.scope(args.occurrence)
+    if args.tasks_command == "submit" and args.idempotency_key is not None:
+        if args.count != 1:
+            raise StoreError("--idempotency-key submits one task: drop --count or use --count 1")
+        task, created = await scope.add_task_once(
+            args.description, idempotency_key=args.idempotency_key, channel_id=args.channel)
+        _emit(args, {"occurrence_id": task.agent_occurrence_id, "task_ids": [task.task_id],
+                     "created": created},
+              f"submitted task {task.task_id} to {task.agent_occurrence_id}" if created else
+              f"task {task.task_id} (on {task.agent_occurrence_id}) already has idempotency key "
+              f"{args.idempotency_key!r}: nothing submitted")
+        return 0
     if args.tasks_command == "submit":
         ids = await scope.add_tasks([args.description] * args.count, channel_id=args.channel)
-        _emit(args, {"occurrence_id": args.occurrence, "task_ids": ids},
+        _emit(args, {"occurrence_id": args.occurrence, "task_ids": ids, "created": True},
               f"submitted {len(ids)} task(s) to {args.occurrence}")
         return 0
     tasks = (await scope.get_tasks_by_status(TaskStatus(args.status)) if args.status
@@ -236,6 +266,41 @@ async def _cmd_tasks(store: Store, args: argparse.Namespace) -> int:
         for t in tasks]}
     rows = [(t.task_id, t.status.value, t.priority, t.description[:60]) for t in tasks]
     _emit(args, payload, _table(("TASK", "STATUS", "PRIORITY", "DESCRIPTION"), rows))
+    return 0
+
+
+async def _cmd_show(store: Store, args: argparse.Namespace) -> int:
+    report = await store.unscoped.find_task(args.task_id)
+    if report is None:
+        raise StoreError(f"no task {args.task_id!r} in this database")
+    task = report.task
+    payload = {
+        "task": {**task.model_dump(mode="json"), "owner": task.agent_occurrence_id},
+        "thoughts": [t.model_dump(mode="json") for t in report.thoughts],
+        "transfers": [r.model_dump(mode="json") for r in report.transfers],
+    }
+    lines = [
+        f"task         {task.task_id}",
+        f"owner        {task.agent_occurrence_id}" + (f" (agent {task.agent_id})"
+                                                      if task.agent_id else ""),
+        f"status       {task.status.value}",
+        f"description  {task.description[:200]}",
+        f"created      {task.created_at.isoformat()}",
+        f"updated      {task.updated_at.isoformat()}",
+    ]
+    if task.idempotency_key:
+        lines.append(f"key          {task.idempotency_key}")
+    if task.outcome:
+        lines.append(f"outcome      {json.dumps(task.outcome, sort_keys=True)[:200]}")
+    lines += ["", f"thoughts ({len(report.thoughts)})", _table(
+        ("THOUGHT", "OWNER", "STATUS", "DEPTH", "ATTEMPTS", "LAST ERROR"),
+        [(t.thought_id, t.agent_occurrence_id, t.status.value, t.thought_depth, t.attempts,
+          (t.last_error or "-")[:60]) for t in report.thoughts])]
+    lines += ["", f"transfers ({len(report.transfers)})", _table(
+        ("WHEN", "FROM", "TO", "THOUGHTS", "REASON"),
+        [(r.transferred_at.isoformat(), r.from_occurrence_id, r.to_occurrence_id,
+          r.thoughts_moved, r.reason) for r in report.transfers])]
+    _emit(args, payload, "\n".join(lines))
     return 0
 
 

@@ -12,13 +12,14 @@ import contextlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiosqlite
 import asyncpg
 
+from occurrence_store.clock import DatabaseClock
 from occurrence_store.errors import DatabaseUnavailable, InvalidDatabaseURL
 from occurrence_store.urls import DatabaseURL, Dialect, parse_database_url
 
@@ -41,6 +42,7 @@ class Connection(Protocol):
 class Database(Protocol):
     dialect: Dialect
     url: DatabaseURL
+    clock: DatabaseClock
 
     def connection(self) -> contextlib.AbstractAsyncContextManager[Connection]: ...
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Connection]: ...
@@ -79,9 +81,10 @@ class _PooledConnection(asyncpg.Connection):
 
     The reset (``UNLISTEN *; RESET ALL; pg_advisory_unlock_all(); CLOSE ALL``) costs a round
     trip on every release. The core leaves no session state on pooled connections: LISTEN
-    runs on a dedicated connection, advisory locks are transaction-scoped, settings are
-    ``SET LOCAL``, cursors live inside transactions. An open transaction is still rolled
-    back by asyncpg on release, whatever this returns.
+    runs on a dedicated connection, the one session-level advisory lock (locks.py) is
+    unlocked or its connection terminated, settings are ``SET LOCAL`` (the test clock's
+    offset is set again on every use), cursors live inside transactions. An open
+    transaction is still rolled back by asyncpg on release, whatever this returns.
     """
 
     def get_reset_query(self) -> str:
@@ -91,18 +94,26 @@ class _PooledConnection(asyncpg.Connection):
 class PostgresDatabase:
     dialect: Dialect = "postgresql"
 
-    def __init__(self, url: DatabaseURL, pool: asyncpg.Pool) -> None:
+    def __init__(self, url: DatabaseURL, pool: asyncpg.Pool, clock: DatabaseClock,
+                 application_name: str | None = None) -> None:
         self.url = url
         self.pool = pool
+        self.clock = clock
+        self.application_name = application_name
 
     @classmethod
     async def connect(
-        cls, url: DatabaseURL, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0
+        cls, url: DatabaseURL, *, clock: DatabaseClock, min_size: int = 1, max_size: int = 10,
+        timeout: float = 10.0, application_name: str | None = None,
     ) -> PostgresDatabase:
+        """``application_name`` names this process's sessions in ``pg_stat_activity`` (an
+        agent uses its occurrence id: an operator sees at once whose backend is whose)."""
+        settings = {"application_name": application_name[:63]} if application_name else None
         try:
             pool = await asyncpg.create_pool(
                 url.url, min_size=min_size, max_size=max_size, timeout=timeout,
                 command_timeout=300, connection_class=_PooledConnection,
+                server_settings=settings,
             )
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise DatabaseUnavailable(
@@ -110,21 +121,42 @@ class PostgresDatabase:
             ) from None
         except ValueError as exc:  # asyncpg's DSN parser
             raise InvalidDatabaseURL(f"invalid PostgreSQL URL: {exc}") from None
-        return cls(url, pool)
+        return cls(url, pool, clock, application_name)
+
+    async def _shift_clock(self, conn: asyncpg.Connection) -> None:
+        """Tests shift the database clock; each session carries the offset it must add."""
+        if self.clock.shifted:
+            await conn.execute("SELECT set_config('occurrence.clock_offset', $1, false)",
+                               f"{self.clock.offset_seconds} seconds")
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         async with self.pool.acquire() as conn:
+            await self._shift_clock(conn)
             yield _PgConnection(conn)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            yield _PgConnection(conn)
+        async with self.pool.acquire() as conn:
+            await self._shift_clock(conn)
+            async with conn.transaction():
+                yield _PgConnection(conn)
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[asyncpg.Connection]:
+        """One pooled connection for session state (an advisory lock held across steps).
+
+        The caller must leave the session clean (unlock what it locked) or terminate the
+        connection, so that no state goes back to the pool with it.
+        """
+        async with self.pool.acquire() as conn:
+            yield conn
 
     async def dedicated_connection(self) -> asyncpg.Connection:
         """A connection outside the pool, for LISTEN (a pool resets listeners on release)."""
-        return await asyncpg.connect(self.url.url)
+        settings = ({"application_name": f"{self.application_name}:listen"[:63]}
+                    if self.application_name else None)
+        return await asyncpg.connect(self.url.url, server_settings=settings)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -214,13 +246,17 @@ class SqliteDatabase:
 
     dialect: Dialect = "sqlite"
 
-    def __init__(self, url: DatabaseURL, conn: aiosqlite.Connection) -> None:
+    def __init__(self, url: DatabaseURL, conn: aiosqlite.Connection,
+                 clock: DatabaseClock) -> None:
         self.url = url
         self.conn = conn
+        self.clock = clock
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def connect(cls, url: DatabaseURL, *, busy_timeout_ms: int = 30000) -> SqliteDatabase:
+    async def connect(cls, url: DatabaseURL, *, clock: DatabaseClock,
+                      busy_timeout_ms: int = 30000,
+                      application_name: str | None = None) -> SqliteDatabase:
         assert url.sqlite_path is not None
         path = Path(url.sqlite_path)
         try:
@@ -232,7 +268,12 @@ class SqliteDatabase:
         await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         await conn.execute("PRAGMA journal_mode = WAL")
         await conn.execute("PRAGMA synchronous = NORMAL")
-        return cls(url, conn)
+        await conn.create_function(
+            "occurrence_now", 0, lambda: to_sqlite_timestamp(clock.host_now()))
+        await conn.create_function(
+            "occurrence_after", 1,
+            lambda seconds: to_sqlite_timestamp(clock.host_now() + timedelta(seconds=seconds)))
+        return cls(url, conn, clock)
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
@@ -255,8 +296,18 @@ class SqliteDatabase:
         await self.conn.close()
 
 
-async def open_database(url: str | DatabaseURL | None, **kwargs: Any) -> Database:
+async def fetch_now(conn: Connection) -> datetime:
+    """The database's clock (``occurrence_now()``), read on ``conn``."""
+    value = await conn.fetchval("SELECT occurrence_now()")
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+async def open_database(url: str | DatabaseURL | None, *, clock: DatabaseClock | None = None,
+                        **kwargs: Any) -> Database:
     parsed = url if isinstance(url, DatabaseURL) else parse_database_url(url)
+    clock = clock or DatabaseClock()
     if parsed.dialect == "postgresql":
-        return await PostgresDatabase.connect(parsed, **kwargs)
-    return await SqliteDatabase.connect(parsed, **kwargs)
+        return await PostgresDatabase.connect(parsed, clock=clock, **kwargs)
+    return await SqliteDatabase.connect(parsed, clock=clock, **kwargs)

@@ -40,3 +40,25 @@ class VersionConflict(StoreError):
 
 class MigrationError(StoreError):
     """A migration could not be applied, or an applied migration was edited afterwards."""
+
+
+class InvalidTaskId(StoreError):
+    """A task id an ordinary occurrence may not use (the form of a shared decision's id)."""
+
+
+class OccurrenceIdConflict(StoreError):
+    """An occurrence id is owned by another agent (another AgentDeployment on this database);
+    nothing of that agent's was changed."""
+
+    def __init__(self, occurrence_id: str, owner: str, claimant: str,
+                 owner_uid: str | None = None) -> None:
+        self.occurrence_id = occurrence_id
+        self.owner = owner
+        self.claimant = claimant
+        self.owner_uid = owner_uid
+        uid = f" (uid {owner_uid})" if owner_uid else ""
+        super().__init__(
+            f"occurrence id {occurrence_id!r} belongs to agent {owner!r}{uid}, not to "
+            f"{claimant!r}: two agents on one database cannot share occurrence ids (rename "
+            "one, or `occurrence-store occurrences disown` the ids if the owner is gone for good)"
+        )

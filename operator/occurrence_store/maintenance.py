@@ -8,9 +8,7 @@ work unless asked.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from occurrence_store.clock import Clock
+from occurrence_store.clock import after_sql
 from occurrence_store.database import Database
 from occurrence_store.models import SHARED_OCCURRENCE_ID, TaskStatus
 
@@ -19,17 +17,16 @@ _FINISHED = (TaskStatus.COMPLETED.value, TaskStatus.FAILED.value, TaskStatus.REJ
 
 
 class Maintenance:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self._now = clock
 
     async def cleanup_stale_shared_tasks(
         self, older_than_seconds: float = STALE_SHARED_AFTER_SECONDS
     ) -> int:
         """Delete unfinished ``__shared__`` tasks (and thoughts) whose claim lease expired
         more than ``older_than_seconds`` ago: their claimer died before finishing."""
-        cutoff = self._now() - timedelta(seconds=older_than_seconds)
         async with self.db.transaction() as conn:
+            cutoff = await conn.fetchval(f"SELECT {after_sql('$1')}", -float(older_than_seconds))
             stale = await conn.fetch(
                 "SELECT task_id FROM tasks WHERE agent_occurrence_id = $1 "
                 "AND status NOT IN ($2, $3, $4) AND lease_expires_at < $5",
@@ -65,9 +62,8 @@ class Maintenance:
         include_shared: bool = False,
     ) -> int:
         """Delete finished tasks (and their thoughts) last updated before the window."""
-        cutoff = self._now() - timedelta(seconds=retention_seconds)
-        where = "status IN ($1, $2, $3) AND updated_at < $4"
-        args: list[object] = [*_FINISHED, cutoff]
+        where = f"status IN ($1, $2, $3) AND updated_at < {after_sql('$4')}"
+        args: list[object] = [*_FINISHED, -float(retention_seconds)]
         if occurrence_id is not None:
             where += " AND agent_occurrence_id = $5"
             args.append(occurrence_id)

@@ -18,6 +18,17 @@ SHARED_OCCURRENCE_ID = "__shared__"
 DEFAULT_OCCURRENCE_ID = "default"
 """Owner of rows written before occurrences existed (the migration backfills it)."""
 
+DEFAULT_AGENT_ID = ""
+"""The agent of rows written before agents were told apart (one agent per database)."""
+
+_SHARED_TASK_ID_RE = re.compile(r"^[A-Z0-9_]+_SHARED_[0-9]{8}(@.+)?$")
+
+
+def is_shared_task_id(task_id: str) -> bool:
+    """Whether ``task_id`` has the form of a shared decision's id (``WAKEUP_SHARED_20261201``,
+    ``..@<agent>``): only ``__shared__`` may hold such a task."""
+    return bool(_SHARED_TASK_ID_RE.match(task_id))
+
 _OCCURRENCE_ID_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 
 
@@ -68,6 +79,18 @@ class OccurrenceState(StrEnum):
     RETIRED = "retired"
 
 
+class InFlightRecovery(StrEnum):
+    """What happens to a *stranded* thought: one left PROCESSING by a runtime that crashed,
+    lost track of it, was fenced, or could not record its outcome — its handler may have run,
+    with side effects nobody knows about."""
+
+    RETRY = "retry"
+    """Put it back to pending: its handler runs again (at-least-once); the default."""
+    FAIL = "fail"
+    """Mark it FAILED with the reason, and its task with it: a handler never runs twice
+    (at-most-once for what may have had side effects), the choice of the reference system."""
+
+
 class InFlightPolicy(StrEnum):
     """What a drain does with thoughts the departing occurrence is processing right now."""
 
@@ -107,6 +130,10 @@ class Task(_Row):
     updated_info_content: str | None = None
     claimed_by: str | None = None
     lease_expires_at: datetime | None = None
+    agent_id: str = DEFAULT_AGENT_ID
+    """The agent (AgentDeployment ``<namespace>/<name>``) the task was submitted to."""
+    idempotency_key: str | None = None
+    """The submitter's key: one task per key and agent (``Idempotency-Key``)."""
 
     @field_validator("context", "outcome", mode="before")
     @classmethod
@@ -128,11 +155,25 @@ class Thought(_Row):
     updated_at: datetime
     context: dict[str, Any] = Field(default_factory=dict)
     final_action: dict[str, Any] = Field(default_factory=dict)
+    attempts: int = 0
+    """How many times the thought was claimed for processing (1 on its first run)."""
+    retry_at: datetime | None = None
+    """Not claimed again before this time (backoff after an error)."""
+    last_error: str | None = None
+    """Why the last attempt did not finish."""
 
     @field_validator("context", "final_action", mode="before")
     @classmethod
     def _json(cls, value: Any) -> dict[str, Any]:
         return _load_json(value)
+
+    @property
+    def attempt_key(self) -> str:
+        """A key that is the same for every attempt at this thought — retries, releases by
+        a drain, moves to another occurrence, restarts. Handlers pass it along with their
+        side effects (an ``Idempotency-Key`` to a payment API, a unique column) so that a
+        thought run twice does its side effect once."""
+        return f"thought:{self.thought_id}"
 
 
 class Occurrence(_Row):
@@ -149,12 +190,21 @@ class Occurrence(_Row):
     quiesced: bool = False
     pending_tasks: int = 0
     active_tasks: int = 0
+    agent_id: str = DEFAULT_AGENT_ID
+    """The agent owning this id (AgentDeployment ``<namespace>/<name>``; '' unowned)."""
+    owner_uid: str | None = None
+    """UID of the AgentDeployment that claimed the id."""
+    drain_grace_seconds: float | None = None
+    """Set with a fence: how long in-flight work may go on before it is released."""
+    observed_at: datetime
+    """The database's time when this row was read: ages and expiry are measured from it,
+    never from the reader's clock."""
 
-    def heartbeat_age(self, now: datetime) -> float:
-        return max(0.0, (now - self.heartbeat_at).total_seconds())
+    def heartbeat_age(self, now: datetime | None = None) -> float:
+        return max(0.0, ((now or self.observed_at) - self.heartbeat_at).total_seconds())
 
-    def lease_expired(self, now: datetime) -> bool:
-        return self.lease_expires_at < now
+    def lease_expired(self, now: datetime | None = None) -> bool:
+        return self.lease_expires_at < (now or self.observed_at)
 
 
 class TransferRecord(_Row):

@@ -1,19 +1,24 @@
-"""The occurrence registry: who runs, in what state, and whether its lease is alive.
+"""The occurrence registry: who runs, for which agent, in what state, with a live lease?
 
-Heartbeats extend a lease (renew at most every third of the TTL). State changes are
-optimistic: the writer names the version it read, and a stale writer gets
-:class:`VersionConflict` with nothing overwritten. Rows are never deleted by the core:
-a departed occurrence becomes ``retired`` only after its work was reassigned.
+Heartbeats extend a lease. State changes are optimistic: the writer names the version it
+read, and a stale writer gets :class:`VersionConflict` with nothing overwritten. A fence
+(any state but ``active``) is announced on PostgreSQL with ``NOTIFY`` in the fence's own
+transaction, so a fenced runtime learns of it in milliseconds; it polls its row anyway.
+Each id belongs to one agent (``agent_id``, the AgentDeployment ``<namespace>/<name>``): a
+runtime or operator of another agent is refused with :class:`OccurrenceIdConflict`. Rows are
+never deleted by the core: a departed occurrence becomes ``retired`` once its work moved.
+All times are the database's (:mod:`occurrence_store.clock`).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Sequence
 
-from occurrence_store.clock import Clock
-from occurrence_store.database import Database, Row
-from occurrence_store.errors import UnknownOccurrence, VersionConflict
+from occurrence_store.clock import NOW_SQL, after_sql
+from occurrence_store.database import Connection, Database, Row
+from occurrence_store.errors import OccurrenceIdConflict, UnknownOccurrence, VersionConflict
 from occurrence_store.models import (
+    DEFAULT_AGENT_ID,
     Occurrence,
     OccurrenceState,
     TaskStatus,
@@ -21,13 +26,16 @@ from occurrence_store.models import (
 )
 
 DEFAULT_LEASE_SECONDS = 30.0
+NOTIFY_CHANNEL = "occurrence_registry"
+"""PostgreSQL channel of fence notifications; the payload is the occurrence id."""
 
 _COLUMNS = (
     "o.occurrence_id, o.state, o.version, o.ordinal, o.registered_at, o.heartbeat_at, "
-    "o.lease_expires_at, o.state_changed_at, o.quiesced"
+    "o.lease_expires_at, o.state_changed_at, o.quiesced, o.agent_id, o.owner_uid, "
+    "o.drain_grace_seconds"
 )
 _WITH_COUNTS = (
-    f"SELECT {_COLUMNS}, "
+    f"SELECT {_COLUMNS}, {NOW_SQL} AS observed_at, "
     "(SELECT COUNT(*) FROM tasks t WHERE t.agent_occurrence_id = o.occurrence_id "
     " AND t.status = $1) AS pending_tasks, "
     "(SELECT COUNT(*) FROM tasks t WHERE t.agent_occurrence_id = o.occurrence_id "
@@ -41,54 +49,120 @@ def _occurrence(row: Row) -> Occurrence:
 
 
 class Registry:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self._now = clock
 
     async def register(
         self, occurrence_id: str, *, ordinal: int | None = None,
-        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS, agent_id: str = DEFAULT_AGENT_ID,
     ) -> Occurrence:
         """Insert or refresh this occurrence's row and start its lease.
 
         A ``draining`` state survives re-registration (a pod restarting mid-drain must stay
         fenced); a ``retired`` occurrence that comes back (scale-up reusing its ordinal)
-        becomes ``active`` again with a new version.
+        becomes ``active`` again with a new version. An id owned by another agent raises
+        :class:`OccurrenceIdConflict` and changes nothing.
         """
         validate_occurrence_id(occurrence_id)
-        now = self._now()
-        lease = now + timedelta(seconds=lease_seconds)
+        retired, draining = OccurrenceState.RETIRED.value, OccurrenceState.DRAINING.value
         async with self.db.transaction() as conn:
             await conn.execute(
                 "INSERT INTO occurrences AS o (occurrence_id, state, version, ordinal, "
-                "registered_at, heartbeat_at, lease_expires_at, state_changed_at, quiesced) "
-                "VALUES ($1, $2, 1, $3, $4, $4, $5, $4, $6) "
+                "registered_at, heartbeat_at, lease_expires_at, state_changed_at, quiesced, "
+                f"agent_id) VALUES ($1, $2, 1, $3, {NOW_SQL}, {NOW_SQL}, {after_sql('$4')}, "
+                f"{NOW_SQL}, $5, $6) "
                 "ON CONFLICT (occurrence_id) DO UPDATE SET "
                 "  heartbeat_at = excluded.heartbeat_at, "
                 "  lease_expires_at = excluded.lease_expires_at, "
                 "  ordinal = COALESCE(excluded.ordinal, o.ordinal), "
                 "  quiesced = CASE WHEN o.state = $7 THEN o.quiesced ELSE excluded.quiesced END, "
                 "  registered_at = excluded.registered_at, "
+                "  agent_id = CASE WHEN excluded.agent_id = '' THEN o.agent_id "
+                "             ELSE excluded.agent_id END, "
                 "  state = CASE WHEN o.state = $8 THEN $2 ELSE o.state END, "
                 "  state_changed_at = CASE WHEN o.state = $8 THEN excluded.state_changed_at "
                 "                     ELSE o.state_changed_at END, "
-                "  version = CASE WHEN o.state = $8 THEN o.version + 1 ELSE o.version END",
-                occurrence_id, OccurrenceState.ACTIVE.value, ordinal, now, lease, False,
-                OccurrenceState.DRAINING.value, OccurrenceState.RETIRED.value,
+                "  version = CASE WHEN o.state = $8 THEN o.version + 1 ELSE o.version END "
+                "WHERE o.agent_id IN ('', excluded.agent_id) OR excluded.agent_id = ''",
+                occurrence_id, OccurrenceState.ACTIVE.value, ordinal, float(lease_seconds),
+                False, agent_id, draining, retired,
             )
             row = await self._get(conn, occurrence_id)
         assert row is not None
+        _check_owner(row, agent_id)
         return row
+
+    async def claim(self, occurrence_ids: Sequence[str], *, agent_id: str,
+                    owner_uid: str | None = None) -> list[OccurrenceIdConflict]:
+        """Make ``agent_id`` the owner of ``occurrence_ids``; return the ids refused.
+
+        All or nothing: when every id is unowned (or unknown: a row is reserved for it) or
+        already ``agent_id``'s, all are taken; ``owner_uid`` (the AgentDeployment's UID) is
+        recorded, and replaced when an AgentDeployment of the same namespace and name is
+        created again. If any belongs to another agent, none is taken and each such id comes
+        back as an :class:`OccurrenceIdConflict`.
+        """
+        if not agent_id:
+            raise ValueError("claiming occurrence ids needs an agent id")
+        ids = [validate_occurrence_id(i) for i in dict.fromkeys(occurrence_ids)]
+        if not ids:
+            return []
+        try:
+            async with self.db.transaction() as conn:
+                refused = _refused(ids, await _owners(conn, ids), agent_id)
+                if refused:  # all or nothing: not even the free ids are taken
+                    return refused
+                await self._take(conn, ids, agent_id, owner_uid)
+                refused = _refused(ids, await _owners(conn, ids), agent_id)
+                if refused:  # another agent claimed some meanwhile: take none
+                    raise _ClaimLost(refused)
+        except _ClaimLost as lost:
+            return lost.refused
+        return []
+
+    async def _take(self, conn: Connection, ids: Sequence[str], agent_id: str,
+                    owner_uid: str | None) -> None:
+        owners = await _owners(conn, ids)
+        for occurrence_id in ids:
+            current = owners.get(occurrence_id)
+            if current is None:
+                await conn.execute(
+                    "INSERT INTO occurrences (occurrence_id, state, version, registered_at, "
+                    "heartbeat_at, lease_expires_at, state_changed_at, quiesced, agent_id, "
+                    f"owner_uid) VALUES ($1, $2, 1, {NOW_SQL}, {NOW_SQL}, {NOW_SQL}, "
+                    f"{NOW_SQL}, $3, $4, $5) ON CONFLICT (occurrence_id) DO NOTHING",
+                    occurrence_id, OccurrenceState.ACTIVE.value, False, agent_id, owner_uid,
+                )
+            elif current[0] == "" or (owner_uid is not None and current[1] != owner_uid):
+                await conn.execute(
+                    "UPDATE occurrences SET agent_id = $1, owner_uid = COALESCE($2, owner_uid) "
+                    "WHERE occurrence_id = $3 AND agent_id IN ('', $1)",
+                    agent_id, owner_uid, occurrence_id,
+                )
+
+    async def disown(self, occurrence_ids: Sequence[str]) -> int:
+        """Forget the owner of ``occurrence_ids`` (its agent is gone for good); return how
+        many rows changed. The next agent to claim or register them takes them."""
+        ids = [validate_occurrence_id(i) for i in dict.fromkeys(occurrence_ids)]
+        changed = 0
+        async with self.db.transaction() as conn:
+            for occurrence_id in ids:
+                row = await conn.fetchrow(
+                    "UPDATE occurrences SET agent_id = '', owner_uid = NULL "
+                    "WHERE occurrence_id = $1 AND (agent_id <> '' OR owner_uid IS NOT NULL) "
+                    "RETURNING occurrence_id", occurrence_id)
+                changed += row is not None
+        return changed
 
     async def heartbeat(self, occurrence_id: str, *,
                         lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Occurrence:
         """Extend the lease; the returned row tells the runtime its current state."""
-        now = self._now()
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
-                "UPDATE occurrences SET heartbeat_at = $1, lease_expires_at = $2 "
-                "WHERE occurrence_id = $3 RETURNING occurrence_id",
-                now, now + timedelta(seconds=lease_seconds), occurrence_id,
+                f"UPDATE occurrences SET heartbeat_at = {NOW_SQL}, "
+                f"lease_expires_at = {after_sql('$1')} WHERE occurrence_id = $2 "
+                "RETURNING occurrence_id",
+                float(lease_seconds), occurrence_id,
             )
             if row is None:
                 raise UnknownOccurrence(f"occurrence {occurrence_id!r} is not registered")
@@ -97,36 +171,44 @@ class Registry:
         return occurrence
 
     async def set_state(
-        self, occurrence_id: str, state: OccurrenceState, *, expected_version: int | None = None
+        self, occurrence_id: str, state: OccurrenceState, *, expected_version: int | None = None,
+        grace_seconds: float | None = None,
     ) -> Occurrence:
         """Change the lifecycle state.
 
         With ``expected_version`` the write lands only if the row still has that version,
         else :class:`VersionConflict`. Without it, a missing row is created in ``state``
-        (the operator fences an occurrence whose pod never registered).
+        (the operator fences an occurrence whose pod never registered). ``grace_seconds``
+        (with a fence) tells the runtime how long its in-flight work may go on before it
+        releases it. Any state but ``active`` is a fence: on PostgreSQL the transaction
+        notifies ``occurrence_registry`` with the id, and the runtime reacts at once.
         """
         validate_occurrence_id(occurrence_id)
         state = OccurrenceState(state)
-        now = self._now()
+        grace = None if grace_seconds is None else float(grace_seconds)
         async with self.db.transaction() as conn:
             if expected_version is None:
                 await conn.execute(
                     "INSERT INTO occurrences AS o (occurrence_id, state, version, registered_at, "
-                    "heartbeat_at, lease_expires_at, state_changed_at, quiesced) "
-                    "VALUES ($1, $2, 1, $3, $3, $3, $3, $4) ON CONFLICT (occurrence_id) DO UPDATE "
+                    "heartbeat_at, lease_expires_at, state_changed_at, quiesced, "
+                    f"drain_grace_seconds) VALUES ($1, $2, 1, {NOW_SQL}, {NOW_SQL}, {NOW_SQL}, "
+                    f"{NOW_SQL}, $3, $4) ON CONFLICT (occurrence_id) DO UPDATE "
                     "SET state = excluded.state, version = o.version + 1, "
                     "state_changed_at = excluded.state_changed_at, "
+                    "drain_grace_seconds = excluded.drain_grace_seconds, "
                     "quiesced = CASE WHEN o.state = excluded.state THEN o.quiesced "
                     "           ELSE excluded.quiesced END "
-                    "WHERE o.state <> excluded.state",
-                    occurrence_id, state.value, now, False,
+                    "WHERE o.state <> excluded.state "
+                    "OR COALESCE(o.drain_grace_seconds, -1) <> "
+                    "COALESCE(excluded.drain_grace_seconds, -1)",
+                    occurrence_id, state.value, False, grace,
                 )
             else:
                 row = await conn.fetchrow(
-                    "UPDATE occurrences SET state = $1, version = version + 1, "
-                    "state_changed_at = $2, quiesced = $3 "
+                    f"UPDATE occurrences SET state = $1, version = version + 1, "
+                    f"state_changed_at = {NOW_SQL}, quiesced = $2, drain_grace_seconds = $3 "
                     "WHERE occurrence_id = $4 AND version = $5 RETURNING occurrence_id",
-                    state.value, now, False, occurrence_id, expected_version,
+                    state.value, False, grace, occurrence_id, expected_version,
                 )
                 if row is None:
                     actual = await conn.fetchval(
@@ -135,6 +217,8 @@ class Registry:
                     raise VersionConflict(
                         occurrence_id, expected_version, int(actual) if actual else None
                     )
+            if self.db.dialect == "postgresql":
+                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, occurrence_id)
             occurrence = await self._get(conn, occurrence_id)
         assert occurrence is not None
         return occurrence
@@ -149,7 +233,7 @@ class Registry:
             )
         return row is not None
 
-    async def _get(self, conn, occurrence_id: str) -> Occurrence | None:
+    async def _get(self, conn: Connection, occurrence_id: str) -> Occurrence | None:
         row = await conn.fetchrow(
             _WITH_COUNTS + " WHERE o.occurrence_id = $3",
             TaskStatus.PENDING.value, TaskStatus.ACTIVE.value, occurrence_id,
@@ -160,12 +244,20 @@ class Registry:
         async with self.db.connection() as conn:
             return await self._get(conn, occurrence_id)
 
-    async def list(self, *, state: OccurrenceState | None = None) -> list[Occurrence]:
+    async def list(self, *, state: OccurrenceState | None = None,
+                   agent_id: str | None = None) -> list[Occurrence]:
+        """Every occurrence (of one state, of one agent when given), with its work counts."""
         sql = _WITH_COUNTS
         args: list[object] = [TaskStatus.PENDING.value, TaskStatus.ACTIVE.value]
+        where = []
         if state is not None:
-            sql += " WHERE o.state = $3"
             args.append(OccurrenceState(state).value)
+            where.append(f"o.state = ${len(args)}")
+        if agent_id is not None:
+            args.append(agent_id)
+            where.append(f"o.agent_id = ${len(args)}")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         async with self.db.connection() as conn:
             rows = await conn.fetch(
                 sql + " ORDER BY COALESCE(o.ordinal, 2147483647), o.occurrence_id", *args
@@ -174,16 +266,41 @@ class Registry:
 
     async def expired(self) -> list[Occurrence]:
         """Non-retired occurrences whose lease ran out: crashed or stuck."""
-        now = self._now()
         return [o for o in await self.list() if o.state != OccurrenceState.RETIRED
-                and o.lease_expired(now)]
+                and o.lease_expired()]
 
-    async def live_count(self) -> int:
-        """How many occurrences hold a live lease and are not retired."""
-        now = self._now()
+    async def live_count(self, agent_id: str | None = None) -> int:
+        """How many occurrences (of ``agent_id`` when given) hold a live lease and are not
+        retired: the number of occurrences a shared decision is taken for."""
+        sql = (f"SELECT COUNT(*) FROM occurrences WHERE state <> $1 "
+               f"AND lease_expires_at >= {NOW_SQL}")
+        args: list[object] = [OccurrenceState.RETIRED.value]
+        if agent_id is not None:
+            sql += " AND agent_id = $2"
+            args.append(agent_id)
         async with self.db.connection() as conn:
-            value = await conn.fetchval(
-                "SELECT COUNT(*) FROM occurrences WHERE state <> $1 AND lease_expires_at >= $2",
-                OccurrenceState.RETIRED.value, now,
-            )
+            value = await conn.fetchval(sql, *args)
         return int(value or 0)
+
+
+class _ClaimLost(Exception):
+    def __init__(self, refused: list[OccurrenceIdConflict]) -> None:
+        self.refused = refused
+
+
+def _refused(ids: Sequence[str], owners: dict[str, tuple[str, str | None]],
+             agent_id: str) -> list[OccurrenceIdConflict]:
+    return [OccurrenceIdConflict(i, owners[i][0], agent_id, owners[i][1])
+            for i in ids if i in owners and owners[i][0] not in ("", agent_id)]
+
+
+async def _owners(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+    rows = await conn.fetch(
+        "SELECT occurrence_id, agent_id, owner_uid FROM occurrences "
+        f"WHERE occurrence_id IN ({', '.join(f'${i}' for i in range(1, len(ids) + 1))})", *ids)
+    return {r["occurrence_id"]: (r["agent_id"], r["owner_uid"]) for r in rows}
+
+
+def _check_owner(row: Occurrence, agent_id: str) -> None:
+    if agent_id and row.agent_id not in ("", agent_id):
+        raise OccurrenceIdConflict(row.occurrence_id, row.agent_id, agent_id, row.owner_uid)

@@ -8,40 +8,61 @@ occurrence's rows return nothing; writes to them change nothing and return ``Fal
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from occurrence_store.clock import Clock
+from occurrence_store.clock import NOW_SQL, after_sql
 from occurrence_store.database import Database
-from occurrence_store.errors import NotOwnedError
-from occurrence_store.models import Task, TaskStatus, Thought, ThoughtStatus
+from occurrence_store.errors import InvalidTaskId, NotOwnedError, StoreError
+from occurrence_store.fencing import fence_cte, not_fenced
+from occurrence_store.models import (
+    Task,
+    TaskStatus,
+    Thought,
+    ThoughtStatus,
+    is_shared_task_id,
+)
 from occurrence_store.rows import (
     TASK_COLUMNS,
     THOUGHT_COLUMNS,
     dump_json,
+    ids_arg,
+    in_ids,
+    prefixed,
     task_from_row,
     thought_from_row,
 )
 
 log = logging.getLogger("occurrence_store.scoped")
 
+MAX_IDEMPOTENCY_KEY = 255
+_NO_LIMIT = 2**31 - 1
+
+# The agent of a new task is its occurrence's agent in the registry ('' when unregistered).
+_AGENT_OF = "COALESCE((SELECT o.agent_id FROM occurrences o WHERE o.occurrence_id = $2), '')"
 _INSERT_TASK = (
-    "INSERT INTO tasks (task_id, agent_occurrence_id, channel_id, description, status, "
-    "priority, created_at, updated_at, parent_task_id, context_json) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)"
+    "INSERT INTO tasks (task_id, agent_occurrence_id, agent_id, channel_id, description, status, "
+    "priority, created_at, updated_at, parent_task_id, context_json, idempotency_key) "
+    f"VALUES ($1, $2, {_AGENT_OF}, $3, $4, $5, $6, {NOW_SQL}, {NOW_SQL}, $7, $8, $9)"
 )
+_KEY_CONFLICT = (" ON CONFLICT (agent_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
+                 "DO NOTHING")
+
+
+def check_idempotency_key(key: str) -> str:
+    if not isinstance(key, str) or not key or len(key) > MAX_IDEMPOTENCY_KEY or "\x00" in key:
+        raise StoreError(f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} characters without NUL")
+    return key
 
 
 class ScopedStore:
     """Tasks and thoughts of one occurrence. Made by :meth:`Store.scope`."""
 
-    def __init__(self, db: Database, occurrence_id: str, clock: Clock) -> None:
+    def __init__(self, db: Database, occurrence_id: str) -> None:
         self.db = db
         self.occurrence_id = occurrence_id
-        self._now = clock
 
     def __repr__(self) -> str:
         return f"ScopedStore({self.occurrence_id!r})"
@@ -65,32 +86,72 @@ class ScopedStore:
         task_id: str | None = None,
         parent_task_id: str | None = None,
         status: TaskStatus = TaskStatus.PENDING,
+        idempotency_key: str | None = None,
     ) -> Task:
+        """Add a task to this occurrence; with ``idempotency_key``, see :meth:`add_task_once`."""
+        task, _ = await self.add_task_once(
+            description, channel_id=channel_id, priority=priority, context=context,
+            task_id=task_id, parent_task_id=parent_task_id, status=status,
+            idempotency_key=idempotency_key,
+        )
+        return task
+
+    async def add_task_once(
+        self,
+        description: str,
+        *,
+        idempotency_key: str | None,
+        channel_id: str = "",
+        priority: int = 0,
+        context: dict[str, Any] | None = None,
+        task_id: str | None = None,
+        parent_task_id: str | None = None,
+        status: TaskStatus = TaskStatus.PENDING,
+    ) -> tuple[Task, bool]:
+        """Add a task unless this agent already has one with ``idempotency_key``.
+
+        Returns ``(task, created)``: the new task and ``True``, or the task an earlier
+        submission with the same key created — on whichever occurrence of the agent it is
+        now — and ``False``. The key is unique per agent in the database (a unique index),
+        so concurrent submissions with one key create one task.
+        """
+        if task_id is not None and is_shared_task_id(task_id):
+            raise InvalidTaskId(
+                f"task id {task_id!r} has the form of a shared decision's id: only the "
+                "__shared__ namespace holds those (use try_claim_shared_task)")
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
         task_id = task_id or str(uuid.uuid4())
-        now = self._now()
         async with self.db.connection() as conn:
-            await conn.execute(
-                _INSERT_TASK, task_id, self.occurrence_id, channel_id, description,
-                TaskStatus(status).value, priority, now, parent_task_id, dump_json(context),
-            )
             row = await conn.fetchrow(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = $1", task_id
+                _INSERT_TASK + (_KEY_CONFLICT if idempotency_key is not None else "")
+                + f" RETURNING {TASK_COLUMNS}",
+                task_id, self.occurrence_id, channel_id, description,
+                TaskStatus(status).value, priority, parent_task_id, dump_json(context),
+                idempotency_key,
             )
-        assert row is not None
-        return task_from_row(row)
+            if row is not None:
+                return task_from_row(row), True
+            row = await conn.fetchrow(
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE idempotency_key = $1 "
+                f"AND agent_id = {_AGENT_OF}",
+                idempotency_key, self.occurrence_id,
+            )
+        if row is None:  # the key's task was deleted between the insert and the read
+            raise StoreError(f"task with idempotency key {idempotency_key!r} vanished; retry")
+        return task_from_row(row), False
 
     async def add_tasks(
         self, descriptions: Sequence[str], *, channel_id: str = "", priority: int = 0
     ) -> list[str]:
         """Insert many pending tasks in one transaction; return their ids."""
-        now = self._now()
         ids = [str(uuid.uuid4()) for _ in descriptions]
         async with self.db.transaction() as conn:
             await conn.executemany(
                 _INSERT_TASK,
                 [
                     (tid, self.occurrence_id, channel_id, d, TaskStatus.PENDING.value,
-                     priority, now, None, None)
+                     priority, None, None, None)
                     for tid, d in zip(ids, descriptions, strict=True)
                 ],
             )
@@ -141,11 +202,10 @@ class ScopedStore:
         """Set a task's status; ``False`` (nothing changed) if the task is not this occurrence's."""
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
-                "UPDATE tasks SET status = $1, updated_at = $2, "
-                "outcome_json = COALESCE($3, outcome_json) "
-                "WHERE task_id = $4 AND agent_occurrence_id = $5 RETURNING task_id",
-                TaskStatus(status).value, self._now(), dump_json(outcome), task_id,
-                self.occurrence_id,
+                f"UPDATE tasks SET status = $1, updated_at = {NOW_SQL}, "
+                "outcome_json = COALESCE($2, outcome_json) "
+                "WHERE task_id = $3 AND agent_occurrence_id = $4 RETURNING task_id",
+                TaskStatus(status).value, dump_json(outcome), task_id, self.occurrence_id,
             )
         return True if row else self._refused("status update", task_id)
 
@@ -160,20 +220,12 @@ class ScopedStore:
         ids = list(dict.fromkeys(task_ids))
         if not ids:
             return 0
-        args = (TaskStatus(status).value, self._now(), ids, self.occurrence_id)
         async with self.db.connection() as conn:
-            if self.db.dialect == "postgresql":
-                return int(await conn.fetchval(
-                    "WITH changed AS (UPDATE tasks SET status = $1, updated_at = $2 "
-                    "WHERE task_id = ANY($3::text[]) AND agent_occurrence_id = $4 "
-                    "RETURNING 1) SELECT count(*) FROM changed",
-                    *args,
-                ) or 0)
             rows = await conn.fetch(
-                "UPDATE tasks SET status = $1, updated_at = $2 "
-                "WHERE task_id IN (SELECT value FROM json_each($3)) AND agent_occurrence_id = $4 "
+                f"UPDATE tasks SET status = $1, updated_at = {NOW_SQL} "
+                f"WHERE {in_ids(self.db.dialect, 'task_id', '$2')} AND agent_occurrence_id = $3 "
                 "RETURNING task_id",
-                args[0], args[1], json.dumps(ids), args[3],
+                TaskStatus(status).value, ids_arg(self.db.dialect, ids), self.occurrence_id,
             )
         return len(rows)
 
@@ -195,28 +247,28 @@ class ScopedStore:
         """
         if limit <= 0:
             return []
-        # One statement that picks and updates. On PostgreSQL the pick is a CTE: a LIMITed
-        # sub-select inside IN (...) may be re-run by the planner and update more rows.
+        # One statement that checks the fence, picks and updates. On PostgreSQL the pick is a
+        # CTE: a LIMITed sub-select inside IN (...) may be re-run by the planner.
+        dialect = self.db.dialect
         pick = (
-            "SELECT task_id FROM tasks WHERE agent_occurrence_id = $3 AND status = $4 "
-            "ORDER BY priority DESC, created_at, task_id LIMIT $5"
+            "SELECT task_id FROM tasks WHERE agent_occurrence_id = $2 AND status = $3 "
+            f"AND {not_fenced(dialect, '$2')} "
+            "ORDER BY priority DESC, created_at, task_id LIMIT $4"
         )
-        if self.db.dialect == "postgresql":
+        if dialect == "postgresql":
             sql = (
-                f"WITH picked AS ({pick} FOR UPDATE SKIP LOCKED) "
-                "UPDATE tasks t SET status = $1, updated_at = $2 FROM picked "
-                "WHERE t.task_id = picked.task_id "
-                f"RETURNING {', '.join('t.' + c.strip() for c in TASK_COLUMNS.split(','))}"
+                f"WITH {fence_cte(dialect, '$2')}picked AS ({pick} FOR UPDATE SKIP LOCKED) "
+                f"UPDATE tasks t SET status = $1, updated_at = {NOW_SQL} FROM picked "
+                f"WHERE t.task_id = picked.task_id RETURNING {prefixed(TASK_COLUMNS, 't')}"
             )
         else:
             sql = (
-                f"UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id IN ({pick}) "
-                f"AND agent_occurrence_id = $3 AND status = $4 RETURNING {TASK_COLUMNS}"
+                f"UPDATE tasks SET status = $1, updated_at = {NOW_SQL} WHERE task_id IN ({pick}) "
+                f"AND agent_occurrence_id = $2 AND status = $3 RETURNING {TASK_COLUMNS}"
             )
         async with self.db.connection() as conn:  # one statement: atomic on its own
             rows = await conn.fetch(
-                sql, TaskStatus.ACTIVE.value, self._now(), self.occurrence_id,
-                TaskStatus.PENDING.value, limit,
+                sql, TaskStatus.ACTIVE.value, self.occurrence_id, TaskStatus.PENDING.value, limit,
             )
         return sorted((task_from_row(r) for r in rows),
                       key=lambda t: (-t.priority, t.created_at, t.task_id))
@@ -235,9 +287,9 @@ class ScopedStore:
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
                 "UPDATE tasks SET updated_info_available = $1, updated_info_content = $2, "
-                "updated_at = $3 WHERE task_id = $4 AND agent_occurrence_id = $5 "
+                f"updated_at = {NOW_SQL} WHERE task_id = $3 AND agent_occurrence_id = $4 "
                 "RETURNING task_id",
-                True, content, self._now(), task_id, self.occurrence_id,
+                True, content, task_id, self.occurrence_id,
             )
         return True if row else self._refused("updated-info flag", task_id)
 
@@ -262,17 +314,16 @@ class ScopedStore:
         moment ago cannot receive a thought stamped with the old owner.
         """
         thought_id = thought_id or str(uuid.uuid4())
-        now = self._now()
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
                 "INSERT INTO thoughts (thought_id, source_task_id, agent_occurrence_id, "
                 "thought_type, status, content, round_number, thought_depth, parent_thought_id, "
                 "created_at, updated_at, context_json) "
-                "SELECT $1, task_id, agent_occurrence_id, $2, $3, $4, $5, $6, $7, $8, $8, $9 "
-                "FROM tasks WHERE task_id = $10 AND agent_occurrence_id = $11 "
+                f"SELECT $1, task_id, agent_occurrence_id, $2, $3, $4, $5, $6, $7, {NOW_SQL}, "
+                f"{NOW_SQL}, $8 FROM tasks WHERE task_id = $9 AND agent_occurrence_id = $10 "
                 f"RETURNING {THOUGHT_COLUMNS}",
                 thought_id, thought_type, ThoughtStatus.PENDING.value, content, round_number,
-                thought_depth, parent_thought_id, now, dump_json(context), task_id,
+                thought_depth, parent_thought_id, dump_json(context), task_id,
                 self.occurrence_id,
             )
         if row is None:
@@ -312,7 +363,7 @@ class ScopedStore:
     ) -> list[Thought]:
         """Pending or processing thoughts of this occurrence's active tasks, oldest first."""
         sql = (
-            f"SELECT {', '.join('th.' + c.strip() for c in THOUGHT_COLUMNS.split(','))} "
+            f"SELECT {prefixed(THOUGHT_COLUMNS, 'th')} "
             "FROM thoughts th JOIN tasks t ON t.task_id = th.source_task_id "
             "AND t.agent_occurrence_id = th.agent_occurrence_id "
             "WHERE th.agent_occurrence_id = $1 AND t.status = $2 AND th.status IN ($3, $4) "
@@ -330,30 +381,38 @@ class ScopedStore:
         return [thought_from_row(r) for r in rows]
 
     async def claim_pending_thoughts(self, limit: int) -> list[Thought]:
-        """Mark up to ``limit`` pending thoughts of active tasks processing; return them."""
+        """Mark up to ``limit`` pending thoughts of active tasks processing; return them.
+
+        Refused (nothing claimed) while the occurrence is fenced — checked in the same
+        statement (see :mod:`occurrence_store.fencing`). Each claim counts as an attempt
+        (``Thought.attempts``); a thought backing off after an error (``retry_at``) waits.
+        """
         if limit <= 0:
             return []
+        dialect = self.db.dialect
         pick = (
             "SELECT th.thought_id FROM thoughts th JOIN tasks t "
             "ON t.task_id = th.source_task_id AND t.agent_occurrence_id = th.agent_occurrence_id "
-            "WHERE th.agent_occurrence_id = $3 AND th.status = $4 AND t.status = $5 "
-            "ORDER BY th.created_at, th.thought_id LIMIT $6"
+            "WHERE th.agent_occurrence_id = $2 AND th.status = $3 AND t.status = $4 "
+            f"AND (th.retry_at IS NULL OR th.retry_at <= {NOW_SQL}) "
+            f"AND {not_fenced(dialect, '$2')} "
+            "ORDER BY th.created_at, th.thought_id LIMIT $5"
         )
-        if self.db.dialect == "postgresql":
+        claim = f"status = $1, updated_at = {NOW_SQL}, retry_at = NULL, attempts = "
+        if dialect == "postgresql":
             sql = (
-                f"WITH picked AS ({pick} FOR UPDATE OF th SKIP LOCKED) "
-                "UPDATE thoughts x SET status = $1, updated_at = $2 FROM picked "
-                "WHERE x.thought_id = picked.thought_id "
-                f"RETURNING {', '.join('x.' + c.strip() for c in THOUGHT_COLUMNS.split(','))}"
+                f"WITH {fence_cte(dialect, '$2')}picked AS ({pick} FOR UPDATE OF th SKIP LOCKED) "
+                f"UPDATE thoughts x SET {claim}x.attempts + 1 FROM picked "
+                f"WHERE x.thought_id = picked.thought_id RETURNING {prefixed(THOUGHT_COLUMNS, 'x')}"
             )
         else:
             sql = (
-                f"UPDATE thoughts SET status = $1, updated_at = $2 WHERE thought_id IN ({pick}) "
-                f"AND agent_occurrence_id = $3 AND status = $4 RETURNING {THOUGHT_COLUMNS}"
+                f"UPDATE thoughts SET {claim}attempts + 1 WHERE thought_id IN ({pick}) "
+                f"AND agent_occurrence_id = $2 AND status = $3 RETURNING {THOUGHT_COLUMNS}"
             )
         async with self.db.connection() as conn:  # one statement: atomic on its own
             rows = await conn.fetch(
-                sql, ThoughtStatus.PROCESSING.value, self._now(), self.occurrence_id,
+                sql, ThoughtStatus.PROCESSING.value, self.occurrence_id,
                 ThoughtStatus.PENDING.value, TaskStatus.ACTIVE.value, limit,
             )
         return sorted((thought_from_row(r) for r in rows),
@@ -370,16 +429,15 @@ class ScopedStore:
         """Set a thought's status; ``False`` if not this occurrence's (or not in
         ``expected_status`` when given — e.g. a thought released by a drain meanwhile)."""
         sql = (
-            "UPDATE thoughts SET status = $1, updated_at = $2, "
-            "final_action_json = COALESCE($3, final_action_json) "
-            "WHERE thought_id = $4 AND agent_occurrence_id = $5"
+            f"UPDATE thoughts SET status = $1, updated_at = {NOW_SQL}, "
+            "final_action_json = COALESCE($2, final_action_json) "
+            "WHERE thought_id = $3 AND agent_occurrence_id = $4"
         )
         args: list[Any] = [
-            ThoughtStatus(status).value, self._now(), dump_json(final_action), thought_id,
-            self.occurrence_id,
+            ThoughtStatus(status).value, dump_json(final_action), thought_id, self.occurrence_id,
         ]
         if expected_status is not None:
-            sql += " AND status = $6"
+            sql += " AND status = $5"
             args.append(ThoughtStatus(expected_status).value)
         async with self.db.connection() as conn:
             row = await conn.fetchrow(sql + " RETURNING thought_id", *args)
@@ -391,14 +449,56 @@ class ScopedStore:
         Called at start: a predecessor with the same id crashed mid-thought. Nothing else
         runs under this id then, so nothing is run twice concurrently.
         """
+        released = await self.release_thoughts(reason="reset: the previous run stopped mid-thought")
+        return len(released)
+
+    async def release_thoughts(
+        self,
+        *,
+        reason: str,
+        thought_ids: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        fail: bool = False,
+        max_attempts: int | None = None,
+        backoff_seconds: float = 0.0,
+    ) -> list[Thought]:
+        """Take this occurrence's PROCESSING thoughts out of processing, in one statement.
+
+        Each goes back to pending (claimable again after ``backoff_seconds``) — or to FAILED
+        when ``fail`` is set or it already had ``max_attempts`` attempts; a failed thought's
+        ``final_action`` records ``{"action": "fail", "reason": reason}`` so its task can be
+        finished as failed. ``thought_ids`` limits it to those thoughts, ``exclude`` spares
+        some (the ones this process is still working on). Guarded by owner and status: a
+        thought that finished or moved meanwhile is left alone. Returns the changed thoughts.
+        """
+        dialect = self.db.dialect
+        limit = 0 if fail else (max_attempts if max_attempts is not None else _NO_LIMIT)
+        failed_action = dump_json({"action": "fail", "reason": reason, "by": self.occurrence_id,
+                                   "result": {"error": reason}})
+        sql = (
+            "UPDATE thoughts SET "
+            "status = CASE WHEN attempts >= $1 THEN $2 ELSE $3 END, "
+            f"retry_at = CASE WHEN attempts >= $1 THEN NULL ELSE {after_sql('$4')} END, "
+            "final_action_json = CASE WHEN attempts >= $1 THEN $5 ELSE final_action_json END, "
+            f"last_error = $6, updated_at = {NOW_SQL} "
+            "WHERE agent_occurrence_id = $7 AND status = $8"
+        )
+        args: list[Any] = [
+            limit, ThoughtStatus.FAILED.value, ThoughtStatus.PENDING.value,
+            float(backoff_seconds), failed_action, reason[:1000], self.occurrence_id,
+            ThoughtStatus.PROCESSING.value,
+        ]
+        if thought_ids is not None:
+            if not thought_ids:
+                return []
+            args.append(ids_arg(dialect, thought_ids))
+            sql += f" AND {in_ids(dialect, 'thought_id', f'${len(args)}')}"
+        if exclude:
+            args.append(ids_arg(dialect, exclude))
+            sql += f" AND {in_ids(dialect, 'thought_id', f'${len(args)}', negate=True)}"
         async with self.db.connection() as conn:
-            rows = await conn.fetch(
-                "UPDATE thoughts SET status = $1, updated_at = $2 "
-                "WHERE agent_occurrence_id = $3 AND status = $4 RETURNING thought_id",
-                ThoughtStatus.PENDING.value, self._now(), self.occurrence_id,
-                ThoughtStatus.PROCESSING.value,
-            )
-        return len(rows)
+            rows = await conn.fetch(sql + f" RETURNING {THOUGHT_COLUMNS}", *args)
+        return [thought_from_row(r) for r in rows]
 
     async def count_thoughts(self, status: ThoughtStatus | None = None) -> int:
         async with self.db.connection() as conn:

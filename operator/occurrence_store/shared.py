@@ -5,6 +5,11 @@ statement; whoever's insert lands is the winner and holds a lease on it. If the 
 dies, its lease runs out and the next claimer takes over by a guarded ``UPDATE`` (only an
 unfinished task with an expired lease can change hands) — never check-delete-insert.
 The task stays in ``__shared__`` so everyone finds it by id; ``claimed_by`` says who runs it.
+
+Decisions belong to one agent (:attr:`SharedTasks.agent_id`, the AgentDeployment
+``<namespace>/<name>``; '' for the default agent of a single-agent database, whose ids keep
+their old form): two agents on one database never take or obey each other's decisions.
+Every lookup matches ``__shared__`` rows only, and the day is the database's.
 """
 
 from __future__ import annotations
@@ -12,13 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from occurrence_store.clock import Clock
-from occurrence_store.database import Database, PostgresDatabase
+from occurrence_store.clock import NOW_SQL, after_sql
+from occurrence_store.database import Database, PostgresDatabase, fetch_now
 from occurrence_store.errors import StoreError
-from occurrence_store.models import SHARED_OCCURRENCE_ID, Task, TaskStatus, validate_occurrence_id
+from occurrence_store.models import (
+    DEFAULT_AGENT_ID,
+    SHARED_OCCURRENCE_ID,
+    Task,
+    TaskStatus,
+    validate_occurrence_id,
+)
 from occurrence_store.rows import TASK_COLUMNS, dump_json, task_from_row
 
 log = logging.getLogger("occurrence_store.shared")
@@ -28,18 +39,31 @@ DEFAULT_LEASE_SECONDS = 300.0
 _FINISHED = (TaskStatus.COMPLETED.value, TaskStatus.FAILED.value)
 
 
-def shared_task_id(task_type: str, day: datetime) -> str:
-    """``{TYPE}_SHARED_{YYYYMMDD}``: every occurrence computes the same id for the same day."""
+def _kind(task_type: str) -> str:
     kind = task_type.strip().upper()
-    if not kind or not kind.replace("_", "").isalnum():
+    if not kind or not kind.replace("_", "").isalnum() or not kind.isascii():
         raise ValueError(f"invalid shared task type {task_type!r}: use letters, digits and '_'")
-    return f"{kind}_SHARED_{day.strftime('%Y%m%d')}"
+    return kind
+
+
+def shared_task_id(task_type: str, day: datetime, agent_id: str = DEFAULT_AGENT_ID) -> str:
+    """``{TYPE}_SHARED_{YYYYMMDD}`` (``...@{agent}`` for a named agent): every occurrence of
+    the agent computes the same id for the same day."""
+    suffix = f"@{agent_id}" if agent_id else ""
+    return f"{_kind(task_type)}_SHARED_{day.strftime('%Y%m%d')}{suffix}"
 
 
 class SharedTasks:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, agent_id: str = DEFAULT_AGENT_ID) -> None:
         self.db = db
-        self._now = clock
+        self.agent_id = agent_id
+
+    def task_id(self, task_type: str, day: datetime) -> str:
+        return shared_task_id(task_type, day, self.agent_id)
+
+    async def now(self) -> datetime:
+        async with self.db.connection() as conn:
+            return await fetch_now(conn)
 
     async def try_claim_shared_task(
         self,
@@ -58,52 +82,60 @@ class SharedTasks:
         landed, or the one that took over an expired lease of an unfinished task.
         """
         validate_occurrence_id(occurrence_id)
-        now = self._now()
-        task_id = shared_task_id(task_type, now)
-        lease_until = now + timedelta(seconds=lease_seconds)
-        description = description or f"{task_type.strip().upper()} decided once for all occurrences"
+        kind = _kind(task_type)
+        description = description or f"{kind} decided once for all occurrences"
         insert_verb = "INSERT" if self.db.dialect == "postgresql" else "INSERT OR IGNORE"
         conflict = " ON CONFLICT (task_id) DO NOTHING" if self.db.dialect == "postgresql" else ""
         async with self.db.transaction() as conn:
+            task_id = self.task_id(kind, await fetch_now(conn))  # the database's day
+            lease = float(lease_seconds)
             created = await conn.fetchrow(
                 f"{insert_verb} INTO tasks (task_id, agent_occurrence_id, channel_id, description, "
                 "status, priority, created_at, updated_at, context_json, claimed_by, "
-                "lease_expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)"
-                f"{conflict} RETURNING task_id",
+                f"lease_expires_at, agent_id) VALUES ($1, $2, $3, $4, $5, $6, {NOW_SQL}, "
+                f"{NOW_SQL}, $7, $8, {after_sql('$9')}, $10){conflict} RETURNING task_id",
                 task_id, SHARED_OCCURRENCE_ID, channel_id, description,
-                TaskStatus.ACTIVE.value, priority, now, dump_json(context), occurrence_id,
-                lease_until,
+                TaskStatus.ACTIVE.value, priority, dump_json(context), occurrence_id, lease,
+                self.agent_id,
             )
             won = created is not None
             if not won:
                 taken_over = await conn.fetchrow(
-                    "UPDATE tasks SET claimed_by = $1, lease_expires_at = $2, updated_at = $3, "
-                    "status = $4 WHERE task_id = $5 AND agent_occurrence_id = $6 "
-                    "AND status NOT IN ($7, $8) AND lease_expires_at < $3 RETURNING task_id",
-                    occurrence_id, lease_until, now, TaskStatus.ACTIVE.value, task_id,
+                    f"UPDATE tasks SET claimed_by = $1, lease_expires_at = {after_sql('$2')}, "
+                    f"updated_at = {NOW_SQL}, status = $3 WHERE task_id = $4 "
+                    "AND agent_occurrence_id = $5 AND status NOT IN ($6, $7) "
+                    f"AND lease_expires_at < {NOW_SQL} RETURNING task_id",
+                    occurrence_id, lease, TaskStatus.ACTIVE.value, task_id,
                     SHARED_OCCURRENCE_ID, *_FINISHED,
                 )
                 won = taken_over is not None
                 if won:
                     log.warning("took over shared task %s: previous lease expired", task_id,
                                 extra={"occurrence_id": occurrence_id})
-            row = await conn.fetchrow(f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = $1",
-                                      task_id)
-        if row is None:  # the read-back proves the row exists for winner and losers alike
+            row = await conn.fetchrow(
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = $1 AND agent_occurrence_id = $2",
+                task_id, SHARED_OCCURRENCE_ID)
+            if row is None:  # the read-back proves the row exists for winner and losers alike
+                squatter = await conn.fetchval(
+                    "SELECT agent_occurrence_id FROM tasks WHERE task_id = $1", task_id)
+        if row is None:
+            if squatter is not None:
+                raise StoreError(
+                    f"shared task {task_id} cannot be created: occurrence {squatter!r} owns a "
+                    "task with that id outside __shared__ (written before ids of that form were "
+                    "refused); rename or delete it")
             raise StoreError(f"shared task {task_id} vanished right after the claim")
         return task_from_row(row), won
 
     async def renew_lease(self, task_id: str, occurrence_id: str,
                           lease_seconds: float = DEFAULT_LEASE_SECONDS) -> bool:
         """Extend the claim while the work goes on; ``False`` if no longer the holder."""
-        now = self._now()
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
-                "UPDATE tasks SET lease_expires_at = $1, updated_at = $2 WHERE task_id = $3 "
-                "AND agent_occurrence_id = $4 AND claimed_by = $5 AND status NOT IN ($6, $7) "
-                "RETURNING task_id",
-                now + timedelta(seconds=lease_seconds), now, task_id, SHARED_OCCURRENCE_ID,
-                occurrence_id, *_FINISHED,
+                f"UPDATE tasks SET lease_expires_at = {after_sql('$1')}, updated_at = {NOW_SQL} "
+                "WHERE task_id = $2 AND agent_occurrence_id = $3 AND claimed_by = $4 "
+                "AND status NOT IN ($5, $6) RETURNING task_id",
+                float(lease_seconds), task_id, SHARED_OCCURRENCE_ID, occurrence_id, *_FINISHED,
             )
         return row is not None
 
@@ -114,10 +146,10 @@ class SharedTasks:
         """Finish a shared task; only its current claimer can. Wakes every waiter."""
         async with self.db.transaction() as conn:
             row = await conn.fetchrow(
-                "UPDATE tasks SET status = $1, outcome_json = $2, updated_at = $3 "
-                "WHERE task_id = $4 AND agent_occurrence_id = $5 AND claimed_by = $6 "
-                "AND status NOT IN ($7, $8) RETURNING task_id",
-                TaskStatus(status).value, dump_json(outcome), self._now(), task_id,
+                f"UPDATE tasks SET status = $1, outcome_json = $2, updated_at = {NOW_SQL} "
+                "WHERE task_id = $3 AND agent_occurrence_id = $4 AND claimed_by = $5 "
+                "AND status NOT IN ($6, $7) RETURNING task_id",
+                TaskStatus(status).value, dump_json(outcome), task_id,
                 SHARED_OCCURRENCE_ID, occurrence_id, *_FINISHED,
             )
             if row is not None and self.db.dialect == "postgresql":
@@ -134,19 +166,20 @@ class SharedTasks:
 
     async def get_shared_task_status(self, task_type: str, day: datetime | None = None
                                      ) -> TaskStatus | None:
-        task = await self.get_shared_task(shared_task_id(task_type, day or self._now()))
+        task = await self.get_shared_task(self.task_id(task_type, day or await self.now()))
         return task.status if task else None
 
     async def is_shared_task_completed(self, task_type: str, day: datetime | None = None) -> bool:
         return await self.get_shared_task_status(task_type, day) == TaskStatus.COMPLETED
 
     async def get_latest_shared_task(self, task_type: str) -> Task | None:
-        prefix = f"{task_type.strip().upper()}_SHARED_"
+        prefix = f"{_kind(task_type)}_SHARED_"
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
                 f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_occurrence_id = $1 "
-                "AND substr(task_id, 1, $2) = $3 ORDER BY created_at DESC, task_id DESC LIMIT 1",
-                SHARED_OCCURRENCE_ID, len(prefix), prefix,
+                "AND substr(task_id, 1, $2) = $3 AND agent_id = $4 "
+                "ORDER BY created_at DESC, task_id DESC LIMIT 1",
+                SHARED_OCCURRENCE_ID, len(prefix), prefix, self.agent_id,
             )
         return task_from_row(row) if row else None
 
@@ -162,7 +195,7 @@ class SharedTasks:
         woken = asyncio.Event()
         listener = None
         if isinstance(self.db, PostgresDatabase):
-            with contextlib.suppress(Exception):
+            try:
                 listener = await self.db.dedicated_connection()
 
                 def _on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
@@ -170,6 +203,9 @@ class SharedTasks:
                         woken.set()
 
                 await listener.add_listener(NOTIFY_CHANNEL, _on_notify)
+            except Exception as exc:  # polling below still finds the outcome
+                log.warning("cannot LISTEN for shared task %s, polling only: %s", task_id, exc,
+                            extra={"event": "shared.listen_failed"})
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:

@@ -4,7 +4,9 @@ Every write is guarded on the owner it expects (``WHERE agent_occurrence_id = fr
 transfer can never take a task that moved or finished meanwhile. A task's thoughts move
 with it in the same transaction, and each moved task gets one ``task_transfers`` row.
 The drain works in batches, each one transaction: a drain killed half-way leaves every
-task with exactly one owner, and running it again moves only what is left.
+task with exactly one owner, and running it again moves only what is left. A thought never
+arrives PROCESSING at its new owner: the statement that moves it puts a PROCESSING thought
+back to pending (or FAILED, with :attr:`InFlightRecovery.FAIL`).
 """
 
 from __future__ import annotations
@@ -13,18 +15,22 @@ import logging
 from collections.abc import Sequence
 
 from occurrence_store.balance import balanced_quotas, spread_assignment
-from occurrence_store.clock import Clock
-from occurrence_store.database import Connection, Database
+from occurrence_store.clock import NOW_SQL
+from occurrence_store.database import Connection, Database, fetch_now
 from occurrence_store.errors import StoreError
 from occurrence_store.models import (
+    SHARED_OCCURRENCE_ID,
     TRANSFERABLE_TASK_STATUSES,
     DrainResult,
     InFlightPolicy,
+    InFlightRecovery,
     TaskStatus,
     ThoughtStatus,
     TransferRecord,
     validate_occurrence_id,
 )
+from occurrence_store.rows import TRANSFER_COLUMNS
+from occurrence_store.scoped import ScopedStore
 
 log = logging.getLogger("occurrence_store.transfer")
 
@@ -32,10 +38,21 @@ DEFAULT_DRAIN_BATCH = 25_000
 _MOVABLE = tuple(s.value for s in TRANSFERABLE_TASK_STATUSES)
 
 
+def _arrival_status(recovery: InFlightRecovery) -> str:
+    """What a PROCESSING thought becomes when it moves: it was stranded in flight."""
+    if InFlightRecovery(recovery) is InFlightRecovery.FAIL:
+        return ThoughtStatus.FAILED.value
+    return ThoughtStatus.PENDING.value
+
+
+def _check_not_shared(*occurrence_ids: str) -> None:
+    if SHARED_OCCURRENCE_ID in occurrence_ids:
+        raise StoreError("shared decisions stay in __shared__: they are never transferred")
+
+
 class Transfers:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self._now = clock
 
     # ----------------------------------------------------------------- single task
 
@@ -43,10 +60,14 @@ class Transfers:
         self, task_id: str, from_occurrence_id: str, to_occurrence_id: str, *,
         reason: str = "manual",
     ) -> bool:
-        """Move one task (and its thoughts) if ``from_occurrence_id`` still owns it."""
-        validate_occurrence_id(to_occurrence_id, allow_shared=True)
-        now = self._now()
+        """Move one task (and its thoughts) if ``from_occurrence_id`` still owns it.
+
+        A PROCESSING thought arrives pending. Shared decisions are never moved.
+        """
+        validate_occurrence_id(to_occurrence_id)
+        _check_not_shared(from_occurrence_id)
         async with self.db.transaction() as conn:
+            now = await fetch_now(conn)
             row = await conn.fetchrow(
                 "UPDATE tasks SET agent_occurrence_id = $1, updated_at = $2 "
                 "WHERE task_id = $3 AND agent_occurrence_id = $4 RETURNING task_id",
@@ -55,9 +76,11 @@ class Transfers:
             if row is None:
                 return False
             moved = await conn.fetch(
-                "UPDATE thoughts SET agent_occurrence_id = $1, updated_at = $2 "
+                "UPDATE thoughts SET agent_occurrence_id = $1, updated_at = $2, "
+                "status = CASE WHEN status = $5 THEN $6 ELSE status END "
                 "WHERE source_task_id = $3 AND agent_occurrence_id = $4 RETURNING thought_id",
                 to_occurrence_id, now, task_id, from_occurrence_id,
+                ThoughtStatus.PROCESSING.value, ThoughtStatus.PENDING.value,
             )
             await _record(conn, [(task_id, to_occurrence_id, len(moved))], from_occurrence_id,
                           reason, now)
@@ -73,9 +96,9 @@ class Transfers:
         validate_occurrence_id(to_occurrence_id, allow_shared=True)
         async with self.db.connection() as conn:
             rows = await conn.fetch(
-                "UPDATE thoughts SET agent_occurrence_id = $1, updated_at = $2 "
-                "WHERE source_task_id = $3 AND agent_occurrence_id = $4 RETURNING thought_id",
-                to_occurrence_id, self._now(), task_id, from_occurrence_id,
+                f"UPDATE thoughts SET agent_occurrence_id = $1, updated_at = {NOW_SQL} "
+                "WHERE source_task_id = $2 AND agent_occurrence_id = $3 RETURNING thought_id",
+                to_occurrence_id, task_id, from_occurrence_id,
             )
         return len(rows)
 
@@ -89,14 +112,18 @@ class Transfers:
         in_flight: InFlightPolicy,
         reason: str = "drain",
         batch_size: int = DEFAULT_DRAIN_BATCH,
+        recovery: InFlightRecovery = InFlightRecovery.RETRY,
     ) -> DrainResult:
         """Move every pending/active task of ``from`` (with thoughts) to the survivors.
 
         Survivors receive work in proportion to what they lack (balanced by their current
         pending+active load). ``in_flight`` says what happens to tasks with a PROCESSING
-        thought: :attr:`InFlightPolicy.RELEASE` resets those thoughts to pending and moves
-        the task; :attr:`InFlightPolicy.LEAVE` keeps such tasks with ``from`` (reported in
-        ``tasks_left_in_flight``) for a later drain.
+        thought: :attr:`InFlightPolicy.RELEASE` takes those thoughts out of processing —
+        back to pending, or FAILED under ``recovery=FAIL`` — and moves the task;
+        :attr:`InFlightPolicy.LEAVE` keeps such tasks with ``from`` (reported in
+        ``tasks_left_in_flight``) for a later drain. Release only a fenced (or dead)
+        occurrence's work: a live one would still finish what it no longer owns (its
+        completion is refused, but its handler ran twice).
         """
         targets = list(dict.fromkeys(to_occurrence_ids))
         if not targets:
@@ -105,22 +132,22 @@ class Transfers:
             raise StoreError(f"cannot drain {from_occurrence_id!r} into itself")
         for target in targets:
             validate_occurrence_id(target)
+        _check_not_shared(from_occurrence_id)
         in_flight = InFlightPolicy(in_flight)
+        recovery = InFlightRecovery(recovery)
         result = DrainResult(from_occurrence_id=from_occurrence_id)
 
         if in_flight is InFlightPolicy.RELEASE:
-            async with self.db.connection() as conn:
-                released = await conn.fetch(
-                    "UPDATE thoughts SET status = $1, updated_at = $2 "
-                    "WHERE agent_occurrence_id = $3 AND status = $4 RETURNING thought_id",
-                    ThoughtStatus.PENDING.value, self._now(), from_occurrence_id,
-                    ThoughtStatus.PROCESSING.value,
-                )
+            released = await ScopedStore(self.db, from_occurrence_id).release_thoughts(
+                reason=f"{reason}: in flight when {from_occurrence_id} was drained",
+                fail=recovery is InFlightRecovery.FAIL,
+            )
             result.thoughts_released = len(released)
 
         while True:
             moved_tasks, moved_thoughts, per_target = await self._drain_batch(
-                from_occurrence_id, targets, in_flight, reason, batch_size
+                from_occurrence_id, targets, in_flight, reason, batch_size,
+                _arrival_status(recovery),
             )
             if moved_tasks == 0:
                 break
@@ -146,9 +173,8 @@ class Transfers:
 
     async def _drain_batch(
         self, source: str, targets: list[str], in_flight: InFlightPolicy, reason: str,
-        batch_size: int,
+        batch_size: int, arrival: str,
     ) -> tuple[int, int, dict[str, int]]:
-        now = self._now()
         busy_filter = ""
         if in_flight is InFlightPolicy.LEAVE:
             busy_filter = (
@@ -158,6 +184,7 @@ class Transfers:
             )
         lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""
         async with self.db.transaction() as conn:
+            now = await fetch_now(conn)
             rows = await conn.fetch(
                 f"SELECT t.task_id FROM tasks t WHERE t.agent_occurrence_id = $1 "
                 f"AND t.status IN ({_in_list(2, len(_MOVABLE))}){busy_filter} "
@@ -171,10 +198,8 @@ class Transfers:
             loads = await _loads(conn, targets)
             quotas = balanced_quotas([loads.get(t, 0) for t in targets], len(task_ids))
             plan = spread_assignment(task_ids, targets, quotas)
-            if self.db.dialect == "postgresql":
-                moved, thoughts = await _apply_pg(conn, plan, source, reason, now)
-            else:
-                moved, thoughts = await _apply_sqlite(conn, plan, source, reason, now)
+            apply = _apply_pg if self.db.dialect == "postgresql" else _apply_sqlite
+            moved, thoughts = await apply(conn, plan, source, reason, now, arrival)
         per_target: dict[str, int] = {}
         for _task_id, target in moved:
             per_target[target] = per_target.get(target, 0) + 1
@@ -217,8 +242,8 @@ class Transfers:
                           if load < target]
             if not recipients:
                 break
-            now = self._now()
             async with self.db.transaction() as conn:
+                now = await fetch_now(conn)
                 picked = await conn.fetch(
                     "SELECT task_id FROM tasks WHERE agent_occurrence_id = $1 AND status = $2 "
                     "ORDER BY priority ASC, created_at DESC, task_id DESC "
@@ -231,10 +256,9 @@ class Transfers:
                           zip(recipients, live, strict=True)]
                 quotas = _cap(balanced_quotas(live, len(task_ids)), wanted)
                 plan = spread_assignment(task_ids[:sum(quotas)], recipients, quotas)
-                if self.db.dialect == "postgresql":
-                    applied, _ = await _apply_pg(conn, plan, donor, reason, now)
-                else:
-                    applied, _ = await _apply_sqlite(conn, plan, donor, reason, now)
+                apply = _apply_pg if self.db.dialect == "postgresql" else _apply_sqlite
+                applied, _ = await apply(conn, plan, donor, reason, now,
+                                         ThoughtStatus.PENDING.value)
             for _task_id, target in applied:
                 moved.setdefault(donor, {}).setdefault(target, 0)
                 moved[donor][target] += 1
@@ -249,8 +273,7 @@ class Transfers:
         """The audit trail of one task: answers "where did my task go"."""
         async with self.db.connection() as conn:
             rows = await conn.fetch(
-                "SELECT transfer_id, task_id, from_occurrence_id, to_occurrence_id, reason, "
-                "thoughts_moved, transferred_at FROM task_transfers WHERE task_id = $1 "
+                f"SELECT {TRANSFER_COLUMNS} FROM task_transfers WHERE task_id = $1 "
                 "ORDER BY transfer_id", task_id,
             )
         return [TransferRecord.model_validate(r) for r in rows]
@@ -285,8 +308,9 @@ async def _loads(conn: Connection, targets: list[str]) -> dict[str, int]:
 
 
 async def _apply_pg(conn: Connection, plan: list[tuple[str, str]], source: str, reason: str,
-                    now) -> tuple[list[tuple[str, str]], int]:
-    """One statement: move tasks, move their thoughts, write the transfer records."""
+                    now, arrival: str) -> tuple[list[tuple[str, str]], int]:
+    """One statement: move tasks, move their thoughts (PROCESSING ones arrive as
+    ``arrival``), write the transfer records."""
     # The per-task thought counts are hashed in memory; the default 4MB spills to disk.
     await conn.execute("SET LOCAL work_mem = '64MB'")
     rows = await conn.fetch(
@@ -298,7 +322,8 @@ async def _apply_pg(conn: Connection, plan: list[tuple[str, str]], source: str, 
             FROM plan p WHERE t.task_id = p.task_id AND t.agent_occurrence_id = $3
             RETURNING t.task_id, p.target
         ), moved_thoughts AS (
-            UPDATE thoughts th SET agent_occurrence_id = m.target, updated_at = $4
+            UPDATE thoughts th SET agent_occurrence_id = m.target, updated_at = $4,
+                status = CASE WHEN th.status = $6 THEN $7 ELSE th.status END
             FROM moved m WHERE th.source_task_id = m.task_id AND th.agent_occurrence_id = $3
             RETURNING th.source_task_id
         ), per_task AS (
@@ -314,13 +339,14 @@ async def _apply_pg(conn: Connection, plan: list[tuple[str, str]], source: str, 
         FROM moved m
         """,
         [t for t, _ in plan], [g for _, g in plan], source, now, reason,
+        ThoughtStatus.PROCESSING.value, arrival,
     )
     thoughts = int(rows[0]["th"]) if rows else 0
     return [(r["task_id"], r["target"]) for r in rows], thoughts
 
 
 async def _apply_sqlite(conn: Connection, plan: list[tuple[str, str]], source: str, reason: str,
-                        now) -> tuple[list[tuple[str, str]], int]:
+                        now, arrival: str) -> tuple[list[tuple[str, str]], int]:
     """The same as :func:`_apply_pg`, statement by statement under ``BEGIN IMMEDIATE``."""
     await conn.execute("CREATE TEMP TABLE IF NOT EXISTS drain_plan "
                        "(task_id TEXT PRIMARY KEY, target TEXT NOT NULL)")
@@ -337,9 +363,10 @@ async def _apply_sqlite(conn: Connection, plan: list[tuple[str, str]], source: s
     )
     await conn.execute(
         "UPDATE thoughts SET agent_occurrence_id = (SELECT target FROM drain_plan p "
-        "WHERE p.task_id = thoughts.source_task_id), updated_at = $2 "
+        "WHERE p.task_id = thoughts.source_task_id), updated_at = $2, "
+        "status = CASE WHEN status = $3 THEN $4 ELSE status END "
         "WHERE agent_occurrence_id = $1 AND source_task_id IN (SELECT task_id FROM drain_plan)",
-        source, now,
+        source, now, ThoughtStatus.PROCESSING.value, arrival,
     )
     await conn.execute(
         "UPDATE tasks SET agent_occurrence_id = (SELECT target FROM drain_plan p "

@@ -113,6 +113,16 @@ class Agent:
                                 json={"description": description, **body}) as resp:
             return resp.status, await resp.json()
 
+    async def submit_all(self, session: aiohttp.ClientSession, count: int, prefix: str,
+                         **body: Any) -> list[str]:
+        """Submit ``count`` tasks ``"{prefix} {n}"``; each must be accepted (201)."""
+        ids = []
+        for n in range(count):
+            status, created = await self.submit(session, f"{prefix} {n}", **body)
+            assert status == 201, created
+            ids.append(created["task_id"])
+        return ids
+
     async def get(self, session: aiohttp.ClientSession, path: str) -> tuple[int, Any]:
         async with session.get(f"{self.base}{path}") as resp:
             if resp.content_type == "application/json":

@@ -40,12 +40,7 @@ async def test_sigkill_mid_thought_then_restart_completes_exactly_once(
                                   **{"--thought-concurrency": "2"}) as (agent,), \
                 aiohttp.ClientSession(timeout=TIMEOUT) as http:
             await agent.wait_ready(http)
-            ids = []
-            for n in range(4):
-                status, body = await agent.submit(http, f"slow {n}",
-                                                  context={"work_ms": 1500, "thoughts": 2})
-                assert status == 201
-                ids.append(body["task_id"])
+            ids = await agent.submit_all(http, 4, "slow", context={"work_ms": 1500, "thoughts": 2})
             await wait_for(lambda: _started(agent), 20, "a thought to start")
             await asyncio.sleep(0.3)  # well inside the 1.5 s of simulated work
             first_pid = agent.proc.pid
@@ -59,7 +54,7 @@ async def test_sigkill_mid_thought_then_restart_completes_exactly_once(
 
             agent.start()  # same id
             await agent.wait_ready(http)
-            assert any(e.get("event") == "registry.registered" and e["reset_thoughts"] >= 1
+            assert any(e.get("event") == "worker.reclaimed" and e["reclaimed"] >= 1
                        for e in agent.events())
 
             async def all_done() -> bool:
@@ -93,12 +88,8 @@ async def test_draining_occurrence_refuses_work_releases_in_flight_and_owns_noth
                                   **{"--drain-timeout": "1"}) as (leaving, staying), \
                 aiohttp.ClientSession(timeout=TIMEOUT) as http:
             await asyncio.gather(leaving.wait_ready(http), staying.wait_ready(http))
-            ids = []
-            for n in range(6):  # long thoughts: the drain timeout (1 s) cuts them off
-                status, body = await leaving.submit(http, f"long {n}",
-                                                    context={"work_ms": 4000})
-                assert status == 201
-                ids.append(body["task_id"])
+            # long thoughts: the drain timeout (1 s) cuts them off
+            ids = await leaving.submit_all(http, 6, "long", context={"work_ms": 4000})
             scoped = store.scope("drain-0")
 
             async def processing() -> bool:
@@ -153,11 +144,7 @@ async def test_sigterm_mid_work_exits_zero_and_loses_nothing(
                                   **{"--drain-timeout": "5"}) as (agent,), \
                 aiohttp.ClientSession(timeout=TIMEOUT) as http:
             await agent.wait_ready(http)
-            ids = []
-            for n in range(12):
-                status, body = await agent.submit(http, f"t {n}", context={"work_ms": 400})
-                assert status == 201
-                ids.append(body["task_id"])
+            ids = await agent.submit_all(http, 12, "t", context={"work_ms": 400})
             await wait_for(lambda: _started(agent), 20, "work to start")
             agent.signal(signal.SIGTERM)
             assert await agent.wait_exit(10) == 0, agent.log()[-2000:]
@@ -177,5 +164,48 @@ async def test_sigterm_mid_work_exits_zero_and_loses_nothing(
             await wait_for(all_done, 60, "the rest after restart", interval=0.2)
             counts = _completions(agent)
             assert len(counts) == len(ids) and max(counts.values()) == 1
+    finally:
+        await store.close()
+
+
+@pytest.mark.timeout(180)
+async def test_with_recovery_fail_a_thought_stranded_by_a_crash_is_failed_not_rerun(
+    db_url: str, tmp_path: Path
+) -> None:
+    """spec.recovery.inFlight: fail — what may have had side effects never runs twice."""
+    await migrate(db_url)
+    store = await Store.open(db_url)
+    try:
+        async with running_agents(["careful-0"], db_url, tmp_path,
+                                  **{"--in-flight-recovery": "fail"}) as (agent,), \
+                aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            await agent.wait_ready(http)
+            ids = await agent.submit_all(http, 3, "pay", context={"work_ms": 3000})
+            await wait_for(lambda: _started(agent), 20, "a thought to start")
+            agent.signal(signal.SIGKILL)
+            assert await agent.wait_exit(10) == -signal.SIGKILL
+            scoped = store.scope("careful-0")
+            stuck = {t.thought_id for t in await scoped.get_thoughts_by_status(
+                ThoughtStatus.PROCESSING)}
+            assert stuck
+
+            agent.start()
+            await agent.wait_ready(http)
+
+            async def settled() -> bool:
+                tasks = [await scoped.get_task(t) for t in ids]
+                return all(t.status in (TaskStatus.COMPLETED, TaskStatus.FAILED) for t in tasks)
+
+            await wait_for(settled, 60, "every task completed or failed", interval=0.2)
+            for task_id in ids:
+                task = await scoped.get_task(task_id)
+                [thought] = await scoped.get_thoughts_by_task(task_id)
+                if thought.thought_id in stuck:
+                    assert task.status == TaskStatus.FAILED
+                    assert "left processing by a previous run" in task.outcome["reason"]
+                else:
+                    assert task.status == TaskStatus.COMPLETED
+            started = collections.Counter(e["thought_id"] for e in _started(agent))
+            assert all(started[t] == 1 for t in stuck), "a stranded thought ran again"
     finally:
         await store.close()

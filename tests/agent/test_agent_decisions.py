@@ -3,42 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from occurrence_agent import AgentConfig, BaseHandler, OccurrenceRuntime, ShutdownVerdict
+from occurrence_agent import BaseHandler, OccurrenceRuntime, ShutdownVerdict
 from occurrence_agent.runtime import StartupError
 from occurrence_store import Store, TaskStatus
 from tests.agent.agentproc import migrate, wait_for
-
-
-def _config(oid: str, url: str, **extra: Any) -> AgentConfig:
-    return AgentConfig(occurrence_id=oid, database_url=url, host="127.0.0.1", port=0,
-                       lease_seconds=3, heartbeat_interval=0.2, poll_interval=0.05,
-                       shared_lease_seconds=2, simulated_work_ms=0, drain_timeout=2, **extra)
-
-
-@asynccontextmanager
-async def runtimes(url: str, ids: list[str], handler: Any = None,
-                   **extra: Any) -> AsyncIterator[list[OccurrenceRuntime]]:
-    started = [OccurrenceRuntime(_config(i, url, **extra), handler=handler) for i in ids]
-    try:
-        await asyncio.gather(*(r.start() for r in started))
-        yield started
-    finally:
-        await asyncio.wait_for(asyncio.gather(*(r.stop("test over") for r in started)), 20)
-
-
-async def _post(runtime: OccurrenceRuntime, path: str, body: dict[str, Any]
-                ) -> tuple[int, dict[str, Any]]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http, \
-            http.post(f"http://127.0.0.1:{runtime.port}{path}", json=body) as resp:
-        return resp.status, await resp.json()
+from tests.agent.embedded import config as _config
+from tests.agent.embedded import post as _post
+from tests.agent.embedded import runtimes
 
 
 @pytest.fixture

@@ -202,7 +202,11 @@ class OperatorProcess:
         return records
 
     def errors(self) -> list[str]:
-        """Log lines at ERROR or above (JSON log format)."""
+        """Log lines at ERROR or above (JSON log format).
+
+        Kopf logs a request it retries at error level ("... will retry"); those are not
+        errors of the operator (e.g. a 429 "storage is (re)initializing" while a freshly
+        installed CRD's storage comes up) and are left out."""
         found = []
         for line in self.logs().splitlines():
             try:
@@ -214,7 +218,7 @@ class OperatorProcess:
             if str(record.get("severity", record.get("levelname", ""))).lower() in (
                 "error",
                 "critical",
-            ):
+            ) and "will retry" not in str(record.get("message", "")):
                 found.append(line)
         return found
 

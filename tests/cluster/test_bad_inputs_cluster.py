@@ -83,6 +83,8 @@ CASES: dict[str, dict[str, Any] | list[str]] = {
     "crd-migrations-command": {"spec.migrations.command": []},
     "crd-drain-timeout": {"spec.drain.timeoutSeconds": 0},
     "crd-drain-in-flight": {"spec.drain.inFlight": "maybe"},
+    "crd-drain-release-grace": {"spec.drain.releaseGraceSeconds": -1},
+    "crd-recovery-in-flight": {"spec.recovery.inFlight": "maybe"},
     "crd-drain-scale-to-zero": {"spec.drain.scaleToZeroTarget": "ordinal-1"},
     "crd-name-digit": {"metadata.name": "1agent"},
     "crd-name-too-long": {"metadata.name": "a" * 53},

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from operator_support import (  # noqa: F401  (fixtures)
+    RESYNC_SECONDS,
     agd_manifest,
     agd_status,
     condition,
@@ -24,11 +25,12 @@ from operator_support import (  # noqa: F401  (fixtures)
     wait_for,
 )
 
-from occurrence_store import OccurrenceState, Store, TaskStatus, ThoughtStatus
+from occurrence_store import OccurrenceState, Store, TaskStatus, Thought, ThoughtStatus
 
 pytestmark = pytest.mark.cluster
 
 TIMEOUT = 120
+SKIP_DRAIN = "occurrence.dev/skip-drain"
 
 
 def _sts_replicas(cluster: Any, ns: str, name: str) -> int | None:
@@ -53,6 +55,14 @@ async def _deploy(
         message=f"{name} Running with {replicas}",
     )
     return store
+
+
+async def _in_flight(store: Store, occ: str) -> Thought:
+    """An ACTIVE task of `occ` with a PROCESSING thought, as its agent would be running it."""
+    task = await store.scope(occ).add_task("long", status=TaskStatus.ACTIVE)
+    await store.scope(occ).add_thought(task.task_id, "thinking")
+    [thought] = await store.scope(occ).claim_pending_thoughts(1)
+    return thought
 
 
 async def _all_tasks(store: Store, ids: list[str]) -> dict[str, str]:
@@ -157,10 +167,10 @@ async def test_operator_killed_mid_drain_resumes_without_losing_or_duplicating(
             seeded |= set(await store.scope(ids[k]).add_tasks([f"t{k}-{i}" for i in range(500)]))
         # Occurrence 3 is processing a thought: the drain must wait for it (inFlight: wait).
         busy = ids[3]
-        task_id = (await store.scope(busy).add_task("busy", status=TaskStatus.ACTIVE)).task_id
+        thought = await _in_flight(store, busy)
+        task_id = thought.source_task_id
         seeded.add(task_id)
-        await store.scope(busy).add_thought(task_id, "thinking")
-        claimed = await store.scope(busy).claim_pending_thoughts(1)
+        claimed = [thought]
         assert len(claimed) == 1
 
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=2")
@@ -280,9 +290,7 @@ async def test_scale_up_during_drain_cancels_and_unfences(
     )
     try:
         busy = f"{name}-2"
-        task = await store.scope(busy).add_task("long", status=TaskStatus.ACTIVE)
-        await store.scope(busy).add_thought(task.task_id, "thinking")
-        assert await store.scope(busy).claim_pending_thoughts(1)
+        await _in_flight(store, busy)
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=2")
         wait_for(
             lambda: (
@@ -317,9 +325,7 @@ async def test_drain_that_cannot_finish_holds_size_until_bypassed(
     )
     try:
         busy = f"{name}-2"
-        task = await store.scope(busy).add_task("long", status=TaskStatus.ACTIVE)
-        await store.scope(busy).add_thought(task.task_id, "thinking")
-        assert await store.scope(busy).claim_pending_thoughts(1)
+        await _in_flight(store, busy)
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=2")
         wait_for(
             lambda: (
@@ -355,6 +361,60 @@ async def test_drain_that_cannot_finish_holds_size_until_bypassed(
         )
         assert "DrainBypassed" in [e["reason"] for e in events(cluster, ns, name)]
         assert await store.scope(busy).count_tasks() == 1  # its work waits in the database
+        # one-shot: the annotation is gone once used
+        wait_for(lambda: SKIP_DRAIN not in _annotations(cluster, ns, name), timeout=TIMEOUT,
+                 message="skip-drain annotation removed after use")
+        assert (await store.registry.get(busy)).state == OccurrenceState.DRAINING
+
+        # The database is back; the next scale-up lifts the fence the bypass left behind, so
+        # the returning occurrence is not unready forever.
+        create_db_secret(cluster, ns, pg_url)
+        cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=3")
+        wait_for(lambda: _sts_replicas(cluster, ns, name) == 3, timeout=TIMEOUT,
+                 message="scaled back up")
+        assert (await store.registry.get(busy)).state == OccurrenceState.ACTIVE
+        assert await store.scope(busy).count_tasks() == 1
         assert op.alive()
     finally:
         await store.close()
+
+
+async def test_skip_drain_applies_only_to_a_drain_that_cannot_reach_the_database(
+    kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str
+) -> None:
+    """Set with no drain in progress, or for a drain that is merely waiting: never used."""
+    ns, cluster, name = namespace, kube_cluster, "narrow"
+    op = start_operator()
+    store = await _deploy(
+        cluster, ns, name, 3, pg_url, drain={"inFlight": "wait", "timeoutSeconds": 600}
+    )
+    try:
+        cluster.kubectl("-n", ns, "annotate", "agd", name, f"{SKIP_DRAIN}=true")
+        wait_for(lambda: SKIP_DRAIN not in _annotations(cluster, ns, name), timeout=TIMEOUT,
+                 message="an annotation set outside a drain is removed")
+        assert "SkipDrainIgnored" in [e["reason"] for e in events(cluster, ns, name)
+                                      if e["type"] == "Warning"]
+        busy = f"{name}-2"
+        thought = await _in_flight(store, busy)
+        cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=2")
+        wait_for(lambda: (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
+                 == "WaitingInFlight", timeout=TIMEOUT, message="waiting drain")
+        cluster.kubectl("-n", ns, "annotate", "agd", name, f"{SKIP_DRAIN}=true")
+        await asyncio.sleep(3 * RESYNC_SECONDS)  # several reconciles see it
+        assert _sts_replicas(cluster, ns, name) == 3, "a reachable database was bypassed"
+        assert SKIP_DRAIN in _annotations(cluster, ns, name)  # it is this drain's
+        assert await store.scope(busy).update_thought_status(
+            thought.thought_id, ThoughtStatus.COMPLETED, expected_status=ThoughtStatus.PROCESSING)
+        wait_for(lambda: (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
+                 == "Done", timeout=TIMEOUT, message="the drain finishes normally")
+        assert "DrainBypassed" not in [e["reason"] for e in events(cluster, ns, name)]
+        wait_for(lambda: SKIP_DRAIN not in _annotations(cluster, ns, name), timeout=TIMEOUT,
+                 message="the annotation goes with the drain it was set for")
+        assert await store.scope(busy).count_tasks() == 0  # moved, not left behind
+        assert op.alive() and not op.errors()
+    finally:
+        await store.close()
+
+
+def _annotations(cluster: Any, ns: str, name: str) -> dict[str, str]:
+    return ((get(cluster, "agd", name, ns) or {}).get("metadata") or {}).get("annotations") or {}

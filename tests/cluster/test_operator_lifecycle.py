@@ -246,6 +246,9 @@ async def test_missing_secret_sets_condition_and_recovers(
     assert op.alive()
 
     cluster.kubectl("-n", ns, "delete", "secret", "db")
+    # kwok runs no containers: migrate as the migrations Job would (the operator claims the
+    # occurrence ids in the registry before it creates the StatefulSet)
+    await (await Store.open(pg_url, migrate=True)).close()
     create_db_secret(cluster, ns, pg_url)
     wait_for(lambda: _ready(cluster, ns, "lonely", 1), timeout=READY_TIMEOUT, message="Ready")
     assert condition(get(cluster, "agd", "lonely", ns), "Degraded")["status"] == "False"
@@ -257,6 +260,7 @@ async def test_failed_migrations_job_keeps_running_pods_untouched(
     kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str
 ) -> None:
     ns, cluster = namespace, kube_cluster
+    await (await Store.open(pg_url, migrate=True)).close()  # what the first Job did
     create_db_secret(cluster, ns, pg_url)
     start_operator()
     cluster.apply(agd_manifest("mig", ns, replicas=2))

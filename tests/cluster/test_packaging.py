@@ -38,6 +38,7 @@ from operator_support import condition, free_port, get, install_crd, wait_for
 from occurrence_operator.owner import Owner
 from occurrence_operator.render import render as render_agd
 from occurrence_operator.spec import AgentDeploymentSpec
+from occurrence_store import Store
 from tests.support.scripts import load_hack_script
 
 pytestmark = pytest.mark.cluster
@@ -463,6 +464,10 @@ async def _create_database(server_url: str) -> str:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
+    # kwok runs no containers, so the example's migrations Job migrates nothing: do what it
+    # would (the operator claims occurrence ids in the registry before creating pods)
+    base = server_url.rsplit("/", 1)[0]
+    await (await Store.open(f"{base}/{name}", migrate=True)).close()
     return name
 
 

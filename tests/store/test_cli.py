@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -9,6 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from occurrence_store import Store
+from occurrence_store.migrations import load_migrations
 
 CLI = [sys.executable, "-m", "occurrence_store.cli"]
 
@@ -33,7 +37,8 @@ def test_console_script_is_installed() -> None:
 
 def test_full_flow_with_json_output(db_url: str) -> None:
     migrated = json.loads(ok(db_url, "migrate", "--output", "json").stdout)
-    assert [m["version"] for m in migrated["applied"]] == [1, 2, 3]
+    assert [m["version"] for m in migrated["applied"]] == [
+        m.version for m in load_migrations("sqlite")]
     status = json.loads(ok(db_url, "migrate", "--status", "-o", "json").stdout)
     assert all(m["applied"] and m["checksum_ok"] for m in status["migrations"])
     for i in range(3):
@@ -53,8 +58,8 @@ def test_full_flow_with_json_output(db_url: str) -> None:
     assert [o["occurrence_id"] for o in occ] == ["agent-0", "agent-1", "agent-2"]
     assert {o["occurrence_id"]: o["pending_tasks"] for o in occ}["agent-2"] == 0
     assert set(occ[0]) == {"occurrence_id", "ordinal", "state", "version", "quiesced",
-                           "heartbeat_age_seconds", "lease_expired", "pending_tasks",
-                           "active_tasks"}
+                           "heartbeat_age_seconds", "lease_expired", "agent_id",
+                           "pending_tasks", "active_tasks"}
     fenced = json.loads(ok(db_url, "occurrences", "state", "agent-2", "draining",
                            "-o", "json").stdout)
     assert fenced["state"] == "draining"
@@ -112,3 +117,51 @@ def test_unknown_occurrence_and_unmigrated(tmp_path: Path) -> None:
     result = run(url, "tasks", "submit", "--occurrence", "agent-0", "--description", "x",
                  "--count", "0")
     assert result.returncode == 2 and "is not >= 1" in result.stderr
+
+
+def test_submit_once_and_find_a_task_anywhere(db_url: str) -> None:
+    ok(db_url, "migrate")
+    ok(db_url, "occurrences", "register", "agent-0")
+    ok(db_url, "occurrences", "register", "agent-1")
+    first = json.loads(ok(db_url, "tasks", "submit", "--occurrence", "agent-0",
+                          "--description", "charge card", "--idempotency-key", "order-42",
+                          "-o", "json").stdout)
+    again = json.loads(ok(db_url, "tasks", "submit", "--occurrence", "agent-0",
+                          "--description", "charge card", "--idempotency-key", "order-42",
+                          "-o", "json").stdout)
+    assert first["created"] is True and again["created"] is False
+    assert again["task_ids"] == first["task_ids"]
+    text = ok(db_url, "tasks", "submit", "--occurrence", "agent-0", "--description", "x",
+              "--idempotency-key", "order-42").stdout
+    assert "already has idempotency key 'order-42': nothing submitted" in text
+    many = run(db_url, "tasks", "submit", "--occurrence", "agent-0", "--description", "x",
+               "--idempotency-key", "k", "--count", "2")
+    assert many.returncode == 1 and "--count 1" in many.stderr
+    [task_id] = first["task_ids"]
+    ok(db_url, "drain", "--from", "agent-0", "--to", "agent-1", "--reason", "test move")
+    shown = json.loads(ok(db_url, "tasks", "show", task_id, "-o", "json").stdout)
+    assert shown["task"]["owner"] == "agent-1" and shown["task"]["status"] == "pending"
+    assert shown["task"]["idempotency_key"] == "order-42" and shown["thoughts"] == []
+    assert [(t["from_occurrence_id"], t["to_occurrence_id"], t["reason"])
+            for t in shown["transfers"]] == [("agent-0", "agent-1", "test move")]
+    text = ok(db_url, "tasks", "show", task_id).stdout
+    assert "owner        agent-1" in text and "test move" in text
+    missing = run(db_url, "tasks", "show", "no-such-task")
+    assert missing.returncode == 1 and "no task 'no-such-task' in this database" in missing.stderr
+
+
+def test_disown_frees_ids_of_a_gone_agent(db_url: str) -> None:
+    ok(db_url, "migrate")
+    ok(db_url, "occurrences", "register", "agent-0")
+
+    async def claim() -> None:
+        async with await Store.open(db_url) as store:
+            assert await store.registry.claim(["agent-0"], agent_id="old-ns/agent") == []
+
+    asyncio.run(claim())
+    listed = json.loads(ok(db_url, "occurrences", "-o", "json").stdout)["occurrences"]
+    assert listed[0]["agent_id"] == "old-ns/agent"
+    out = json.loads(ok(db_url, "occurrences", "disown", "agent-0", "-o", "json").stdout)
+    assert out["changed"] == 1
+    listed = json.loads(ok(db_url, "occurrences", "-o", "json").stdout)["occurrences"]
+    assert listed[0]["agent_id"] == ""

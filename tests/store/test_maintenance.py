@@ -2,58 +2,45 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from occurrence_store import Store, TaskStatus
-from tests.support.clock import MovableClock
 
 
-async def test_stale_shared_tasks(db_url: str) -> None:
-    clock = MovableClock()
-    store = await Store.open(db_url, migrate=True, clock=clock)
-    try:
-        stale, _ = await store.shared.try_claim_shared_task("wakeup", "agent-0", lease_seconds=60)
-        done, _ = await store.shared.try_claim_shared_task("shutdown", "agent-0")
-        await store.shared.complete_shared_task(done.task_id, "agent-0")
-        clock.now += timedelta(seconds=120)
-        assert await store.maintenance.cleanup_stale_shared_tasks() == 0  # not 5 min yet
-        clock.now += timedelta(seconds=300)
-        assert await store.maintenance.cleanup_stale_shared_tasks() == 1
-        assert await store.shared.get_shared_task(stale.task_id) is None
-        assert await store.shared.get_shared_task(done.task_id) is not None
-    finally:
-        await store.close()
+async def test_stale_shared_tasks(store: Store) -> None:
+    stale, _ = await store.shared.try_claim_shared_task("wakeup", "agent-0", lease_seconds=60)
+    done, _ = await store.shared.try_claim_shared_task("shutdown", "agent-0")
+    await store.shared.complete_shared_task(done.task_id, "agent-0")
+    store.clock.advance(seconds=120)
+    assert await store.maintenance.cleanup_stale_shared_tasks() == 0  # not 5 min yet
+    store.clock.advance(seconds=300)
+    assert await store.maintenance.cleanup_stale_shared_tasks() == 1
+    assert await store.shared.get_shared_task(stale.task_id) is None
+    assert await store.shared.get_shared_task(done.task_id) is not None
 
 
-async def test_orphaned_thoughts_and_retention(db_url: str) -> None:
-    clock = MovableClock()
-    store = await Store.open(db_url, migrate=True, clock=clock)
-    try:
-        a, b = store.scope("agent-0"), store.scope("agent-1")
-        old_a = await a.add_task("old a")
-        old_b = await b.add_task("old b")
-        await a.add_thought(old_a.task_id, "th")
-        await a.update_task_status(old_a.task_id, TaskStatus.COMPLETED)
-        await b.update_task_status(old_b.task_id, TaskStatus.COMPLETED)
-        keep = await a.add_task("still pending")
-        async with store.db.connection() as conn:
-            await conn.execute("DELETE FROM tasks WHERE task_id = $1", keep.task_id)
-        await a.add_task("pending again")
-        assert await store.maintenance.cleanup_orphaned_thoughts() == 0
-        clock.now += timedelta(days=8)
-        # per occurrence: b's finished work is not touched when cleaning a
-        assert await store.maintenance.cleanup_completed(7 * 86400, occurrence_id="agent-0") == 1
-        assert await a.get_thoughts_by_task(old_a.task_id) == []
-        assert await b.get_task(old_b.task_id) is not None
-        assert await a.count_tasks(TaskStatus.PENDING) == 1
-        assert await store.maintenance.cleanup_completed(7 * 86400) == 1
-        assert await b.get_task(old_b.task_id) is None
-        async with store.db.connection() as conn:
-            await conn.execute(
-                "INSERT INTO thoughts (thought_id, source_task_id, agent_occurrence_id, status, "
-                "content, created_at, updated_at) VALUES ('orphan', 'gone', 'agent-1', "
-                "'pending', 'x', $1, $1)", clock.now)
-        assert await store.maintenance.cleanup_orphaned_thoughts(occurrence_id="agent-0") == 0
-        assert await store.maintenance.cleanup_orphaned_thoughts() == 1
-    finally:
-        await store.close()
+async def test_orphaned_thoughts_and_retention(store: Store) -> None:
+    a, b = store.scope("agent-0"), store.scope("agent-1")
+    old_a = await a.add_task("old a")
+    old_b = await b.add_task("old b")
+    await a.add_thought(old_a.task_id, "th")
+    await a.update_task_status(old_a.task_id, TaskStatus.COMPLETED)
+    await b.update_task_status(old_b.task_id, TaskStatus.COMPLETED)
+    keep = await a.add_task("still pending")
+    async with store.db.connection() as conn:
+        await conn.execute("DELETE FROM tasks WHERE task_id = $1", keep.task_id)
+    await a.add_task("pending again")
+    assert await store.maintenance.cleanup_orphaned_thoughts() == 0
+    store.clock.advance(days=8)
+    # per occurrence: b's finished work is not touched when cleaning a
+    assert await store.maintenance.cleanup_completed(7 * 86400, occurrence_id="agent-0") == 1
+    assert await a.get_thoughts_by_task(old_a.task_id) == []
+    assert await b.get_task(old_b.task_id) is not None
+    assert await a.count_tasks(TaskStatus.PENDING) == 1
+    assert await store.maintenance.cleanup_completed(7 * 86400) == 1
+    assert await b.get_task(old_b.task_id) is None
+    async with store.db.connection() as conn:
+        await conn.execute(
+            "INSERT INTO thoughts (thought_id, source_task_id, agent_occurrence_id, status, "
+            "content, created_at, updated_at) VALUES ('orphan', 'gone', 'agent-1', "
+            "'pending', 'x', occurrence_now(), occurrence_now())")
+    assert await store.maintenance.cleanup_orphaned_thoughts(occurrence_id="agent-0") == 0
+    assert await store.maintenance.cleanup_orphaned_thoughts() == 1

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
 from occurrence_store import SHARED_OCCURRENCE_ID, Store, TaskStatus
 from occurrence_store.shared import shared_task_id
-from tests.support.clock import MovableClock
 
 
 def test_shared_task_id_is_deterministic() -> None:
@@ -78,30 +77,26 @@ async def test_twenty_claimers_in_separate_processes(db_url: str) -> None:
     assert len({tid for tid, _ in results}) == 1
 
 
-async def test_lease_expiry_lets_exactly_one_take_over(db_url: str) -> None:
-    clock = MovableClock()
-    store = await Store.open(db_url, migrate=True, clock=clock)
-    try:
-        task, won = await store.shared.try_claim_shared_task("wakeup", "agent-0", lease_seconds=60)
-        assert won
-        clock.now += timedelta(seconds=30)
-        _, won = await store.shared.try_claim_shared_task("wakeup", "agent-1", lease_seconds=60)
-        assert not won  # lease still alive
-        assert await store.shared.renew_lease(task.task_id, "agent-0", 60)
-        clock.now += timedelta(seconds=61)  # winner died: lease ran out
-        took, won = await store.shared.try_claim_shared_task("wakeup", "agent-1", lease_seconds=60)
-        assert won and took.claimed_by == "agent-1"
-        _, won = await store.shared.try_claim_shared_task("wakeup", "agent-2", lease_seconds=60)
-        assert not won
-        # the old holder can no longer renew or complete
-        assert not await store.shared.renew_lease(task.task_id, "agent-0", 60)
-        assert not await store.shared.complete_shared_task(task.task_id, "agent-0")
-        assert await store.shared.complete_shared_task(task.task_id, "agent-1")
-        clock.now += timedelta(seconds=600)
-        _, won = await store.shared.try_claim_shared_task("wakeup", "agent-3")
-        assert not won  # a completed decision is never retaken
-    finally:
-        await store.close()
+async def test_lease_expiry_lets_exactly_one_take_over(store: Store) -> None:
+    clock = store.clock
+    task, won = await store.shared.try_claim_shared_task("wakeup", "agent-0", lease_seconds=60)
+    assert won
+    clock.advance(seconds=30)
+    _, won = await store.shared.try_claim_shared_task("wakeup", "agent-1", lease_seconds=60)
+    assert not won  # lease still alive
+    assert await store.shared.renew_lease(task.task_id, "agent-0", 60)
+    clock.advance(seconds=61)  # winner died: lease ran out
+    took, won = await store.shared.try_claim_shared_task("wakeup", "agent-1", lease_seconds=60)
+    assert won and took.claimed_by == "agent-1"
+    _, won = await store.shared.try_claim_shared_task("wakeup", "agent-2", lease_seconds=60)
+    assert not won
+    # the old holder can no longer renew or complete
+    assert not await store.shared.renew_lease(task.task_id, "agent-0", 60)
+    assert not await store.shared.complete_shared_task(task.task_id, "agent-0")
+    assert await store.shared.complete_shared_task(task.task_id, "agent-1")
+    clock.advance(seconds=600)
+    _, won = await store.shared.try_claim_shared_task("wakeup", "agent-3")
+    assert not won  # a completed decision is never retaken
 
 
 async def test_status_helpers(store: Store) -> None:

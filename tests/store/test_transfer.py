@@ -57,7 +57,7 @@ async def test_shared_task_thoughts_move_to_claimer(store: Store) -> None:
             await conn.execute(
                 "INSERT INTO thoughts (thought_id, source_task_id, agent_occurrence_id, status, "
                 "content, created_at, updated_at) VALUES ($1, $2, '__shared__', 'pending', "
-                "'seed', $3, $3)", f"th-{i}", task.task_id, store.clock())
+                "'seed', occurrence_now(), occurrence_now())", f"th-{i}", task.task_id)
     moved = await store.transfers.transfer_thought_ownership("__shared__", "agent-0",
                                                              task.task_id)
     assert moved == 3

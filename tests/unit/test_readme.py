@@ -28,3 +28,14 @@ def test_readme_starts_with_the_two_setup_commands() -> None:
     assert [line.split()[0:2] for line in first] == [["make", "demo"], ["make", "test"]]
     ci = (README.parent / ".ci" / "run").read_text()
     assert "\nmake test\n" in ci
+
+
+def test_every_test_the_guarantees_name_exists() -> None:
+    """Each guarantee names the test that proves it: that test must be there."""
+    text = README.read_text()
+    guarantees = text.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    refs = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", guarantees)
+    assert len(refs) >= 20, "the guarantees section names its tests"
+    for path, name in refs:
+        source = (README.parent / path).read_text()
+        assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{path}::{name} is gone"

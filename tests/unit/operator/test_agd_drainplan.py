@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from occurrence_operator.drainplan import (
+    ACK_MARGIN_SECONDS,
     Action,
     Decision,
     DrainSettings,
@@ -106,9 +107,15 @@ def test_full_scale_down_release() -> None:
     fence = _plan(5, 2, record)
     assert (fence.action, fence.ordinals) == (Action.FENCE, (2, 3, 4))
     assert fence.record is not None and fence.record.phase == "WaitingInFlight"
+    assert fence.grace_seconds == RELEASE.release_grace_seconds
 
-    release = _plan(5, 2, fence.record)
+    # the fenced agents finish (or give back) their in-flight work and acknowledge
+    waiting = _plan(5, 2, fence.record)
+    assert waiting.action is Action.WAIT and waiting.record == fence.record
+    late = T0 + timedelta(seconds=RELEASE.grace_seconds + ACK_MARGIN_SECONDS)
+    release = _plan(5, 2, fence.record, now=late)  # no acknowledgement: released anyway
     assert release.action is Action.RELEASE_IN_FLIGHT
+    assert "grace" in (release.record.message or "")
     assert release.record is not None and release.record.phase == "Transferring"
 
     transfer = _plan(5, 2, release.record, observed=Observations(departing_work=7))
@@ -144,6 +151,33 @@ def test_full_scale_down_release() -> None:
     assert _plan(2, 2, sweep.record).action is Action.NOOP
 
 
+def test_release_mode_moves_on_at_the_acknowledgement_or_when_holders_are_dead() -> None:
+    waiting = _record("WaitingInFlight")
+    acked = _plan(5, 2, waiting, observed=Observations(in_flight_quiet=True))
+    assert acked.action is Action.ADVANCE and acked.record.phase == "Transferring"
+    dead = _plan(5, 2, waiting, observed=Observations(unresponsive=True))
+    assert dead.action is Action.RELEASE_IN_FLIGHT and "lease expired" in dead.record.message
+    near = _plan(5, 2, waiting, now=T0 + timedelta(seconds=12))
+    assert near.action is Action.WAIT
+    assert near.requeue_after == pytest.approx(RELEASE.grace_seconds + ACK_MARGIN_SECONDS - 12)
+
+
+def test_the_fence_grace_follows_the_mode() -> None:
+    assert RELEASE.grace_seconds == 10 and WAIT.grace_seconds == 60
+    short = DrainSettings(timeout_seconds=3, in_flight="release", release_grace_seconds=10)
+    assert short.grace_seconds == 3  # never longer than the drain timeout
+    fence = _plan(5, 2, _record("Fencing"), drain=WAIT)
+    assert fence.grace_seconds == 60
+
+
+def test_fences_left_outside_a_drain_are_lifted_before_scaling_up() -> None:
+    """A drain bypassed while the database was down left ordinals 2..4 fenced."""
+    bypassed = _record("Done")
+    lift = _plan(2, 5, bypassed, observed=Observations(stale_fences=(2, 3, 4)))
+    assert (lift.action, lift.ordinals) == (Action.UNFENCE, (2, 3, 4))
+    assert _plan(2, 5, bypassed).action is Action.SCALE
+
+
 def test_wait_mode_waits_until_quiet() -> None:
     waiting = _record("WaitingInFlight")
     decision = _plan(5, 2, waiting, drain=WAIT, now=T0 + timedelta(seconds=10))
@@ -152,6 +186,8 @@ def test_wait_mode_waits_until_quiet() -> None:
     quiet = _plan(5, 2, waiting, drain=WAIT, observed=Observations(in_flight_quiet=True))
     assert quiet.action is Action.ADVANCE
     assert quiet.record is not None and quiet.record.phase == "Transferring"
+    dead = _plan(5, 2, waiting, drain=WAIT, observed=Observations(unresponsive=True))
+    assert dead.action is Action.RELEASE_IN_FLIGHT  # a dead agent finishes nothing
 
 
 def test_wait_mode_releases_after_timeout() -> None:
@@ -222,6 +258,14 @@ def test_replan_is_deterministic() -> None:
     assert _plan(5, 2, record, drain=WAIT) == _plan(5, 2, record, drain=WAIT)
 
 
+def test_settings_from_spec_with_recovery() -> None:
+    from occurrence_operator.spec import RecoverySpec
+
+    settings = DrainSettings.from_spec(DrainSpec.model_validate({"releaseGraceSeconds": 4}),
+                                       RecoverySpec.model_validate({"inFlight": "fail"}))
+    assert (settings.release_grace_seconds, settings.recovery) == (4, "fail")
+
+
 def test_settings_from_spec() -> None:
     drain = DrainSpec.model_validate({"timeoutSeconds": 9, "inFlight": "wait"})
     assert DrainSettings.from_spec(drain) == DrainSettings(9, "wait", False)
@@ -252,8 +296,11 @@ class World:
     def departing(self) -> tuple[int, ...]:
         return tuple(self.record.ordinals) if draining_count(self.record) else ()
 
-    def observe(self) -> Observations:
+    def observe(self, desired: int) -> Observations:
         departing = self.departing()
+        if not departing:  # outside a drain: what the registry still has fenced
+            return Observations(stale_fences=tuple(sorted(
+                k for k in self.fenced if k < max(desired, 1))))
         return Observations(
             in_flight_quiet=all(self.in_flight.get(k, 0) == 0 for k in departing),
             departing_work=sum(1 for owner in self.tasks.values() if owner in departing),
@@ -266,8 +313,7 @@ class World:
         for k in range(self.sts):
             if k not in self.pods:
                 self.pods.add(k)
-                self.retired.discard(k)  # a returning id registers again
-                self.fenced.discard(k)
+                self.retired.discard(k)  # a returning id registers again (a fence stays)
         self.pods = {k for k in self.pods if k < self.sts}
         for k in sorted(self.pods):
             if k in self.fenced:
@@ -326,7 +372,7 @@ class World:
             desired=desired,
             record=self.record,
             settings=drain,
-            observed=self.observe(),
+            observed=self.observe(desired),
             now=self.now,
         )
         self.apply(decision)
