@@ -6,7 +6,9 @@ stopping occurrence answers 503: the same task is then offered to another one. E
 carries an ``Idempotency-Key`` so that a retry after a lost answer does not create it twice.
 
 One JSON line per accepted task on stdout (``{"task_id", "occurrence_id", "seq"}``), then a
-summary line ``{"done": ...}`` once ``/tmp/stop`` exists (the scenario creates it).
+summary line ``{"done": ...}`` once ``/tmp/stop`` exists (the scenario creates it). A number
+written to ``/tmp/burst`` submits that many tasks at once, without pacing (so that the
+occurrences a scale-down removes have a backlog), then ``{"burst": N}``.
 Standard library only: the image's Python runs it as it is.
 
 Environment: TARGET_HOST, TARGET_PORT (8080), RATE (tasks per second), TASK_CONTEXT (JSON
@@ -30,6 +32,7 @@ CONTEXT = json.loads(os.environ.get("TASK_CONTEXT", '{"work_ms": 800, "thoughts"
 RUN_ID = os.environ.get("RUN_ID", "e2e")
 TOKEN = os.environ.get("AGENT_TOKEN", "")
 STOP_FILE = "/tmp/stop"
+BURST_FILE = "/tmp/burst"
 counters = {"retries": 0, "unavailable": 0, "connect_errors": 0, "timeouts": 0, "other": 0}
 
 
@@ -88,13 +91,31 @@ def submit(seq: int) -> None:
         time.sleep(0.3)
 
 
+def take_burst() -> int:
+    try:
+        with open(BURST_FILE) as f:
+            count = int(f.read().strip() or 0)
+        os.unlink(BURST_FILE)
+    except (OSError, ValueError):
+        return 0
+    return count
+
+
 def main() -> int:
     seq = 0
+    paced = 0
     started = time.monotonic()
     while not os.path.exists(STOP_FILE):
+        burst = take_burst()
+        for _ in range(burst):
+            submit(seq)
+            seq += 1
+        if burst:
+            log(burst=burst)
         submit(seq)
         seq += 1
-        delay = started + seq / RATE - time.monotonic()
+        paced += 1
+        delay = started + paced / RATE - time.monotonic()
         if delay > 0:
             time.sleep(delay)
     log(done=seq, seconds=round(time.monotonic() - started, 1), **counters)

@@ -214,7 +214,7 @@ spec:
     - {name: TARGET_HOST, value: "$AGD.$NS.svc.cluster.local"}
     - {name: RATE, value: "$2"}
     - {name: RUN_ID, value: "$1"}
-    - {name: TASK_CONTEXT, value: '{"work_ms": 700, "thoughts": 2}'}
+    - {name: TASK_CONTEXT, value: '{"work_ms": 1000, "thoughts": 2}'}
     securityContext:
       allowPrivilegeEscalation: false
       readOnlyRootFilesystem: true
@@ -231,10 +231,19 @@ spec:
 YAML
   k -n "$NS" wait pod/e2e-loadgen --for=condition=Ready --timeout="${TIMEOUT}s" >/dev/null
   wait_until "the first tasks accepted through the Service" 60 submitted_at_least 10
-  note "load: $2 task(s)/s through Service $AGD.$NS (DNS: CoreDNS/kube-dns), 2 thoughts x 700 ms each"
+  note "load: $2 task(s)/s through Service $AGD.$NS (DNS: CoreDNS/kube-dns), 2 thoughts x 1 s each"
 }
 
 pod_phase_is() { [[ "$(k -n "$NS" get pod "$1" -o jsonpath='{.status.phase}')" == "$2" ]]; }
+burst() {  # $1: tasks submitted at once (a backlog for the occurrences about to leave)
+  local before
+  before="$(k -n "$NS" logs e2e-loadgen | grep -c '"burst"' || true)"
+  k -n "$NS" exec e2e-loadgen -- sh -c "echo $1 > /tmp/burst.tmp && mv /tmp/burst.tmp /tmp/burst"
+  wait_until "a burst of $1 tasks" 120 bursts_at_least $((before + 1))
+  note "load: a burst of $1 tasks just before the scale-down"
+}
+bursts_at_least() { (($(k -n "$NS" logs e2e-loadgen | grep -c '"burst"') >= $1)); }
+
 submitted_at_least() { (($(k -n "$NS" logs e2e-loadgen | grep -c '"task_id"') >= $1)); }
 
 stop_load() {  # collects what the load generator was told into e2e_submitted
@@ -251,8 +260,11 @@ for line in open(sys.argv[1]):
 PY
   psql -c "TRUNCATE e2e_submitted" -c "\\copy e2e_submitted (task_id, occurrence, seq) FROM STDIN WITH (FORMAT csv)" \
     <"$WORK/submitted.csv" >/dev/null
-  local summary
+  local summary errors
   summary="$(grep '"done"' "$WORK/loadgen.log")" || fail "the load generator did not finish"
+  # a 503 (draining, starting) sends the task elsewhere; any other error answer is a bug
+  errors="$(grep '"error"' "$WORK/loadgen.log" || true)"
+  [[ -z "$errors" ]] || fail "the agents answered with errors: $errors"
   note "load: $summary"
   [[ "$(sql "SELECT count(*) FROM e2e_submitted")" == "$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['done'])" "$summary")" ]] \
     || fail "the load generator's log and its summary disagree"
@@ -315,6 +327,7 @@ assert_database() {  # $1: departed occurrence ids (SQL list), $2: survivors (SQ
   twice="$(sql "SELECT count(*) FROM (SELECT thought_id FROM e2e_thought_events WHERE new_status = 'processing'
                 GROUP BY thought_id HAVING count(*) > 1) t")"
   note "database: $submitted tasks submitted, all completed exactly once; $moved ended on another occurrence; $transfers transfer record(s)"
+  ((moved > 0)) || fail "no task was moved: the scale-down caught no work (raise the burst)"
   note "database: $twice thought(s) ran more than once (released or retried in flight); 0 completed twice"
   k -n "$NS" describe agd "$AGD" >"$WORK/describe.txt"
   if ! grep -q DrainStarted "$WORK/describe.txt" || ! grep -q DrainComplete "$WORK/describe.txt"; then
@@ -414,6 +427,7 @@ pass_helm() {
   roll_image 5
   pg_fault "after the rollout"
   step "scale 5 -> 2, SIGKILL the operator mid-drain"
+  burst 60
   scale_down_killing_operator 2
   pg_fault "after the drain"
   step "stop the load"
@@ -430,6 +444,7 @@ pass_kustomize() {
   apply_example
   start_load kustomize 4
   step "scale 3 -> 2 under load"
+  burst 30
   local t=$SECONDS
   k -n "$NS" scale agd "$AGD" --replicas=2 >/dev/null
   wait_until "the drain" "$TIMEOUT" drain_done 2
