@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from occurrence_store import Store, TaskStatus
+from tests.support.clock import pin_to_midday
 
 
 async def test_stale_shared_tasks(store: Store) -> None:
+    pin_to_midday(store.clock)  # both decisions stay on one day while the clock moves
     stale, _ = await store.shared.try_claim_shared_task("wakeup", "agent-0", lease_seconds=60)
     done, _ = await store.shared.try_claim_shared_task("shutdown", "agent-0")
     await store.shared.complete_shared_task(done.task_id, "agent-0")

@@ -11,6 +11,7 @@ import pytest
 
 from occurrence_store import SHARED_OCCURRENCE_ID, Store, TaskStatus
 from occurrence_store.shared import shared_task_id
+from tests.support.clock import pin_to_midday
 
 
 def test_shared_task_id_is_deterministic() -> None:
@@ -79,6 +80,7 @@ async def test_twenty_claimers_in_separate_processes(db_url: str) -> None:
 
 async def test_lease_expiry_lets_exactly_one_take_over(store: Store) -> None:
     clock = store.clock
+    pin_to_midday(clock)  # the ten minutes below stay on one day's decision
     task, won = await store.shared.try_claim_shared_task("wakeup", "agent-0", lease_seconds=60)
     assert won
     clock.advance(seconds=30)
