@@ -130,17 +130,35 @@ class PostgresDatabase:
                                f"{self.clock.offset_seconds} seconds")
 
     @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
+    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; one found broken is ended and reported as unavailable.
+
+        A backend ended while its connection sat idle in the pool (``pg_terminate_backend``,
+        a failover, a proxy) leaves asyncpg's protocol half-closed: the server's goodbye was
+        read, the end of the stream not yet. The next statement then fails with
+        ``InternalClientError`` ("cannot switch to state ...") before anything is sent. That is
+        the database going away, not a bug: the connection is terminated so the pool replaces
+        it, and the caller gets :class:`DatabaseUnavailable`, which it may retry.
+        """
         async with self.pool.acquire() as conn:
-            await self._shift_clock(conn)
+            try:
+                await self._shift_clock(conn)
+                yield conn
+            except asyncpg.InternalClientError as exc:
+                conn.terminate()
+                raise DatabaseUnavailable(
+                    f"connection to {self.url.redacted} was lost: {_describe(exc)}"
+                ) from exc
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        async with self._acquire() as conn:
             yield _PgConnection(conn)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
-        async with self.pool.acquire() as conn:
-            await self._shift_clock(conn)
-            async with conn.transaction():
-                yield _PgConnection(conn)
+        async with self._acquire() as conn, conn.transaction():
+            yield _PgConnection(conn)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[asyncpg.Connection]:
@@ -149,7 +167,7 @@ class PostgresDatabase:
         The caller must leave the session clean (unlock what it locked) or terminate the
         connection, so that no state goes back to the pool with it.
         """
-        async with self.pool.acquire() as conn:
+        async with self._acquire() as conn:
             yield conn
 
     async def dedicated_connection(self) -> asyncpg.Connection:
