@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from occurrence_agent.handlers import Handler
-from occurrence_agent.metrics import Metrics
+from occurrence_agent.metrics import AgentMetrics
 from occurrence_store import Store
 from occurrence_store.models import DEFAULT_AGENT_ID, Task, TaskStatus
 from occurrence_store.shared import SharedTasks
@@ -45,7 +45,7 @@ class WakeupOutcome:
 
 
 async def _renew_forever(shared: SharedTasks, task_id: str, occurrence_id: str, lease: float,
-                         metrics: Metrics) -> None:
+                         metrics: AgentMetrics) -> None:
     while True:
         await asyncio.sleep(lease / 3)
         try:
@@ -61,7 +61,7 @@ async def _renew_forever(shared: SharedTasks, task_id: str, occurrence_id: str, 
 
 async def _perform(shared: SharedTasks, task: Task, occurrence_id: str, lease: float,
                    work: Callable[[], Awaitable[tuple[dict[str, Any], TaskStatus]]],
-                   metrics: Metrics) -> tuple[dict[str, Any], TaskStatus]:
+                   metrics: AgentMetrics) -> tuple[dict[str, Any], TaskStatus]:
     """Run ``work()`` holding the claim's lease; return (outcome, status) after completing."""
     renewer = asyncio.create_task(
         _renew_forever(shared, task.task_id, occurrence_id, lease, metrics))
@@ -82,7 +82,7 @@ async def _perform(shared: SharedTasks, task: Task, occurrence_id: str, lease: f
 
 
 async def wake_up(store: Store, occurrence_id: str, handler: Handler, *, timeout: float,
-                  lease_seconds: float, metrics: Metrics, poll_interval: float = 0.5,
+                  lease_seconds: float, metrics: AgentMetrics, poll_interval: float = 0.5,
                   agent_id: str = DEFAULT_AGENT_ID) -> WakeupOutcome:
     """Join today's wakeup of ``agent_id``: perform it if this occurrence's claim lands,
     else wait for it."""
@@ -132,7 +132,7 @@ async def wake_up(store: Store, occurrence_id: str, handler: Handler, *, timeout
             return _joined(done, occurrence_id, loop.time() - started, metrics)
 
 
-def _joined(task: Task, occurrence_id: str, waited: float, metrics: Metrics) -> WakeupOutcome:
+def _joined(task: Task, occurrence_id: str, waited: float, metrics: AgentMetrics) -> WakeupOutcome:
     metrics.set("occurrence_wakeup_performed", 0)
     metrics.set("occurrence_wakeup_wait_seconds", waited)
     by = task.outcome.get("decided_by") or task.claimed_by
@@ -177,7 +177,7 @@ class ShutdownCoordinator:
     """
 
     def __init__(self, store: Store, occurrence_id: str, handler: Handler, *,
-                 started_at: datetime, lease_seconds: float, metrics: Metrics,
+                 started_at: datetime, lease_seconds: float, metrics: AgentMetrics,
                  agent_id: str = DEFAULT_AGENT_ID) -> None:
         self.store = store
         self.shared = store.shared_for(agent_id)

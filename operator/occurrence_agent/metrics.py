@@ -1,104 +1,103 @@
-"""Prometheus metrics in the text exposition format (0.0.4), rendered by hand.
+"""An occurrence's Prometheus metrics, on ``prometheus_client``.
 
-A handful of counters and gauges do not justify a dependency. Every sample carries the
-``occurrence_id`` label, so metrics from several occurrences on one host stay apart.
+Each runtime has its own registry (several occurrences may run in one process: tests, the
+embedded demo), and every sample carries the ``occurrence_id`` label, so metrics from several
+occurrences on one host stay apart. The families are declared once, below, with their
+labels: a metric name or label that is not declared fails at the call, not at scrape time.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    generate_latest,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The text format every Prometheus reads (what ``generate_latest`` writes for these names)."""
 
-Labels = tuple[tuple[str, str], ...]
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+disable_created_metrics()  # no ``*_created`` series: they double the samples and nobody reads them
 
 
-def _format_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
-
-
-@dataclass
+@dataclass(frozen=True)
 class _Family:
-    name: str
-    kind: str  # counter | gauge
+    kind: type[Counter] | type[Gauge]
     help: str
-    samples: dict[Labels, float] = field(default_factory=dict)
+    labels: tuple[str, ...] = ()
 
 
-class Metrics:
+FAMILIES: dict[str, _Family] = {
+    "occurrence_thoughts_processed_total": _Family(
+        Counter, "Thoughts this occurrence finished or gave back, by result: completed, "
+        "failed, deferred (the handler's verdict); retried (back to pending after an error), "
+        "exhausted (FAILED: attempts used up), stranded_failed (FAILED by recovery=fail), "
+        "released (given back when fenced or stopped), reclaimed (stranded, taken back to "
+        "pending).", ("result",)),
+    "occurrence_worker_errors_total": _Family(
+        Counter, "Errors of the work loop by stage (load, handler, finish, after, recover, "
+        "step, sweep, heartbeat, listener, shared_lease, metrics): each one is also a log "
+        "line.", ("stage",)),
+    "occurrence_worker_healthy": _Family(
+        Gauge, "0 after consecutive database failures of the work loop (also unready)."),
+    "occurrence_tasks_finished_total": _Family(
+        Counter, "Tasks this occurrence finished, by final status.", ("status",)),
+    "occurrence_claim_conflicts_total": _Family(
+        Counter, "Claims lost to another writer: shared tasks claimed by another occurrence, "
+        "thoughts that moved away before completion.", ("kind",)),
+    "occurrence_tasks_submitted_total": _Family(
+        Counter, "Tasks accepted through the HTTP API."),
+    "occurrence_tasks_deduplicated_total": _Family(
+        Counter, "Submissions answered with the task an earlier one with the same idempotency "
+        "key created (200 instead of 201)."),
+    "occurrence_wakeup_wait_seconds": _Family(
+        Gauge, "Seconds this occurrence waited for the shared wakeup decision."),
+    "occurrence_wakeup_performed": _Family(
+        Gauge, "1 if this occurrence performed the wakeup on behalf of all."),
+    "occurrence_ready": _Family(Gauge, "1 when ready to take work."),
+    "occurrence_draining": _Family(Gauge, "1 while draining or shutting down."),
+    "occurrence_tasks": _Family(
+        Gauge, "This occurrence's tasks by status (read at scrape time).", ("status",)),
+    "occurrence_thoughts": _Family(
+        Gauge, "This occurrence's thoughts by status (read at scrape time).", ("status",)),
+}
+
+
+class AgentMetrics:
+    """The metrics of one occurrence, in a registry of their own."""
+
     def __init__(self, occurrence_id: str) -> None:
         self.occurrence_id = occurrence_id
-        self._families: dict[str, _Family] = {}
-        self.declare("occurrence_thoughts_processed_total", "counter",
-                     "Thoughts this occurrence finished or gave back, by result: completed, "
-                     "failed, deferred (the handler's verdict); retried (back to pending after "
-                     "an error), exhausted (FAILED: attempts used up), stranded_failed (FAILED "
-                     "by recovery=fail), released (given back when fenced or stopped), "
-                     "reclaimed (stranded, taken back to pending).")
-        self.declare("occurrence_worker_errors_total", "counter",
-                     "Errors of the work loop by stage (load, handler, finish, after, recover, "
-                     "step, sweep, heartbeat, listener, shared_lease): each one is also a log "
-                     "line.")
-        self.declare("occurrence_worker_healthy", "gauge",
-                     "0 after consecutive database failures of the work loop (also unready).")
-        self.declare("occurrence_tasks_finished_total", "counter",
-                     "Tasks this occurrence finished, by final status.")
-        self.declare("occurrence_claim_conflicts_total", "counter",
-                     "Claims lost to another writer: shared tasks claimed by another "
-                     "occurrence, thoughts that moved away before completion.")
-        self.declare("occurrence_tasks_submitted_total", "counter",
-                     "Tasks accepted through the HTTP API.")
-        self.declare("occurrence_tasks_deduplicated_total", "counter",
-                     "Submissions answered with the task an earlier one with the same "
-                     "idempotency key created (200 instead of 201).")
-        self.declare("occurrence_wakeup_wait_seconds", "gauge",
-                     "Seconds this occurrence waited for the shared wakeup decision.")
-        self.declare("occurrence_wakeup_performed", "gauge",
-                     "1 if this occurrence performed the wakeup on behalf of all.")
-        self.declare("occurrence_ready", "gauge", "1 when ready to take work.")
-        self.declare("occurrence_draining", "gauge", "1 while draining or shutting down.")
-        self.declare("occurrence_tasks", "gauge",
-                     "This occurrence's tasks by status (read at scrape time).")
-        self.declare("occurrence_thoughts", "gauge",
-                     "This occurrence's thoughts by status (read at scrape time).")
+        self.registry = CollectorRegistry()
+        self._families: dict[str, Counter | Gauge] = {
+            name: family.kind(name, family.help, ("occurrence_id", *family.labels),
+                              registry=self.registry)
+            for name, family in FAMILIES.items()
+        }
 
-    def declare(self, name: str, kind: str, help_text: str) -> None:
-        self._families.setdefault(name, _Family(name, kind, help_text))
-
-    def _key(self, labels: Mapping[str, str] | None) -> Labels:
-        merged = {"occurrence_id": self.occurrence_id, **(labels or {})}
-        return tuple(sorted(merged.items()))
+    def _child(self, name: str, labels: Mapping[str, str]) -> Counter | Gauge:
+        return self._families[name].labels(occurrence_id=self.occurrence_id, **labels)
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        family = self._families[name]
-        key = self._key(labels)
-        family.samples[key] = family.samples.get(key, 0.0) + amount
+        self._child(name, labels).inc(amount)
 
     def set(self, name: str, value: float, **labels: str) -> None:
-        self._families[name].samples[self._key(labels)] = float(value)
+        child = self._child(name, labels)
+        assert isinstance(child, Gauge), f"{name} is a counter: it only goes up"
+        child.set(value)
 
     def value(self, name: str, **labels: str) -> float:
-        return self._families[name].samples.get(self._key(labels), 0.0)
+        sample = self.registry.get_sample_value(
+            name, {"occurrence_id": self.occurrence_id, **labels})
+        return sample or 0.0
 
     def render(self, extra: Iterable[tuple[str, Mapping[str, str], float]] = ()) -> str:
         """The exposition text; ``extra`` are gauge samples computed at scrape time."""
         for name, labels, value in extra:
             self.set(name, value, **labels)
-        lines: list[str] = []
-        for family in self._families.values():
-            lines.append(f"# HELP {family.name} {family.help}")
-            lines.append(f"# TYPE {family.name} {family.kind}")
-            for labels, value in sorted(family.samples.items()):
-                text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-                lines.append(f"{family.name}{{{text}}} {_format_value(value)}")
-        return "\n".join(lines) + "\n"
+        return generate_latest(self.registry).decode()

@@ -18,7 +18,6 @@ from typing import Any
 
 from aiohttp import web
 
-from occurrence_agent.api import create_app
 from occurrence_agent.config import AgentConfig
 from occurrence_agent.decisions import (
     ShutdownCoordinator,
@@ -28,9 +27,10 @@ from occurrence_agent.decisions import (
     wake_up,
 )
 from occurrence_agent.handlers import DefaultHandler, Handler
+from occurrence_agent.http_api import create_app
 from occurrence_agent.journal import Journal
 from occurrence_agent.lifecycle import Presence
-from occurrence_agent.metrics import Metrics
+from occurrence_agent.metrics import AgentMetrics
 from occurrence_agent.retry import RetryPolicy
 from occurrence_agent.schemas import ShutdownRequest, TaskCreate
 from occurrence_agent.worker import Worker
@@ -62,7 +62,7 @@ class OccurrenceRuntime:
         self.occurrence_id = config.occurrence_id
         self.handler: Handler = handler or DefaultHandler(config.simulated_work_ms,
                                                           config.wakeup_steps)
-        self.metrics = Metrics(config.occurrence_id)
+        self.metrics = AgentMetrics(config.occurrence_id)
         self.journal = Journal(config.journal_path, config.occurrence_id)
         self.store: Store | None = None
         self.presence: Presence | None = None

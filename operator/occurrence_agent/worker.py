@@ -34,7 +34,7 @@ from typing import Any
 
 from occurrence_agent.handlers import Decision, Handler
 from occurrence_agent.journal import Journal
-from occurrence_agent.metrics import Metrics
+from occurrence_agent.metrics import AgentMetrics
 from occurrence_agent.retry import RetryPolicy, Stage, retry_after
 from occurrence_store.errors import NotOwnedError
 from occurrence_store.models import InFlightRecovery, Task, TaskStatus, Thought, ThoughtStatus
@@ -72,7 +72,7 @@ class _Attempt:
 
 class Worker:
     def __init__(self, scoped: ScopedStore, handler: Handler, *, max_active_tasks: int,
-                 concurrency: int, poll_interval: float, metrics: Metrics,
+                 concurrency: int, poll_interval: float, metrics: AgentMetrics,
                  journal: Journal, retry: RetryPolicy | None = None,
                  recovery: InFlightRecovery = InFlightRecovery.RETRY,
                  on_error: Callable[[BaseException], None] | None = None) -> None:

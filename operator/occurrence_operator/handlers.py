@@ -30,7 +30,7 @@ import kopf
 
 from . import api, reconcile
 from .kube import Kube
-from .metrics import Metrics, serve
+from .metrics import OperatorMetrics, serve
 from .peering import ensure_peering_objects
 from .reconcile import Reconciler
 from .stores import Stores
@@ -73,7 +73,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     lifetime = os.environ.get(PEERING_LIFETIME_ENV, "")
     if lifetime:
         settings.peering.lifetime = int(lifetime)
-    metrics = Metrics()
+    metrics = OperatorMetrics()
     kube = Kube.from_environment(metrics)
     _state["metrics"] = metrics
     _state["kube"] = kube

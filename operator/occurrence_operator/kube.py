@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from . import api, gate
-from .metrics import Metrics
+from .metrics import OperatorMetrics
 
 FIELD_MANAGER = api.MANAGER
 
@@ -126,12 +126,12 @@ def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> b
 class Kube:
     """The API calls the operator makes. Thread-offloaded; safe to share."""
 
-    def __init__(self, api_client: Any, metrics: Metrics | None = None) -> None:
+    def __init__(self, api_client: Any, metrics: OperatorMetrics | None = None) -> None:
         self._client = api_client
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or OperatorMetrics()
 
     @classmethod
-    def from_environment(cls, metrics: Metrics | None = None) -> Kube:
+    def from_environment(cls, metrics: OperatorMetrics | None = None) -> Kube:
         """In-cluster credentials if running in a pod, else the kubeconfig ($KUBECONFIG)."""
         from kubernetes import client, config
 

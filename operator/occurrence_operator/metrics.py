@@ -1,110 +1,102 @@
-"""Prometheus metrics in the text exposition format, served by aiohttp (no client library).
+"""The operator's Prometheus metrics, on ``prometheus_client``, served by aiohttp.
 
 Counters: reconciles, drains, tasks transferred, API writes; a summary of drain durations;
-a gauge of pending tasks per occurrence.
+a gauge of pending tasks per occurrence. The registry is the operator's own (tests run
+several operators' metrics in one process), and label values are escaped by the library.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Summary,
+    disable_created_metrics,
+    generate_latest,
+)
+
 PREFIX = "occurrence_operator"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-LabelKey = tuple[tuple[str, str], ...]
+disable_created_metrics()  # no ``*_created`` series: they double the samples and nobody reads them
 
-
-def _labels(key: LabelKey) -> str:
-    if not key:
-        return ""
-    body = ",".join(
-        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in key
-    )
-    return "{" + body + "}"
+_AGD = ("namespace", "agentdeployment")
 
 
-class Metrics:
+class OperatorMetrics:
+    """Everything the operator counts, recorded by name of the event, not of the metric."""
+
     def __init__(self) -> None:
-        self.reconciles: dict[LabelKey, float] = defaultdict(float)
-        self.drains: dict[LabelKey, float] = defaultdict(float)
-        self.tasks_transferred: dict[LabelKey, float] = defaultdict(float)
-        self.api_writes: dict[LabelKey, float] = defaultdict(float)
-        self.drain_duration_sum = 0.0
-        self.drain_duration_count = 0
-        self.pending: dict[LabelKey, float] = {}
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._reconciles = Counter(f"{PREFIX}_reconciles_total", "Reconcile passes by result.",
+                                   ("result",), registry=r)
+        self._drains = Counter(f"{PREFIX}_drains_total", "Scale-down drain milestones.",
+                               (*_AGD, "event"), registry=r)
+        self._transferred = Counter(
+            f"{PREFIX}_tasks_transferred_total",
+            "Tasks moved from departing occurrences to survivors.", _AGD, registry=r)
+        self._api_writes = Counter(f"{PREFIX}_api_writes_total",
+                                   "Kubernetes API writes by verb.", ("verb", "resource"),
+                                   registry=r)
+        self._drain_duration = Summary(f"{PREFIX}_drain_duration_seconds",
+                                       "Scale-down drain durations.", registry=r)
+        self._pending = Gauge(f"{PREFIX}_pending_tasks",
+                              "Pending and active tasks per occurrence.",
+                              (*_AGD, "occurrence"), registry=r)
+        self._pending_occurrences: dict[tuple[str, str], set[str]] = {}
 
     # -- recording -----------------------------------------------------------------------
 
     def reconciled(self, result: str) -> None:
-        self.reconciles[(("result", result),)] += 1
+        self._reconciles.labels(result).inc()
 
     def drain_event(self, namespace: str, name: str, event: str) -> None:
-        key = (("namespace", namespace), ("agentdeployment", name), ("event", event))
-        self.drains[key] += 1
+        self._drains.labels(namespace, name, event).inc()
 
     def transferred(self, namespace: str, name: str, tasks: int) -> None:
         if tasks:
-            self.tasks_transferred[(("namespace", namespace), ("agentdeployment", name))] += tasks
+            self._transferred.labels(namespace, name).inc(tasks)
 
     def drain_finished(self, seconds: float) -> None:
-        self.drain_duration_sum += max(0.0, seconds)
-        self.drain_duration_count += 1
+        self._drain_duration.observe(max(0.0, seconds))
 
     def api_write(self, verb: str, resource: str) -> None:
-        self.api_writes[(("verb", verb), ("resource", resource))] += 1
+        self._api_writes.labels(verb, resource).inc()
 
     def set_pending(self, namespace: str, name: str, counts: dict[str, int]) -> None:
-        for key in [
-            k
-            for k in self.pending
-            if k[:2] == (("namespace", namespace), ("agentdeployment", name))
-        ]:
-            del self.pending[key]
+        """Replace the AgentDeployment's per-occurrence gauges: departed ones disappear."""
+        previous = self._pending_occurrences.pop((namespace, name), set())
+        for occurrence in previous - counts.keys():
+            self._pending.remove(namespace, name, occurrence)
         for occurrence, count in counts.items():
-            key = (("namespace", namespace), ("agentdeployment", name), ("occurrence", occurrence))
-            self.pending[key] = count
+            self._pending.labels(namespace, name, occurrence).set(count)
+        if counts:
+            self._pending_occurrences[(namespace, name)] = set(counts)
 
     def forget(self, namespace: str, name: str) -> None:
         self.set_pending(namespace, name, {})
 
     def total_api_writes(self) -> int:
-        return int(sum(self.api_writes.values()))
+        return int(sum(sample.value for metric in self._api_writes.collect()
+                       for sample in metric.samples if sample.name.endswith("_total")))
 
     # -- exposition ----------------------------------------------------------------------
 
     def render(self) -> str:
-        lines: list[str] = []
-
-        def family(name: str, kind: str, help_: str, values: dict[LabelKey, float]) -> None:
-            lines.append(f"# HELP {PREFIX}_{name} {help_}")
-            lines.append(f"# TYPE {PREFIX}_{name} {kind}")
-            for key, value in sorted(values.items()):
-                lines.append(f"{PREFIX}_{name}{_labels(key)} {value:g}")
-
-        family("reconciles_total", "counter", "Reconcile passes by result.", self.reconciles)
-        family("drains_total", "counter", "Scale-down drain milestones.", self.drains)
-        family(
-            "tasks_transferred_total",
-            "counter",
-            "Tasks moved from departing occurrences to survivors.",
-            self.tasks_transferred,
-        )
-        family("api_writes_total", "counter", "Kubernetes API writes by verb.", self.api_writes)
-        lines.append(f"# HELP {PREFIX}_drain_duration_seconds Scale-down drain durations.")
-        lines.append(f"# TYPE {PREFIX}_drain_duration_seconds summary")
-        lines.append(f"{PREFIX}_drain_duration_seconds_sum {self.drain_duration_sum:g}")
-        lines.append(f"{PREFIX}_drain_duration_seconds_count {self.drain_duration_count}")
-        family("pending_tasks", "gauge", "Pending and active tasks per occurrence.", self.pending)
-        return "\n".join(lines) + "\n"
+        return generate_latest(self.registry).decode()
 
 
-async def serve(metrics: Metrics, host: str, port: int) -> Any:
+async def serve(metrics: OperatorMetrics, host: str, port: int) -> Any:
     """Start the /metrics HTTP server; returns the aiohttp runner (call `.cleanup()`)."""
     from aiohttp import web
 
     async def handle(_request: web.Request) -> web.Response:
-        return web.Response(text=metrics.render(), content_type="text/plain", charset="utf-8")
+        return web.Response(body=metrics.render().encode(),
+                            headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application()
     app.router.add_get("/metrics", handle)

@@ -43,7 +43,7 @@ from .conditions import PhaseInputs, compute_phase, find_condition, set_conditio
 from .drain_driver import drive
 from .events import EventType, post
 from .kube import ApiError, Kube, collection_path, needs_apply, object_path
-from .metrics import Metrics
+from .metrics import OperatorMetrics
 from .owner import Owner
 from .render import Rendered, render
 from .secrets import SecretProblem, database_url
@@ -104,7 +104,7 @@ class _Migration:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, stores: Stores, metrics: Metrics) -> None:
+    def __init__(self, kube: Kube, stores: Stores, metrics: OperatorMetrics) -> None:
         self.kube = kube
         self.stores = stores
         self.metrics = metrics

@@ -173,7 +173,7 @@ async def test_readiness_turns_false_while_the_worker_cannot_reach_the_database(
                 return status == 503 and "worker cannot reach the database" in body["reason"]
 
             await wait_for(unready, 30, "readiness to report the unreachable database")
-            assert 'occurrence_worker_healthy{occurrence_id="cut-off-0"} 0' in \
+            assert 'occurrence_worker_healthy{occurrence_id="cut-off-0"} 0.0' in \
                 (await get(runtime, "/metrics"))[1]
             await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
 

@@ -16,7 +16,7 @@ import pytest
 from occurrence_agent.config import AgentConfig, ConfigError, load_config
 from occurrence_agent.handlers import DefaultHandler
 from occurrence_agent.logs import JsonFormatter, OccurrenceFilter
-from occurrence_agent.metrics import Metrics
+from occurrence_agent.metrics import AgentMetrics
 from occurrence_agent.schemas import BadRequest, parse_json_object
 from occurrence_store import Task, Thought
 
@@ -97,7 +97,7 @@ def test_json_logs_carry_the_occurrence_id_on_every_record() -> None:
 
 
 def test_metrics_render_prometheus_text() -> None:
-    metrics = Metrics("a-0")
+    metrics = AgentMetrics("a-0")
     metrics.inc("occurrence_claim_conflicts_total", kind="shared_task")
     metrics.inc("occurrence_thoughts_processed_total", 2, result="completed")
     metrics.set("occurrence_wakeup_wait_seconds", 1.5)
@@ -106,7 +106,7 @@ def test_metrics_render_prometheus_text() -> None:
                         r"[-+0-9.eInNa]+$")
     for line in text.splitlines():
         assert line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line), line
-    assert 'occurrence_tasks{occurrence_id="a-0",status="pending"} 4' in text
+    assert 'occurrence_tasks{occurrence_id="a-0",status="pending"} 4.0' in text
     assert 'occurrence_wakeup_wait_seconds{occurrence_id="a-0"} 1.5' in text
     assert "# TYPE occurrence_claim_conflicts_total counter" in text
 

@@ -32,7 +32,7 @@ from occurrence_store.models import Task, TaskStatus
 from occurrence_store.scoped import ScopedStore
 from occurrence_store.unreachable import DATABASE_ERRORS
 
-log = logging.getLogger("occurrence_agent.api")
+log = logging.getLogger(__name__)
 
 
 class RuntimeView(Protocol):
