@@ -7,6 +7,7 @@ database that cannot be reached is a 503; a 500 means a bug and is logged as one
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -51,7 +52,7 @@ class RuntimeView(Protocol):
     async def render_metrics(self) -> str: ...
 
 
-RUNTIME: web.AppKey[RuntimeView] = web.AppKey("runtime", RuntimeView)  # type: ignore[type-abstract]
+RUNTIME: web.AppKey[RuntimeView] = web.AppKey("runtime", RuntimeView)
 
 
 
@@ -67,7 +68,9 @@ def json_error(request: web.Request, status: int, message: str, detail: Any = No
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
     try:
         return await handler(request)
     except BadRequest as exc:

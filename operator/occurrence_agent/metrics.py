@@ -22,7 +22,8 @@ from prometheus_client import (
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The text format every Prometheus reads (what ``generate_latest`` writes for these names)."""
 
-disable_created_metrics()  # no ``*_created`` series: they double the samples and nobody reads them
+# no ``*_created`` series: they double the samples and nobody reads them
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ class RetryPolicy:
         if self.backoff_seconds <= 0:
             return 0.0
         exponent = min(max(0, attempts - 1), 30)
-        return min(self.max_backoff_seconds, self.backoff_seconds * 2 ** exponent)
+        return min(self.max_backoff_seconds, self.backoff_seconds * float(2 ** exponent))
 
 
 def retry_after(stage: Stage, recovery: InFlightRecovery) -> bool | None:

@@ -21,7 +21,8 @@ from prometheus_client import (
 PREFIX = "occurrence_operator"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-disable_created_metrics()  # no ``*_created`` series: they double the samples and nobody reads them
+# no ``*_created`` series: they double the samples and nobody reads them
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _AGD = ("namespace", "agentdeployment")
 
