@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="append thought events (JSON lines) to this file [AGENT_JOURNAL]")
     add("--log-level", help="DEBUG, INFO (default), WARNING, ERROR [AGENT_LOG_LEVEL]")
     add("--access-log", action="store_const", const=True, help="log every HTTP request")
+    add("--token-dir", type=Path,
+        help="directory of the API's bearer tokens, files 'work' and 'admin'; required "
+        "unless --host is a loopback address [AGENT_TOKEN_DIR]")
+    add("--submit-rate", type=float,
+        help="tasks one credential may submit per second, 0: no limit (default 200) "
+        "[AGENT_SUBMIT_RATE]")
+    add("--submit-burst", type=int,
+        help="submissions one credential may make at once (default 400) [AGENT_SUBMIT_BURST]")
     return p
 
 

@@ -55,6 +55,9 @@ ENV_NAMES: dict[str, str] = {
     "journal_path": "AGENT_JOURNAL",
     "log_level": "AGENT_LOG_LEVEL",
     "access_log": "AGENT_ACCESS_LOG",
+    "token_dir": "AGENT_TOKEN_DIR",
+    "submit_rate": "AGENT_SUBMIT_RATE",
+    "submit_burst": "AGENT_SUBMIT_BURST",
 }
 
 
@@ -98,6 +101,15 @@ class AgentConfig(BaseModel):
     journal_path: Path | None = None
     log_level: str = "INFO"
     access_log: bool = False
+    token_dir: Path | None = Field(
+        default=None, description="Directory of the API's bearer tokens: files 'work' "
+        "(read and submit tasks) and 'admin' (also POST /shutdown). Without it the runtime "
+        "only listens on a loopback address.")
+    submit_rate: float = Field(
+        default=200.0, ge=0, le=1_000_000,
+        description="Tasks one credential may submit per second (0: no limit).")
+    submit_burst: int = Field(default=400, ge=1, le=1_000_000,
+                              description="Submissions one credential may make at once.")
 
     @field_validator("occurrence_id")
     @classmethod

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from occurrence_agent.auth import TokenFiles, authorize, required_scope
 from occurrence_agent.metrics import CONTENT_TYPE
 from occurrence_agent.openapi import openapi_document
+from occurrence_agent.ratelimit import SubmitLimiter
 from occurrence_agent.schemas import (
     MAX_BODY_BYTES,
     BadRequest,
@@ -48,11 +51,27 @@ class RuntimeView(Protocol):
     def status(self) -> dict[str, Any]: ...
     async def submit(self, body: TaskCreate, idempotency_key: str | None = None
                      ) -> tuple[Task, bool]: ...
-    async def request_shutdown(self, body: ShutdownRequest) -> tuple[int, dict[str, Any]]: ...
+    async def request_shutdown(self, body: ShutdownRequest, requested_by: str
+                               ) -> tuple[int, dict[str, Any]]: ...
     async def render_metrics(self) -> str: ...
 
 
 RUNTIME: web.AppKey[RuntimeView] = web.AppKey("runtime", RuntimeView)
+
+
+@dataclass
+class Guard:
+    """The API's door: tokens checked on every request, submissions limited per caller."""
+
+    tokens: TokenFiles
+    limiter: SubmitLimiter
+    on_refusal: Callable[[str], None] = lambda reason: None
+    """Counts a refusal by reason: unauthenticated, forbidden, rate_limited."""
+
+
+GUARD: web.AppKey[Guard] = web.AppKey("guard", Guard)
+PRINCIPAL: web.RequestKey[str] = web.RequestKey("principal", str)
+"""Request key: which credential made the request (``work``, ``admin``, ``anonymous``)."""
 
 
 
@@ -93,6 +112,25 @@ async def error_middleware(
         return json_error(request, 500, "internal error")
 
 
+@web.middleware
+async def auth_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    guard = request.app[GUARD]
+    verdict = authorize(guard.tokens.current(), request.headers.get("Authorization"),
+                        required_scope(request.method, request.path))
+    if verdict.status:
+        reason = "unauthenticated" if verdict.status == 401 else "forbidden"
+        guard.on_refusal(reason)
+        log.info("request refused (%s): %s %s", reason, request.method, request.path,
+                 extra={"event": "api.refused", "status": verdict.status, "path": request.path})
+        headers = ({"WWW-Authenticate": 'Bearer realm="occurrence-agent"'}
+                   if verdict.status == 401 else None)
+        return json_error(request, verdict.status, verdict.message, headers=headers)
+    request[PRINCIPAL] = verdict.principal
+    return await handler(request)
+
+
 def _validate(model: type[TaskCreate] | type[ShutdownRequest], data: dict[str, Any]) -> Any:
     try:
         return model.model_validate(data)
@@ -110,6 +148,12 @@ async def submit_task(request: web.Request) -> web.Response:
     refusal = runtime.refusal()
     if refusal is not None:
         return json_error(request, 503, refusal, headers={"Retry-After": "5"})
+    guard = request.app[GUARD]
+    wait = guard.limiter.admit(request[PRINCIPAL])
+    if wait:
+        guard.on_refusal("rate_limited")
+        return json_error(request, 429, "too many submissions from this credential",
+                          headers={"Retry-After": SubmitLimiter.retry_after_header(wait)})
     body = _validate(TaskCreate, await _body(request))
     key = idempotency_key(request.headers.get("Idempotency-Key"), body)
     task, created = await runtime.submit(body, key)
@@ -157,7 +201,8 @@ async def get_thoughts(request: web.Request) -> web.Response:
 
 async def shutdown(request: web.Request) -> web.Response:
     body = _validate(ShutdownRequest, await _body(request))
-    status, payload = await request.app[RUNTIME].request_shutdown(body)
+    status, payload = await request.app[RUNTIME].request_shutdown(
+        body, requested_by=request[PRINCIPAL])
     return web.json_response(payload, status=status)
 
 
@@ -186,9 +231,11 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document(request.app[RUNTIME].occurrence_id))
 
 
-def create_app(runtime: RuntimeView) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+def create_app(runtime: RuntimeView, guard: Guard) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, auth_middleware],
+                          client_max_size=MAX_BODY_BYTES)
     app[RUNTIME] = runtime
+    app[GUARD] = guard
     app.router.add_post("/tasks", submit_task)
     app.router.add_get("/tasks", list_tasks)
     app.router.add_get("/tasks/{task_id}", get_task)
