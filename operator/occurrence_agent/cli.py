@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description="Run one occurrence of the agent: register, join the shared "
         "wakeup, process this occurrence's own tasks, serve the HTTP API.",
-        epilog="Every option also reads an environment variable (shown in brackets).")
+        epilog="Every option also reads an environment variable (shown in brackets).",
+        allow_abbrev=False)  # the operator refuses its own flags in spec.args by exact name
     add = p.add_argument
     add("--occurrence-id", help="stable identity of this occurrence [AGENT_OCCURRENCE_ID]")
     add("--ordinal", type=int, help="StatefulSet ordinal [AGENT_OCCURRENCE_ORDINAL]")

@@ -148,7 +148,9 @@ def agent_container(spec: AgentDeploymentSpec, agent_id: str) -> dict[str, Any]:
 
 def scheduling(spec: AgentDeploymentSpec) -> dict[str, Any]:
     """Pod-spec fields shared by agent pods and the migrations Job's pod."""
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {
+        "automountServiceAccountToken": spec.automount_service_account_token,
+    }
     if spec.service_account_name:
         fields["serviceAccountName"] = spec.service_account_name
     if spec.image_pull_secrets:

@@ -26,6 +26,26 @@ ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS1123_
 Passthrough = dict[str, Any]
 
 _RESERVED_ENV_CEL = ", ".join(f"'{name}'" for name in api.RESERVED_ENV)
+_RESERVED_FLAGS_CEL = ", ".join(f"'{flag}'" for flag in api.RESERVED_AGENT_FLAGS)
+
+MAX_REPLICAS = 1000
+"""Every occurrence holds its own database connections (a pool of up to 10, plus one for
+notifications): 1,000 occurrences already need a PostgreSQL with over 10,000 connections or
+a pooler. A larger fleet is several AgentDeployments, or a different design."""
+DAY_SECONDS = 86_400
+
+_PROBE_TIMING_KEYS = frozenset({"initialDelaySeconds", "periodSeconds", "timeoutSeconds",
+                                "failureThreshold", "successThreshold",
+                                "terminationGracePeriodSeconds"})
+
+
+def _reserved_flag(arg: str) -> bool:
+    return any(arg == flag or arg.startswith(flag + "=") for flag in api.RESERVED_AGENT_FLAGS)
+
+
+def _probe_host_free(probe: Passthrough | None) -> bool:
+    http_get = (probe or {}).get("httpGet")
+    return not (isinstance(http_get, dict) and "host" in http_get)
 
 
 class SecretKeyRef(CrdModel):
@@ -154,12 +174,33 @@ class ContainerSecurityContextOverride(CrdModel):
 
 class ProbeOverrides(CrdModel):
     """Probe overrides (core/v1 Probe). Keys given here replace the default's keys; giving a
-    handler (httpGet, tcpSocket, exec, grpc) replaces the default handler."""
+    handler (httpGet, tcpSocket, exec, grpc) replaces the default liveness handler."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="(!has(self.liveness) || !has(self.liveness.httpGet) || "
+            "!has(self.liveness.httpGet.host)) && (!has(self.readiness) || "
+            "!has(self.readiness.httpGet) || !has(self.readiness.httpGet.host))",
+            message="probes must not set httpGet.host: the kubelet would call that host "
+            "(the probe always targets the agent's own pod)",
+            check=lambda p: _probe_host_free(p.liveness) and _probe_host_free(p.readiness),
+        ),
+        CelRule(
+            rule="!has(self.readiness) || self.readiness.all(k, k in "
+            f"[{', '.join(repr(k) for k in sorted(_PROBE_TIMING_KEYS))}])",
+            message="probes.readiness may only tune timing (initialDelaySeconds, "
+            "periodSeconds, timeoutSeconds, failureThreshold, successThreshold): its check "
+            "is the agent's /readyz, which is how a fenced occurrence leaves the Service",
+            check=lambda p: p.readiness is None or set(p.readiness) <= _PROBE_TIMING_KEYS,
+        ),
+    )
 
     liveness: Passthrough | None = None
-    """Default: httpGet /healthz on the agent port."""
+    """Default: httpGet /healthz on the agent port. httpGet.host is refused."""
     readiness: Passthrough | None = None
-    """Default: httpGet /readyz on the agent port. A draining occurrence must fail it."""
+    """Timing of the default httpGet /readyz on the agent port (a draining occurrence fails
+    it): only initialDelaySeconds, periodSeconds, timeoutSeconds, failureThreshold and
+    successThreshold may be set."""
 
 
 def _command_rule(path: str, default: tuple[str, ...]) -> CelRule:
@@ -182,9 +223,9 @@ class MigrationsSpec(CrdModel):
     """Image of the Job; defaults to spec.image."""
     command: list[NonEmptyStr] | None = Field(None, max_length=64)
     """Command of the Job; defaults to ["occurrence-store", "migrate"]."""
-    backoff_limit: int = Field(2, ge=0)
+    backoff_limit: int = Field(2, ge=0, le=100)
     """Retries of the Job before it is marked failed."""
-    active_deadline_seconds: int = Field(600, ge=1)
+    active_deadline_seconds: int = Field(600, ge=1, le=DAY_SECONDS)
     """Time limit of the Job."""
     pod_labels: dict[str, str] | None = None
     """Extra labels on the Job's pod (network policies, cost attribution...). The operator's
@@ -194,7 +235,7 @@ class MigrationsSpec(CrdModel):
 class DrainSpec(CrdModel):
     """How work leaves occurrences that a scale-down removes."""
 
-    timeout_seconds: int = Field(120, ge=1)
+    timeout_seconds: int = Field(120, ge=1, le=DAY_SECONDS)
     """Longest wait for departing occurrences' in-flight work (inFlight: wait) before it is
     released to pending anyway and transferred."""
     in_flight: InFlightMode = "release"
@@ -202,7 +243,7 @@ class DrainSpec(CrdModel):
     (they stop taking work the instant they are fenced); then what is still in flight goes
     back to pending and is transferred, so a thought cut off this way runs again on a
     survivor. `wait`: wait up to timeoutSeconds for in-flight work to finish first."""
-    release_grace_seconds: int = Field(10, ge=0)
+    release_grace_seconds: int = Field(10, ge=0, le=DAY_SECONDS)
     """inFlight: release — how long departing occurrences may finish in-flight work after the
     fence before it is released (at most timeoutSeconds). The operator moves on as soon as
     every departing occurrence has acknowledged (quiesced) or its lease has expired."""
@@ -234,17 +275,27 @@ class AgentDeploymentSpec(CrdModel):
             check=lambda s: s.env is None or all(e.name not in api.RESERVED_ENV for e in s.env),
         ),
         _command_rule("command", api.DEFAULT_AGENT_COMMAND),
+        CelRule(
+            rule=f"!has(self.args) || self.args.all(a, ![{_RESERVED_FLAGS_CEL}].exists(f, "
+            "a == f || a.startsWith(f + '=')))",
+            message=f"args must not pass {', '.join(api.RESERVED_AGENT_FLAGS)}: the operator "
+            "sets them (identity, database, port, tokens)",
+            check=lambda s: s.args is None or not any(_reserved_flag(a) for a in s.args),
+        ),
     )
 
-    replicas: int = Field(1, ge=0)
-    """Number of occurrences (pods <name>-0..N-1). Scaling down drains the departing ones."""
+    replicas: int = Field(1, ge=0, le=MAX_REPLICAS)
+    """Number of occurrences (pods <name>-0..N-1), at most 1000 (each holds its own database
+    connections). Scaling down drains the departing ones."""
     image: str = Field(min_length=1)
     """Agent image."""
     image_pull_policy: ImagePullPolicy = "IfNotPresent"
     image_pull_secrets: list[LocalObjectReference] | None = None
     command: list[NonEmptyStr] | None = Field(None, max_length=64)
     """Container command; defaults to ["occurrence-agent"], the agent runtime."""
-    args: list[str] | None = None
+    args: list[Annotated[str, Field(max_length=4096)]] | None = Field(None, max_length=256)
+    """Container args. The flags the operator sets through the environment (--occurrence-id,
+    --database-url, --port, --token-dir...) are refused."""
     env: list[EnvVar] | None = Field(None, max_length=256)
     """Extra environment (core/v1 EnvVar). May refer to $(AGENT_OCCURRENCE_ID) and the other
     operator-managed variables, which are defined first."""
@@ -256,6 +307,9 @@ class AgentDeploymentSpec(CrdModel):
     tolerations: list[Passthrough] | None = None
     affinity: Passthrough | None = None
     service_account_name: ObjectName | None = None
+    automount_service_account_token: bool = False
+    """Mount a Kubernetes API token into agent and migration pods. Off: neither calls the
+    API, and a token they never use is one a compromised agent could."""
     pod_security_context: PodSecurityContextOverride | None = None
     container_security_context: ContainerSecurityContextOverride | None = None
     port: int = Field(8080, ge=1, le=65535)
@@ -267,6 +321,6 @@ class AgentDeploymentSpec(CrdModel):
     )
     drain: DrainSpec = Field(default_factory=DrainSpec, json_schema_extra={"default": {}})
     recovery: RecoverySpec = Field(default_factory=RecoverySpec, json_schema_extra={"default": {}})
-    termination_grace_period_seconds: int = Field(60, ge=0)
+    termination_grace_period_seconds: int = Field(60, ge=0, le=DAY_SECONDS)
     """Time an agent gets to exit after SIGTERM. Work is drained before pods are removed, so
     this only bounds the agent's own shutdown."""

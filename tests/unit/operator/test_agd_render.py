@@ -111,8 +111,10 @@ def test_probe_overrides_merge() -> None:
     (container,) = _pod_spec(build_statefulset(spec_of(FULL), OWNER, 1))["containers"]
     liveness, readiness = container["livenessProbe"], container["readinessProbe"]
     assert liveness["httpGet"]["path"] == "/healthz" and liveness["periodSeconds"] == 30
-    assert readiness["tcpSocket"] == {"port": 9090} and "httpGet" not in readiness
-    assert readiness["periodSeconds"] == 3
+    # readiness keeps the agent's /readyz check (a fenced occurrence must leave the Service):
+    # only its timing is the user's
+    assert readiness["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert readiness["periodSeconds"] == 3 and readiness["failureThreshold"] == 4
 
 
 def _restricted_violations(pod_spec: dict[str, Any]) -> list[str]:
