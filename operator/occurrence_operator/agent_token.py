@@ -13,6 +13,7 @@ import secrets
 from typing import Any
 
 from . import api, naming
+from .owner import Owner
 
 TOKEN_BYTES = 32
 
@@ -22,18 +23,14 @@ def new_tokens() -> dict[str, str]:
     return {key: secrets.token_urlsafe(TOKEN_BYTES) for key in api.TOKEN_KEYS}
 
 
-def token_secret(name: str, namespace: str, owner: dict[str, Any],
-                 tokens: dict[str, str]) -> dict[str, Any]:
-    """The Secret manifest; ``owner`` is the AgentDeployment's controller ownerReference."""
+def build_token_secret(owner: Owner, tokens: dict[str, str]) -> dict[str, Any]:
+    """The Secret manifest holding ``tokens`` (see :func:`new_tokens`)."""
+    name = owner.name
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {
-            "name": naming.token_secret_name(name),
-            "namespace": namespace,
-            "labels": naming.common_labels(name, api.COMPONENT_AGENT),
-            "ownerReferences": [owner],
-        },
+        "metadata": owner.child_metadata(naming.token_secret_name(name),
+                                         naming.common_labels(name)),
         "type": "Opaque",
         "data": {key: base64.b64encode(value.encode()).decode() for key, value in tokens.items()},
     }

@@ -51,6 +51,10 @@ def pdb_name(name: str) -> str:
     return name
 
 
+def network_policy_name(name: str) -> str:
+    return name
+
+
 def token_secret_name(name: str) -> str:
     """The Secret holding the agent API's bearer tokens (keys ``work`` and ``admin``)."""
     return f"{name}-agent-token"

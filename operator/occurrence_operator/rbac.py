@@ -52,6 +52,12 @@ RULES: list[dict[str, Any]] = [
         "resources": ["poddisruptionbudgets"],
         "verbs": ["get", "create", "patch"],
     },
+    # The agent pods' NetworkPolicy (network_policy.py).
+    {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": ["get", "create", "patch"],
+    },
     # The drain waits for departing pods to be gone.
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     # The database URL (spec.database.secretRef), read by name only; the agent API's token

@@ -253,6 +253,17 @@ class DrainSpec(CrdModel):
     """After a scale-up, move part of the pending work to the new occurrences."""
 
 
+class NetworkPolicySpec(CrdModel):
+    """Who may reach the agent port (API, metrics). Kubelet probes always may."""
+
+    enabled: bool = True
+    """Render a NetworkPolicy for the agent pods. It takes effect where the cluster's network
+    plugin enforces NetworkPolicy."""
+    allowed_from: list[Passthrough] | None = Field(None, max_length=64)
+    """core/v1 NetworkPolicyPeer list allowed to connect (podSelector, namespaceSelector,
+    ipBlock). Default: every pod in the AgentDeployment's namespace."""
+
+
 class RecoverySpec(CrdModel):
     """What happens to stranded in-flight work: a thought left in processing by an occurrence
     that crashed, was cut off by a drain, or could not record its outcome — whose handler
@@ -321,6 +332,8 @@ class AgentDeploymentSpec(CrdModel):
     )
     drain: DrainSpec = Field(default_factory=DrainSpec, json_schema_extra={"default": {}})
     recovery: RecoverySpec = Field(default_factory=RecoverySpec, json_schema_extra={"default": {}})
+    network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec,
+                                              json_schema_extra={"default": {}})
     termination_grace_period_seconds: int = Field(60, ge=0, le=DAY_SECONDS)
     """Time an agent gets to exit after SIGTERM. Work is drained before pods are removed, so
     this only bounds the agent's own shutdown."""
