@@ -6,6 +6,7 @@ import base64
 import binascii
 
 from occurrence_store.errors import InvalidDatabaseURL
+from occurrence_store.redact import redact_url
 from occurrence_store.urls import parse_database_url
 
 from .kube import Kube, object_path
@@ -58,7 +59,5 @@ async def database_url(kube: Kube, namespace: str, ref: SecretKeyRef) -> str:
 
 
 def redact(url: str) -> str:
-    try:
-        return parse_database_url(url).redacted
-    except InvalidDatabaseURL:
-        return "<invalid database URL>"
+    """The URL fit for a log line, an event or a condition, whatever its password holds."""
+    return redact_url(url)

@@ -21,6 +21,7 @@ import asyncpg
 
 from occurrence_store.clock import DatabaseClock
 from occurrence_store.errors import DatabaseUnavailable, InvalidDatabaseURL
+from occurrence_store.redact import scrub
 from occurrence_store.urls import DatabaseURL, Dialect, parse_database_url
 
 Row = dict[str, Any]
@@ -117,10 +118,11 @@ class PostgresDatabase:
             )
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise DatabaseUnavailable(
-                f"cannot connect to {url.redacted}: {_describe(exc)}"
+                f"cannot connect to {url.redacted}: {scrub(_describe(exc), url.url)}"
             ) from None
-        except ValueError as exc:  # asyncpg's DSN parser
-            raise InvalidDatabaseURL(f"invalid PostgreSQL URL: {exc}") from None
+        except ValueError as exc:  # asyncpg's DSN parser (its message may quote the password)
+            raise InvalidDatabaseURL(
+                f"invalid PostgreSQL URL {url.redacted}: {scrub(str(exc), url.url)}") from None
         return cls(url, pool, clock, application_name)
 
     async def _shift_clock(self, conn: asyncpg.Connection) -> None:
@@ -147,7 +149,8 @@ class PostgresDatabase:
             except asyncpg.InternalClientError as exc:
                 conn.terminate()
                 raise DatabaseUnavailable(
-                    f"connection to {self.url.redacted} was lost: {_describe(exc)}"
+                    f"connection to {self.url.redacted} was lost: "
+                    f"{scrub(_describe(exc), self.url.url)}"
                 ) from exc
 
     @contextlib.asynccontextmanager

@@ -15,6 +15,8 @@ import asyncio
 import base64
 import copy
 import json
+import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -338,3 +340,34 @@ def test_pass_through_field_the_api_server_rejects_later(
     )
     assert cond["reason"] == "InvalidSpec", cond
     assert any(e["type"] == "Warning" for e in events(kube_cluster, ns, name))
+
+
+NASTY_PASSWORDS = ("Pa/SS@W0RD?X#Y:1", "A@B@C%40D", "ZZ:Q?PASSWORD=@XQZ", "#SECRET/../ETC")
+"""Passwords a URL parser splits wrongly: every piece of 3+ characters must stay unseen."""
+
+
+def _pieces(password: str) -> list[str]:
+    return [p for p in {password, *re.split(r"[^A-Za-z0-9]", password)} if len(p) >= 3]
+
+
+@pytest.mark.parametrize("password", NASTY_PASSWORDS)
+def test_no_piece_of_any_password_reaches_status_events_or_logs(
+    kube_cluster: Any, operator_ns: tuple[str, Path], password: str,
+) -> None:
+    ns, scratch = operator_ns
+    name = f"pw-{NASTY_PASSWORDS.index(password)}"
+    create_db_secret(kube_cluster, ns, f"postgresql://nobody:{password}@127.0.0.1:1/none", name)
+    kube_cluster.apply(_agd(ns, name, name))
+    cond = wait_for(lambda: _degraded(kube_cluster, ns, name), timeout=TIMEOUT,
+                    message=f"{name} Degraded")
+    assert cond["reason"] in ("DatabaseUnavailable", "InvalidDatabaseURL"), cond
+    warnings = wait_for(
+        lambda: [e for e in events(kube_cluster, ns, name) if e["type"] == "Warning"],
+        timeout=TIMEOUT, message="a Warning event")
+    time.sleep(2)  # let the operator log its retries too
+    seen = {"status": json.dumps(get(kube_cluster, "agd", name, ns)["status"]),
+            "events": json.dumps(warnings),
+            "operator log": (scratch / "operator.log").read_text()}
+    for channel, text in seen.items():
+        for piece in _pieces(password):
+            assert piece not in text, f"{piece!r} of the password in the {channel}"
