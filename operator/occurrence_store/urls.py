@@ -64,8 +64,8 @@ def parse_database_url(url: str | None) -> DatabaseURL:
         except ValueError:
             # the parser's message quotes what it took for the port: maybe part of a password
             raise InvalidDatabaseURL(
-                f"invalid PostgreSQL URL {redact_url(url)}: the port is not a number, or the "
-                "host is malformed (a password with '/', '?', '#' or '@' must be "
+                f"invalid PostgreSQL URL {redact_url(url)}: the port is not a number from 0 to "
+                "65535, or the host is malformed (a password with '/', '?', '#' or '@' must be "
                 "percent-encoded)") from None
         if not parts.hostname and "host=" not in (parts.query or ""):
             raise InvalidDatabaseURL("invalid PostgreSQL URL: no host (postgresql://USER@HOST/DB)")
