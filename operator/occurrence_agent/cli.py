@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--submit-rate", type=float,
         help="tasks one credential may submit per second, 0: no limit (default 200) "
         "[AGENT_SUBMIT_RATE]")
+    add("--request-timeout", type=float,
+        help="longest an HTTP request may take, body included (default 30) "
+        "[AGENT_REQUEST_TIMEOUT]")
     add("--submit-burst", type=int,
         help="submissions one credential may make at once (default 400) [AGENT_SUBMIT_BURST]")
     return p

@@ -58,6 +58,7 @@ ENV_NAMES: dict[str, str] = {
     "token_dir": "AGENT_TOKEN_DIR",
     "submit_rate": "AGENT_SUBMIT_RATE",
     "submit_burst": "AGENT_SUBMIT_BURST",
+    "request_timeout": "AGENT_REQUEST_TIMEOUT",
 }
 
 
@@ -110,6 +111,9 @@ class AgentConfig(BaseModel):
         description="Tasks one credential may submit per second (0: no limit).")
     submit_burst: int = Field(default=400, ge=1, le=1_000_000,
                               description="Submissions one credential may make at once.")
+    request_timeout: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="Longest an HTTP request may take, reading its body included (503 after).")
 
     @field_validator("occurrence_id")
     @classmethod

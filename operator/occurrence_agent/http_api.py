@@ -6,6 +6,7 @@ database that cannot be reached is a 503; a 500 means a bug and is logged as one
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from occurrence_agent.openapi import openapi_document
 from occurrence_agent.ratelimit import SubmitLimiter
 from occurrence_agent.schemas import (
     MAX_BODY_BYTES,
+    MAX_SHUTDOWN_WAIT_SECONDS,
     BadRequest,
     ShutdownRequest,
     TaskCreate,
@@ -65,6 +67,8 @@ class Guard:
 
     tokens: TokenFiles
     limiter: SubmitLimiter
+    request_seconds: float = 30.0
+    """Longest a request may take, body included (a slow client, a stuck database call)."""
     on_refusal: Callable[[str], None] = lambda reason: None
     """Counts a refusal by reason: unauthenticated, forbidden, rate_limited."""
 
@@ -110,6 +114,27 @@ async def error_middleware(
         log.exception("unhandled error on %s %s", request.method, request.path,
                       extra={"event": "api.bug"})
         return json_error(request, 500, "internal error")
+
+
+KEEPALIVE_SECONDS = 15.0
+"""How long an idle keep-alive connection stays open."""
+
+
+@web.middleware
+async def deadline_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    # a shutdown request may wait for the decision: its own bound comes on top
+    limit = request.app[GUARD].request_seconds + (
+        MAX_SHUTDOWN_WAIT_SECONDS if request.path == "/shutdown" else 0)
+    try:
+        async with asyncio.timeout(limit):
+            return await handler(request)
+    except TimeoutError:
+        log.warning("request took over %gs: %s %s", limit, request.method,
+                    request.path, extra={"event": "api.deadline", "path": request.path})
+        return json_error(request, 503, f"request took over {limit:g}s",
+                          headers={"Retry-After": "5"})
 
 
 @web.middleware
@@ -232,7 +257,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def create_app(runtime: RuntimeView, guard: Guard) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware],
+    app = web.Application(middlewares=[error_middleware, deadline_middleware, auth_middleware],
                           client_max_size=MAX_BODY_BYTES)
     app[RUNTIME] = runtime
     app[GUARD] = guard

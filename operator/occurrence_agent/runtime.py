@@ -28,7 +28,7 @@ from occurrence_agent.decisions import (
     wake_up,
 )
 from occurrence_agent.handlers import DefaultHandler, Handler
-from occurrence_agent.http_api import Guard, create_app
+from occurrence_agent.http_api import KEEPALIVE_SECONDS, Guard, create_app
 from occurrence_agent.journal import Journal
 from occurrence_agent.lifecycle import Presence
 from occurrence_agent.metrics import AgentMetrics
@@ -312,6 +312,7 @@ class OccurrenceRuntime:
         if problem is not None:
             raise StartupError(problem)
         return Guard(tokens, SubmitLimiter(config.submit_rate, config.submit_burst),
+                     request_seconds=config.request_timeout,
                      on_refusal=lambda reason: self.metrics.inc(
                          "occurrence_api_refusals_total", reason=reason))
 
@@ -319,7 +320,8 @@ class OccurrenceRuntime:
         app = create_app(self, guard)
         self._runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access")
                                      if self.config.access_log else None,
-                                     handle_signals=False, shutdown_timeout=2.0)
+                                     handle_signals=False, shutdown_timeout=2.0,
+                                     keepalive_timeout=KEEPALIVE_SECONDS)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         try:

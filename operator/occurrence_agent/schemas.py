@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from occurrence_store.models import Task, TaskStatus, Thought
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_SHUTDOWN_WAIT_SECONDS = 300
 MAX_DEPTH = 32
 MAX_ID_LENGTH = 255
 
@@ -53,7 +54,8 @@ class ShutdownRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     reason: str = Field(default="requested through the API", max_length=500)
-    wait_seconds: float = Field(default=10.0, ge=0, le=300, allow_inf_nan=False)
+    wait_seconds: float = Field(default=10.0, ge=0, le=MAX_SHUTDOWN_WAIT_SECONDS,
+                                allow_inf_nan=False)
 
 
 def _reject_constant(name: str) -> Any:

@@ -143,3 +143,22 @@ async def test_no_token_beyond_loopback_refuses_to_start_before_touching_anythin
         await runtime.start()
     async with await Store.open(migrated) as store:
         assert await store.registry.list() == []
+
+
+async def test_a_client_that_never_sends_its_body_is_cut_off(
+    migrated: str, tokens: dict[str, str],
+) -> None:
+    async with runtimes(migrated, ["slow-0"], token_dir=tokens["dir"],
+                        request_timeout=1) as (runtime,):
+        reader, writer = await asyncio.open_connection("127.0.0.1", runtime.port)
+        writer.write(f"POST /tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tokens['work']}"
+                     "\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
+        await writer.drain()
+        started = asyncio.get_running_loop().time()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        waited = asyncio.get_running_loop().time() - started
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 503") and b"Retry-After" in head, head
+        assert 0.9 <= waited < 20, waited  # cut at the deadline, not at a socket timeout
+        # the runtime serves others meanwhile and after
+        assert (await _call(runtime, "GET", "/tasks", tokens["work"]))[0] == 200
