@@ -139,7 +139,8 @@ def agent_container(spec: AgentDeploymentSpec, agent_id: str) -> dict[str, Any]:
         default_liveness_probe(), probes.liveness if probes else None
     )
     container["readinessProbe"] = merge_probe(
-        default_readiness_probe(), probes.readiness if probes else None
+        default_readiness_probe(),
+        probes.readiness.to_wire() if probes and probes.readiness else None
     )
     container["securityContext"] = container_security_context(spec.container_security_context)
     container["volumeMounts"] = [tmp_volume_mount(), token_volume_mount()]

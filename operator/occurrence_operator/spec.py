@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from . import api
 from .crdmodel import CelRule, CrdModel
@@ -33,10 +33,6 @@ MAX_REPLICAS = 1000
 notifications): 1,000 occurrences already need a PostgreSQL with over 10,000 connections or
 a pooler. A larger fleet is several AgentDeployments, or a different design."""
 DAY_SECONDS = 86_400
-
-_PROBE_TIMING_KEYS = frozenset({"initialDelaySeconds", "periodSeconds", "timeoutSeconds",
-                                "failureThreshold", "successThreshold",
-                                "terminationGracePeriodSeconds"})
 
 
 def _reserved_flag(arg: str) -> bool:
@@ -172,35 +168,37 @@ class ContainerSecurityContextOverride(CrdModel):
     seccomp_profile: SeccompProfile | None = None
 
 
-class ProbeOverrides(CrdModel):
-    """Probe overrides (core/v1 Probe). Keys given here replace the default's keys; giving a
-    handler (httpGet, tcpSocket, exec, grpc) replaces the default liveness handler."""
+class ReadinessTiming(CrdModel):
+    """Timing of the readiness probe. Its check stays the agent's /readyz: a fenced
+    occurrence fails it, which is how it leaves the Service — so no handler may be given."""
 
-    __cel_rules__ = (
-        CelRule(
-            rule="(!has(self.liveness) || !has(self.liveness.httpGet) || "
-            "!has(self.liveness.httpGet.host)) && (!has(self.readiness) || "
-            "!has(self.readiness.httpGet) || !has(self.readiness.httpGet.host))",
-            message="probes must not set httpGet.host: the kubelet would call that host "
-            "(the probe always targets the agent's own pod)",
-            check=lambda p: _probe_host_free(p.liveness) and _probe_host_free(p.readiness),
-        ),
-        CelRule(
-            rule="!has(self.readiness) || self.readiness.all(k, k in "
-            f"[{', '.join(repr(k) for k in sorted(_PROBE_TIMING_KEYS))}])",
-            message="probes.readiness may only tune timing (initialDelaySeconds, "
-            "periodSeconds, timeoutSeconds, failureThreshold, successThreshold): its check "
-            "is the agent's /readyz, which is how a fenced occurrence leaves the Service",
-            check=lambda p: p.readiness is None or set(p.readiness) <= _PROBE_TIMING_KEYS,
-        ),
-    )
+    initial_delay_seconds: int | None = Field(None, ge=0, le=DAY_SECONDS)
+    period_seconds: int | None = Field(None, ge=1, le=DAY_SECONDS)
+    timeout_seconds: int | None = Field(None, ge=1, le=DAY_SECONDS)
+    failure_threshold: int | None = Field(None, ge=1, le=1000)
+    success_threshold: int | None = Field(None, ge=1, le=1000)
+
+
+class ProbeOverrides(CrdModel):
+    """Probe overrides. Liveness keys (core/v1 Probe) replace the default's keys, and giving
+    a handler (httpGet, tcpSocket, exec, grpc) replaces the default handler; readiness takes
+    timing only."""
 
     liveness: Passthrough | None = None
-    """Default: httpGet /healthz on the agent port. httpGet.host is refused."""
-    readiness: Passthrough | None = None
+    """Default: httpGet /healthz on the agent port. httpGet.host is refused (the kubelet
+    would call that host instead of the pod)."""
+    readiness: ReadinessTiming | None = None
     """Timing of the default httpGet /readyz on the agent port (a draining occurrence fails
-    it): only initialDelaySeconds, periodSeconds, timeoutSeconds, failureThreshold and
-    successThreshold may be set."""
+    it)."""
+
+    @field_validator("liveness")
+    @classmethod
+    def _no_probe_host(cls, value: Passthrough | None) -> Passthrough | None:
+        # the API server cannot say this in CEL: the probe object is passed through untyped
+        if not _probe_host_free(value):
+            raise ValueError("probes.liveness must not set httpGet.host: the kubelet would "
+                             "call that host (the probe always targets the agent's own pod)")
+        return value
 
 
 def _command_rule(path: str, default: tuple[str, ...]) -> CelRule:
