@@ -21,12 +21,15 @@ from occurrence_agent.openapi import openapi_document
 from occurrence_agent.ratelimit import SubmitLimiter
 from occurrence_agent.schemas import (
     MAX_BODY_BYTES,
+    MAX_PAGE,
     MAX_SHUTDOWN_WAIT_SECONDS,
     BadRequest,
     ShutdownRequest,
     TaskCreate,
     check_id,
+    cursor_of,
     idempotency_key,
+    parse_cursor,
     parse_int,
     parse_json_object,
     parse_status,
@@ -194,15 +197,17 @@ async def submit_task(request: web.Request) -> web.Response:
 async def list_tasks(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     status = parse_status(request.query.get("status"))
-    limit = parse_int(request.query.get("limit"), "limit", 100, 1, 1000)
+    limit = parse_int(request.query.get("limit"), "limit", 100, 1, MAX_PAGE)
     offset = parse_int(request.query.get("offset"), "offset", 0, 0, 10**9)
-    if status is None:
-        tasks = await runtime.scoped.get_all_tasks()
-    else:
-        tasks = await runtime.scoped.get_tasks_by_status(TaskStatus(status))
-    page = tasks[offset: offset + limit]
-    return web.json_response({"occurrence_id": runtime.occurrence_id, "total": len(tasks),
-                              "tasks": [task_json(t) for t in page]})
+    after = parse_cursor(request.query.get("after"))
+    wanted = TaskStatus(status) if status is not None else None
+    page = await runtime.scoped.list_tasks(status=wanted, limit=limit, after=after,
+                                           offset=offset)
+    # counting costs a scan of the occurrence's history: once, on the first page only
+    total = await runtime.scoped.count_tasks(wanted) if after is None else None
+    following = cursor_of(page[-1]) if len(page) == limit else None
+    return web.json_response({"occurrence_id": runtime.occurrence_id, "total": total,
+                              "tasks": [task_json(t) for t in page], "next": following})
 
 
 async def _own_task(request: web.Request) -> Task:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from occurrence_agent.auth import Scope, required_scope
-from occurrence_agent.schemas import MAX_ID_LENGTH, ShutdownRequest, TaskCreate
+from occurrence_agent.schemas import MAX_CURSOR_LENGTH, MAX_ID_LENGTH, ShutdownRequest, TaskCreate
 from occurrence_store.models import TaskStatus
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -80,8 +80,14 @@ def openapi_document(occurrence_id: str) -> dict[str, Any]:
                          "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
                         {"name": "offset", "in": "query", "required": False,
                          "schema": {"type": "integer", "minimum": 0}},
+                        {"name": "after", "in": "query", "required": False,
+                         "description": "The previous page's `next`: pages in creation "
+                         "order, each read from where the last ended.",
+                         "schema": {"type": "string", "maxLength": MAX_CURSOR_LENGTH}},
                     ],
-                    "responses": {"200": _json(_OBJ, "Tasks"), **_errors(400)},
+                    "responses": {"200": _json(_OBJ, "A page: tasks, next (the cursor of the "
+                                               "following page, or null), total (first page "
+                                               "only)"), **_errors(400)},
                 },
             },
             "/tasks/{task_id}": {"get": {
