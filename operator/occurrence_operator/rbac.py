@@ -52,11 +52,11 @@ RULES: list[dict[str, Any]] = [
         "resources": ["poddisruptionbudgets"],
         "verbs": ["get", "create", "patch"],
     },
-    # The agent pods' NetworkPolicy (network_policy.py).
+    # The agent pods' NetworkPolicy (network_policy.py); deleted when the spec turns it off.
     {
         "apiGroups": ["networking.k8s.io"],
         "resources": ["networkpolicies"],
-        "verbs": ["get", "create", "patch"],
+        "verbs": ["get", "create", "patch", "delete"],
     },
     # The drain waits for departing pods to be gone.
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},

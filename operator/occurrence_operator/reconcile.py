@@ -45,8 +45,9 @@ from .events import EventType, post
 from .kube import ApiError, Kube, collection_path, needs_apply, object_path
 from .metrics import OperatorMetrics
 from .owner import Owner
+from .ownership import NAME_CONFLICT, NameConflict, check_owned, owned_by
 from .render import Rendered, render
-from .secrets import SecretProblem, database_url
+from .secrets import SecretProblem, database_url, ensure_token_secret
 from .spec import AgentDeploymentSpec
 from .statefulset import build_statefulset
 from .status import ScaleDownStatus
@@ -209,6 +210,7 @@ class _Pass:
         meta = ad["metadata"]
         self.name: str = meta["name"]
         self.namespace: str = meta["namespace"]
+        self.uid: str = meta.get("uid", "")
         self.generation: int | None = meta.get("generation")
         self.status: dict[str, Any] = dict(ad.get("status") or {})
         self.conditions: list[dict[str, Any]] = list(self.status.get("conditions") or [])
@@ -288,12 +290,21 @@ class _Pass:
         try:
             owner = Owner.from_body(self.ad)
             rendered = render(spec, owner, 0)
-            for manifest in (rendered.service, rendered.pdb):
-                await self._apply_if_changed(manifest)
+            if await ensure_token_secret(self.kube, owner):
+                self.event("Normal", "TokensCreated", f"Secret "
+                           f"{naming.token_secret_name(self.name)} holds the agent API's tokens")
+            for manifest in (rendered.service, rendered.pdb, rendered.network_policy):
+                if manifest is not None:
+                    await self._apply_if_changed(manifest)
+            if rendered.network_policy is None:
+                await self._delete_if_owned(object_path(
+                    "networking.k8s.io/v1", "NetworkPolicy", self.namespace,
+                    naming.network_policy_name(self.name)))
 
             migration = await self._migrations(rendered)
             sts_path = object_path("apps/v1", "StatefulSet", self.namespace, self.name)
             sts = await self.kube.get(sts_path)
+            check_owned(sts, owner.uid)
             migrated = migration.state in ("Succeeded", "Disabled")
 
             record = _record(self.status.get("scaleDown"))
@@ -334,6 +345,13 @@ class _Pass:
                     self.event("Normal", "StatefulSetUpdated", "StatefulSet template applied")
             await self._expire_skip_drain(record, bypassed)
 
+        except NameConflict as e:
+            self.condition(DEGRADED, "True", NAME_CONFLICT, str(e))
+            self.condition(READY, "False", NAME_CONFLICT, "an object with a needed name is "
+                           "somebody else's")
+            log.warning("%s/%s: %s", self.namespace, self.name, e)
+            await self._finish_problem(before)
+            return RETRY_SECONDS
         except ApiError as e:
             if not rejected_as_invalid(e):
                 raise
@@ -439,11 +457,18 @@ class _Pass:
             manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
         )
         live = await self.kube.get(path)
+        check_owned(live, self.uid)
         if needs_apply(manifest, live):
             live = await self.kube.apply(manifest)
             if live is not None:
                 log.info("%s/%s: applied %s", self.namespace, self.name, manifest["kind"])
         return live or {}
+
+    async def _delete_if_owned(self, path: str) -> None:
+        """Remove an object this AgentDeployment no longer renders (never somebody else's)."""
+        live = await self.kube.get(path)
+        if live is not None and owned_by(live, self.uid):
+            await self.kube.delete(path)
 
     # migrations ---------------------------------------------------------------------------
 

@@ -369,3 +369,81 @@ def test_no_piece_of_any_password_reaches_status_events_or_logs(
     for channel, text in seen.items():
         for piece in _pieces(password):
             assert piece not in text, f"{piece!r} of the password in the {channel}"
+
+
+def _foreign(kind: str, ns: str, name: str) -> dict[str, Any]:
+    """An object somebody else made, with the name an AgentDeployment would use."""
+    labels = {"app": f"users-own-{name}"}
+    meta = {"name": name, "namespace": ns, "labels": labels}
+    if kind == "StatefulSet":
+        return {"apiVersion": "apps/v1", "kind": kind, "metadata": meta, "spec": {
+            "replicas": 2, "serviceName": name, "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [
+                {"name": "app", "image": "example.invalid/users-own:1"}]}}}}
+    if kind == "Service":
+        return {"apiVersion": "v1", "kind": kind, "metadata": meta, "spec": {
+            "selector": labels, "ports": [{"port": 80}]}}
+    if kind == "PodDisruptionBudget":
+        return {"apiVersion": "policy/v1", "kind": kind, "metadata": meta, "spec": {
+            "maxUnavailable": 3, "selector": {"matchLabels": labels}}}
+    return {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {**meta, "name": f"{name}-agent-token"},
+            "stringData": {"work": "the-users-own-token-value"}}
+
+
+@pytest.mark.parametrize("kind", ["StatefulSet", "Service", "PodDisruptionBudget", "Secret"])
+def test_an_object_with_the_name_it_needs_is_never_adopted(
+    kube_cluster: Any, operator_ns: tuple[str, Path], kind: str,
+) -> None:
+    ns, _ = operator_ns
+    name = f"taken-{kind.lower()[:6]}"
+    foreign = _foreign(kind, ns, name)
+    kube_cluster.apply(json.dumps(foreign))
+    short = {"StatefulSet": "sts", "Service": "svc", "PodDisruptionBudget": "pdb",
+             "Secret": "secret"}[kind]
+    before = get(kube_cluster, short, foreign["metadata"]["name"], ns)
+    create_db_secret(kube_cluster, ns, "postgresql://nobody@127.0.0.1:1/none", f"{name}-db")
+    kube_cluster.apply(_agd(ns, name, f"{name}-db", replicas=0))
+    cond = wait_for(lambda: _degraded(kube_cluster, ns, name), timeout=TIMEOUT,
+                    message=f"{name} Degraded")
+    assert cond["reason"] == "NameConflict", cond
+    assert f"{kind} {ns}/{foreign['metadata']['name']} already exists and is not owned" in \
+        cond["message"]
+    time.sleep(3)  # a few more passes: still nothing written
+    after = get(kube_cluster, short, foreign["metadata"]["name"], ns)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert not after["metadata"].get("ownerReferences")
+    warnings = [e for e in events(kube_cluster, ns, name) if e["type"] == "Warning"]
+    assert "NameConflict" in [e["reason"] for e in warnings], warnings
+
+
+def test_the_token_secret_is_made_once_owned_and_remade_when_deleted(
+    kube_cluster: Any, operator_ns: tuple[str, Path],
+) -> None:
+    ns, _ = operator_ns
+    name = "tokens"
+    create_db_secret(kube_cluster, ns, "postgresql://nobody@127.0.0.1:1/none", f"{name}-db")
+    kube_cluster.apply(_agd(ns, name, f"{name}-db", replicas=0))
+    secret_name = f"{name}-agent-token"
+    first = wait_for(lambda: get(kube_cluster, "secret", secret_name, ns), timeout=TIMEOUT,
+                     message="the token Secret")
+    agd = get(kube_cluster, "agd", name, ns)
+    (ref,) = first["metadata"]["ownerReferences"]
+    assert ref["uid"] == agd["metadata"]["uid"] and ref["controller"] is True
+    tokens = {k: base64.b64decode(v).decode() for k, v in first["data"].items()}
+    assert set(tokens) == {"work", "admin"} and len(set(tokens.values())) == 2
+    assert all(len(t) >= 40 for t in tokens.values())
+    time.sleep(3)  # resyncs leave it alone
+    assert get(kube_cluster, "secret", secret_name, ns)["metadata"]["resourceVersion"] == \
+        first["metadata"]["resourceVersion"]
+    kube_cluster.kubectl("-n", ns, "delete", "secret", secret_name)
+    kube_cluster.kubectl("-n", ns, "annotate", "agd", name, f"poke={uuid.uuid4().hex}",
+                         "--overwrite")
+    second = wait_for(lambda: get(kube_cluster, "secret", secret_name, ns), timeout=TIMEOUT,
+                      message="a new token Secret")
+    assert second["metadata"]["uid"] != first["metadata"]["uid"]
+    assert {k: base64.b64decode(v).decode() for k, v in second["data"].items()} != tokens
+    # nothing of a token in the AgentDeployment's status or events
+    seen = json.dumps(get(kube_cluster, "agd", name, ns)) + json.dumps(
+        events(kube_cluster, ns, name))
+    assert not any(t in seen for t in tokens.values())
