@@ -39,13 +39,13 @@ from occurrence_store import Occurrence, Store
 from occurrence_store.unreachable import is_unreachable
 
 from . import api, conditions, drainplan, gate, naming
+from .adoption import NAME_CONFLICT, NameConflict, check_owned, owned_by
 from .conditions import PhaseInputs, compute_phase, find_condition, set_condition
 from .drain_driver import drive
 from .events import EventType, post
 from .kube import ApiError, Kube, collection_path, needs_apply, object_path
 from .metrics import OperatorMetrics
 from .owner import Owner
-from .ownership import NAME_CONFLICT, NameConflict, check_owned, owned_by
 from .render import Rendered, render
 from .secrets import SecretProblem, database_url, ensure_token_secret
 from .spec import AgentDeploymentSpec

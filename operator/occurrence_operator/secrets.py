@@ -10,10 +10,10 @@ from occurrence_store.redact import redact_url
 from occurrence_store.urls import parse_database_url
 
 from . import naming
+from .adoption import check_owned
 from .agent_token import build_token_secret, new_tokens
 from .kube import Kube, collection_path, object_path
 from .owner import Owner
-from .ownership import check_owned
 from .pod_dns import qualify_service_hosts
 from .spec import SecretKeyRef
 
