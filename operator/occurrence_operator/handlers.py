@@ -24,20 +24,22 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any
 
 import kopf
 
-from . import api, reconcile
+from . import api
 from .kube import Kube
 from .metrics import Metrics, serve
 from .peering import ensure_peering_objects
-from .reconcile import Reconciler
+from .reconcile import PassContext
+from .scheduling import Reconciler
 from .stores import Stores
 
 log = logging.getLogger(__name__)
 
-RESYNC_SECONDS = reconcile.RESYNC_SECONDS
+RESYNC_SECONDS = float(os.environ.get("OCCURRENCE_OPERATOR_RESYNC_SECONDS", "10"))
 PEERING_LIFETIME_ENV = "OCCURRENCE_OPERATOR_PEERING_LIFETIME"
 """Seconds after which a silent peer counts as dead (Kopf's default: 60). A standby replica
 takes over that long after the active one died without saying goodbye (SIGKILL, node loss)."""
@@ -78,7 +80,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     _state["metrics"] = metrics
     _state["kube"] = kube
     _state["stores"] = Stores()
-    _state["reconciler"] = Reconciler(kube, _state["stores"], metrics)
+    instance = os.environ.get("POD_NAME") or socket.gethostname()
+    _state["reconciler"] = Reconciler(
+        PassContext(kube, _state["stores"], metrics, instance), RESYNC_SECONDS
+    )
     if not settings.peering.standalone and settings.peering.mandatory:
         namespaces = [n for n in os.environ.get(NAMESPACES_ENV, "").split(",") if n]
         await ensure_peering_objects(

@@ -14,7 +14,7 @@ def build_statefulset(spec: AgentDeploymentSpec, owner: Owner, replicas: int) ->
     """The StatefulSet manifest with `replicas` pods.
 
     `replicas` is passed in, not read from `spec.replicas`: on a scale-down the operator keeps
-    the old count until the departing occurrences are drained (see `drainplan`).
+    the old count until the departing occurrences are drained (see `drain.planner`).
 
     `podManagementPolicy: Parallel` because occurrences have no ordering dependency on each
     other (each owns its own work, shared decisions go through the database), and because the
