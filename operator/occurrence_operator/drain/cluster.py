@@ -123,6 +123,9 @@ class KubeDrainPort:
         agd.event(type_, reason, message)
         await agd.flush_events()
 
+    def queue_event(self, type_: EventType, reason: str, message: str) -> None:
+        self.agd.event(type_, reason, message)
+
     def transferred(self, tasks: int) -> None:
         self.metrics.transferred(self.agd.namespace, self.agd.name, tasks)
 

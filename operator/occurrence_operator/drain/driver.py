@@ -74,6 +74,9 @@ class DrainPort(Protocol):
     async def event(self, type_: EventType, reason: str, message: str) -> None:
         """Post an Event on the AgentDeployment now."""
 
+    def queue_event(self, type_: EventType, reason: str, message: str) -> None:
+        """Queue an Event on the AgentDeployment, posted at the end of the pass."""
+
     def transferred(self, tasks: int) -> None:
         """Count tasks moved to survivors (metrics)."""
 
@@ -311,7 +314,7 @@ async def bypass(port: DrainPort, record: ScaleDownStatus) -> ScaleDownStatus:
     done = planner.bypassed(record)
     await port.scale(record.to_replicas)
     await port.persist(done)
-    await port.event("Warning", "DrainBypassed", done.message or "drain bypassed")
+    port.queue_event("Warning", "DrainBypassed", done.message or "drain bypassed")
     return done
 
 
@@ -351,5 +354,5 @@ async def rebalance(
     done, total = planner.rebalance_done(record, moved, utcnow())
     await port.persist_rebalance(done)
     port.transferred(total)
-    await port.event("Normal", "Rebalanced", done.message or "rebalanced")
+    port.queue_event("Normal", "Rebalanced", done.message or "rebalanced")
     return RebalanceResult(done, moved=total)
