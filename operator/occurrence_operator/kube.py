@@ -123,6 +123,19 @@ def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> b
     return not is_subset(desired.get("spec") or {}, live.get("spec") or {})
 
 
+def rejected_as_invalid(error: ApiError) -> bool:
+    """Did the API server refuse an object because of what the spec put in it?
+
+    400/422 are validation failures; a server-side apply of a malformed quantity fails to
+    decode and comes back as a 500 whose message says why.
+    """
+    if error.status in (400, 422):
+        return True
+    return error.status == 500 and any(
+        hint in error.message for hint in ("must match the regular expression", "unable to parse",
+                                           "failed to create typed patch object"))
+
+
 class Kube:
     """The API calls the operator makes. Thread-offloaded; safe to share."""
 

@@ -40,10 +40,11 @@ from .agd_object import AgentDeploymentObject
 from .api import agent_id
 from .conditions import DEGRADED, READY
 from .drain import KubeDrainPort, StatefulSetSize, read_rebalance, read_scale_down
-from .kube import ApiError, Kube, needs_apply, object_path
+from .kube import ApiError, Kube, needs_apply, object_path, rejected_as_invalid
 from .metrics import Metrics
 from .migrations import track_migrations
 from .owner import Owner
+from .ownership import claim_occurrence_ids
 from .render import render
 from .secrets import SecretProblem, database_url
 from .spec import AgentDeploymentSpec
@@ -77,19 +78,6 @@ class PassContext:
     metrics: Metrics
     instance: str
     """This replica's name, the `reportingInstance` of its Events."""
-
-
-def rejected_as_invalid(error: ApiError) -> bool:
-    """Did the API server refuse an object because of what the spec put in it?
-
-    400/422 are validation failures; a server-side apply of a malformed quantity fails to
-    decode and comes back as a 500 whose message says why.
-    """
-    if error.status in (400, 422):
-        return True
-    return error.status == 500 and any(
-        hint in error.message for hint in ("must match the regular expression", "unable to parse",
-                                           "failed to create typed patch object"))
 
 
 class ReconcilePass:
@@ -213,32 +201,16 @@ class ReconcilePass:
         self, spec: AgentDeploymentSpec, store: Store, sts: dict[str, Any] | None,
         record: ScaleDownStatus | None,
     ) -> Problem | None:
-        """Claim `<name>-0..` for this AgentDeployment; a Problem if another one owns any.
-
-        Every id this pass could touch is claimed first: the StatefulSet's, the desired
-        ones', the active drain's departing ones (and ordinal 0, where scale-to-zero parks
-        work). Nothing is created, fenced, drained or retired unless all are ours.
-        """
         current = int(((sts or {}).get("spec") or {}).get("replicas") or 0)
         upper = max(1, spec.replicas, current,
                     record.from_replicas if drain.is_active(record) and record else 0)
-        ids = [naming.occurrence_id(self.name, k) for k in range(upper)]
-        refused = await store.registry.claim(ids, agent_id=self.agent_id,
-                                             owner_uid=self.agd.body["metadata"].get("uid"))
-        if not refused:
-            return None
-        first = refused[0]
-        uid = f" (uid {first.owner_uid})" if first.owner_uid else ""
-        names = ", ".join(c.occurrence_id for c in refused[:5]) + (
-            f" and {len(refused) - 5} more" if len(refused) > 5 else "")
-        message = (
-            f"occurrence ids {names} belong to agent {first.owner}{uid} on the same database: "
-            "this AgentDeployment would run the same occurrences, so it creates, fences, "
-            "drains and retires none of them. Rename it or use another database (if that "
-            "agent is gone for good: `occurrence-store occurrences disown ID...`)")
-        log.warning("%s/%s: %s", self.namespace, self.name, message)
-        self.want_requeue(RETRY_SECONDS)
-        return Problem(OCCURRENCE_ID_CONFLICT, message)
+        problem = await claim_occurrence_ids(
+            store, self.name, upper, agent_id=self.agent_id,
+            owner_uid=self.agd.body["metadata"].get("uid"))
+        if problem is not None:
+            log.warning("%s/%s: %s", self.namespace, self.name, problem.message)
+            self.want_requeue(RETRY_SECONDS)
+        return problem
 
     async def _size(
         self, spec: AgentDeploymentSpec, store: Store, port: KubeDrainPort,
