@@ -1,7 +1,8 @@
 """Kopf registrations: every trigger funnels into one idempotent reconcile.
 
 - each AgentDeployment has a Kopf daemon, `worker`, that runs all of its reconciles
-  (`Reconciler.serve`): when woken, when a requeue is due and every `RESYNC_SECONDS`;
+  (`Reconciler.serve`, scheduling.py): when woken, when a requeue is due and every
+  `OperatorConfig.resync_seconds`;
 - AgentDeployment resume/create/update, events of owned StatefulSets and Jobs (someone
   scaled the StatefulSet by hand, the migrations Job finished) and deleted agent pods (a
   drain waits for them) only wake that worker;
@@ -16,6 +17,11 @@
   (needed to stop the timer) is `occurrence.dev/finalizer`; if the operator is gone for
   good: `kubectl patch agd NAME --type=merge -p '{"metadata":{"finalizers":null}}'`.
 
+State: the CLI puts the `OperatorConfig` in Kopf's operator memo (`memo.config`); `startup`
+builds the `Runtime` (API client, databases, metrics, reconciler) from it into the same memo
+(`memo.runtime`). Kopf gives every resource handler a shallow copy of that memo, so all
+handlers reach the one `Runtime` through their `memo` argument; there is no module state.
+
 Handlers return nothing: the status schema is declared field by field, so handler results
 (`status.<handler id>`) would be pruned anyway; the reconciler writes `.status` itself.
 """
@@ -23,13 +29,14 @@ Handlers return nothing: the status schema is declared field by field, so handle
 from __future__ import annotations
 
 import logging
-import os
-import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
 from . import api
+from .config import OperatorConfig
 from .kube import Kube
 from .metrics import Metrics, serve
 from .peering import ensure_peering_objects
@@ -39,30 +46,61 @@ from .stores import Stores
 
 log = logging.getLogger(__name__)
 
-RESYNC_SECONDS = float(os.environ.get("OCCURRENCE_OPERATOR_RESYNC_SECONDS", "10"))
-PEERING_LIFETIME_ENV = "OCCURRENCE_OPERATOR_PEERING_LIFETIME"
-"""Seconds after which a silent peer counts as dead (Kopf's default: 60). A standby replica
-takes over that long after the active one died without saying goodbye (SIGKILL, node loss)."""
-NAMESPACES_ENV = "OCCURRENCE_OPERATOR_NAMESPACES"
-"""Watched namespaces, comma-separated (set by the CLI; for the KopfPeering objects)."""
-METRICS_ADDRESS_ENV = "OCCURRENCE_OPERATOR_METRICS_ADDRESS"
-"""host:port of the /metrics endpoint (set by the CLI; empty disables it)."""
-
-_OWNED = {api.LABEL_MANAGED_BY: api.MANAGER, api.LABEL_AGENTDEPLOYMENT: kopf.PRESENT}
-_AGENT_PODS = {
+_OWNED: dict[str, Any] = {api.LABEL_MANAGED_BY: api.MANAGER,
+                          api.LABEL_AGENTDEPLOYMENT: kopf.PRESENT}
+_AGENT_PODS: dict[str, Any] = {
     api.LABEL_OCC_COMPONENT: api.COMPONENT_AGENT,
     api.LABEL_AGENTDEPLOYMENT: kopf.PRESENT,
 }
 
-_state: dict[str, Any] = {}
+
+@dataclass
+class Runtime:
+    """The objects every handler shares, built once at startup from the config."""
+
+    config: OperatorConfig
+    metrics: Metrics
+    kube: Kube
+    stores: Stores
+    reconciler: Reconciler
+    metrics_runner: Any = None
+    """The /metrics HTTP server (aiohttp runner), if enabled."""
+
+    @classmethod
+    def build(cls, config: OperatorConfig) -> Runtime:
+        metrics = Metrics()
+        kube = Kube.from_environment(metrics)
+        stores = Stores()
+        context = PassContext(kube, stores, metrics, config.instance)
+        return cls(config, metrics, kube, stores, Reconciler(context, config.resync_seconds))
+
+    async def close(self) -> None:
+        await self.reconciler.close()
+        await self.stores.close()
+        if self.metrics_runner is not None:
+            await self.metrics_runner.cleanup()
+        self.kube.close()
 
 
-def reconciler() -> Reconciler:
-    return _state["reconciler"]
+def runtime_of(memo: Any) -> Runtime:
+    """The `Runtime` in a Kopf memo (operator or resource memo)."""
+    runtime: Runtime = memo["runtime"]
+    return runtime
+
+
+def reconciler_of(memo: Any) -> Reconciler:
+    return runtime_of(memo).reconciler
+
+
+def _namespaced(namespace: str | None) -> str:
+    """Every object the handlers watch is namespaced (Kopf types it optional)."""
+    assert namespace is not None
+    return namespace
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    config: OperatorConfig = memo["config"]
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=api.GROUP, key="last-handled-configuration"
@@ -72,42 +110,25 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    lifetime = os.environ.get(PEERING_LIFETIME_ENV, "")
-    if lifetime:
-        settings.peering.lifetime = int(lifetime)
-    metrics = Metrics()
-    kube = Kube.from_environment(metrics)
-    _state["metrics"] = metrics
-    _state["kube"] = kube
-    _state["stores"] = Stores()
-    instance = os.environ.get("POD_NAME") or socket.gethostname()
-    _state["reconciler"] = Reconciler(
-        PassContext(kube, _state["stores"], metrics, instance), RESYNC_SECONDS
-    )
+    if config.peering_lifetime is not None:
+        settings.peering.lifetime = config.peering_lifetime
+    runtime = Runtime.build(config)
+    memo["runtime"] = runtime
     if not settings.peering.standalone and settings.peering.mandatory:
-        namespaces = [n for n in os.environ.get(NAMESPACES_ENV, "").split(",") if n]
         await ensure_peering_objects(
-            kube, settings.peering.name, namespaces, settings.peering.clusterwide
+            runtime.kube, settings.peering.name, config.namespaces, settings.peering.clusterwide
         )
-    address = os.environ.get(METRICS_ADDRESS_ENV, "")
-    if address:
-        host, _, port = address.rpartition(":")
-        _state["metrics_runner"] = await serve(metrics, host or "0.0.0.0", int(port))
-        log.info("metrics on http://%s/metrics", address)
+    endpoint = config.metrics_endpoint
+    if endpoint is not None:
+        runtime.metrics_runner = await serve(runtime.metrics, *endpoint)
+        log.info("metrics on http://%s/metrics", config.metrics_address)
 
 
 @kopf.on.cleanup()
-async def cleanup(**_: Any) -> None:
-    if "reconciler" in _state:
-        await _state["reconciler"].close()
-    if "stores" in _state:
-        await _state["stores"].close()
-    runner = _state.pop("metrics_runner", None)
-    if runner is not None:
-        await runner.cleanup()
-    if "kube" in _state:
-        _state["kube"].close()
-    _state.clear()
+async def cleanup(memo: Any, **_: Any) -> None:
+    runtime = memo.pop("runtime", None)
+    if runtime is not None:
+        await runtime.close()
 
 
 @kopf.daemon(
@@ -116,33 +137,37 @@ async def cleanup(**_: Any) -> None:
     api.PLURAL,
     cancellation_timeout=30.0,  # cancel at once when stopped; wait this long for the exit
 )
-async def worker(name: str, namespace: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
-    await reconciler().serve(namespace, name, stopped)
+async def worker(
+    name: str, namespace: str | None, stopped: kopf.DaemonStopped, memo: Any, **_: Any
+) -> None:
+    await reconciler_of(memo).serve(_namespaced(namespace), name, stopped)
 
 
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.update(api.GROUP, api.VERSION, api.PLURAL)
-async def changed(name: str, namespace: str, **_: Any) -> None:
-    reconciler().trigger(namespace, name)
+async def changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    reconciler_of(memo).trigger(_namespaced(namespace), name)
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL, optional=True)
-async def deleted(name: str, namespace: str, **_: Any) -> None:
-    reconciler().forget(namespace, name)
+async def deleted(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    reconciler_of(memo).forget(_namespaced(namespace), name)
 
 
 @kopf.on.event("apps", "v1", "statefulsets", labels=_OWNED)
 @kopf.on.event("batch", "v1", "jobs", labels=_OWNED)
-async def owned_changed(labels: dict[str, str], namespace: str, **_: Any) -> None:
-    reconciler().trigger(namespace, labels[api.LABEL_AGENTDEPLOYMENT])
+async def owned_changed(
+    labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
+) -> None:
+    reconciler_of(memo).trigger(_namespaced(namespace), labels[api.LABEL_AGENTDEPLOYMENT])
 
 
 @kopf.on.event("v1", "pods", labels=_AGENT_PODS)
 async def agent_pod_changed(
-    event: dict[str, Any], labels: dict[str, str], namespace: str, **_: Any
+    event: kopf.RawEvent, labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
 ) -> None:
     # Only disappearances matter (a drain waits for departing pods); readiness changes
     # reach us through the StatefulSet's status.
     if event.get("type") == "DELETED":
-        reconciler().trigger(namespace, labels[api.LABEL_AGENTDEPLOYMENT])
+        reconciler_of(memo).trigger(_namespaced(namespace), labels[api.LABEL_AGENTDEPLOYMENT])
