@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import api
+from . import wellknown
 from .events import EventType, post
 from .kube import Kube, object_path
 
@@ -22,7 +22,7 @@ this (or the status is written anyway): a healthy steady state writes nothing.""
 
 
 def ad_path(namespace: str, name: str) -> str:
-    return object_path(api.API_VERSION, api.KIND, namespace, name)
+    return object_path(wellknown.API_VERSION, wellknown.KIND, namespace, name)
 
 
 def status_patch(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@
 Standalone (no peering) by default: one replica with the `Recreate` strategy. With
 `--peering NAME` several replicas run and Kopf's peering keeps only the highest-priority
 one active (the KopfPeering/ClusterKopfPeering CRDs must be installed: crds/kopf-peering.yaml),
-so no drain runs twice: the others are paused and do nothing at all (handlers.py, gate.py).
+so no drain runs twice: the others are paused and do nothing at all (kopf_handlers.py, gate.py).
 
 Kopf pauses *all* peers that share the highest priority, and the replicas of one Deployment
 all get the same `--priority`. So under peering the priority Kopf sees is
@@ -24,7 +24,7 @@ import random
 import sys
 from collections.abc import Mapping
 
-from . import api
+from . import wellknown
 from .config import (
     DEFAULT_LIVENESS,
     DEFAULT_METRICS_ADDRESS,
@@ -119,11 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     }[config.log_format]
     kopf.configure(verbose=config.verbose, log_format=log_format, log_refkey="object")
 
-    from . import handlers  # noqa: F401  (registers the handlers)
+    from . import kopf_handlers  # noqa: F401  (registers the handlers)
 
     logging.getLogger(__name__).info(
         "starting %s for %s%s",
-        api.MANAGER,
+        wellknown.MANAGER,
         "all namespaces" if config.all_namespaces else ", ".join(config.namespaces),
         "" if config.priority is None
         else f", peering {config.peering!r} with priority {config.priority}",

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from . import api
+from . import wellknown
 from .kube import ApiError, Kube, collection_path
 from .timeutil import format_time, utcnow
 
@@ -26,8 +26,8 @@ def build_event(
         "kind": "Event",
         "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
         "involvedObject": {
-            "apiVersion": api.API_VERSION,
-            "kind": api.KIND,
+            "apiVersion": wellknown.API_VERSION,
+            "kind": wellknown.KIND,
             "name": meta["name"],
             "namespace": meta["namespace"],
             "uid": meta["uid"],
@@ -35,8 +35,8 @@ def build_event(
         "type": type_,
         "reason": reason,
         "message": message[:1024],
-        "source": {"component": api.MANAGER},
-        "reportingComponent": api.MANAGER,
+        "source": {"component": wellknown.MANAGER},
+        "reportingComponent": wellknown.MANAGER,
         "reportingInstance": instance[:128],
         "firstTimestamp": now,
         "lastTimestamp": now,

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from . import api, gate
+from . import gate, wellknown
 from .metrics import Metrics
 
-FIELD_MANAGER = api.MANAGER
+FIELD_MANAGER = wellknown.MANAGER
 
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
@@ -51,7 +51,7 @@ _KINDS: dict[tuple[str, str], tuple[str, str]] = {
     ("v1", "Pod"): ("/api/v1", "pods"),
     ("v1", "Secret"): ("/api/v1", "secrets"),
     ("v1", "Event"): ("/api/v1", "events"),
-    (api.API_VERSION, api.KIND): (f"/apis/{api.API_VERSION}", api.PLURAL),
+    (wellknown.API_VERSION, wellknown.KIND): (f"/apis/{wellknown.API_VERSION}", wellknown.PLURAL),
 }
 
 

@@ -37,7 +37,6 @@ from occurrence_store.unreachable import is_unreachable
 
 from . import drain, gate, naming
 from .agd_object import AgentDeploymentObject
-from .api import agent_id
 from .conditions import DEGRADED, READY
 from .drain import KubeDrainPort, StatefulSetSize, read_rebalance, read_scale_down
 from .kube import ApiError, Kube, needs_apply, object_path, rejected_as_invalid
@@ -62,6 +61,7 @@ from .statusdoc import (
 )
 from .stores import Stores
 from .timeutil import utcnow
+from .wellknown import agent_id
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import api, naming
+from . import naming, wellknown
 from .owner import Owner
 from .pod import agent_pod_template
 from .spec import AgentDeploymentSpec
@@ -35,6 +35,6 @@ def build_statefulset(spec: AgentDeploymentSpec, owner: Owner, replicas: int) ->
             "podManagementPolicy": "Parallel",
             "updateStrategy": {"type": "RollingUpdate"},
             "selector": {"matchLabels": naming.selector_labels(name)},
-            "template": agent_pod_template(spec, name, api.agent_id(owner.namespace, name)),
+            "template": agent_pod_template(spec, name, wellknown.agent_id(owner.namespace, name)),
         },
     }

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from .. import api
+from .. import wellknown
 from ..naming import occurrence_id
 from ..spec import DrainSpec, InFlightMode, RecoveryMode, RecoverySpec
 from ..status import (
@@ -411,7 +411,7 @@ def _retarget(record: ScaleDownStatus, desired: int, now: datetime) -> DrainDeci
 
 # -- the skip-drain bypass ---------------------------------------------------------------
 
-SKIP_DRAIN_ANNOTATION = f"{api.GROUP}/skip-drain"
+SKIP_DRAIN_ANNOTATION = f"{wellknown.GROUP}/skip-drain"
 """Set to "true" on the AgentDeployment: a drain in progress that cannot reach the database
 shrinks the StatefulSet at once, leaving the departing work in the database."""
 

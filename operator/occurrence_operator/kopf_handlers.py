@@ -35,7 +35,7 @@ from typing import Any
 
 import kopf
 
-from . import api
+from . import wellknown
 from .config import OperatorConfig
 from .kube import Kube
 from .metrics import Metrics, serve
@@ -46,11 +46,11 @@ from .stores import Stores
 
 log = logging.getLogger(__name__)
 
-_OWNED: dict[str, Any] = {api.LABEL_MANAGED_BY: api.MANAGER,
-                          api.LABEL_AGENTDEPLOYMENT: kopf.PRESENT}
+_OWNED: dict[str, Any] = {wellknown.LABEL_MANAGED_BY: wellknown.MANAGER,
+                          wellknown.LABEL_AGENTDEPLOYMENT: kopf.PRESENT}
 _AGENT_PODS: dict[str, Any] = {
-    api.LABEL_OCC_COMPONENT: api.COMPONENT_AGENT,
-    api.LABEL_AGENTDEPLOYMENT: kopf.PRESENT,
+    wellknown.LABEL_OCC_COMPONENT: wellknown.COMPONENT_AGENT,
+    wellknown.LABEL_AGENTDEPLOYMENT: kopf.PRESENT,
 }
 
 
@@ -101,11 +101,11 @@ def _namespaced(namespace: str | None) -> str:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     config: OperatorConfig = memo["config"]
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=wellknown.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=api.GROUP, key="last-handled-configuration"
+        prefix=wellknown.GROUP, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{api.GROUP}/finalizer"
+    settings.persistence.finalizer = f"{wellknown.GROUP}/finalizer"
     settings.posting.enabled = False  # our own events (events.py), one per milestone
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -132,9 +132,9 @@ async def cleanup(memo: Any, **_: Any) -> None:
 
 
 @kopf.daemon(
-    api.GROUP,
-    api.VERSION,
-    api.PLURAL,
+    wellknown.GROUP,
+    wellknown.VERSION,
+    wellknown.PLURAL,
     cancellation_timeout=30.0,  # cancel at once when stopped; wait this long for the exit
 )
 async def worker(
@@ -143,14 +143,14 @@ async def worker(
     await reconciler_of(memo).serve(_namespaced(namespace), name, stopped)
 
 
-@kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
-@kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
-@kopf.on.update(api.GROUP, api.VERSION, api.PLURAL)
+@kopf.on.resume(wellknown.GROUP, wellknown.VERSION, wellknown.PLURAL)
+@kopf.on.create(wellknown.GROUP, wellknown.VERSION, wellknown.PLURAL)
+@kopf.on.update(wellknown.GROUP, wellknown.VERSION, wellknown.PLURAL)
 async def changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     reconciler_of(memo).trigger(_namespaced(namespace), name)
 
 
-@kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL, optional=True)
+@kopf.on.delete(wellknown.GROUP, wellknown.VERSION, wellknown.PLURAL, optional=True)
 async def deleted(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     reconciler_of(memo).forget(_namespaced(namespace), name)
 
@@ -160,7 +160,7 @@ async def deleted(name: str, namespace: str | None, memo: Any, **_: Any) -> None
 async def owned_changed(
     labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    reconciler_of(memo).trigger(_namespaced(namespace), labels[api.LABEL_AGENTDEPLOYMENT])
+    reconciler_of(memo).trigger(_namespaced(namespace), labels[wellknown.LABEL_AGENTDEPLOYMENT])
 
 
 @kopf.on.event("v1", "pods", labels=_AGENT_PODS)
@@ -170,4 +170,4 @@ async def agent_pod_changed(
     # Only disappearances matter (a drain waits for departing pods); readiness changes
     # reach us through the StatefulSet's status.
     if event.get("type") == "DELETED":
-        reconciler_of(memo).trigger(_namespaced(namespace), labels[api.LABEL_AGENTDEPLOYMENT])
+        reconciler_of(memo).trigger(_namespaced(namespace), labels[wellknown.LABEL_AGENTDEPLOYMENT])
