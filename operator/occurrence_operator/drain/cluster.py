@@ -10,7 +10,7 @@ fake (tests/unit/operator/test_agd_drain_driver.py).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -27,6 +27,8 @@ from .planner import draining_count
 
 log = logging.getLogger(__name__)
 
+_Record = TypeVar("_Record", ScaleDownStatus, RebalanceStatus)
+
 _MILESTONES = {
     "DrainStarted": "started",
     "DrainComplete": "completed",
@@ -37,23 +39,21 @@ _MILESTONES = {
 
 def read_scale_down(wire: Any) -> ScaleDownStatus | None:
     """`.status.scaleDown` as persisted, or None (absent or unreadable: logged)."""
-    if not wire:
-        return None
-    try:
-        return ScaleDownStatus.model_validate(wire)
-    except ValidationError:
-        log.warning("ignoring unreadable status.scaleDown: %s", wire)
-        return None
+    return _read(ScaleDownStatus, wire, "scaleDown")
 
 
 def read_rebalance(wire: Any) -> RebalanceStatus | None:
     """`.status.rebalance` as persisted, or None (absent or unreadable: logged)."""
+    return _read(RebalanceStatus, wire, "rebalance")
+
+
+def _read(model: type[_Record], wire: Any, field: str) -> _Record | None:
     if not wire:
         return None
     try:
-        return RebalanceStatus.model_validate(wire)
+        return model.model_validate(wire)
     except ValidationError:
-        log.warning("ignoring unreadable status.rebalance: %s", wire)
+        log.warning("ignoring unreadable status.%s: %s", field, wire)
         return None
 
 

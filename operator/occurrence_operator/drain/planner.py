@@ -490,19 +490,10 @@ def rebalance_intent(
     )
 
 
-class RebalanceAction(StrEnum):
-    NOOP = "Noop"
-    """No rebalance pending."""
-    CANCEL = "Cancel"
-    """Persist `record` (Cancelled): spec.replicas moved on, or a drain started."""
-    WAIT = "Wait"
-    """The scaled-up pods are not all ready yet: look again after `requeue_after`."""
-    REBALANCE = "Rebalance"
-    """Even out the pending backlog over `occurrences` once, then `rebalance_done`."""
-
-
 @dataclass(frozen=True)
 class RebalanceDecision:
+    """The next rebalance step, with what it needs."""
+
     action: RebalanceAction
     record: RebalanceStatus | None = None
     occurrences: tuple[str, ...] = ()
@@ -519,6 +510,19 @@ class StatefulSetSize:
     """status.readyReplicas"""
     observed: bool = True
     """status.observedGeneration has caught up with metadata.generation."""
+
+
+class RebalanceAction(StrEnum):
+    """The steps of the rebalance state machine (`plan_rebalance`)."""
+
+    NOOP = "Noop"
+    """No rebalance pending."""
+    CANCEL = "Cancel"
+    """Persist `record` (Cancelled): spec.replicas moved on, or a drain started."""
+    WAIT = "Wait"
+    """The scaled-up pods are not all ready yet: look again after `requeue_after`."""
+    REBALANCE = "Rebalance"
+    """Even out the pending backlog over `occurrences` once, then `rebalance_done`."""
 
 
 def plan_rebalance(
