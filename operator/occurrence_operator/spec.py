@@ -264,9 +264,12 @@ class AgentDeploymentSpec(CrdModel):
     probes: ProbeOverrides | None = None
     database: DatabaseSpec
     migrations: MigrationsSpec = Field(
-        default_factory=MigrationsSpec, json_schema_extra={"default": {}}
+        default_factory=lambda: MigrationsSpec.model_validate({}),
+        json_schema_extra={"default": {}},
     )
-    drain: DrainSpec = Field(default_factory=DrainSpec, json_schema_extra={"default": {}})
+    drain: DrainSpec = Field(
+        default_factory=lambda: DrainSpec.model_validate({}), json_schema_extra={"default": {}}
+    )
     recovery: RecoverySpec = Field(default_factory=RecoverySpec, json_schema_extra={"default": {}})
     termination_grace_period_seconds: int = Field(60, ge=0)
     """Time an agent gets to exit after SIGTERM. Work is drained before pods are removed, so
