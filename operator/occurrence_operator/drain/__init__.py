@@ -23,11 +23,12 @@ to undo, so a restarted operator resumes from the record):
    grace_seconds=...)` for each departing occurrence (`DrainSettings.grace_seconds`). From
    that commit on the database refuses the occurrence's claims (the registry row is the
    fencing token). Phase → `WaitingInFlight`.
-3. **quiesced ack** — the agent learns of the fence from its heartbeat (or a PostgreSQL
-   notification): `occurrence_agent.lifecycle.Presence` → `Runtime._on_state` →
-   `Runtime._drain`: it stops taking work, fails readiness, lets in-flight work finish
-   within the fence's grace (`Worker.quiesce`), releases what is left, and acknowledges
-   with `store.registry.set_quiesced(id, True)`. `driver.observe` reads that as
+3. **quiesced ack** — the agent learns of the fence from its heartbeat's registry row
+   (`occurrence_agent.lifecycle.Presence`, poked at once by a PostgreSQL notification) →
+   `OccurrenceRuntime._on_state` → `OccurrenceRuntime._drain`: it stops taking work and
+   fails readiness (`OccurrenceRuntime.readiness`), lets in-flight work finish within the
+   fence's grace and releases the rest (`OccurrenceRuntime._quiesce` → `Worker.quiesce`),
+   then acknowledges with `store.registry.set_quiesced(id, True)`. `driver.observe` reads that as
    `Observations.in_flight_quiet`; a departing occurrence whose lease expired counts as
    `unresponsive`.
 4. **release / transfer** — `planner._wait_in_flight` moves on (ADVANCE) once quiet, or
