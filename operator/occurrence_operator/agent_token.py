@@ -12,7 +12,7 @@ import base64
 import secrets
 from typing import Any
 
-from . import api, naming
+from . import naming, wellknown
 from .owner import Owner
 
 TOKEN_BYTES = 32
@@ -20,7 +20,7 @@ TOKEN_BYTES = 32
 
 def new_tokens() -> dict[str, str]:
     """Fresh random tokens, one per scope."""
-    return {key: secrets.token_urlsafe(TOKEN_BYTES) for key in api.TOKEN_KEYS}
+    return {key: secrets.token_urlsafe(TOKEN_BYTES) for key in wellknown.TOKEN_KEYS}
 
 
 def build_token_secret(owner: Owner, tokens: dict[str, str]) -> dict[str, Any]:

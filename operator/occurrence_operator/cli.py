@@ -7,7 +7,7 @@
 Standalone (no peering) by default: one replica with the `Recreate` strategy. With
 `--peering NAME` several replicas run and Kopf's peering keeps only the highest-priority
 one active (the KopfPeering/ClusterKopfPeering CRDs must be installed: crds/kopf-peering.yaml),
-so no drain runs twice: the others are paused and do nothing at all (handlers.py, gate.py).
+so no drain runs twice: the others are paused and do nothing at all (kopf_handlers.py, gate.py).
 
 Kopf pauses *all* peers that share the highest priority, and the replicas of one Deployment
 all get the same `--priority`. So under peering the priority Kopf sees is
@@ -22,8 +22,16 @@ import logging
 import os
 import random
 import sys
+from collections.abc import Mapping
 
-from . import api
+from . import wellknown
+from .config import (
+    DEFAULT_LIVENESS,
+    DEFAULT_METRICS_ADDRESS,
+    LIVENESS_ENV,
+    METRICS_ADDRESS_ENV,
+    OperatorConfig,
+)
 
 PRIORITY_SPREAD = 1000
 """Room for the tie-breaker between replicas of the same `--priority` (see above)."""
@@ -36,7 +44,10 @@ def peering_priority(priority: int, tie_breaker: int | None = None) -> int:
     return priority * PRIORITY_SPREAD + tie_breaker % PRIORITY_SPREAD
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The CLI; flags without a value on the command line default from `environ`
+    (`os.environ` if None)."""
+    env = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(
         prog="occurrence-operator",
         description="Kubernetes operator for AgentDeployments (occurrence.dev/v1alpha1).",
@@ -66,13 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--liveness",
-        default=os.environ.get("OCCURRENCE_OPERATOR_LIVENESS", "http://0.0.0.0:8080/healthz"),
+        default=env.get(LIVENESS_ENV, DEFAULT_LIVENESS),
         metavar="URL",
         help="liveness endpoint (empty: none). Default http://0.0.0.0:8080/healthz",
     )
     parser.add_argument(
         "--metrics-address",
-        default=os.environ.get("OCCURRENCE_OPERATOR_METRICS_ADDRESS", "0.0.0.0:9090"),
+        default=env.get(METRICS_ADDRESS_ENV, DEFAULT_METRICS_ADDRESS),
         metavar="HOST:PORT",
         help="Prometheus /metrics address (empty: none). Default 0.0.0.0:9090",
     )
@@ -86,8 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_config(
+    argv: list[str] | None = None, environ: Mapping[str, str] | None = None
+) -> OperatorConfig:
+    """The operator's configuration from its command line and environment."""
+    env = os.environ if environ is None else environ
+    args = build_parser(env).parse_args(argv)
+    priority = None if args.peering is None else peering_priority(args.priority)
+    return OperatorConfig.from_args(args, env, priority=priority)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    config = build_config(argv)
 
     import kopf
 
@@ -95,27 +116,26 @@ def main(argv: list[str] | None = None) -> int:
         "json": kopf.LogFormat.JSON,
         "plain": kopf.LogFormat.PLAIN,
         "full": kopf.LogFormat.FULL,
-    }[args.log_format]
-    kopf.configure(verbose=args.verbose, log_format=log_format, log_refkey="object")
-    os.environ["OCCURRENCE_OPERATOR_METRICS_ADDRESS"] = args.metrics_address or ""
-    os.environ["OCCURRENCE_OPERATOR_NAMESPACES"] = ",".join(args.namespaces or ())
+    }[config.log_format]
+    kopf.configure(verbose=config.verbose, log_format=log_format, log_refkey="object")
 
-    from . import handlers  # noqa: F401  (registers the handlers)
+    from . import kopf_handlers  # noqa: F401  (registers the handlers)
 
-    priority = None if args.peering is None else peering_priority(args.priority)
     logging.getLogger(__name__).info(
         "starting %s for %s%s",
-        api.MANAGER,
-        "all namespaces" if args.all_namespaces else ", ".join(args.namespaces),
-        "" if priority is None else f", peering {args.peering!r} with priority {priority}",
+        wellknown.MANAGER,
+        "all namespaces" if config.all_namespaces else ", ".join(config.namespaces),
+        "" if config.priority is None
+        else f", peering {config.peering!r} with priority {config.priority}",
     )
     kopf.run(
-        clusterwide=bool(args.all_namespaces),
-        namespaces=args.namespaces or (),
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        priority=priority,
-        liveness_endpoint=args.liveness or None,
+        clusterwide=config.all_namespaces,
+        namespaces=config.namespaces,
+        standalone=config.peering is None,
+        peering_name=config.peering,
+        priority=config.priority,
+        liveness_endpoint=config.liveness or None,
+        memo=kopf.Memo(config=config),
     )
     return 0
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from . import api, naming
+from . import naming, wellknown
 from .spec import AgentDeploymentSpec
 from .status import AgentDeploymentStatus
 
@@ -133,7 +133,7 @@ def build_crd() -> dict[str, Any]:
         ],
     }
     version = {
-        "name": api.VERSION,
+        "name": wellknown.VERSION,
         "served": True,
         "storage": True,
         "subresources": {
@@ -159,17 +159,20 @@ def build_crd() -> dict[str, Any]:
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": api.CRD_NAME,
-            "labels": {api.LABEL_NAME: api.MANAGER, api.LABEL_MANAGED_BY: "crdgen"},
+            "name": wellknown.CRD_NAME,
+            "labels": {
+                wellknown.LABEL_NAME: wellknown.MANAGER,
+                wellknown.LABEL_MANAGED_BY: "crdgen",
+            },
         },
         "spec": {
-            "group": api.GROUP,
+            "group": wellknown.GROUP,
             "names": {
-                "kind": api.KIND,
-                "listKind": api.LIST_KIND,
-                "plural": api.PLURAL,
-                "singular": api.SINGULAR,
-                "shortNames": list(api.SHORT_NAMES),
+                "kind": wellknown.KIND,
+                "listKind": wellknown.LIST_KIND,
+                "plural": wellknown.PLURAL,
+                "singular": wellknown.SINGULAR,
+                "shortNames": list(wellknown.SHORT_NAMES),
             },
             "scope": "Namespaced",
             "versions": [version],

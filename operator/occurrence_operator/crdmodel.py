@@ -54,6 +54,12 @@ class CrdModel(BaseModel):
                 raise ValueError(rule.message)
         return self
 
+    @classmethod
+    def from_fields(cls, **fields: Any) -> Self:
+        """Build (and validate) from the Python field names: for what the operator writes
+        itself. Input from the API server goes through `model_validate` (camelCase only)."""
+        return cls.model_validate(fields, by_name=True, by_alias=False)
+
     def to_wire(self) -> dict[str, Any]:
         """The object as the API server stores it: camelCase, no unset optional fields."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

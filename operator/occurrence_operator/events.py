@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from . import api
+from . import wellknown
 from .kube import ApiError, Kube, collection_path
 from .timeutil import format_time, utcnow
 
 log = logging.getLogger(__name__)
 
 EventType = Literal["Normal", "Warning"]
-_INSTANCE = os.environ.get("POD_NAME") or socket.gethostname()
 
 
 def build_event(
-    body: Mapping[str, Any], type_: EventType, reason: str, message: str
+    body: Mapping[str, Any], type_: EventType, reason: str, message: str, *, instance: str
 ) -> dict[str, Any]:
+    """The Event; `instance` is its `reportingInstance` (this operator replica's name)."""
     meta = body["metadata"]
     now = format_time(utcnow())
     return {
@@ -28,8 +26,8 @@ def build_event(
         "kind": "Event",
         "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
         "involvedObject": {
-            "apiVersion": api.API_VERSION,
-            "kind": api.KIND,
+            "apiVersion": wellknown.API_VERSION,
+            "kind": wellknown.KIND,
             "name": meta["name"],
             "namespace": meta["namespace"],
             "uid": meta["uid"],
@@ -37,9 +35,9 @@ def build_event(
         "type": type_,
         "reason": reason,
         "message": message[:1024],
-        "source": {"component": api.MANAGER},
-        "reportingComponent": api.MANAGER,
-        "reportingInstance": _INSTANCE[:128],
+        "source": {"component": wellknown.MANAGER},
+        "reportingComponent": wellknown.MANAGER,
+        "reportingInstance": instance[:128],
         "firstTimestamp": now,
         "lastTimestamp": now,
         "count": 1,
@@ -47,7 +45,13 @@ def build_event(
 
 
 async def post(
-    kube: Kube, body: Mapping[str, Any], type_: EventType, reason: str, message: str
+    kube: Kube,
+    body: Mapping[str, Any],
+    type_: EventType,
+    reason: str,
+    message: str,
+    *,
+    instance: str,
 ) -> None:
     """Post an event; failures are logged, never raised (events are best effort)."""
     level = logging.WARNING if type_ == "Warning" else logging.INFO
@@ -55,7 +59,7 @@ async def post(
     try:
         await kube.create(
             collection_path("v1", "Event", body["metadata"]["namespace"]),
-            build_event(body, type_, reason, message),
+            build_event(body, type_, reason, message, instance=instance),
         )
     except ApiError as e:
         log.warning("could not post event %s: %s", reason, e)

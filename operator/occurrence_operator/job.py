@@ -23,7 +23,7 @@ import hashlib
 import json
 from typing import Any
 
-from . import api, naming
+from . import naming, wellknown
 from .owner import Owner
 from .pod import database_url_env, scheduling, tmp_volume, tmp_volume_mount
 from .security import container_security_context, pod_security_context
@@ -38,7 +38,7 @@ def migrations_image(spec: AgentDeploymentSpec) -> str:
 
 
 def migrations_command(spec: AgentDeploymentSpec) -> list[str]:
-    return list(spec.migrations.command or api.DEFAULT_MIGRATIONS_COMMAND)
+    return list(spec.migrations.command or wellknown.DEFAULT_MIGRATIONS_COMMAND)
 
 
 def migration_inputs(spec: AgentDeploymentSpec) -> dict[str, Any]:
@@ -64,8 +64,8 @@ def build_migration_job(spec: AgentDeploymentSpec, owner: Owner) -> dict[str, An
     name = owner.name
     digest = migration_hash(spec)
     labels = {
-        **naming.common_labels(name, api.COMPONENT_MIGRATIONS),
-        api.LABEL_MIGRATION_HASH: digest,
+        **naming.common_labels(name, wellknown.COMPONENT_MIGRATIONS),
+        wellknown.LABEL_MIGRATION_HASH: digest,
     }
     container = {
         "name": CONTAINER_NAME,

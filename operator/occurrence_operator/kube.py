@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from . import api, gate
+from . import gate, wellknown
 from .metrics import OperatorMetrics
 
-FIELD_MANAGER = api.MANAGER
+FIELD_MANAGER = wellknown.MANAGER
 
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
@@ -52,7 +52,7 @@ _KINDS: dict[tuple[str, str], tuple[str, str]] = {
     ("v1", "Secret"): ("/api/v1", "secrets"),
     ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
     ("v1", "Event"): ("/api/v1", "events"),
-    (api.API_VERSION, api.KIND): (f"/apis/{api.API_VERSION}", api.PLURAL),
+    (wellknown.API_VERSION, wellknown.KIND): (f"/apis/{wellknown.API_VERSION}", wellknown.PLURAL),
 }
 
 
@@ -122,6 +122,19 @@ def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> b
     ):
         return True
     return not is_subset(desired.get("spec") or {}, live.get("spec") or {})
+
+
+def rejected_as_invalid(error: ApiError) -> bool:
+    """Did the API server refuse an object because of what the spec put in it?
+
+    400/422 are validation failures; a server-side apply of a malformed quantity fails to
+    decode and comes back as a 500 whose message says why.
+    """
+    if error.status in (400, 422):
+        return True
+    return error.status == 500 and any(
+        hint in error.message for hint in ("must match the regular expression", "unable to parse",
+                                           "failed to create typed patch object"))
 
 
 class Kube:

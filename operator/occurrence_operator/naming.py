@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from . import api
+from . import wellknown
 
 # The AgentDeployment name becomes a Service name (DNS-1035 label: starts with a letter) and a
 # StatefulSet name. The StatefulSet controller adds `controller-revision-hash=<name>-<hash>` to
@@ -79,18 +79,18 @@ def migration_job_name(name: str, migration_hash: str) -> str:
     return f"{prefix}{MIGRATE_INFIX}{migration_hash}"
 
 
-def selector_labels(name: str, component: str = api.COMPONENT_AGENT) -> dict[str, str]:
+def selector_labels(name: str, component: str = wellknown.COMPONENT_AGENT) -> dict[str, str]:
     """Labels selecting one AgentDeployment's pods of one component (immutable in a StatefulSet)."""
-    return {api.LABEL_AGENTDEPLOYMENT: name, api.LABEL_OCC_COMPONENT: component}
+    return {wellknown.LABEL_AGENTDEPLOYMENT: name, wellknown.LABEL_OCC_COMPONENT: component}
 
 
-def common_labels(name: str, component: str = api.COMPONENT_AGENT) -> dict[str, str]:
+def common_labels(name: str, component: str = wellknown.COMPONENT_AGENT) -> dict[str, str]:
     """All labels stamped on owned objects and their pod templates."""
     return {
-        api.LABEL_NAME: api.APP_NAME,
-        api.LABEL_INSTANCE: name,
-        api.LABEL_COMPONENT: component,
-        api.LABEL_MANAGED_BY: api.MANAGER,
+        wellknown.LABEL_NAME: wellknown.APP_NAME,
+        wellknown.LABEL_INSTANCE: name,
+        wellknown.LABEL_COMPONENT: component,
+        wellknown.LABEL_MANAGED_BY: wellknown.MANAGER,
         **selector_labels(name, component),
     }
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import api
+from . import wellknown
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,8 @@ class Owner:
         """Controller owner reference: garbage collection removes children with the owner, and
         `blockOwnerDeletion` keeps foreground deletion waiting for them."""
         return {
-            "apiVersion": api.API_VERSION,
-            "kind": api.KIND,
+            "apiVersion": wellknown.API_VERSION,
+            "kind": wellknown.KIND,
             "name": self.name,
             "uid": self.uid,
             "controller": True,

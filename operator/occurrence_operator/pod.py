@@ -10,7 +10,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from . import api, naming
+from . import naming, wellknown
 from .security import container_security_context, pod_security_context
 from .spec import AgentDeploymentSpec
 
@@ -28,7 +28,7 @@ def database_url_env(spec: AgentDeploymentSpec) -> dict[str, Any]:
     """DATABASE_URL from the Secret named in the spec: the only way the URL reaches a pod."""
     ref = spec.database.secret_ref
     return {
-        "name": api.ENV_DATABASE_URL,
+        "name": wellknown.ENV_DATABASE_URL,
         "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
     }
 
@@ -41,23 +41,23 @@ def operator_env(spec: AgentDeploymentSpec, agent_id: str) -> list[dict[str, Any
     """
     return [
         {
-            "name": api.ENV_OCCURRENCE_ID,
+            "name": wellknown.ENV_OCCURRENCE_ID,
             "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
         },
         {
-            "name": api.ENV_OCCURRENCE_ORDINAL,
+            "name": wellknown.ENV_OCCURRENCE_ORDINAL,
             "valueFrom": {
                 "fieldRef": {
                     "apiVersion": "v1",
-                    "fieldPath": f"metadata.labels['{api.POD_INDEX_LABEL}']",
+                    "fieldPath": f"metadata.labels['{wellknown.POD_INDEX_LABEL}']",
                 }
             },
         },
         database_url_env(spec),
-        {"name": api.ENV_PORT, "value": str(spec.port)},
-        {"name": api.ENV_AGENT_ID, "value": agent_id},
-        {"name": api.ENV_IN_FLIGHT_RECOVERY, "value": spec.recovery.in_flight},
-        {"name": api.ENV_TOKEN_DIR, "value": api.TOKEN_MOUNT_PATH},
+        {"name": wellknown.ENV_PORT, "value": str(spec.port)},
+        {"name": wellknown.ENV_AGENT_ID, "value": agent_id},
+        {"name": wellknown.ENV_IN_FLIGHT_RECOVERY, "value": spec.recovery.in_flight},
+        {"name": wellknown.ENV_TOKEN_DIR, "value": wellknown.TOKEN_MOUNT_PATH},
     ]
 
 
@@ -116,7 +116,7 @@ def token_volume(name: str) -> dict[str, Any]:
 
 
 def token_volume_mount() -> dict[str, Any]:
-    return {"name": TOKEN_VOLUME, "mountPath": api.TOKEN_MOUNT_PATH, "readOnly": True}
+    return {"name": TOKEN_VOLUME, "mountPath": wellknown.TOKEN_MOUNT_PATH, "readOnly": True}
 
 
 def agent_container(spec: AgentDeploymentSpec, agent_id: str) -> dict[str, Any]:
@@ -125,7 +125,7 @@ def agent_container(spec: AgentDeploymentSpec, agent_id: str) -> dict[str, Any]:
         "name": CONTAINER_NAME,
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
-        "command": list(spec.command or api.DEFAULT_AGENT_COMMAND),
+        "command": list(spec.command or wellknown.DEFAULT_AGENT_COMMAND),
     }
     if spec.args is not None:
         container["args"] = list(spec.args)

@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
-from . import api
+from . import wellknown
 
-NAME = api.MANAGER
+NAME = wellknown.MANAGER
 NAMESPACE = "occurrence-system"
 
 RULES: list[dict[str, Any]] = [
@@ -21,13 +21,13 @@ RULES: list[dict[str, Any]] = [
     # progress annotations (patch; reconcile.py also removes a used skip-drain annotation);
     # the status is written through /status (merge patch).
     {
-        "apiGroups": [api.GROUP],
-        "resources": [api.PLURAL],
+        "apiGroups": [wellknown.GROUP],
+        "resources": [wellknown.PLURAL],
         "verbs": ["get", "list", "watch", "patch"],
     },
     {
-        "apiGroups": [api.GROUP],
-        "resources": [f"{api.PLURAL}/status"],
+        "apiGroups": [wellknown.GROUP],
+        "resources": [f"{wellknown.PLURAL}/status"],
         "verbs": ["get", "patch"],
     },
     # Owned objects: server-side apply (patch; create when the apply creates the object),
@@ -83,7 +83,7 @@ RULES: list[dict[str, Any]] = [
 
 
 def documents(namespace: str = NAMESPACE) -> list[dict[str, Any]]:
-    labels = {api.LABEL_NAME: api.MANAGER, api.LABEL_MANAGED_BY: "kustomize"}
+    labels = {wellknown.LABEL_NAME: wellknown.MANAGER, wellknown.LABEL_MANAGED_BY: "kustomize"}
     return [
         {
             "apiVersion": "v1",

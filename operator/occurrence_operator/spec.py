@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
-from . import api
+from . import wellknown
 from .crdmodel import CelRule, CrdModel
 from .naming import DNS1123_SUBDOMAIN
 
@@ -25,8 +25,8 @@ ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS1123_
 # when the operator creates the StatefulSet.
 Passthrough = dict[str, Any]
 
-_RESERVED_ENV_CEL = ", ".join(f"'{name}'" for name in api.RESERVED_ENV)
-_RESERVED_FLAGS_CEL = ", ".join(f"'{flag}'" for flag in api.RESERVED_AGENT_FLAGS)
+_RESERVED_ENV_CEL = ", ".join(f"'{name}'" for name in wellknown.RESERVED_ENV)
+_RESERVED_FLAGS_CEL = ", ".join(f"'{flag}'" for flag in wellknown.RESERVED_AGENT_FLAGS)
 
 MAX_REPLICAS = 1000
 """Every occurrence holds its own database connections (a pool of up to 10, plus one for
@@ -36,7 +36,7 @@ DAY_SECONDS = 86_400
 
 
 def _reserved_flag(arg: str) -> bool:
-    return any(arg == flag or arg.startswith(flag + "=") for flag in api.RESERVED_AGENT_FLAGS)
+    return any(arg == flag or arg.startswith(flag + "=") for flag in wellknown.RESERVED_AGENT_FLAGS)
 
 
 def _probe_host_free(probe: Passthrough | None) -> bool:
@@ -213,7 +213,7 @@ def _command_rule(path: str, default: tuple[str, ...]) -> CelRule:
 class MigrationsSpec(CrdModel):
     """The schema migrations Job run before agent pods start or roll to a new image."""
 
-    __cel_rules__ = (_command_rule("migrations.command", api.DEFAULT_MIGRATIONS_COMMAND),)
+    __cel_rules__ = (_command_rule("migrations.command", wellknown.DEFAULT_MIGRATIONS_COMMAND),)
 
     enabled: bool = True
     """Run the migrations Job and gate rollouts on its success."""
@@ -279,15 +279,16 @@ class AgentDeploymentSpec(CrdModel):
     __cel_rules__ = (
         CelRule(
             rule=f"!has(self.env) || self.env.all(e, !(e.name in [{_RESERVED_ENV_CEL}]))",
-            message=f"env must not set {', '.join(api.RESERVED_ENV)}: the operator sets them "
+            message=f"env must not set {', '.join(wellknown.RESERVED_ENV)}: the operator sets them "
             "(the database URL comes only from spec.database.secretRef)",
-            check=lambda s: s.env is None or all(e.name not in api.RESERVED_ENV for e in s.env),
+            check=lambda s: s.env is None
+            or all(e.name not in wellknown.RESERVED_ENV for e in s.env),
         ),
-        _command_rule("command", api.DEFAULT_AGENT_COMMAND),
+        _command_rule("command", wellknown.DEFAULT_AGENT_COMMAND),
         CelRule(
             rule=f"!has(self.args) || self.args.all(a, ![{_RESERVED_FLAGS_CEL}].exists(f, "
             "a == f || a.startsWith(f + '=')))",
-            message=f"args must not pass {', '.join(api.RESERVED_AGENT_FLAGS)}: the operator "
+            message=f"args must not pass {', '.join(wellknown.RESERVED_AGENT_FLAGS)}: the operator "
             "sets them (identity, database, port, tokens)",
             check=lambda s: s.args is None or not any(_reserved_flag(a) for a in s.args),
         ),
@@ -326,12 +327,16 @@ class AgentDeploymentSpec(CrdModel):
     probes: ProbeOverrides | None = None
     database: DatabaseSpec
     migrations: MigrationsSpec = Field(
-        default_factory=MigrationsSpec, json_schema_extra={"default": {}}
+        default_factory=lambda: MigrationsSpec.model_validate({}),
+        json_schema_extra={"default": {}},
     )
-    drain: DrainSpec = Field(default_factory=DrainSpec, json_schema_extra={"default": {}})
+    drain: DrainSpec = Field(
+        default_factory=lambda: DrainSpec.model_validate({}), json_schema_extra={"default": {}}
+    )
     recovery: RecoverySpec = Field(default_factory=RecoverySpec, json_schema_extra={"default": {}})
-    network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec,
-                                              json_schema_extra={"default": {}})
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=lambda: NetworkPolicySpec.model_validate({}),
+        json_schema_extra={"default": {}})
     termination_grace_period_seconds: int = Field(60, ge=0, le=DAY_SECONDS)
     """Time an agent gets to exit after SIGTERM. Work is drained before pods are removed, so
     this only bounds the agent's own shutdown."""

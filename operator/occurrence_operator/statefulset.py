@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import api, naming
+from . import naming, wellknown
 from .owner import Owner
 from .pod import agent_pod_template
 from .spec import AgentDeploymentSpec
@@ -14,7 +14,7 @@ def build_statefulset(spec: AgentDeploymentSpec, owner: Owner, replicas: int) ->
     """The StatefulSet manifest with `replicas` pods.
 
     `replicas` is passed in, not read from `spec.replicas`: on a scale-down the operator keeps
-    the old count until the departing occurrences are drained (see `drainplan`).
+    the old count until the departing occurrences are drained (see `drain.planner`).
 
     `podManagementPolicy: Parallel` because occurrences have no ordering dependency on each
     other (each owns its own work, shared decisions go through the database), and because the
@@ -35,6 +35,6 @@ def build_statefulset(spec: AgentDeploymentSpec, owner: Owner, replicas: int) ->
             "podManagementPolicy": "Parallel",
             "updateStrategy": {"type": "RollingUpdate"},
             "selector": {"matchLabels": naming.selector_labels(name)},
-            "template": agent_pod_template(spec, name, api.agent_id(owner.namespace, name)),
+            "template": agent_pod_template(spec, name, wellknown.agent_id(owner.namespace, name)),
         },
     }

@@ -1,4 +1,6 @@
-"""Session-scoped ``kube_cluster`` fixture: a real API server for the cluster tests.
+"""Fixtures of the cluster tests: ``kube_cluster`` (session-scoped: a real API server),
+``namespace`` (a fresh namespace with the CRD installed) and ``start_operator`` (the
+operator as a subprocess, stopped after the test). Helpers: operator_support.py.
 
 By default the control plane is built from pinned Go module sources (first time on a
 machine: ~10 min, then cached in ~/.cache/occurrence-operator) and started as local
@@ -15,10 +17,14 @@ every test using it fails with the build/start log.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import localcluster
 import pytest
+from operator_support import OperatorProcess, drop_namespace, install_crd, safe_name
 
 # The build runs once, before any test starts, so that a cold build (tens of minutes) is
 # not cut by the per-test timeout (pytest-timeout applies to fixture setup too).
@@ -68,3 +74,41 @@ def kube_cluster() -> Iterator[localcluster.KubeCluster]:
         else:
             os.environ["KUBECONFIG"] = previous
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def agd_crd(kube_cluster: localcluster.KubeCluster) -> None:
+    """The AgentDeployment CRD, installed once per session."""
+    install_crd(kube_cluster)
+
+
+@pytest.fixture
+def namespace(
+    kube_cluster: localcluster.KubeCluster, agd_crd: None, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh namespace with the CRD installed; AgentDeployments' finalizers cleared after."""
+    name = f"{safe_name(request.node.name)[:40]}-{uuid.uuid4().hex[:5]}".strip("-")
+    kube_cluster.create_namespace(name)
+    yield name
+    drop_namespace(kube_cluster, name)
+
+
+@pytest.fixture
+def start_operator(
+    kube_cluster: localcluster.KubeCluster, namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start `occurrence-operator --namespace <namespace>`; stopped (and logs shown) after."""
+    started: list[OperatorProcess] = []
+
+    def start(**kwargs: Any) -> OperatorProcess:
+        proc = OperatorProcess(
+            kube_cluster, [namespace], tmp_path / f"operator-{len(started)}.log", **kwargs
+        )
+        started.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in started:
+        proc.stop()
+        tail = "\n".join(proc.logs().splitlines()[-40:])
+        print(f"--- operator log {proc.log_path} (tail) ---\n{tail}")

@@ -1,5 +1,7 @@
 """Helpers for the operator's cluster tests: the operator as a subprocess, the CRD, waits.
 
+The pytest fixtures built on them (`namespace`, `start_operator`) are in conftest.py.
+
 The operator runs as `python -m occurrence_operator.cli --namespace NS` (what the console
 script runs), with its own kubeconfig, so a test can SIGKILL it mid-drain and start it again.
 Every wait is bounded.
@@ -16,12 +18,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -296,11 +296,6 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^a-z0-9-]", "-", text.lower())[:40].strip("-")
 
 
-# -- fixtures (imported by the test modules) ---------------------------------------------
-
-_crd_installed = False
-
-
 def drop_namespace(cluster: Any, name: str) -> None:
     """Delete a test namespace without waiting; clear AgentDeployment finalizers first so
     the deletion does not hang when no operator is left to remove them."""
@@ -309,37 +304,3 @@ def drop_namespace(cluster: Any, name: str) -> None:
         cluster.kubectl("-n", name, "patch", ref, "--type=merge",
                         "-p", '{"metadata":{"finalizers":null}}', check=False)
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture
-def namespace(kube_cluster: Any, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace with the CRD installed; AgentDeployments' finalizers cleared after."""
-    global _crd_installed
-    if not _crd_installed:
-        install_crd(kube_cluster)
-        _crd_installed = True
-    name = f"{safe_name(request.node.name)[:40]}-{uuid.uuid4().hex[:5]}".strip("-")
-    kube_cluster.create_namespace(name)
-    yield name
-    drop_namespace(kube_cluster, name)
-
-
-@pytest.fixture
-def start_operator(
-    kube_cluster: Any, namespace: str, tmp_path: Path
-) -> Iterator[Callable[..., OperatorProcess]]:
-    """Start `occurrence-operator --namespace <namespace>`; stopped (and logs shown) after."""
-    started: list[OperatorProcess] = []
-
-    def start(**kwargs: Any) -> OperatorProcess:
-        proc = OperatorProcess(
-            kube_cluster, [namespace], tmp_path / f"operator-{len(started)}.log", **kwargs
-        )
-        started.append(proc)
-        return proc.start()
-
-    yield start
-    for proc in started:
-        proc.stop()
-        tail = "\n".join(proc.logs().splitlines()[-40:])
-        print(f"--- operator log {proc.log_path} (tail) ---\n{tail}")

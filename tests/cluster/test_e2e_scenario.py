@@ -5,20 +5,17 @@ not, so this test plays them in the database: each pod's occurrence registers as
 runtime would, and work is submitted to the occurrences that will depart.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from operator_support, used as parameters)
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from operator_support import (  # noqa: F401  (fixtures)
+from operator_support import (
     agd_manifest,
     agd_status,
     create_db_secret,
     get,
-    namespace,
     running_with,
-    start_operator,
     wait_for,
 )
 

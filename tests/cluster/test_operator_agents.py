@@ -6,7 +6,6 @@ StatefulSet gives each pod (its name, and AGENT_ID from the rendered pod templat
 the same PostgreSQL as the operator.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from operator_support, used as parameters)
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from operator_support import (  # noqa: F401  (fixtures)
+from operator_support import (
     OperatorProcess,
     agd_manifest,
     agd_status,
@@ -26,9 +25,7 @@ from operator_support import (  # noqa: F401  (fixtures)
     drop_namespace,
     events,
     get,
-    namespace,
     running_with,
-    start_operator,
     wait_for,
 )
 

@@ -4,7 +4,6 @@ Agents do not really run on kwok nodes, so the tests play their part in the data
 they register occurrences `<name>-0..N-1` and seed tasks, as running agents would have.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from operator_support, used as parameters)
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +11,7 @@ import time
 from typing import Any
 
 import pytest
-from operator_support import (  # noqa: F401  (fixtures)
+from operator_support import (
     RESYNC_SECONDS,
     agd_manifest,
     agd_status,
@@ -20,8 +19,6 @@ from operator_support import (  # noqa: F401  (fixtures)
     create_db_secret,
     events,
     get,
-    namespace,
-    start_operator,
     wait_for,
 )
 

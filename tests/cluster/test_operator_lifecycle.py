@@ -6,7 +6,6 @@ agent and Job pods live on kwok nodes (Job pods complete through a kwok stage, o
 labelled `kwok.occurrence.dev/outcome: fail`).
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from operator_support, used as parameters)
 from __future__ import annotations
 
 import asyncio
@@ -18,14 +17,12 @@ from typing import Any
 import pytest
 import yaml
 from localcluster import run_pod_command_locally
-from operator_support import (  # noqa: F401  (fixtures)
+from operator_support import (
     agd_manifest,
     condition,
     create_db_secret,
     events,
     get,
-    namespace,
-    start_operator,
     wait_for,
 )
 

@@ -5,7 +5,6 @@ it had scheduled before it was paused; killing the active one lets the other tak
 finish a drain in progress, every task moving exactly once.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from operator_support, used as parameters)
 from __future__ import annotations
 
 import asyncio
@@ -15,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import (  # noqa: F401  (fixtures)
+from operator_support import (
     OperatorProcess,
     agd_manifest,
     agd_status,
     create_db_secret,
     get,
     install_peering_crds,
-    namespace,
     wait_for,
 )
 

@@ -4,7 +4,6 @@ A ServiceAccount bound to the generated ClusterRole, a token from the TokenReque
 kubeconfig with only that token: the operator must roll out, drain and report with it.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from operator_support, used as parameters)
 from __future__ import annotations
 
 import json
@@ -13,14 +12,12 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_support import (  # noqa: F401  (fixtures)
+from operator_support import (
     RBAC_FILE,
     agd_manifest,
     create_db_secret,
     events,
     get,
-    namespace,
-    start_operator,
     wait_for,
 )
 

@@ -1,6 +1,5 @@
 """Scale-up: the opt-in backlog rebalance, the scale subresource, and an HPA driving it."""
 
-# ruff: noqa: F811  (pytest fixtures imported from operator_support, used as parameters)
 from __future__ import annotations
 
 import asyncio
@@ -8,15 +7,13 @@ import json
 from typing import Any
 
 import pytest
-from operator_support import (  # noqa: F401  (fixtures)
+from operator_support import (
     agd_manifest,
     agd_status,
     create_db_secret,
     events,
     get,
-    namespace,
     running_with,
-    start_operator,
     wait_for,
 )
 

@@ -35,7 +35,6 @@ operator and the database, still depend on the machine.
 The seed is printed first; the summary line last. Every loop is bounded in count and time.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from operator_support, used as parameters)
 from __future__ import annotations
 
 import asyncio
@@ -52,12 +51,10 @@ from typing import Any
 
 import asyncpg
 import pytest
-from operator_support import (  # noqa: F401  (fixtures)
+from operator_support import (
     agd_manifest,
     create_db_secret,
     get,
-    namespace,
-    start_operator,
     wait_for,
 )
 

@@ -13,7 +13,7 @@ import yaml
 from agd_samples import MINIMAL, SAMPLES, spec_of
 from pydantic import BaseModel
 
-from occurrence_operator import api
+from occurrence_operator import wellknown
 from occurrence_operator.crdgen import build_crd, openapi_schema, render_crd_yaml
 from occurrence_operator.spec import AgentDeploymentSpec
 from occurrence_operator.status import AgentDeploymentStatus
@@ -34,7 +34,7 @@ def test_committed_crd_is_generated() -> None:
 def test_crd_identity_and_subresources() -> None:
     crd = yaml.safe_load(CRD_FILE.read_text())
     assert crd["metadata"]["name"] == "agentdeployments.occurrence.dev"
-    assert crd["spec"]["group"] == api.GROUP
+    assert crd["spec"]["group"] == wellknown.GROUP
     assert crd["spec"]["scope"] == "Namespaced"
     assert crd["spec"]["names"]["shortNames"] == ["agd"]
     (version,) = crd["spec"]["versions"]

@@ -9,17 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from occurrence_operator.drainplan import (
+from occurrence_operator.drain.planner import (
     ACK_MARGIN_SECONDS,
-    Action,
-    Decision,
+    DrainAction,
+    DrainDecision,
     DrainSettings,
     Observations,
     departing_ordinals,
     draining_count,
+    is_active,
     plan,
+    rebalance_intent,
     record_transferred,
-    replicas_to_render,
     survivor_ids,
 )
 from occurrence_operator.spec import DrainSpec
@@ -39,7 +40,7 @@ def _plan(
     drain: DrainSettings = RELEASE,
     observed: Observations | None = None,
     now: datetime = T0,
-) -> Decision:
+) -> DrainDecision:
     return plan(
         "w",
         current=current,
@@ -74,22 +75,26 @@ def test_departing_and_survivors() -> None:
 
 
 def test_steady_state_and_creation() -> None:
-    assert _plan(3, 3).action is Action.NOOP
+    assert _plan(3, 3).action is DrainAction.NOOP
     created = _plan(None, 3)
-    assert (created.action, created.statefulset_replicas) == (Action.SCALE, 3)
+    assert (created.action, created.statefulset_replicas) == (DrainAction.SCALE, 3)
 
 
 def test_scale_up_is_direct() -> None:
     decision = _plan(2, 4, drain=DrainSettings(rebalance_on_scale_up=True))
-    assert decision.action is Action.SCALE and decision.statefulset_replicas == 4
-    assert decision.new_ordinals == (2, 3) and decision.rebalance
-    assert not _plan(2, 4).rebalance
+    assert decision.action is DrainAction.SCALE and decision.statefulset_replicas == 4
+    # with rebalanceOnScaleUp the driver records the rebalance before it scales
+    intent = rebalance_intent(DrainSettings(rebalance_on_scale_up=True), 2, 4, T0)
+    assert intent is not None and intent.phase == "Pending"
+    assert (intent.from_replicas, intent.to_replicas) == (2, 4)
+    assert rebalance_intent(DrainSettings(), 2, 4, T0) is None
+    assert rebalance_intent(DrainSettings(rebalance_on_scale_up=True), None, 4, T0) is None
 
 
 def test_one_to_zero_needs_no_drain() -> None:
     decision = _plan(1, 0)
     assert (decision.action, decision.statefulset_replicas, decision.record) == (
-        Action.SCALE,
+        DrainAction.SCALE,
         0,
         None,
     )
@@ -97,68 +102,68 @@ def test_one_to_zero_needs_no_drain() -> None:
 
 def test_full_scale_down_release() -> None:
     start = _plan(5, 2)
-    assert start.action is Action.ADVANCE  # the intent is persisted before any fencing
+    assert start.action is DrainAction.ADVANCE  # the intent is persisted before any fencing
     record = start.record
     assert record is not None and record.phase == "Fencing"
     assert (record.from_replicas, record.to_replicas, record.ordinals) == (5, 2, [2, 3, 4])
     assert draining_count(record) == 3
-    assert replicas_to_render(5, 2, record) == 5
+    assert is_active(record)  # departing pods stay until their work has moved
 
     fence = _plan(5, 2, record)
-    assert (fence.action, fence.ordinals) == (Action.FENCE, (2, 3, 4))
+    assert (fence.action, fence.ordinals) == (DrainAction.FENCE, (2, 3, 4))
     assert fence.record is not None and fence.record.phase == "WaitingInFlight"
     assert fence.grace_seconds == RELEASE.release_grace_seconds
 
     # the fenced agents finish (or give back) their in-flight work and acknowledge
     waiting = _plan(5, 2, fence.record)
-    assert waiting.action is Action.WAIT and waiting.record == fence.record
+    assert waiting.action is DrainAction.WAIT and waiting.record == fence.record
     late = T0 + timedelta(seconds=RELEASE.grace_seconds + ACK_MARGIN_SECONDS)
     release = _plan(5, 2, fence.record, now=late)  # no acknowledgement: released anyway
-    assert release.action is Action.RELEASE_IN_FLIGHT
+    assert release.action is DrainAction.RELEASE_IN_FLIGHT
     assert "grace" in (release.record.message or "")
     assert release.record is not None and release.record.phase == "Transferring"
 
     transfer = _plan(5, 2, release.record, observed=Observations(departing_work=7))
-    assert transfer.action is Action.TRANSFER
+    assert transfer.action is DrainAction.TRANSFER
     assert transfer.survivors == ("w-0", "w-1") and transfer.ordinals == (2, 3, 4)
     moved = record_transferred(transfer.record, 7)  # type: ignore[arg-type]
     assert moved.transferred == 7
 
     shrink = _plan(5, 2, moved, observed=Observations(departing_work=0))
-    assert (shrink.action, shrink.statefulset_replicas) == (Action.SHRINK, 2)
+    assert (shrink.action, shrink.statefulset_replicas) == (DrainAction.SHRINK, 2)
     assert shrink.record is not None and shrink.record.phase == "Shrinking"
-    assert replicas_to_render(5, 2, shrink.record) == 2
+    assert is_active(shrink.record)
 
     # The operator died after patching but before persisting: Transferring again is harmless.
-    assert _plan(2, 2, moved, observed=Observations(departing_work=0)).action is Action.SHRINK
+    assert _plan(2, 2, moved, observed=Observations(departing_work=0)).action is DrainAction.SHRINK
 
     pods_left = _plan(2, 2, shrink.record, observed=Observations(departing_pods=1))
-    assert pods_left.action is Action.WAIT and pods_left.requeue_after
+    assert pods_left.action is DrainAction.WAIT and pods_left.requeue_after
 
     gone = _plan(2, 2, shrink.record)
-    assert gone.action is Action.ADVANCE
+    assert gone.action is DrainAction.ADVANCE
     assert gone.record is not None and gone.record.phase == "Sweeping"
 
     sweep = _plan(2, 2, gone.record)
     assert (sweep.action, sweep.ordinals, sweep.survivors) == (
-        Action.SWEEP,
+        DrainAction.SWEEP,
         (2, 3, 4),
         ("w-0", "w-1"),
     )
     assert sweep.record is not None and sweep.record.phase == "Done"
     assert sweep.record.transferred == 7
     assert draining_count(sweep.record) == 0
-    assert _plan(2, 2, sweep.record).action is Action.NOOP
+    assert _plan(2, 2, sweep.record).action is DrainAction.NOOP
 
 
 def test_release_mode_moves_on_at_the_acknowledgement_or_when_holders_are_dead() -> None:
     waiting = _record("WaitingInFlight")
     acked = _plan(5, 2, waiting, observed=Observations(in_flight_quiet=True))
-    assert acked.action is Action.ADVANCE and acked.record.phase == "Transferring"
+    assert acked.action is DrainAction.ADVANCE and acked.record.phase == "Transferring"
     dead = _plan(5, 2, waiting, observed=Observations(unresponsive=True))
-    assert dead.action is Action.RELEASE_IN_FLIGHT and "lease expired" in dead.record.message
+    assert dead.action is DrainAction.RELEASE_IN_FLIGHT and "lease expired" in dead.record.message
     near = _plan(5, 2, waiting, now=T0 + timedelta(seconds=12))
-    assert near.action is Action.WAIT
+    assert near.action is DrainAction.WAIT
     assert near.requeue_after == pytest.approx(RELEASE.grace_seconds + ACK_MARGIN_SECONDS - 12)
 
 
@@ -174,29 +179,29 @@ def test_fences_left_outside_a_drain_are_lifted_before_scaling_up() -> None:
     """A drain bypassed while the database was down left ordinals 2..4 fenced."""
     bypassed = _record("Done")
     lift = _plan(2, 5, bypassed, observed=Observations(stale_fences=(2, 3, 4)))
-    assert (lift.action, lift.ordinals) == (Action.UNFENCE, (2, 3, 4))
-    assert _plan(2, 5, bypassed).action is Action.SCALE
+    assert (lift.action, lift.ordinals) == (DrainAction.UNFENCE, (2, 3, 4))
+    assert _plan(2, 5, bypassed).action is DrainAction.SCALE
 
 
 def test_wait_mode_waits_until_quiet() -> None:
     waiting = _record("WaitingInFlight")
     decision = _plan(5, 2, waiting, drain=WAIT, now=T0 + timedelta(seconds=10))
-    assert decision.action is Action.WAIT and decision.record == waiting
+    assert decision.action is DrainAction.WAIT and decision.record == waiting
     assert 0 < (decision.requeue_after or 0) <= 5
     quiet = _plan(5, 2, waiting, drain=WAIT, observed=Observations(in_flight_quiet=True))
-    assert quiet.action is Action.ADVANCE
+    assert quiet.action is DrainAction.ADVANCE
     assert quiet.record is not None and quiet.record.phase == "Transferring"
     dead = _plan(5, 2, waiting, drain=WAIT, observed=Observations(unresponsive=True))
-    assert dead.action is Action.RELEASE_IN_FLIGHT  # a dead agent finishes nothing
+    assert dead.action is DrainAction.RELEASE_IN_FLIGHT  # a dead agent finishes nothing
 
 
 def test_wait_mode_releases_after_timeout() -> None:
     waiting = _record("WaitingInFlight")
     late = _plan(5, 2, waiting, drain=WAIT, now=T0 + timedelta(seconds=61))
-    assert late.action is Action.RELEASE_IN_FLIGHT
+    assert late.action is DrainAction.RELEASE_IN_FLIGHT
     assert late.record is not None and "timeout" in (late.record.message or "")
     near = _plan(5, 2, waiting, drain=WAIT, now=T0 + timedelta(seconds=58))
-    assert near.action is Action.WAIT and near.requeue_after == pytest.approx(2)
+    assert near.action is DrainAction.WAIT and near.requeue_after == pytest.approx(2)
 
 
 def test_scale_to_zero_parks_work_on_ordinal_zero() -> None:
@@ -211,18 +216,18 @@ def test_scale_to_zero_parks_work_on_ordinal_zero() -> None:
 @pytest.mark.parametrize("phase", ["Fencing", "WaitingInFlight", "Transferring"])
 def test_scale_up_during_drain_cancels(phase: str) -> None:
     decision = _plan(5, 6, _record(phase))
-    assert (decision.action, decision.ordinals) == (Action.UNFENCE, (2, 3, 4))
+    assert (decision.action, decision.ordinals) == (DrainAction.UNFENCE, (2, 3, 4))
     assert decision.record is not None and decision.record.phase == "Cancelled"
     assert draining_count(decision.record) == 0
-    assert replicas_to_render(5, 6, decision.record) == 5
+    assert not is_active(decision.record)
     follow = _plan(5, 6, decision.record)
-    assert (follow.action, follow.statefulset_replicas) == (Action.SCALE, 6)
-    assert _plan(5, 5, decision.record).action is Action.NOOP
+    assert (follow.action, follow.statefulset_replicas) == (DrainAction.SCALE, 6)
+    assert _plan(5, 5, decision.record).action is DrainAction.NOOP
 
 
 def test_partial_scale_up_during_drain_narrows() -> None:
     decision = _plan(5, 4, _record("Transferring"))
-    assert (decision.action, decision.ordinals) == (Action.UNFENCE, (2, 3))
+    assert (decision.action, decision.ordinals) == (DrainAction.UNFENCE, (2, 3))
     assert decision.record is not None
     assert decision.record.phase == "Transferring" and decision.record.ordinals == [4]
     assert decision.record.to_replicas == 4
@@ -231,7 +236,7 @@ def test_partial_scale_up_during_drain_narrows() -> None:
 def test_further_scale_down_during_drain_widens() -> None:
     later = T0 + timedelta(seconds=30)
     decision = _plan(5, 1, _record("WaitingInFlight"), now=later)
-    assert decision.action is Action.ADVANCE
+    assert decision.action is DrainAction.ADVANCE
     assert decision.record is not None
     assert decision.record.phase == "Fencing" and decision.record.ordinals == [1, 2, 3, 4]
     assert decision.record.started_at == format_time(later)
@@ -239,7 +244,7 @@ def test_further_scale_down_during_drain_widens() -> None:
 
 def test_scale_to_zero_during_drain_to_one_keeps_ordinals() -> None:
     decision = _plan(3, 0, _record("Transferring", 3, 1))
-    assert decision.action is Action.ADVANCE
+    assert decision.action is DrainAction.ADVANCE
     assert decision.record is not None
     assert (decision.record.phase, decision.record.to_replicas) == ("Transferring", 0)
 
@@ -247,10 +252,10 @@ def test_scale_to_zero_during_drain_to_one_keeps_ordinals() -> None:
 def test_drain_after_shrink_finishes_before_scale_up() -> None:
     shrinking = _record("Shrinking")
     decision = _plan(2, 6, shrinking)
-    assert decision.action is Action.ADVANCE and decision.record is not None
+    assert decision.action is DrainAction.ADVANCE and decision.record is not None
     assert decision.record.phase == "Sweeping"
     done = _plan(2, 6, _plan(2, 6, decision.record).record)
-    assert (done.action, done.statefulset_replicas) == (Action.SCALE, 6)
+    assert (done.action, done.statefulset_replicas) == (DrainAction.SCALE, 6)
 
 
 def test_replan_is_deterministic() -> None:
@@ -332,40 +337,40 @@ class World:
                 moved += 1
         return moved
 
-    def apply(self, decision: Decision) -> None:
+    def apply(self, decision: DrainDecision) -> None:
         record = decision.record
         match decision.action:
-            case Action.SCALE | Action.SHRINK:
+            case DrainAction.SCALE | DrainAction.SHRINK:
                 assert decision.statefulset_replicas is not None
-                if decision.action is Action.SHRINK:
+                if decision.action is DrainAction.SHRINK:
                     # Never remove a pod that still owns work.
                     gone = {k for k in range(decision.statefulset_replicas, self.sts) if k}
                     assert not gone & set(self.tasks.values())
                 self.sts = decision.statefulset_replicas
-            case Action.FENCE:
+            case DrainAction.FENCE:
                 self.fenced |= set(decision.ordinals)
-            case Action.UNFENCE:
+            case DrainAction.UNFENCE:
                 self.fenced -= set(decision.ordinals)
-            case Action.RELEASE_IN_FLIGHT:
+            case DrainAction.RELEASE_IN_FLIGHT:
                 for k in decision.ordinals:
                     self.in_flight[k] = 0
-            case Action.TRANSFER:
+            case DrainAction.TRANSFER:
                 assert record is not None
                 record = record_transferred(
                     record, self.move(decision.ordinals, decision.survivors)
                 )
-            case Action.SWEEP:
+            case DrainAction.SWEEP:
                 assert record is not None
                 record = record_transferred(
                     record, self.move(decision.ordinals, decision.survivors)
                 )
                 self.retired |= set(decision.ordinals)
                 self.fenced -= set(decision.ordinals)
-            case Action.WAIT:
+            case DrainAction.WAIT:
                 self.tick(decision.requeue_after or 1)
         self.record = record
 
-    def step(self, desired: int, drain: DrainSettings) -> Decision:
+    def step(self, desired: int, drain: DrainSettings) -> DrainDecision:
         decision = plan(
             "w",
             current=self.sts,
@@ -397,7 +402,7 @@ def test_simulated_scaling_never_strands_work(
             world.tick(0.5)
     final = changes[-1][0] if changes else start
     for _ in range(500):
-        if world.step(final, drain).action is Action.NOOP:
+        if world.step(final, drain).action is DrainAction.NOOP:
             break
         world.tick(0.5)
     else:

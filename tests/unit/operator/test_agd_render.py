@@ -16,7 +16,7 @@ import pytest
 import yaml
 from agd_samples import FULL, MINIMAL, OWNER, SAMPLES, SCALED_TO_ZERO, spec_of
 
-from occurrence_operator import api, naming
+from occurrence_operator import naming, wellknown
 from occurrence_operator.agent_token import build_token_secret, new_tokens
 from occurrence_operator.job import build_migration_job, migration_hash
 from occurrence_operator.owner import Owner
@@ -64,10 +64,10 @@ def test_statefulset_shape() -> None:
     assert sts["spec"]["podManagementPolicy"] == "Parallel"
     assert sts["spec"]["serviceName"] == "thinker"
     labels = sts["spec"]["template"]["metadata"]["labels"]
-    assert labels[api.LABEL_NAME] == "occurrence-agent"
-    assert labels[api.LABEL_INSTANCE] == "thinker"
-    assert labels[api.LABEL_MANAGED_BY] == "occurrence-operator"
-    assert labels[api.LABEL_AGENTDEPLOYMENT] == "thinker"
+    assert labels[wellknown.LABEL_NAME] == "occurrence-agent"
+    assert labels[wellknown.LABEL_INSTANCE] == "thinker"
+    assert labels[wellknown.LABEL_MANAGED_BY] == "occurrence-operator"
+    assert labels[wellknown.LABEL_AGENTDEPLOYMENT] == "thinker"
     selector = sts["spec"]["selector"]["matchLabels"]
     assert selector.items() <= labels.items()
     (ref,) = sts["metadata"]["ownerReferences"]

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from occurrence_operator import api
+from occurrence_operator import wellknown
 from occurrence_operator.spec import AgentDeploymentSpec
 
 REPO = Path(__file__).resolve().parents[3]
@@ -40,7 +40,7 @@ def _example_objects() -> dict[tuple[str, str], dict[str, Any]]:
 
 def test_example_agentdeployment_is_a_valid_spec() -> None:
     agd = _example_objects()[("AgentDeployment", "demo-agent")]
-    assert agd["apiVersion"] == api.API_VERSION
+    assert agd["apiVersion"] == wellknown.API_VERSION
     spec = AgentDeploymentSpec.model_validate(agd["spec"])
     assert spec.replicas == 3
 
@@ -52,7 +52,7 @@ def test_example_database_url_is_only_in_the_secret() -> None:
     secret = objects[("Secret", ref["name"])]
     url = urlsplit(secret["stringData"][ref.get("key", "url")])
     assert "://" not in yaml.safe_dump(agd["spec"])  # no URL in the AgentDeployment
-    assert all(e["name"] != api.ENV_DATABASE_URL for e in agd["spec"].get("env", []))
+    assert all(e["name"] != wellknown.ENV_DATABASE_URL for e in agd["spec"].get("env", []))
     # the URL points at the example PostgreSQL with its credentials
     pg = objects[("Secret", "postgres")]["stringData"]
     service = objects[("Service", "postgres")]
@@ -175,7 +175,7 @@ def test_reference_example_is_a_valid_agentdeployment() -> None:
     text = REFERENCE.read_text()
     blocks = text.split("```yaml\n")[1:]
     docs = [yaml.safe_load(block.split("```")[0]) for block in blocks]
-    agds = [d for d in docs if isinstance(d, dict) and d.get("kind") == api.KIND]
+    agds = [d for d in docs if isinstance(d, dict) and d.get("kind") == wellknown.KIND]
     assert agds, "docs/reference.md has no AgentDeployment example"
     for agd in agds:
         AgentDeploymentSpec.model_validate(agd["spec"])

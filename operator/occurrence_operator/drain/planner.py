@@ -1,8 +1,9 @@
 """Scale planning: the scale-down drain protocol as a pure state machine.
 
-The handler observes (StatefulSet size, registry, pods), calls `plan`, carries out the one
-action the `Decision` names and, only if that succeeded, persists `Decision.record` as
-`.status.scaleDown`; then it observes and plans again, until the action is WAIT or NOOP.
+The driver (`driver.py`) observes (StatefulSet size, registry, pods), calls `plan`, carries
+out the one action the `DrainDecision` names and, only if that succeeded, persists
+`DrainDecision.record` as `.status.scaleDown`; then it observes and plans again, until the
+action is WAIT or NOOP.
 Every action is idempotent, and the record is written *before* anything it would have to
 undo (the Fencing record precedes fencing), so an operator restarted at any point resumes
 from the record and neither loses nor double-assigns work.
@@ -31,18 +32,32 @@ the StatefulSet goes to 0; the work stays parked on `<name>-0`, the first pod to
 Outside a drain, occurrences that will run (ordinals below spec.replicas) but are still
 fenced — a drain bypassed with the skip-drain annotation while the database was down left
 them so — are un-fenced before anything else, so returning pods are not unready forever.
+
+Besides the drain, two smaller state machines of the StatefulSet size are decided here:
+
+- the skip-drain bypass (`should_bypass`, `bypassed`, `expire_skip_drain`): the escape hatch
+  for a drain that cannot reach the database;
+- the rebalance after a scale-up (`rebalance_intent`, `plan_rebalance`, `rebalance_done`,
+  `spec.drain.rebalanceOnScaleUp`): Pending ──(pods ready)──▶ Done, or Cancelled.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from .naming import occurrence_id
-from .spec import DrainSpec, InFlightMode, RecoveryMode, RecoverySpec
-from .status import ACTIVE_SCALE_DOWN_PHASES, ScaleDownPhase, ScaleDownStatus
-from .timeutil import format_time, parse_time
+from .. import wellknown
+from ..naming import occurrence_id
+from ..spec import DrainSpec, InFlightMode, RecoveryMode, RecoverySpec
+from ..status import (
+    ACTIVE_SCALE_DOWN_PHASES,
+    RebalanceStatus,
+    ScaleDownPhase,
+    ScaleDownStatus,
+)
+from ..timeutil import format_time, parse_time
 
 POLL_SECONDS = 5.0
 """Longest wait before re-checking a drain that is waiting on agents or pods."""
@@ -51,7 +66,7 @@ ACK_MARGIN_SECONDS = 5.0
 before the operator releases it itself."""
 
 
-class Action(StrEnum):
+class DrainAction(StrEnum):
     NOOP = "Noop"
     """Nothing to do."""
     SCALE = "Scale"
@@ -120,19 +135,16 @@ class DrainSettings:
 
 
 @dataclass(frozen=True)
-class Decision:
+class DrainDecision:
     """The next action, and the `.status.scaleDown` to persist once it succeeded."""
 
-    action: Action
+    action: DrainAction
     record: ScaleDownStatus | None
     ordinals: tuple[int, ...] = ()
     survivors: tuple[str, ...] = ()
     statefulset_replicas: int | None = None
     requeue_after: float | None = None
-    rebalance: bool = False
     reason: str = ""
-    new_ordinals: tuple[int, ...] = field(default=())
-    """On a scale-up: the ordinals being added (rebalance targets)."""
     grace_seconds: float | None = None
     """On a FENCE: how long the fenced occurrences may finish in-flight work."""
 
@@ -156,17 +168,6 @@ def draining_count(record: ScaleDownStatus | None) -> int:
     return len(record.ordinals) if record is not None and is_active(record) else 0
 
 
-def replicas_to_render(current: int | None, desired: int, record: ScaleDownStatus | None) -> int:
-    """StatefulSet size to use when (re)applying the StatefulSet for any other reason.
-
-    Never the trigger of a scale-down: departing pods stay until their work has moved.
-    """
-    if record is not None and is_active(record):
-        shrunk = record.phase in ("Shrinking", "Sweeping")
-        return record.to_replicas if shrunk else record.from_replicas
-    return desired if current is None else current
-
-
 def record_transferred(record: ScaleDownStatus, moved: int) -> ScaleDownStatus:
     """The record after a TRANSFER or SWEEP that moved `moved` tasks."""
     return record.model_copy(update={"transferred": record.transferred + moved})
@@ -185,7 +186,7 @@ def plan(
     settings: DrainSettings,
     observed: Observations,
     now: datetime,
-) -> Decision:
+) -> DrainDecision:
     """Decide the next step of reconciling the StatefulSet size with spec.replicas.
 
     `current` is the StatefulSet's spec.replicas (None if it does not exist yet), `desired`
@@ -196,31 +197,29 @@ def plan(
     if record is not None and is_active(record):
         return _continue(name, desired, current, record, settings, observed, now)
     if observed.stale_fences:
-        return Decision(
-            Action.UNFENCE,
+        return DrainDecision(
+            DrainAction.UNFENCE,
             record,
             ordinals=observed.stale_fences,
             reason="un-fence occurrences left fenced outside a drain (a bypassed drain)",
         )
     if current is None:
-        return Decision(
-            Action.SCALE, record, statefulset_replicas=desired, reason="create StatefulSet"
+        return DrainDecision(
+            DrainAction.SCALE, record, statefulset_replicas=desired, reason="create StatefulSet"
         )
     if desired > current:
-        return Decision(
-            Action.SCALE,
+        return DrainDecision(
+            DrainAction.SCALE,
             record,
             statefulset_replicas=desired,
-            rebalance=settings.rebalance_on_scale_up and current > 0,
-            new_ordinals=tuple(range(current, desired)),
             reason=f"scale up from {current} to {desired}",
         )
     if desired == current:
-        return Decision(Action.NOOP, record)
+        return DrainDecision(DrainAction.NOOP, record)
     departing = departing_ordinals(current, desired)
     if not departing:
-        return Decision(
-            Action.SCALE,
+        return DrainDecision(
+            DrainAction.SCALE,
             record,
             statefulset_replicas=desired,
             reason="scale 1 to 0: the work stays parked on ordinal 0",
@@ -237,7 +236,9 @@ def plan(
         }
     )
     # Persist the intent before fencing anything, so a restart can always undo or finish it.
-    return Decision(Action.ADVANCE, started, ordinals=departing, reason="scale-down requested")
+    return DrainDecision(
+        DrainAction.ADVANCE, started, ordinals=departing, reason="scale-down requested"
+    )
 
 
 def _span(ordinals: tuple[int, ...]) -> str:
@@ -252,7 +253,7 @@ def _continue(
     settings: DrainSettings,
     observed: Observations,
     now: datetime,
-) -> Decision:
+) -> DrainDecision:
     phase: ScaleDownPhase = record.phase
     ordinals = tuple(record.ordinals)
     survivors = survivor_ids(name, record.to_replicas)
@@ -260,8 +261,8 @@ def _continue(
         return _retarget(record, desired, now)
 
     if phase == "Fencing":
-        return Decision(
-            Action.FENCE,
+        return DrainDecision(
+            DrainAction.FENCE,
             _with(record, phase="WaitingInFlight"),
             ordinals=ordinals,
             grace_seconds=settings.grace_seconds,
@@ -273,15 +274,15 @@ def _continue(
 
     if phase == "Transferring":
         if observed.departing_work == 0:
-            return Decision(
-                Action.SHRINK,
+            return DrainDecision(
+                DrainAction.SHRINK,
                 _with(record, phase="Shrinking"),
                 ordinals=ordinals,
                 statefulset_replicas=record.to_replicas,
                 reason=f"work moved; scale StatefulSet to {record.to_replicas}",
             )
-        return Decision(
-            Action.TRANSFER,
+        return DrainDecision(
+            DrainAction.TRANSFER,
             record,
             ordinals=ordinals,
             survivors=survivors,
@@ -290,28 +291,31 @@ def _continue(
 
     if phase == "Shrinking":
         if current != record.to_replicas:
-            return Decision(
-                Action.SHRINK,
+            return DrainDecision(
+                DrainAction.SHRINK,
                 record,
                 ordinals=ordinals,
                 statefulset_replicas=record.to_replicas,
                 reason=f"scale StatefulSet to {record.to_replicas}",
             )
         if observed.departing_pods > 0:
-            return Decision(
-                Action.WAIT,
+            return DrainDecision(
+                DrainAction.WAIT,
                 record,
                 ordinals=ordinals,
                 requeue_after=POLL_SECONDS,
                 reason="waiting for departing pods to terminate",
             )
-        return Decision(
-            Action.ADVANCE, _with(record, phase="Sweeping"), ordinals=ordinals, reason="pods gone"
+        return DrainDecision(
+            DrainAction.ADVANCE,
+            _with(record, phase="Sweeping"),
+            ordinals=ordinals,
+            reason="pods gone",
         )
 
     # Sweeping
-    return Decision(
-        Action.SWEEP,
+    return DrainDecision(
+        DrainAction.SWEEP,
         _with(
             record,
             phase="Done",
@@ -326,15 +330,17 @@ def _continue(
 
 def _wait_in_flight(
     record: ScaleDownStatus, settings: DrainSettings, observed: Observations, now: datetime
-) -> Decision:
+) -> DrainDecision:
     """Fenced: until in-flight work is done or acknowledged, its holders dead, or time is up."""
     ordinals = tuple(record.ordinals)
     after = _with(record, phase="Transferring")
     if observed.in_flight_quiet:
-        return Decision(Action.ADVANCE, after, ordinals=ordinals, reason="in-flight work done")
+        return DrainDecision(
+            DrainAction.ADVANCE, after, ordinals=ordinals, reason="in-flight work done"
+        )
     if observed.unresponsive:
-        return Decision(
-            Action.RELEASE_IN_FLIGHT,
+        return DrainDecision(
+            DrainAction.RELEASE_IN_FLIGHT,
             _with(after, message="in-flight work of dead occurrences (lease expired) released"),
             ordinals=ordinals,
             reason="departing occurrences holding in-flight work are dead: release it",
@@ -348,14 +354,14 @@ def _wait_in_flight(
         why = f"the {settings.timeout_seconds}s drain timeout"
     remaining = limit - elapsed
     if remaining <= 0:
-        return Decision(
-            Action.RELEASE_IN_FLIGHT,
+        return DrainDecision(
+            DrainAction.RELEASE_IN_FLIGHT,
             _with(after, message=f"in-flight work released after {why}"),
             ordinals=ordinals,
             reason=f"in-flight work back to pending after {why}",
         )
-    return Decision(
-        Action.WAIT,
+    return DrainDecision(
+        DrainAction.WAIT,
         record,
         ordinals=ordinals,
         requeue_after=min(POLL_SECONDS, remaining),
@@ -363,12 +369,12 @@ def _wait_in_flight(
     )
 
 
-def _retarget(record: ScaleDownStatus, desired: int, now: datetime) -> Decision:
+def _retarget(record: ScaleDownStatus, desired: int, now: datetime) -> DrainDecision:
     """spec.replicas changed while the drain had not shrunk the StatefulSet yet."""
     old = tuple(record.ordinals)
     if desired >= record.from_replicas:
-        return Decision(
-            Action.UNFENCE,
+        return DrainDecision(
+            DrainAction.UNFENCE,
             _with(
                 record,
                 phase="Cancelled",
@@ -388,11 +394,181 @@ def _retarget(record: ScaleDownStatus, desired: int, now: datetime) -> Decision:
     if newly:
         # More occurrences depart: fence them and restart the in-flight wait for all.
         changes.update(phase="Fencing", started_at=format_time(now))
-        return Decision(
-            Action.ADVANCE, _with(record, **changes), ordinals=new, reason="drain widened"
+        return DrainDecision(
+            DrainAction.ADVANCE, _with(record, **changes), ordinals=new, reason="drain widened"
         )
     if no_longer:
-        return Decision(
-            Action.UNFENCE, _with(record, **changes), ordinals=no_longer, reason="drain narrowed"
+        return DrainDecision(
+            DrainAction.UNFENCE,
+            _with(record, **changes),
+            ordinals=no_longer,
+            reason="drain narrowed",
         )
-    return Decision(Action.ADVANCE, _with(record, **changes), ordinals=new, reason="drain target")
+    return DrainDecision(
+        DrainAction.ADVANCE, _with(record, **changes), ordinals=new, reason="drain target"
+    )
+
+
+# -- the skip-drain bypass ---------------------------------------------------------------
+
+SKIP_DRAIN_ANNOTATION = f"{wellknown.GROUP}/skip-drain"
+"""Set to "true" on the AgentDeployment: a drain in progress that cannot reach the database
+shrinks the StatefulSet at once, leaving the departing work in the database."""
+
+
+def bypass_requested(annotations: Mapping[str, str] | None) -> bool:
+    """Does the AgentDeployment carry the skip-drain annotation?"""
+    return str((annotations or {}).get(SKIP_DRAIN_ANNOTATION, "")).lower() == "true"
+
+
+def should_bypass(
+    *,
+    requested: bool,
+    database_unreachable: bool,
+    statefulset_exists: bool,
+    record: ScaleDownStatus | None,
+) -> bool:
+    """Bypass the drain now? Only a drain in progress, only while the database is
+    unreachable, and only when the user asked for it."""
+    return requested and database_unreachable and statefulset_exists and is_active(record)
+
+
+def bypassed(record: ScaleDownStatus) -> ScaleDownStatus:
+    """The record of a drain bypassed by the annotation: Done, the work left where it is (it
+    returns with its occurrences on a later scale-up, which first un-fences them)."""
+    message = (
+        f"drain bypassed by annotation {SKIP_DRAIN_ANNOTATION}: scaled to "
+        f"{record.to_replicas} without moving the work of ordinals {record.ordinals}"
+    )
+    return _with(record, phase="Done", message=message)
+
+
+@dataclass(frozen=True)
+class SkipDrainExpiry:
+    """What becomes of the (one-shot) skip-drain annotation after this pass's sizing."""
+
+    remove: bool = False
+    """Remove the annotation from the AgentDeployment."""
+    warning: str | None = None
+    """Message of a `SkipDrainIgnored` Warning event (the annotation was never used)."""
+
+
+def expire_skip_drain(
+    *, requested: bool, record: ScaleDownStatus | None, used: bool
+) -> SkipDrainExpiry:
+    """The annotation never outlives the drain it was set for: once that drain is over
+    (bypassed or not), or if there was none, it goes."""
+    if not requested or is_active(record):
+        return SkipDrainExpiry()
+    if used:
+        return SkipDrainExpiry(remove=True)
+    return SkipDrainExpiry(
+        remove=True,
+        warning=f"annotation {SKIP_DRAIN_ANNOTATION} removed unused: it applies only to "
+        "a drain in progress that cannot reach the database",
+    )
+
+
+# -- the rebalance after a scale-up ------------------------------------------------------
+
+
+def rebalance_intent(
+    settings: DrainSettings, current: int | None, replicas: int, now: datetime
+) -> RebalanceStatus | None:
+    """On a SCALE of an existing StatefulSet from `current` up to `replicas`: the
+    `.status.rebalance` to persist *before* scaling (so a restarted operator still
+    rebalances), or None when `rebalanceOnScaleUp` is off or this is no scale-up."""
+    if current is None or replicas <= current or not settings.rebalance_on_scale_up:
+        return None
+    return RebalanceStatus.from_fields(
+        phase="Pending",
+        from_replicas=current,
+        to_replicas=replicas,
+        requested_at=format_time(now),
+        moved=0,
+        message=f"rebalance pending backlog once {replicas} occurrences are ready",
+    )
+
+
+@dataclass(frozen=True)
+class RebalanceDecision:
+    """The next rebalance step, with what it needs."""
+
+    action: RebalanceAction
+    record: RebalanceStatus | None = None
+    occurrences: tuple[str, ...] = ()
+    requeue_after: float | None = None
+
+
+@dataclass(frozen=True)
+class StatefulSetSize:
+    """What the rebalance needs of the StatefulSet."""
+
+    replicas: int = 0
+    """spec.replicas"""
+    ready: int = 0
+    """status.readyReplicas"""
+    observed: bool = True
+    """status.observedGeneration has caught up with metadata.generation."""
+
+
+class RebalanceAction(StrEnum):
+    """The steps of the rebalance state machine (`plan_rebalance`)."""
+
+    NOOP = "Noop"
+    """No rebalance pending."""
+    CANCEL = "Cancel"
+    """Persist `record` (Cancelled): spec.replicas moved on, or a drain started."""
+    WAIT = "Wait"
+    """The scaled-up pods are not all ready yet: look again after `requeue_after`."""
+    REBALANCE = "Rebalance"
+    """Even out the pending backlog over `occurrences` once, then `rebalance_done`."""
+
+
+def plan_rebalance(
+    name: str,
+    record: RebalanceStatus | None,
+    *,
+    desired: int,
+    drain_active: bool,
+    statefulset: StatefulSetSize,
+) -> RebalanceDecision:
+    """The next step of the rebalance recorded in `.status.rebalance` by a scale-up."""
+    if record is None or record.phase != "Pending":
+        return RebalanceDecision(RebalanceAction.NOOP)
+    to = record.to_replicas
+    if desired != to or drain_active:
+        message = f"superseded: spec.replicas is {desired} now"
+        return RebalanceDecision(
+            RebalanceAction.CANCEL, record.model_copy(
+                update={"phase": "Cancelled", "message": message})
+        )
+    if statefulset.replicas != to or statefulset.ready < to or not statefulset.observed:
+        # StatefulSet events wake the worker sooner
+        return RebalanceDecision(RebalanceAction.WAIT, requeue_after=POLL_SECONDS)
+    return RebalanceDecision(
+        RebalanceAction.REBALANCE, occurrences=tuple(occurrence_id(name, k) for k in range(to))
+    )
+
+
+def rebalance_done(
+    record: RebalanceStatus, moved: Mapping[str, Mapping[str, int]], now: datetime
+) -> tuple[RebalanceStatus, int]:
+    """The Done record after the backlog moved (`moved`: donor -> recipient -> tasks), and
+    the number of tasks moved. The record's message is also the `Rebalanced` event's."""
+    total = sum(n for recipients in moved.values() for n in recipients.values())
+    to = record.to_replicas
+    flows = "; ".join(
+        f"{donor} -> " + ", ".join(f"{r}: {n}" for r, n in sorted(recipients.items()))
+        for donor, recipients in sorted(moved.items())
+    )
+    message = (
+        f"moved {total} pending tasks across {to} occurrences ({flows})"
+        if total
+        else f"pending backlog already even across {to} occurrences"
+    )
+    done = record.model_copy(
+        update={"phase": "Done", "moved": total, "completed_at": format_time(now),
+                "message": message[:1000]}
+    )
+    return done, total

@@ -1,4 +1,7 @@
-"""Names of the AgentDeployment API and the labels the operator stamps on its objects."""
+"""Well-known names: the AgentDeployment API (group, version, kind), the labels the operator
+stamps on its objects, the environment it sets on agent pods, the default commands.
+
+(Formerly `api.py`: renamed so it is not mistaken for an API client or server.)"""
 
 from __future__ import annotations
 

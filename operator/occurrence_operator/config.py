@@ -1,0 +1,102 @@
+"""The operator's configuration: built once by the CLI from its flags and the environment.
+
+`cli.main` builds an `OperatorConfig` and hands it to Kopf in the operator memo
+(`kopf.run(memo=kopf.Memo(config=...))`); the startup handler (kopf_handlers.py) builds the
+runtime objects from it. Nothing else reads the environment.
+
+| setting | flag | environment variable | default |
+| --- | --- | --- | --- |
+| namespaces | `--namespace NS` (repeatable) / `--all-namespaces` | — | (required) |
+| peering | `--peering NAME`, `--priority N` | — | standalone |
+| liveness | `--liveness URL` | `OCCURRENCE_OPERATOR_LIVENESS` | `http://0.0.0.0:8080/healthz` |
+| metrics | `--metrics-address HOST:PORT` | `OCCURRENCE_OPERATOR_METRICS_ADDRESS` | `0.0.0.0:9090` |
+| resync | — | `OCCURRENCE_OPERATOR_RESYNC_SECONDS` | 10 |
+| peer lifetime | — | `OCCURRENCE_OPERATOR_PEERING_LIFETIME` | Kopf's (60) |
+| event instance | — | `POD_NAME` | the host name |
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+LIVENESS_ENV = "OCCURRENCE_OPERATOR_LIVENESS"
+METRICS_ADDRESS_ENV = "OCCURRENCE_OPERATOR_METRICS_ADDRESS"
+RESYNC_SECONDS_ENV = "OCCURRENCE_OPERATOR_RESYNC_SECONDS"
+PEERING_LIFETIME_ENV = "OCCURRENCE_OPERATOR_PEERING_LIFETIME"
+POD_NAME_ENV = "POD_NAME"
+
+DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
+DEFAULT_METRICS_ADDRESS = "0.0.0.0:9090"
+DEFAULT_RESYNC_SECONDS = 10.0
+
+LogFormat = Literal["json", "plain", "full"]
+
+
+class OperatorConfig(BaseModel):
+    """Everything the operator is told at start; immutable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    namespaces: tuple[str, ...] = ()
+    """Watched namespaces (`--namespace`, repeatable, globs allowed); empty with
+    `all_namespaces`."""
+    all_namespaces: bool = False
+    """Watch the whole cluster (`--all-namespaces`)."""
+    peering: str | None = None
+    """Kopf peering object name (`--peering`); None: standalone, one replica."""
+    priority: int | None = None
+    """The priority announced to Kopf's peering (`cli.peering_priority` of `--priority`:
+    with its tie-breaker); None when standalone."""
+    peering_lifetime: int | None = Field(None, gt=0)
+    """Seconds after which a silent peer counts as dead
+    (`OCCURRENCE_OPERATOR_PEERING_LIFETIME`); None: Kopf's default (60)."""
+    liveness: str = DEFAULT_LIVENESS
+    """Liveness endpoint URL (`--liveness`, `OCCURRENCE_OPERATOR_LIVENESS`); empty: none."""
+    metrics_address: str = DEFAULT_METRICS_ADDRESS
+    """host:port of /metrics (`--metrics-address`, `OCCURRENCE_OPERATOR_METRICS_ADDRESS`);
+    empty: no metrics endpoint."""
+    resync_seconds: float = Field(DEFAULT_RESYNC_SECONDS, gt=0)
+    """Periodic re-check of every AgentDeployment, also when nothing woke it up
+    (`OCCURRENCE_OPERATOR_RESYNC_SECONDS`)."""
+    instance: str = Field(min_length=1)
+    """This replica's name as the `reportingInstance` of its Events (`POD_NAME`, else the
+    host name)."""
+    log_format: LogFormat = "json"
+    """`--log-format`."""
+    verbose: bool = False
+    """`--verbose`: debug logging."""
+
+    @property
+    def metrics_endpoint(self) -> tuple[str, int] | None:
+        """(host, port) of the metrics endpoint, or None when disabled."""
+        if not self.metrics_address:
+            return None
+        host, _, port = self.metrics_address.rpartition(":")
+        return host or "0.0.0.0", int(port)
+
+    @classmethod
+    def from_args(
+        cls, args: argparse.Namespace, environ: Mapping[str, str], *, priority: int | None
+    ) -> OperatorConfig:
+        """From the parsed CLI flags (`cli.build_parser`, whose defaults already come from
+        the environment) and the environment for what has no flag."""
+        lifetime = environ.get(PEERING_LIFETIME_ENV, "")
+        resync = environ.get(RESYNC_SECONDS_ENV, "")
+        return cls(
+            namespaces=tuple(args.namespaces or ()),
+            all_namespaces=bool(args.all_namespaces),
+            peering=args.peering,
+            priority=priority,
+            peering_lifetime=int(lifetime) if lifetime else None,
+            liveness=args.liveness or "",
+            metrics_address=args.metrics_address or "",
+            resync_seconds=float(resync) if resync else DEFAULT_RESYNC_SECONDS,
+            instance=environ.get(POD_NAME_ENV) or socket.gethostname(),
+            log_format=args.log_format,
+            verbose=bool(args.verbose),
+        )

@@ -1,0 +1,63 @@
+"""Tracking the migrations Job of an AgentDeployment (the Job itself: job.py).
+
+One Job per migration hash (image, command, database Secret reference): created if absent,
+never patched; `.status.lastMigration` records the hash once it succeeded, so the same
+inputs never migrate twice and the StatefulSet template is applied only after it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .agd_object import AgentDeploymentObject
+from .kube import ApiError, collection_path, object_path
+from .render import Rendered
+from .statusdoc import Migration
+from .timeutil import format_time
+
+MIGRATION_POLL_SECONDS = 5.0
+RUNNING_REQUEUE_SECONDS = MIGRATION_POLL_SECONDS * 6
+"""Re-check of a running Job; its events wake the worker sooner."""
+
+
+async def track_migrations(
+    agd: AgentDeploymentObject, rendered: Rendered, now: datetime
+) -> tuple[Migration, float | None]:
+    """The migrations' state for the current spec (creating the Job if it is due), and the
+    requeue delay it asks for (None: none)."""
+    last = agd.status.get("lastMigration")
+    if rendered.migration_job is None:
+        return Migration("Disabled", last=last), None
+    digest = rendered.migration_hash
+    if last and last.get("hash") == digest:
+        return Migration("Succeeded", last=last), None
+    job_manifest = rendered.migration_job
+    job_name = job_manifest["metadata"]["name"]
+    kube = agd.kube
+    path = object_path("batch/v1", "Job", agd.namespace, job_name)
+    job = await kube.get(path)
+    if job is None:
+        try:
+            job = await kube.create(collection_path("batch/v1", "Job", agd.namespace), job_manifest)
+        except ApiError as e:
+            if e.status != 409:
+                raise
+            job = await kube.get(path) or {}
+        agd.event("Normal", "MigrationsStarted", f"created migrations Job {job_name}")
+        return Migration("Running", "JobRunning", f"Job {job_name} is running", last), None
+    job_status = job.get("status") or {}
+    for cond in job_status.get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Complete":
+            completed = job_status.get("completionTime") or format_time(now)
+            new_last = {"hash": digest, "jobName": job_name, "completedAt": completed}
+            return Migration("Succeeded", last=new_last), None
+        if cond.get("type") == "Failed":
+            reason = cond.get("reason") or "Failed"
+            message = f"Job {job_name} failed: {reason}: {cond.get('message') or ''}".strip()
+            return Migration("Failed", reason, message.rstrip(": "), last), None
+    return (
+        Migration("Running", "JobRunning", f"Job {job_name} is running", last),
+        RUNNING_REQUEUE_SECONDS,
+    )

@@ -1,0 +1,109 @@
+"""When reconciles run: one worker per AgentDeployment, woken by events, requeues, resyncs.
+
+Each AgentDeployment has one worker: `Reconciler.serve`, run as its Kopf daemon
+(kopf_handlers.py). All reconciles of the object happen in that worker, one at a time
+(`ReconcilePass`, reconcile.py); everything else (create/update/resume handlers, events of
+owned objects) only wakes it up (`trigger`). Kopf stops (and cancels) daemons when peering
+pauses this replica, so a paused replica has no timer, retry or queued trigger left that
+could reconcile or drain: there is no scheduling outside the daemon. `gate` turns a stop
+that races with a pass into `Interrupted` before the next write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import gate
+from .agd_object import ad_path
+from .reconcile import RETRY_SECONDS, PassContext, ReconcilePass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Key:
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by `trigger`: reconcile as soon as the object's worker is free."""
+    due: float | None = None
+    """Loop time of a requeue the last pass asked for."""
+
+
+class Reconciler:
+    def __init__(self, context: PassContext, resync_seconds: float) -> None:
+        self.context = context
+        self.resync_seconds = resync_seconds
+        """Periodic re-check of every AgentDeployment, also when nothing woke it up."""
+        self._keys: dict[tuple[str, str], _Key] = {}
+
+    async def serve(
+        self, namespace: str, name: str, stopped: Any, resync_seconds: float | None = None
+    ) -> None:
+        """The object's worker: reconcile when woken, when a requeue is due, and every
+        `resync_seconds`; until `stopped` (Kopf's daemon flag) is set or it is cancelled."""
+        loop = asyncio.get_running_loop()
+        resync = self.resync_seconds if resync_seconds is None else resync_seconds
+        key = self._key(namespace, name)
+        key.wake.set()  # (re)started: reconcile now (after a pause: resume the drain)
+        token = gate.bind(lambda: not stopped)
+        try:
+            while not stopped:
+                timeout = resync
+                if key.due is not None:
+                    timeout = min(timeout, max(0.0, key.due - loop.time()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(key.wake.wait(), timeout)
+                if stopped:
+                    break
+                key.wake.clear()
+                key.due = None
+                requeue = await self.run_once(namespace, name)
+                if requeue is not None:
+                    key.due = loop.time() + max(0.1, requeue)
+        except gate.Interrupted:
+            log.info("%s/%s: stopped mid-reconcile (%s)", namespace, name, _reason_of(stopped))
+        finally:
+            gate.unbind(token)
+
+    async def run_once(self, namespace: str, name: str) -> float | None:
+        """One reconcile; returns the requeue delay it asks for (None: just resync)."""
+        metrics = self.context.metrics
+        try:
+            requeue = await self._reconcile(namespace, name)
+            metrics.reconciled("success")
+            return requeue
+        except (asyncio.CancelledError, gate.Interrupted):
+            raise
+        except Exception:
+            log.exception("reconcile of %s/%s failed; retrying", namespace, name)
+            metrics.reconciled("error")
+            return RETRY_SECONDS
+
+    def trigger(self, namespace: str, name: str) -> None:
+        """Wake the object's worker (a no-op for the API while this replica is paused)."""
+        self._key(namespace, name).wake.set()
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._keys.pop((namespace, name), None)
+        self.context.metrics.forget(namespace, name)
+
+    async def close(self) -> None:
+        """Nothing of ours runs outside the Kopf daemons (which Kopf stops at exit)."""
+        self._keys.clear()
+
+    def _key(self, namespace: str, name: str) -> _Key:
+        return self._keys.setdefault((namespace, name), _Key())
+
+    async def _reconcile(self, namespace: str, name: str) -> float | None:
+        ad = await self.context.kube.get(ad_path(namespace, name))
+        if ad is None or ad["metadata"].get("deletionTimestamp"):
+            return None
+        return await ReconcilePass(self.context, ad).run()
+
+
+def _reason_of(stopped: Any) -> str:
+    reason = getattr(stopped, "reason", None)
+    return getattr(reason, "name", None) or str(reason or "stopped")

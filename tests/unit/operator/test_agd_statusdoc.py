@@ -1,0 +1,104 @@
+"""The status a pass writes, derived purely from what it found (statusdoc.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from occurrence_operator.conditions import find_condition
+from occurrence_operator.status import AgentDeploymentStatus, ScaleDownStatus
+from occurrence_operator.statusdoc import (
+    OCCURRENCE_ID_CONFLICT,
+    ConditionSet,
+    Migration,
+    Problem,
+    StatusInputs,
+    condition_reason,
+    derive_status,
+    problem_status,
+)
+
+T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+LAST = {"hash": "abc", "jobName": "w-migrate-abc", "completedAt": "2025-01-01T11:00:00Z"}
+
+
+def _sts(replicas: int, ready: int | None = None) -> dict[str, Any]:
+    ready = replicas if ready is None else ready
+    return {"metadata": {"generation": 2}, "spec": {"replicas": replicas},
+            "status": {"replicas": replicas, "readyReplicas": ready, "updatedReplicas": replicas,
+                       "observedGeneration": 2}}
+
+
+def _derive(inputs: StatusInputs, before: list[dict[str, Any]] | None = None
+            ) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    conditions = ConditionSet(list(before or []), 3, T0)
+    document = derive_status(inputs, conditions, before=before or [])
+    return document.to_wire(), list(document.events)
+
+
+def _inputs(**changes: Any) -> StatusInputs:
+    values: dict[str, Any] = {"desired": 3, "selector": "sel", "sts": _sts(3),
+                              "migration": Migration("Succeeded", last=LAST), "record": None}
+    values.update(changes)
+    return StatusInputs(**values)
+
+
+def _condition(wire: dict[str, Any], type_: str) -> tuple[str, str]:
+    found = find_condition(wire["conditions"], type_)
+    assert found is not None
+    return found["status"], found["reason"]
+
+
+def test_running_and_ready() -> None:
+    wire, events = _derive(_inputs())
+    assert {k: v for k, v in wire.items() if k != "conditions"} == {
+        "observedGeneration": 3, "replicas": 3, "readyReplicas": 3, "drainingReplicas": 0,
+        "selector": "sel", "phase": "Running", "lastMigration": LAST}
+    assert _condition(wire, "Ready") == ("True", "AllOccurrencesReady")
+    assert _condition(wire, "Degraded") == ("False", "AsExpected")
+    assert ("Normal", "Ready", "3/3 occurrences ready") in events
+    AgentDeploymentStatus.model_validate(wire)  # what is written is what the CRD declares
+
+    again, quiet = _derive(_inputs(), before=wire["conditions"])
+    assert again == wire and quiet == []  # no transition, no event, same document
+
+
+def test_a_drain_in_progress() -> None:
+    record = ScaleDownStatus.model_validate({
+        "phase": "Transferring", "fromReplicas": 5, "toReplicas": 3, "ordinals": [3, 4],
+        "startedAt": "2025-01-01T11:59:00Z", "message": "moving"})
+    wire, _ = _derive(_inputs(sts=_sts(5), record=record))
+    assert wire["phase"] == "Draining" and wire["drainingReplicas"] == 2
+    assert wire["scaleDown"] == record.to_wire()
+    assert _condition(wire, "Draining") == ("True", "Transferring")
+    assert _condition(wire, "Ready") == ("False", "Draining")
+
+
+def test_failed_migrations_and_conflicts() -> None:
+    failed = Migration("Failed", "BackoffLimitExceeded", "Job w-migrate failed")
+    wire, events = _derive(_inputs(migration=failed))
+    assert wire["phase"] == "Failed"
+    assert _condition(wire, "MigrationsFailed") == ("True", "BackoffLimitExceeded")
+    assert _condition(wire, "Degraded") == ("True", "MigrationsFailed")
+    assert ("Warning", "MigrationsFailed", "Job w-migrate failed") in events
+
+    conflict = Problem(OCCURRENCE_ID_CONFLICT, "ids belong to another agent")
+    wire, events = _derive(_inputs(problem=conflict))
+    assert wire["phase"] == "Degraded"
+    assert _condition(wire, "Ready") == ("False", OCCURRENCE_ID_CONFLICT)
+    assert ("Warning", OCCURRENCE_ID_CONFLICT, "ids belong to another agent") in events
+    assert "occurrences" not in wire
+
+
+def test_a_problem_before_anything_was_measured() -> None:
+    conditions = ConditionSet([], 4, T0)
+    conditions.set("Degraded", "True", "SecretNotFound", "no Secret db")
+    document = problem_status(conditions, before=[])
+    assert {k: v for k, v in document.to_wire().items() if k != "conditions"} == {
+        "phase": "Degraded", "observedGeneration": 4}
+    assert document.events == [("Warning", "SecretNotFound", "no Secret db")]
+
+
+def test_condition_reasons_are_sanitized() -> None:
+    assert condition_reason("Backoff-Limit Exceeded") == "BackoffLimitExceeded"
+    assert condition_reason("42") == "Failed" and condition_reason("") == "Failed"
