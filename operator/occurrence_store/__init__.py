@@ -17,6 +17,7 @@ from occurrence_store.errors import (
     VersionConflict,
 )
 from occurrence_store.models import (
+    FINISHED_TASK_STATUSES,
     SHARED_OCCURRENCE_ID,
     DrainResult,
     InFlightPolicy,
@@ -32,6 +33,7 @@ from occurrence_store.models import (
 from occurrence_store.store import ScopedStore, Store
 
 __all__ = [
+    "FINISHED_TASK_STATUSES",
     "SHARED_OCCURRENCE_ID",
     "DatabaseUnavailable",
     "DrainResult",

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from occurrence_store.clock import after_sql
 from occurrence_store.database import Database
-from occurrence_store.models import SHARED_OCCURRENCE_ID, TaskStatus
+from occurrence_store.models import FINISHED_TASK_STATUSES, SHARED_OCCURRENCE_ID
 
 STALE_SHARED_AFTER_SECONDS = 300.0
-_FINISHED = (TaskStatus.COMPLETED.value, TaskStatus.FAILED.value, TaskStatus.REJECTED.value)
+_FINISHED = tuple(s.value for s in FINISHED_TASK_STATUSES)
 
 
 class Maintenance:

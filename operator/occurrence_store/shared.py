@@ -25,6 +25,7 @@ from occurrence_store.database import Database, PostgresDatabase, fetch_now
 from occurrence_store.errors import StoreError
 from occurrence_store.models import (
     DEFAULT_AGENT_ID,
+    FINISHED_TASK_STATUSES,
     SHARED_OCCURRENCE_ID,
     Task,
     TaskStatus,
@@ -36,7 +37,9 @@ log = logging.getLogger("occurrence_store.shared")
 
 NOTIFY_CHANNEL = "occurrence_shared_tasks"
 DEFAULT_LEASE_SECONDS = 300.0
-_FINISHED = (TaskStatus.COMPLETED.value, TaskStatus.FAILED.value)
+# REJECTED counts as finished, like everywhere else: no code path rejects a shared decision
+# (complete_shared_task is given COMPLETED or FAILED), and one that was rejected is decided.
+_FINISHED = tuple(s.value for s in FINISHED_TASK_STATUSES)
 
 
 def _kind(task_type: str) -> str:
@@ -103,7 +106,7 @@ class SharedTasks:
                 taken_over = await conn.fetchrow(
                     f"UPDATE tasks SET claimed_by = $1, lease_expires_at = {after_sql('$2')}, "
                     f"updated_at = {NOW_SQL}, status = $3 WHERE task_id = $4 "
-                    "AND agent_occurrence_id = $5 AND status NOT IN ($6, $7) "
+                    "AND agent_occurrence_id = $5 AND status NOT IN ($6, $7, $8) "
                     f"AND lease_expires_at < {NOW_SQL} RETURNING task_id",
                     occurrence_id, lease, TaskStatus.ACTIVE.value, task_id,
                     SHARED_OCCURRENCE_ID, *_FINISHED,
@@ -134,7 +137,7 @@ class SharedTasks:
             row = await conn.fetchrow(
                 f"UPDATE tasks SET lease_expires_at = {after_sql('$1')}, updated_at = {NOW_SQL} "
                 "WHERE task_id = $2 AND agent_occurrence_id = $3 AND claimed_by = $4 "
-                "AND status NOT IN ($5, $6) RETURNING task_id",
+                "AND status NOT IN ($5, $6, $7) RETURNING task_id",
                 float(lease_seconds), task_id, SHARED_OCCURRENCE_ID, occurrence_id, *_FINISHED,
             )
         return row is not None
@@ -148,7 +151,7 @@ class SharedTasks:
             row = await conn.fetchrow(
                 f"UPDATE tasks SET status = $1, outcome_json = $2, updated_at = {NOW_SQL} "
                 "WHERE task_id = $3 AND agent_occurrence_id = $4 AND claimed_by = $5 "
-                "AND status NOT IN ($6, $7) RETURNING task_id",
+                "AND status NOT IN ($6, $7, $8) RETURNING task_id",
                 TaskStatus(status).value, dump_json(outcome), task_id,
                 SHARED_OCCURRENCE_ID, occurrence_id, *_FINISHED,
             )

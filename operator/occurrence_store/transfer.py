@@ -120,7 +120,7 @@ class Transfers:
         pending+active load). ``in_flight`` says what happens to tasks with a PROCESSING
         thought: :attr:`InFlightPolicy.RELEASE` takes those thoughts out of processing —
         back to pending, or FAILED under ``recovery=FAIL`` — and moves the task;
-        :attr:`InFlightPolicy.LEAVE` keeps such tasks with ``from`` (reported in
+        :attr:`InFlightPolicy.WAIT` keeps such tasks with ``from`` (reported in
         ``tasks_left_in_flight``) for a later drain. Release only a fenced (or dead)
         occurrence's work: a live one would still finish what it no longer owns (its
         completion is refused, but its handler ran twice).
@@ -176,7 +176,7 @@ class Transfers:
         batch_size: int, arrival: str,
     ) -> tuple[int, int, dict[str, int]]:
         busy_filter = ""
-        if in_flight is InFlightPolicy.LEAVE:
+        if in_flight is InFlightPolicy.WAIT:
             busy_filter = (
                 " AND NOT EXISTS (SELECT 1 FROM thoughts th WHERE th.source_task_id = t.task_id"
                 f" AND th.agent_occurrence_id = t.agent_occurrence_id AND th.status = "
