@@ -13,6 +13,8 @@ from occurrence_store.errors import (
     NotOwnedError,
     OccurrenceIdConflict,
     StoreError,
+    StoreQueryError,
+    StoreUnavailable,
     UnknownOccurrence,
     VersionConflict,
 )
@@ -50,6 +52,8 @@ __all__ = [
     "ScopedStore",
     "Store",
     "StoreError",
+    "StoreQueryError",
+    "StoreUnavailable",
     "Task",
     "TaskStatus",
     "Thought",
