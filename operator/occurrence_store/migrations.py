@@ -16,7 +16,7 @@ from datetime import datetime
 from importlib import resources
 
 from occurrence_store.clock import utcnow
-from occurrence_store.database import Connection, Database
+from occurrence_store.database import Connection, Database, Row
 from occurrence_store.errors import MigrationError
 
 _RECORD_MIGRATION = ("INSERT INTO schema_migrations (version, name, checksum, applied_at) "
@@ -76,13 +76,13 @@ class Migrator:
         await self.db.lock_migrations(conn)
         await conn.execute(_CREATE_TABLE.format(ts=self.db.timestamp_type))
 
-    async def _applied(self, conn: Connection) -> dict[int, dict]:
+    async def _applied(self, conn: Connection) -> dict[int, Row]:
         rows = await conn.fetch(
             "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
         )
         return {int(r["version"]): r for r in rows}
 
-    def _verify(self, applied: dict[int, dict]) -> None:
+    def _verify(self, applied: dict[int, Row]) -> None:
         known = {m.version: m for m in self.migrations}
         for version, row in applied.items():
             migration = known.get(version)

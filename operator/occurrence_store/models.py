@@ -119,7 +119,8 @@ def _load_json(value: Any) -> dict[str, Any]:
     if value is None or value == "":
         return {}
     if isinstance(value, str):
-        return json.loads(value)
+        loaded: dict[str, Any] = json.loads(value)
+        return loaded
     return dict(value)
 
 

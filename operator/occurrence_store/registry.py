@@ -12,6 +12,7 @@ All times are the database's (:mod:`occurrence_store.clock`).
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 
 from occurrence_store.clock import NOW_SQL, after_sql
@@ -272,7 +273,7 @@ class Registry:
             rows = await conn.fetch(sql + _LIST_ORDER, **params)
         return [_occurrence(r) for r in rows]
 
-    async def expired(self) -> list[Occurrence]:
+    async def expired(self) -> builtins.list[Occurrence]:
         """Non-retired occurrences whose lease ran out: crashed or stuck."""
         return [o for o in await self.list() if o.state != OccurrenceState.RETIRED
                 and o.lease_expired()]
