@@ -28,6 +28,10 @@ TRANSFER_COLUMNS = (
     "transferred_at"
 )
 
+TRANSFERS_OF_TASK = (f"SELECT {TRANSFER_COLUMNS} FROM task_transfers WHERE task_id = $1 "
+                     "ORDER BY transfer_id")
+"""Every move of one task, oldest first: its audit trail."""
+
 RECORDED_TRANSFER_COLUMNS = (
     "task_id, from_occurrence_id, to_occurrence_id, reason, thoughts_moved, transferred_at")
 """What a move writes into ``task_transfers`` (the id is the table's)."""

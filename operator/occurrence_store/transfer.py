@@ -29,7 +29,7 @@ from occurrence_store.models import (
     TransferRecord,
     validate_occurrence_id,
 )
-from occurrence_store.rows import TRANSFER_COLUMNS, record_transfers
+from occurrence_store.rows import TRANSFERS_OF_TASK, record_transfers
 from occurrence_store.scoped import ScopedStore
 
 log = logging.getLogger("occurrence_store.transfer")
@@ -64,8 +64,6 @@ _REBALANCE_PICK = (
     "SELECT task_id FROM tasks WHERE agent_occurrence_id = :donor AND status = :pending "
     "ORDER BY priority ASC, created_at DESC, task_id DESC LIMIT :limit"
 )
-_TRANSFERS_OF_TASK = (f"SELECT {TRANSFER_COLUMNS} FROM task_transfers WHERE task_id = $1 "
-                      "ORDER BY transfer_id")
 
 
 def _arrival_status(recovery: InFlightRecovery) -> str:
@@ -272,7 +270,7 @@ class Transfers:
     async def transfers_for_task(self, task_id: str) -> list[TransferRecord]:
         """The audit trail of one task: answers "where did my task go"."""
         async with self.db.connection() as conn:
-            rows = await conn.fetch(_TRANSFERS_OF_TASK, task_id)
+            rows = await conn.fetch(TRANSFERS_OF_TASK, task_id)
         return [TransferRecord.model_validate(r) for r in rows]
 
     async def count_transfers(self, *, from_occurrence_id: str | None = None) -> int:
