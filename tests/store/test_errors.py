@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -40,11 +41,13 @@ async def test_an_unreachable_database_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(DatabaseUnavailable) as raised:
         await Store.open("postgresql://nobody@127.0.0.1:1/none", timeout=2)
     assert isinstance(raised.value, StoreUnavailable) and is_unreachable(raised.value)
-    a_directory = tmp_path / "dir.db"
-    a_directory.mkdir()
-    with pytest.raises(StoreUnavailable) as raised_sqlite:
-        await Store.open(f"sqlite:///{a_directory}", migrate=True)
-    assert is_unreachable(raised_sqlite.value)
+    path = tmp_path / "locked.db"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as holder:
+        holder.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than we wait
+        with pytest.raises(StoreUnavailable) as raised_sqlite:
+            await Store.open(f"sqlite:///{path}", migrate=True, busy_timeout_ms=50)
+    assert "database is locked" in str(raised_sqlite.value)
+    assert isinstance(raised_sqlite.value.__cause__, sqlite3.OperationalError)
 
 
 async def test_a_lost_connection_is_unavailable(pg_url: str) -> None:
