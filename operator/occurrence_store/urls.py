@@ -39,7 +39,7 @@ class DatabaseURL:
     @property
     def redacted(self) -> str:
         """The URL without its password: safe for logs, events and error messages."""
-        if self.dialect == "sqlite":
+        if self.sqlite_path is not None:  # a file path holds no password
             return self.url
         parts = urlsplit(self.url)
         host = parts.hostname or "localhost"
