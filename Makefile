@@ -25,11 +25,12 @@ test: lint
 	@if [ "$(E2E)" = 1 ]; then bash hack/e2e-local.sh; else echo "E2E=0: whole-system scenario skipped"; fi
 
 SHELL_SCRIPTS := $(wildcard hack/*.sh hack/e2e/*.sh hack/images/*.sh)
-## lint: ruff and the layering contracts (import-linter) on the Python, shellcheck on the
-## scripts that build and run the clusters.
+## lint: ruff, the layering contracts (import-linter) and mypy (strict) on the Python,
+## shellcheck on the scripts that build and run the clusters.
 lint: venv
 	$(BIN)/ruff check operator tests benchmarks hack
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	@bash hack/ensure-packages.sh shellcheck:shellcheck
 	shellcheck -x -S warning $(SHELL_SCRIPTS)
 

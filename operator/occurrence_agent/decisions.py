@@ -20,7 +20,7 @@ from typing import Any
 
 from occurrence_agent.handlers import Handler
 from occurrence_agent.metrics import AgentMetrics
-from occurrence_store import Store
+from occurrence_store import FINISHED_TASK_STATUSES, Store
 from occurrence_store.models import DEFAULT_AGENT_ID, Task, TaskStatus
 from occurrence_store.shared import SharedTasks
 
@@ -28,7 +28,7 @@ log = logging.getLogger("occurrence_agent.decisions")
 
 WAKEUP = "wakeup"
 SHUTDOWN = "shutdown"
-_FINISHED = (TaskStatus.COMPLETED, TaskStatus.FAILED)
+_FINISHED = FINISHED_TASK_STATUSES
 
 
 class WakeupTimeout(RuntimeError):

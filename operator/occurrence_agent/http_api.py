@@ -36,7 +36,7 @@ from occurrence_agent.schemas import (
     task_json,
     thought_json,
 )
-from occurrence_store.errors import StoreError
+from occurrence_store.errors import StoreError, StoreQueryError
 from occurrence_store.models import Task, TaskStatus
 from occurrence_store.scoped import ScopedStore
 from occurrence_store.unreachable import DATABASE_ERRORS
@@ -110,6 +110,10 @@ async def error_middleware(
         log.warning("request failed, database unavailable: %s", exc,
                     extra={"event": "api.database_unavailable", "path": request.path})
         return json_error(request, 503, "database unavailable")
+    except StoreQueryError:  # the database refused a statement: a bug, not the client's
+        log.exception("store query failed on %s %s", request.method, request.path,
+                      extra={"event": "api.bug"})
+        return json_error(request, 500, "internal error")
     except StoreError as exc:
         log.warning("request failed in the store: %s", exc, extra={"event": "api.store_error"})
         return json_error(request, 503, f"store error: {exc}")

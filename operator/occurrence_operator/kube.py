@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from . import gate, wellknown
@@ -151,9 +151,11 @@ class Kube:
 
         configuration = client.Configuration()
         try:
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration)
         except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration)
         return cls(client.ApiClient(configuration), metrics)
 
     def close(self) -> None:
@@ -200,17 +202,17 @@ class Kube:
     ) -> Any:
         return await asyncio.to_thread(self._call, method, path, query, body, content_type)
 
-    async def _write(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _write(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         gate.check()  # a paused (peering) or stopping replica writes nothing
         self.metrics.api_write(method, resource_of(path))
-        return await self.request(method, path, **kwargs)
+        return cast(dict[str, Any], await self.request(method, path, **kwargs))
 
     # -- reads ---------------------------------------------------------------------------
 
     async def get(self, path: str) -> dict[str, Any] | None:
         """The object, or None if it does not exist."""
         try:
-            return await self.request("GET", path)
+            return cast("dict[str, Any] | None", await self.request("GET", path))
         except ApiError as e:
             if e.status == 404:
                 return None

@@ -32,7 +32,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from occurrence_store import Occurrence, Store
-from occurrence_store.unreachable import is_unreachable
+from occurrence_store.errors import StoreError
+from occurrence_store.unreachable import DATABASE_ERRORS, is_unreachable
 
 from . import drain, gate, naming
 from .adoption import NAME_CONFLICT, NameConflict, check_owned
@@ -65,6 +66,8 @@ from .timeutil import utcnow
 from .wellknown import agent_id
 
 log = logging.getLogger(__name__)
+
+STORE_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_ERRORS, StoreError)  # not our bugs
 
 RETRY_SECONDS = 10.0
 """Requeue after a problem the operator cannot fix itself (missing Secret, database down)."""
@@ -171,9 +174,8 @@ class ReconcilePass:
                 if problem is None:
                     record = await self._size(spec, store, port, record)
                     await self._rebalance(spec, store, port, record)
-            except ApiError:
-                raise
-            except Exception as e:  # asyncpg/aiosqlite errors, schema not migrated yet...
+            except STORE_ERRORS as e:  # unreachable (skip-drain may apply) or not (unmigrated,
+                # bad data), by type; anything else is a bug of ours and propagates
                 unreachable = is_unreachable(e)
                 problem = Problem(
                     DATABASE_UNAVAILABLE if unreachable else "DatabaseError",

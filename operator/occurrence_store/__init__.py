@@ -13,10 +13,13 @@ from occurrence_store.errors import (
     NotOwnedError,
     OccurrenceIdConflict,
     StoreError,
+    StoreQueryError,
+    StoreUnavailable,
     UnknownOccurrence,
     VersionConflict,
 )
 from occurrence_store.models import (
+    FINISHED_TASK_STATUSES,
     SHARED_OCCURRENCE_ID,
     DrainResult,
     InFlightPolicy,
@@ -32,6 +35,7 @@ from occurrence_store.models import (
 from occurrence_store.store import ScopedStore, Store
 
 __all__ = [
+    "FINISHED_TASK_STATUSES",
     "SHARED_OCCURRENCE_ID",
     "DatabaseUnavailable",
     "DrainResult",
@@ -48,6 +52,8 @@ __all__ = [
     "ScopedStore",
     "Store",
     "StoreError",
+    "StoreQueryError",
+    "StoreUnavailable",
     "Task",
     "TaskStatus",
     "Thought",

@@ -90,10 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     drain.add_argument("--from", dest="source", required=True)
     drain.add_argument("--to", dest="targets", required=True,
                        help="comma-separated survivor occurrence ids")
-    drain.add_argument("--in-flight", choices=[p.value for p in InFlightPolicy],
+    drain.add_argument("--in-flight", choices=[*(p.value for p in InFlightPolicy), "leave"],
                        default=InFlightPolicy.RELEASE.value,
                        help="release: processing thoughts go back to pending and move; "
-                       "leave: tasks with processing thoughts stay (default: release)")
+                       "wait: tasks with processing thoughts stay; leave: deprecated synonym "
+                       "of wait (default: release)")
     drain.add_argument("--batch-size", type=_positive_int, default=25_000)
     drain.add_argument("--reason", default="manual drain")
     _output(drain)

@@ -9,8 +9,27 @@ class InvalidDatabaseURL(StoreError):
     """The database URL cannot be understood (unknown scheme, missing path...)."""
 
 
-class DatabaseUnavailable(StoreError):
-    """The database server cannot be reached or refused the connection."""
+class StoreUnavailable(StoreError):
+    """The database cannot be reached: down, refusing or dropping connections, shutting down,
+    out of connections; for SQLite a file that is locked, unreadable or not a database.
+
+    Not a bug and not bad data: the caller may retry later (the agent answers 503). The
+    driver's error is the ``__cause__``.
+    """
+
+
+class DatabaseUnavailable(StoreUnavailable):
+    """The database could not be connected to, or a connection to it was found broken.
+
+    Kept as its own name (the operator's conditions and the documented messages show it);
+    catch :class:`StoreUnavailable` for every way of the database being unreachable.
+    """
+
+
+class StoreQueryError(StoreError):
+    """The database refused a statement for another reason than being unreachable (a bug,
+    a schema that is not migrated, a constraint the core does not handle). The driver's error
+    is the ``__cause__``; the message is the driver's."""
 
 
 class InvalidOccurrenceId(StoreError):

@@ -10,10 +10,22 @@ from __future__ import annotations
 
 from occurrence_store.clock import after_sql
 from occurrence_store.database import Database
-from occurrence_store.models import SHARED_OCCURRENCE_ID, TaskStatus
+from occurrence_store.models import FINISHED_TASK_STATUSES, SHARED_OCCURRENCE_ID
 
 STALE_SHARED_AFTER_SECONDS = 300.0
-_FINISHED = (TaskStatus.COMPLETED.value, TaskStatus.FAILED.value, TaskStatus.REJECTED.value)
+_FINISHED_IN = f"status IN ({', '.join(repr(s.value) for s in FINISHED_TASK_STATUSES)})"
+"""A condition: the task is finished (the statuses are the enum's fixed values, inline)."""
+
+_CUTOFF = f"SELECT {after_sql('$1')}"
+_STALE_SHARED = ("SELECT task_id FROM tasks WHERE agent_occurrence_id = :shared "
+                 f"AND NOT {_FINISHED_IN} AND lease_expires_at < :cutoff")
+_DELETE_THOUGHTS_OF_TASK = ("DELETE FROM thoughts WHERE source_task_id = $1 "
+                            "AND agent_occurrence_id = $2")
+_DELETE_STALE_TASK = ("DELETE FROM tasks WHERE task_id = :task_id "
+                      "AND agent_occurrence_id = :shared AND lease_expires_at < :cutoff")
+_ORPHANED_THOUGHTS = ("DELETE FROM thoughts WHERE NOT EXISTS "
+                      "(SELECT 1 FROM tasks t WHERE t.task_id = thoughts.source_task_id)")
+_FINISHED_BEFORE = f"{_FINISHED_IN} AND updated_at < {after_sql(':retention')}"
 
 
 class Maintenance:
@@ -26,29 +38,18 @@ class Maintenance:
         """Delete unfinished ``__shared__`` tasks (and thoughts) whose claim lease expired
         more than ``older_than_seconds`` ago: their claimer died before finishing."""
         async with self.db.transaction() as conn:
-            cutoff = await conn.fetchval(f"SELECT {after_sql('$1')}", -float(older_than_seconds))
-            stale = await conn.fetch(
-                "SELECT task_id FROM tasks WHERE agent_occurrence_id = $1 "
-                "AND status NOT IN ($2, $3, $4) AND lease_expires_at < $5",
-                SHARED_OCCURRENCE_ID, *_FINISHED, cutoff,
-            )
+            cutoff = await conn.fetchval(_CUTOFF, -float(older_than_seconds))
+            stale = await conn.fetch(_STALE_SHARED, shared=SHARED_OCCURRENCE_ID, cutoff=cutoff)
             ids = [r["task_id"] for r in stale]
             for task_id in ids:
-                await conn.execute(
-                    "DELETE FROM thoughts WHERE source_task_id = $1 AND agent_occurrence_id = $2",
-                    task_id, SHARED_OCCURRENCE_ID,
-                )
-                await conn.execute(
-                    "DELETE FROM tasks WHERE task_id = $1 AND agent_occurrence_id = $2 "
-                    "AND lease_expires_at < $3",
-                    task_id, SHARED_OCCURRENCE_ID, cutoff,
-                )
+                await conn.execute(_DELETE_THOUGHTS_OF_TASK, task_id, SHARED_OCCURRENCE_ID)
+                await conn.execute(_DELETE_STALE_TASK, task_id=task_id,
+                                   shared=SHARED_OCCURRENCE_ID, cutoff=cutoff)
         return len(ids)
 
     async def cleanup_orphaned_thoughts(self, occurrence_id: str | None = None) -> int:
         """Delete thoughts whose source task no longer exists at all."""
-        sql = ("DELETE FROM thoughts WHERE NOT EXISTS "
-               "(SELECT 1 FROM tasks t WHERE t.task_id = thoughts.source_task_id)")
+        sql = _ORPHANED_THOUGHTS
         args: list[object] = []
         if occurrence_id is not None:
             sql += " AND agent_occurrence_id = $1"
@@ -62,19 +63,20 @@ class Maintenance:
         include_shared: bool = False,
     ) -> int:
         """Delete finished tasks (and their thoughts) last updated before the window."""
-        where = f"status IN ($1, $2, $3) AND updated_at < {after_sql('$4')}"
-        args: list[object] = [*_FINISHED, -float(retention_seconds)]
+        where = _FINISHED_BEFORE
+        params: dict[str, object] = {"retention": -float(retention_seconds)}
         if occurrence_id is not None:
-            where += " AND agent_occurrence_id = $5"
-            args.append(occurrence_id)
+            where += " AND agent_occurrence_id = :occurrence_id"
+            params["occurrence_id"] = occurrence_id
         elif not include_shared:
-            where += " AND agent_occurrence_id <> $5"
-            args.append(SHARED_OCCURRENCE_ID)
+            where += " AND agent_occurrence_id <> :occurrence_id"
+            params["occurrence_id"] = SHARED_OCCURRENCE_ID
         async with self.db.transaction() as conn:
             await conn.execute(
                 "DELETE FROM thoughts WHERE source_task_id IN "
                 f"(SELECT task_id FROM tasks WHERE {where})",
-                *args,
+                **params,
             )
-            rows = await conn.fetch(f"DELETE FROM tasks WHERE {where} RETURNING task_id", *args)
+            rows = await conn.fetch(f"DELETE FROM tasks WHERE {where} RETURNING task_id",
+                                    **params)
         return len(rows)

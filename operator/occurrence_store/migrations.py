@@ -16,12 +16,11 @@ from datetime import datetime
 from importlib import resources
 
 from occurrence_store.clock import utcnow
-from occurrence_store.database import Connection, Database
+from occurrence_store.database import Connection, Database, Row
 from occurrence_store.errors import MigrationError
 
-# Arbitrary but fixed: the key of the PostgreSQL advisory lock all migrators take.
-MIGRATION_LOCK_KEY = 0x0CC_0DB_01
-
+_RECORD_MIGRATION = ("INSERT INTO schema_migrations (version, name, checksum, applied_at) "
+                     "VALUES (:version, :name, :checksum, :applied_at)")
 _FILE_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
 _CREATE_TABLE = """
@@ -74,19 +73,16 @@ class Migrator:
         self.migrations = migrations if migrations is not None else load_migrations(db.dialect)
 
     async def _lock(self, conn: Connection) -> None:
-        if self.db.dialect == "postgresql":
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
-        # SQLite: the transaction is BEGIN IMMEDIATE, which already holds the write lock.
-        ts = "TIMESTAMPTZ" if self.db.dialect == "postgresql" else "TEXT"
-        await conn.execute(_CREATE_TABLE.format(ts=ts))
+        await self.db.lock_migrations(conn)
+        await conn.execute(_CREATE_TABLE.format(ts=self.db.timestamp_type))
 
-    async def _applied(self, conn: Connection) -> dict[int, dict]:
+    async def _applied(self, conn: Connection) -> dict[int, Row]:
         rows = await conn.fetch(
             "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
         )
         return {int(r["version"]): r for r in rows}
 
-    def _verify(self, applied: dict[int, dict]) -> None:
+    def _verify(self, applied: dict[int, Row]) -> None:
         known = {m.version: m for m in self.migrations}
         for version, row in applied.items():
             migration = known.get(version)
@@ -145,11 +141,9 @@ class Migrator:
                         f"migration {migration.version:03d}_{migration.name} failed and was "
                         f"rolled back: {str(exc).splitlines()[0] if str(exc) else exc!r}"
                     ) from exc
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum, applied_at) "
-                    "VALUES ($1, $2, $3, $4)",
-                    migration.version, migration.name, migration.checksum, utcnow(),
-                )
+                await conn.execute(_RECORD_MIGRATION, version=migration.version,
+                                   name=migration.name, checksum=migration.checksum,
+                                   applied_at=utcnow())
             done.append(migration)
         return done
 

@@ -64,6 +64,12 @@ class TaskStatus(StrEnum):
 TRANSFERABLE_TASK_STATUSES: tuple[TaskStatus, ...] = (TaskStatus.PENDING, TaskStatus.ACTIVE)
 """What a drain moves: work not yet finished. Finished work stays with whoever did it."""
 
+FINISHED_TASK_STATUSES: tuple[TaskStatus, ...] = (
+    TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.REJECTED)
+"""Statuses a task never leaves: its work is over, successfully or not. Housekeeping deletes
+such tasks after the retention window; a shared decision in one of them is decided (nobody
+takes it over, renews or completes it again, and its waiters stop waiting)."""
+
 
 class ThoughtStatus(StrEnum):
     PENDING = "pending"
@@ -97,16 +103,24 @@ class InFlightPolicy(StrEnum):
     RELEASE = "release"
     """Reset them to pending and move them with their task (the departing runtime must
     have stopped working, or it may finish a thought someone else now owns)."""
-    LEAVE = "leave"
+    WAIT = "wait"
     """Leave every task that has a processing thought with the departing occurrence so it
-    can finish; a later drain moves what is left."""
+    can finish; a later drain moves what is left (the AgentDeployment's ``inFlight: wait``)."""
+    LEAVE = "wait"
+    """Deprecated synonym of :attr:`WAIT` (the store's former name for it)."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> InFlightPolicy | None:
+        """``"leave"``, the former value, still reads as :attr:`WAIT`."""
+        return cls.WAIT if value == "leave" else None
 
 
 def _load_json(value: Any) -> dict[str, Any]:
     if value is None or value == "":
         return {}
     if isinstance(value, str):
-        return json.loads(value)
+        loaded: dict[str, Any] = json.loads(value)
+        return loaded
     return dict(value)
 
 

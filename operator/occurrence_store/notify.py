@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from occurrence_store.database import Database, PostgresDatabase
+from occurrence_store.ports import Database
 
 KEEPALIVE_SECONDS = 15.0
 
@@ -19,7 +19,7 @@ class Listener:
 
     :meth:`run` reconnects (after ``retry_seconds``, doubling up to ``max_retry_seconds``)
     whenever the connection drops or cannot be opened, reporting each failure to
-    ``on_error``; it returns at once on SQLite, where there is nothing to listen to.
+    ``on_error``; it returns at once where there is nothing to listen to (SQLite).
     """
 
     def __init__(self, db: Database, channel: str, on_payload: Callable[[str], None], *,
@@ -35,7 +35,7 @@ class Listener:
         """Set while LISTEN is in place (tests and readiness wait for it)."""
 
     async def run(self) -> None:
-        if not isinstance(self.db, PostgresDatabase):
+        if not self.db.notifications:
             return
         delay = self.retry_seconds
         while True:
@@ -52,21 +52,15 @@ class Listener:
                 delay = min(self.max_retry_seconds, delay * 2)
 
     async def _listen_once(self) -> None:
-        assert isinstance(self.db, PostgresDatabase)
-        conn = await self.db.dedicated_connection()
-        lost = asyncio.Event()
-        conn.add_termination_listener(lambda _conn: lost.set())
+        subscription = await self.db.listen(self.channel, self.on_payload)
         try:
-            await conn.add_listener(
-                self.channel, lambda _c, _pid, _channel, payload: self.on_payload(payload))
             self.listening.set()
-            while not lost.is_set():
+            while not subscription.lost.is_set():
                 try:
-                    await asyncio.wait_for(lost.wait(), KEEPALIVE_SECONDS)
+                    await asyncio.wait_for(subscription.lost.wait(), KEEPALIVE_SECONDS)
                 except TimeoutError:  # a connection that died silently fails this probe
-                    await conn.execute("SELECT 1", timeout=KEEPALIVE_SECONDS)
+                    await subscription.probe(KEEPALIVE_SECONDS)
             raise ConnectionError(f"LISTEN connection for {self.channel} was closed")
         finally:
             self.listening.clear()
-            if not conn.is_closed():
-                conn.terminate()
+            subscription.terminate()

@@ -12,6 +12,7 @@ All times are the database's (:mod:`occurrence_store.clock`).
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 
 from occurrence_store.clock import NOW_SQL, after_sql
@@ -37,11 +38,76 @@ _COLUMNS = (
 _WITH_COUNTS = (
     f"SELECT {_COLUMNS}, {NOW_SQL} AS observed_at, "
     "(SELECT COUNT(*) FROM tasks t WHERE t.agent_occurrence_id = o.occurrence_id "
-    " AND t.status = $1) AS pending_tasks, "
+    " AND t.status = :pending) AS pending_tasks, "
     "(SELECT COUNT(*) FROM tasks t WHERE t.agent_occurrence_id = o.occurrence_id "
-    " AND t.status = $2) AS active_tasks "
+    " AND t.status = :active) AS active_tasks "
     "FROM occurrences o"
 )
+_COUNTED = {"pending": TaskStatus.PENDING.value, "active": TaskStatus.ACTIVE.value}
+"""The parameters of :data:`_WITH_COUNTS`."""
+_GET = _WITH_COUNTS + " WHERE o.occurrence_id = :occurrence_id"
+
+# A draining state survives re-registration; a retired occurrence comes back active.
+_REGISTER = (
+    "INSERT INTO occurrences AS o (occurrence_id, state, version, ordinal, "
+    "registered_at, heartbeat_at, lease_expires_at, state_changed_at, quiesced, "
+    f"agent_id) VALUES (:occurrence_id, :active, 1, :ordinal, {NOW_SQL}, {NOW_SQL}, "
+    f"{after_sql(':lease')}, {NOW_SQL}, :quiesced, :agent_id) "
+    "ON CONFLICT (occurrence_id) DO UPDATE SET "
+    "  heartbeat_at = excluded.heartbeat_at, "
+    "  lease_expires_at = excluded.lease_expires_at, "
+    "  ordinal = COALESCE(excluded.ordinal, o.ordinal), "
+    "  quiesced = CASE WHEN o.state = :draining THEN o.quiesced ELSE excluded.quiesced END, "
+    "  registered_at = excluded.registered_at, "
+    "  agent_id = CASE WHEN excluded.agent_id = '' THEN o.agent_id "
+    "             ELSE excluded.agent_id END, "
+    "  state = CASE WHEN o.state = :retired THEN :active ELSE o.state END, "
+    "  state_changed_at = CASE WHEN o.state = :retired THEN excluded.state_changed_at "
+    "                     ELSE o.state_changed_at END, "
+    "  version = CASE WHEN o.state = :retired THEN o.version + 1 ELSE o.version END "
+    "WHERE o.agent_id IN ('', excluded.agent_id) OR excluded.agent_id = ''"
+)
+_RESERVE = (
+    "INSERT INTO occurrences (occurrence_id, state, version, registered_at, "
+    "heartbeat_at, lease_expires_at, state_changed_at, quiesced, agent_id, "
+    f"owner_uid) VALUES (:occurrence_id, :active, 1, {NOW_SQL}, {NOW_SQL}, {NOW_SQL}, "
+    f"{NOW_SQL}, :quiesced, :agent_id, :owner_uid) ON CONFLICT (occurrence_id) DO NOTHING"
+)
+_TAKE_OWNERSHIP = (
+    "UPDATE occurrences SET agent_id = :agent_id, owner_uid = COALESCE(:owner_uid, owner_uid) "
+    "WHERE occurrence_id = :occurrence_id AND agent_id IN ('', :agent_id)"
+)
+_DISOWN = ("UPDATE occurrences SET agent_id = '', owner_uid = NULL "
+           "WHERE occurrence_id = $1 AND (agent_id <> '' OR owner_uid IS NOT NULL) "
+           "RETURNING occurrence_id")
+_HEARTBEAT = (f"UPDATE occurrences SET heartbeat_at = {NOW_SQL}, "
+              f"lease_expires_at = {after_sql('$1')} WHERE occurrence_id = $2 "
+              "RETURNING occurrence_id")
+_FENCE_OR_CREATE = (
+    "INSERT INTO occurrences AS o (occurrence_id, state, version, registered_at, "
+    "heartbeat_at, lease_expires_at, state_changed_at, quiesced, "
+    f"drain_grace_seconds) VALUES (:occurrence_id, :state, 1, {NOW_SQL}, {NOW_SQL}, "
+    f"{NOW_SQL}, {NOW_SQL}, :quiesced, :grace) ON CONFLICT (occurrence_id) DO UPDATE "
+    "SET state = excluded.state, version = o.version + 1, "
+    "state_changed_at = excluded.state_changed_at, "
+    "drain_grace_seconds = excluded.drain_grace_seconds, "
+    "quiesced = CASE WHEN o.state = excluded.state THEN o.quiesced "
+    "           ELSE excluded.quiesced END "
+    "WHERE o.state <> excluded.state "
+    "OR COALESCE(o.drain_grace_seconds, -1) <> "
+    "COALESCE(excluded.drain_grace_seconds, -1)"
+)
+_SET_STATE_IF_VERSION = (
+    f"UPDATE occurrences SET state = :state, version = version + 1, "
+    f"state_changed_at = {NOW_SQL}, quiesced = :quiesced, drain_grace_seconds = :grace "
+    "WHERE occurrence_id = :occurrence_id AND version = :version RETURNING occurrence_id"
+)
+_VERSION = "SELECT version FROM occurrences WHERE occurrence_id = $1"
+_SET_QUIESCED = ("UPDATE occurrences SET quiesced = $1 WHERE occurrence_id = $2 "
+                 "RETURNING occurrence_id")
+_LIST_ORDER = " ORDER BY COALESCE(o.ordinal, 2147483647), o.occurrence_id"
+_LIVE_COUNT = (f"SELECT COUNT(*) FROM occurrences WHERE state <> :retired "
+               f"AND lease_expires_at >= {NOW_SQL}")
 
 
 def _occurrence(row: Row) -> Occurrence:
@@ -67,25 +133,9 @@ class Registry:
         retired, draining = OccurrenceState.RETIRED.value, OccurrenceState.DRAINING.value
         async with self.db.transaction() as conn:
             await conn.execute(
-                "INSERT INTO occurrences AS o (occurrence_id, state, version, ordinal, "
-                "registered_at, heartbeat_at, lease_expires_at, state_changed_at, quiesced, "
-                f"agent_id) VALUES ($1, $2, 1, $3, {NOW_SQL}, {NOW_SQL}, {after_sql('$4')}, "
-                f"{NOW_SQL}, $5, $6) "
-                "ON CONFLICT (occurrence_id) DO UPDATE SET "
-                "  heartbeat_at = excluded.heartbeat_at, "
-                "  lease_expires_at = excluded.lease_expires_at, "
-                "  ordinal = COALESCE(excluded.ordinal, o.ordinal), "
-                "  quiesced = CASE WHEN o.state = $7 THEN o.quiesced ELSE excluded.quiesced END, "
-                "  registered_at = excluded.registered_at, "
-                "  agent_id = CASE WHEN excluded.agent_id = '' THEN o.agent_id "
-                "             ELSE excluded.agent_id END, "
-                "  state = CASE WHEN o.state = $8 THEN $2 ELSE o.state END, "
-                "  state_changed_at = CASE WHEN o.state = $8 THEN excluded.state_changed_at "
-                "                     ELSE o.state_changed_at END, "
-                "  version = CASE WHEN o.state = $8 THEN o.version + 1 ELSE o.version END "
-                "WHERE o.agent_id IN ('', excluded.agent_id) OR excluded.agent_id = ''",
-                occurrence_id, OccurrenceState.ACTIVE.value, ordinal, float(lease_seconds),
-                False, agent_id, draining, retired,
+                _REGISTER, occurrence_id=occurrence_id, active=OccurrenceState.ACTIVE.value,
+                ordinal=ordinal, lease=float(lease_seconds), quiesced=False, agent_id=agent_id,
+                draining=draining, retired=retired,
             )
             row = await self._get(conn, occurrence_id)
         assert row is not None
@@ -127,18 +177,12 @@ class Registry:
             current = owners.get(occurrence_id)
             if current is None:
                 await conn.execute(
-                    "INSERT INTO occurrences (occurrence_id, state, version, registered_at, "
-                    "heartbeat_at, lease_expires_at, state_changed_at, quiesced, agent_id, "
-                    f"owner_uid) VALUES ($1, $2, 1, {NOW_SQL}, {NOW_SQL}, {NOW_SQL}, "
-                    f"{NOW_SQL}, $3, $4, $5) ON CONFLICT (occurrence_id) DO NOTHING",
-                    occurrence_id, OccurrenceState.ACTIVE.value, False, agent_id, owner_uid,
+                    _RESERVE, occurrence_id=occurrence_id, active=OccurrenceState.ACTIVE.value,
+                    quiesced=False, agent_id=agent_id, owner_uid=owner_uid,
                 )
             elif current[0] == "" or (owner_uid is not None and current[1] != owner_uid):
-                await conn.execute(
-                    "UPDATE occurrences SET agent_id = $1, owner_uid = COALESCE($2, owner_uid) "
-                    "WHERE occurrence_id = $3 AND agent_id IN ('', $1)",
-                    agent_id, owner_uid, occurrence_id,
-                )
+                await conn.execute(_TAKE_OWNERSHIP, agent_id=agent_id, owner_uid=owner_uid,
+                                   occurrence_id=occurrence_id)
 
     async def disown(self, occurrence_ids: Sequence[str]) -> int:
         """Forget the owner of ``occurrence_ids`` (its agent is gone for good); return how
@@ -147,10 +191,7 @@ class Registry:
         changed = 0
         async with self.db.transaction() as conn:
             for occurrence_id in ids:
-                row = await conn.fetchrow(
-                    "UPDATE occurrences SET agent_id = '', owner_uid = NULL "
-                    "WHERE occurrence_id = $1 AND (agent_id <> '' OR owner_uid IS NOT NULL) "
-                    "RETURNING occurrence_id", occurrence_id)
+                row = await conn.fetchrow(_DISOWN, occurrence_id)
                 changed += row is not None
         return changed
 
@@ -158,12 +199,7 @@ class Registry:
                         lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Occurrence:
         """Extend the lease; the returned row tells the runtime its current state."""
         async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                f"UPDATE occurrences SET heartbeat_at = {NOW_SQL}, "
-                f"lease_expires_at = {after_sql('$1')} WHERE occurrence_id = $2 "
-                "RETURNING occurrence_id",
-                float(lease_seconds), occurrence_id,
-            )
+            row = await conn.fetchrow(_HEARTBEAT, float(lease_seconds), occurrence_id)
             if row is None:
                 raise UnknownOccurrence(f"occurrence {occurrence_id!r} is not registered")
             occurrence = await self._get(conn, occurrence_id)
@@ -188,37 +224,19 @@ class Registry:
         grace = None if grace_seconds is None else float(grace_seconds)
         async with self.db.transaction() as conn:
             if expected_version is None:
-                await conn.execute(
-                    "INSERT INTO occurrences AS o (occurrence_id, state, version, registered_at, "
-                    "heartbeat_at, lease_expires_at, state_changed_at, quiesced, "
-                    f"drain_grace_seconds) VALUES ($1, $2, 1, {NOW_SQL}, {NOW_SQL}, {NOW_SQL}, "
-                    f"{NOW_SQL}, $3, $4) ON CONFLICT (occurrence_id) DO UPDATE "
-                    "SET state = excluded.state, version = o.version + 1, "
-                    "state_changed_at = excluded.state_changed_at, "
-                    "drain_grace_seconds = excluded.drain_grace_seconds, "
-                    "quiesced = CASE WHEN o.state = excluded.state THEN o.quiesced "
-                    "           ELSE excluded.quiesced END "
-                    "WHERE o.state <> excluded.state "
-                    "OR COALESCE(o.drain_grace_seconds, -1) <> "
-                    "COALESCE(excluded.drain_grace_seconds, -1)",
-                    occurrence_id, state.value, False, grace,
-                )
+                await conn.execute(_FENCE_OR_CREATE, occurrence_id=occurrence_id,
+                                   state=state.value, quiesced=False, grace=grace)
             else:
                 row = await conn.fetchrow(
-                    f"UPDATE occurrences SET state = $1, version = version + 1, "
-                    f"state_changed_at = {NOW_SQL}, quiesced = $2, drain_grace_seconds = $3 "
-                    "WHERE occurrence_id = $4 AND version = $5 RETURNING occurrence_id",
-                    state.value, False, grace, occurrence_id, expected_version,
+                    _SET_STATE_IF_VERSION, state=state.value, quiesced=False, grace=grace,
+                    occurrence_id=occurrence_id, version=expected_version,
                 )
                 if row is None:
-                    actual = await conn.fetchval(
-                        "SELECT version FROM occurrences WHERE occurrence_id = $1", occurrence_id
-                    )
+                    actual = await conn.fetchval(_VERSION, occurrence_id)
                     raise VersionConflict(
                         occurrence_id, expected_version, int(actual) if actual else None
                     )
-            if self.db.dialect == "postgresql":
-                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, occurrence_id)
+            await self.db.notify(conn, NOTIFY_CHANNEL, occurrence_id)
             occurrence = await self._get(conn, occurrence_id)
         assert occurrence is not None
         return occurrence
@@ -226,18 +244,11 @@ class Registry:
     async def set_quiesced(self, occurrence_id: str, quiesced: bool = True) -> bool:
         """The runtime reports that it stopped working (in-flight done or released)."""
         async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                "UPDATE occurrences SET quiesced = $1 WHERE occurrence_id = $2 "
-                "RETURNING occurrence_id",
-                quiesced, occurrence_id,
-            )
+            row = await conn.fetchrow(_SET_QUIESCED, quiesced, occurrence_id)
         return row is not None
 
     async def _get(self, conn: Connection, occurrence_id: str) -> Occurrence | None:
-        row = await conn.fetchrow(
-            _WITH_COUNTS + " WHERE o.occurrence_id = $3",
-            TaskStatus.PENDING.value, TaskStatus.ACTIVE.value, occurrence_id,
-        )
+        row = await conn.fetchrow(_GET, **_COUNTED, occurrence_id=occurrence_id)
         return _occurrence(row) if row else None
 
     async def get(self, occurrence_id: str) -> Occurrence | None:
@@ -248,23 +259,21 @@ class Registry:
                    agent_id: str | None = None) -> list[Occurrence]:
         """Every occurrence (of one state, of one agent when given), with its work counts."""
         sql = _WITH_COUNTS
-        args: list[object] = [TaskStatus.PENDING.value, TaskStatus.ACTIVE.value]
+        params: dict[str, object] = dict(_COUNTED)
         where = []
         if state is not None:
-            args.append(OccurrenceState(state).value)
-            where.append(f"o.state = ${len(args)}")
+            params["state"] = OccurrenceState(state).value
+            where.append("o.state = :state")
         if agent_id is not None:
-            args.append(agent_id)
-            where.append(f"o.agent_id = ${len(args)}")
+            params["agent_id"] = agent_id
+            where.append("o.agent_id = :agent_id")
         if where:
             sql += " WHERE " + " AND ".join(where)
         async with self.db.connection() as conn:
-            rows = await conn.fetch(
-                sql + " ORDER BY COALESCE(o.ordinal, 2147483647), o.occurrence_id", *args
-            )
+            rows = await conn.fetch(sql + _LIST_ORDER, **params)
         return [_occurrence(r) for r in rows]
 
-    async def expired(self) -> list[Occurrence]:
+    async def expired(self) -> builtins.list[Occurrence]:
         """Non-retired occurrences whose lease ran out: crashed or stuck."""
         return [o for o in await self.list() if o.state != OccurrenceState.RETIRED
                 and o.lease_expired()]
@@ -272,14 +281,13 @@ class Registry:
     async def live_count(self, agent_id: str | None = None) -> int:
         """How many occurrences (of ``agent_id`` when given) hold a live lease and are not
         retired: the number of occurrences a shared decision is taken for."""
-        sql = (f"SELECT COUNT(*) FROM occurrences WHERE state <> $1 "
-               f"AND lease_expires_at >= {NOW_SQL}")
-        args: list[object] = [OccurrenceState.RETIRED.value]
+        sql = _LIVE_COUNT
+        params: dict[str, object] = {"retired": OccurrenceState.RETIRED.value}
         if agent_id is not None:
-            sql += " AND agent_id = $2"
-            args.append(agent_id)
+            sql += " AND agent_id = :agent_id"
+            params["agent_id"] = agent_id
         async with self.db.connection() as conn:
-            value = await conn.fetchval(sql, *args)
+            value = await conn.fetchval(sql, **params)
         return int(value or 0)
 
 

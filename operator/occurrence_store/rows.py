@@ -1,14 +1,15 @@
-"""Column lists, row-to-model conversion and id-list filters shared by the query modules."""
+"""Column lists, row-to-model conversion and the transfer record shared by the query modules."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from occurrence_store.database import Row
 from occurrence_store.models import Task, Thought
-from occurrence_store.urls import Dialect
+from occurrence_store.ports import Connection, Row
+from occurrence_store.sql import compile_named
 
 TASK_COLUMNS = (
     "task_id, agent_occurrence_id, channel_id, description, status, priority, created_at, "
@@ -26,6 +27,19 @@ TRANSFER_COLUMNS = (
     "transfer_id, task_id, from_occurrence_id, to_occurrence_id, reason, thoughts_moved, "
     "transferred_at"
 )
+
+TRANSFERS_OF_TASK = (f"SELECT {TRANSFER_COLUMNS} FROM task_transfers WHERE task_id = $1 "
+                     "ORDER BY transfer_id")
+"""Every move of one task, oldest first: its audit trail."""
+
+RECORDED_TRANSFER_COLUMNS = (
+    "task_id, from_occurrence_id, to_occurrence_id, reason, thoughts_moved, transferred_at")
+"""What a move writes into ``task_transfers`` (the id is the table's)."""
+
+_RECORD_TRANSFER = compile_named(
+    f"INSERT INTO task_transfers ({RECORDED_TRANSFER_COLUMNS}) "
+    "VALUES (:task_id, :source, :target, :reason, :thoughts_moved, :now)")[0]
+"""Positional, for ``executemany``: the arguments in the order of the names."""
 
 
 def prefixed(columns: str, alias: str) -> str:
@@ -53,13 +67,10 @@ def dump_json(value: dict[str, Any] | None) -> str | None:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def in_ids(dialect: Dialect, column: str, param: str, *, negate: bool = False) -> str:
-    """``column`` is (not) one of the ids passed as one parameter (see :func:`ids_arg`)."""
-    if dialect == "postgresql":
-        return f"{column} <> ALL({param}::text[])" if negate else f"{column} = ANY({param}::text[])"
-    return f"{column} {'NOT IN' if negate else 'IN'} (SELECT value FROM json_each({param}))"
-
-
-def ids_arg(dialect: Dialect, ids: Sequence[str]) -> object:
-    """The parameter for :func:`in_ids`: an array on PostgreSQL, JSON text on SQLite."""
-    return list(ids) if dialect == "postgresql" else json.dumps(list(ids))
+async def record_transfers(conn: Connection, moved: Iterable[tuple[str, str, int]], source: str,
+                           reason: str, now: datetime) -> None:
+    """One ``task_transfers`` row per moved ``(task_id, target, thoughts moved)``."""
+    await conn.executemany(
+        _RECORD_TRANSFER,
+        [(task_id, source, target, reason, thoughts, now) for task_id, target, thoughts in moved],
+    )

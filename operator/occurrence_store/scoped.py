@@ -17,7 +17,6 @@ from typing import Any
 from occurrence_store.clock import NOW_SQL, after_sql
 from occurrence_store.database import Database
 from occurrence_store.errors import InvalidTaskId, NotOwnedError, StoreError
-from occurrence_store.fencing import fence_cte, not_fenced
 from occurrence_store.models import (
     Task,
     TaskStatus,
@@ -25,16 +24,16 @@ from occurrence_store.models import (
     ThoughtStatus,
     is_shared_task_id,
 )
+from occurrence_store.ports import Claim
 from occurrence_store.rows import (
     TASK_COLUMNS,
     THOUGHT_COLUMNS,
     dump_json,
-    ids_arg,
-    in_ids,
     prefixed,
     task_from_row,
     thought_from_row,
 )
+from occurrence_store.sql import compile_named
 
 log = logging.getLogger("occurrence_store.scoped")
 
@@ -42,14 +41,112 @@ MAX_IDEMPOTENCY_KEY = 255
 _NO_LIMIT = 2**31 - 1
 
 # The agent of a new task is its occurrence's agent in the registry ('' when unregistered).
-_AGENT_OF = "COALESCE((SELECT o.agent_id FROM occurrences o WHERE o.occurrence_id = $2), '')"
+_AGENT_OF = ("COALESCE((SELECT o.agent_id FROM occurrences o "
+             "WHERE o.occurrence_id = :occurrence_id), '')")
 _INSERT_TASK = (
     "INSERT INTO tasks (task_id, agent_occurrence_id, agent_id, channel_id, description, status, "
     "priority, created_at, updated_at, parent_task_id, context_json, idempotency_key) "
-    f"VALUES ($1, $2, {_AGENT_OF}, $3, $4, $5, $6, {NOW_SQL}, {NOW_SQL}, $7, $8, $9)"
+    f"VALUES (:task_id, :occurrence_id, {_AGENT_OF}, :channel_id, :description, :status, "
+    f":priority, {NOW_SQL}, {NOW_SQL}, :parent_task_id, :context, :idempotency_key)"
 )
-_KEY_CONFLICT = (" ON CONFLICT (agent_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
-                 "DO NOTHING")
+_INSERT_TASK_RETURNING = f"{_INSERT_TASK} RETURNING {TASK_COLUMNS}"
+_INSERT_TASK_ONCE = (
+    f"{_INSERT_TASK} ON CONFLICT (agent_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
+    f"DO NOTHING RETURNING {TASK_COLUMNS}"
+)
+_INSERT_TASK_POSITIONAL = compile_named(_INSERT_TASK)[0]
+"""For ``executemany``: the arguments in :data:`_INSERT_TASK`'s order (task_id,
+occurrence_id, channel_id, description, status, priority, parent_task_id, context, key)."""
+_TASK_WITH_KEY = (f"SELECT {TASK_COLUMNS} FROM tasks WHERE idempotency_key = :idempotency_key "
+                  f"AND agent_id = {_AGENT_OF}")
+_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = $1 AND agent_occurrence_id = $2"
+_TASKS_BY_STATUS = (f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_occurrence_id = $1 "
+                    "AND status = $2 ORDER BY created_at, task_id")
+_ALL_TASKS = (f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_occurrence_id = $1 "
+              "ORDER BY created_at, task_id")
+_COUNT_TASKS = "SELECT COUNT(*) FROM tasks WHERE agent_occurrence_id = $1"
+_COUNT_TASKS_BY_STATUS = _COUNT_TASKS + " AND status = $2"
+_SET_TASK_STATUS = (
+    f"UPDATE tasks SET status = :status, updated_at = {NOW_SQL}, "
+    "outcome_json = COALESCE(:outcome, outcome_json) "
+    "WHERE task_id = :task_id AND agent_occurrence_id = :occurrence_id RETURNING task_id"
+)
+_PENDING_FOR_ACTIVATION = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_occurrence_id = :occurrence_id "
+    "AND status = :pending ORDER BY priority DESC, created_at, task_id LIMIT :limit"
+)
+_ACTIVATE = Claim(
+    table="tasks", key="task_id", alias="t",
+    pick="SELECT task_id FROM tasks WHERE agent_occurrence_id = :occurrence_id "
+         "AND status = :pending",
+    order="ORDER BY priority DESC, created_at, task_id LIMIT :limit",
+    assignments=f"status = :active, updated_at = {NOW_SQL}",
+    columns=TASK_COLUMNS,
+    still_claimable="agent_occurrence_id = :occurrence_id AND status = :pending",
+)
+_ACTIVE_FOR_CHANNEL = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_occurrence_id = :occurrence_id "
+    "AND channel_id = :channel_id AND status = :active "
+    "ORDER BY created_at DESC, task_id LIMIT 1"
+)
+_FLAG_UPDATED_INFO = (
+    "UPDATE tasks SET updated_info_available = :flag, updated_info_content = :content, "
+    f"updated_at = {NOW_SQL} WHERE task_id = :task_id AND agent_occurrence_id = :occurrence_id "
+    "RETURNING task_id"
+)
+# The thought is stamped with its task's owner in the same statement that checks it.
+_INSERT_THOUGHT = (
+    "INSERT INTO thoughts (thought_id, source_task_id, agent_occurrence_id, "
+    "thought_type, status, content, round_number, thought_depth, parent_thought_id, "
+    "created_at, updated_at, context_json) "
+    "SELECT :thought_id, task_id, agent_occurrence_id, :thought_type, :pending, :content, "
+    f":round_number, :thought_depth, :parent_thought_id, {NOW_SQL}, {NOW_SQL}, :context "
+    "FROM tasks WHERE task_id = :task_id AND agent_occurrence_id = :occurrence_id "
+    f"RETURNING {THOUGHT_COLUMNS}"
+)
+_THOUGHT = (f"SELECT {THOUGHT_COLUMNS} FROM thoughts WHERE thought_id = $1 "
+            "AND agent_occurrence_id = $2")
+_THOUGHTS_OF_TASK = (f"SELECT {THOUGHT_COLUMNS} FROM thoughts WHERE source_task_id = $1 "
+                     "AND agent_occurrence_id = $2 ORDER BY created_at, thought_id")
+_THOUGHTS_BY_STATUS = (f"SELECT {THOUGHT_COLUMNS} FROM thoughts WHERE agent_occurrence_id = $1 "
+                       "AND status = $2 ORDER BY created_at, thought_id")
+_THOUGHTS_OF_ACTIVE_TASKS = (
+    f"SELECT {prefixed(THOUGHT_COLUMNS, 'th')} "
+    "FROM thoughts th JOIN tasks t ON t.task_id = th.source_task_id "
+    "AND t.agent_occurrence_id = th.agent_occurrence_id "
+    "WHERE th.agent_occurrence_id = :occurrence_id AND t.status = :active "
+    "AND th.status IN (:pending, :processing) ORDER BY th.created_at, th.thought_id"
+)
+_CLAIM_THOUGHTS = Claim(
+    table="thoughts", key="thought_id", lock_of="th",
+    pick="SELECT th.thought_id FROM thoughts th JOIN tasks t "
+         "ON t.task_id = th.source_task_id AND t.agent_occurrence_id = th.agent_occurrence_id "
+         "WHERE th.agent_occurrence_id = :occurrence_id AND th.status = :pending "
+         f"AND t.status = :active AND (th.retry_at IS NULL OR th.retry_at <= {NOW_SQL})",
+    order="ORDER BY th.created_at, th.thought_id LIMIT :limit",
+    assignments=f"status = :processing, updated_at = {NOW_SQL}, retry_at = NULL, "
+                "attempts = attempts + 1",
+    columns=THOUGHT_COLUMNS,
+    still_claimable="agent_occurrence_id = :occurrence_id AND status = :pending",
+)
+_SET_THOUGHT_STATUS = (
+    f"UPDATE thoughts SET status = :status, updated_at = {NOW_SQL}, "
+    "final_action_json = COALESCE(:final_action, final_action_json) "
+    "WHERE thought_id = :thought_id AND agent_occurrence_id = :occurrence_id"
+)
+# Out of processing: back to pending after the backoff, or FAILED once out of attempts.
+_RELEASE_THOUGHTS = (
+    "UPDATE thoughts SET "
+    "status = CASE WHEN attempts >= :max_attempts THEN :failed ELSE :pending END, "
+    "retry_at = CASE WHEN attempts >= :max_attempts THEN NULL "
+    f"ELSE {after_sql(':backoff')} END, "
+    "final_action_json = CASE WHEN attempts >= :max_attempts THEN :failed_action "
+    "ELSE final_action_json END, "
+    f"last_error = :reason, updated_at = {NOW_SQL} "
+    "WHERE agent_occurrence_id = :occurrence_id AND status = :processing"
+)
+_COUNT_THOUGHTS = "SELECT COUNT(*) FROM thoughts WHERE agent_occurrence_id = $1"
+_COUNT_THOUGHTS_BY_STATUS = _COUNT_THOUGHTS + " AND status = $2"
 
 
 def check_idempotency_key(key: str) -> str:
@@ -125,19 +222,16 @@ class ScopedStore:
         task_id = task_id or str(uuid.uuid4())
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
-                _INSERT_TASK + (_KEY_CONFLICT if idempotency_key is not None else "")
-                + f" RETURNING {TASK_COLUMNS}",
-                task_id, self.occurrence_id, channel_id, description,
-                TaskStatus(status).value, priority, parent_task_id, dump_json(context),
-                idempotency_key,
+                _INSERT_TASK_ONCE if idempotency_key is not None else _INSERT_TASK_RETURNING,
+                task_id=task_id, occurrence_id=self.occurrence_id, channel_id=channel_id,
+                description=description, status=TaskStatus(status).value, priority=priority,
+                parent_task_id=parent_task_id, context=dump_json(context),
+                idempotency_key=idempotency_key,
             )
             if row is not None:
                 return task_from_row(row), True
-            row = await conn.fetchrow(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE idempotency_key = $1 "
-                f"AND agent_id = {_AGENT_OF}",
-                idempotency_key, self.occurrence_id,
-            )
+            row = await conn.fetchrow(_TASK_WITH_KEY, idempotency_key=idempotency_key,
+                                      occurrence_id=self.occurrence_id)
         if row is None:  # the key's task was deleted between the insert and the read
             raise StoreError(f"task with idempotency key {idempotency_key!r} vanished; retry")
         return task_from_row(row), False
@@ -149,7 +243,7 @@ class ScopedStore:
         ids = [str(uuid.uuid4()) for _ in descriptions]
         async with self.db.transaction() as conn:
             await conn.executemany(
-                _INSERT_TASK,
+                _INSERT_TASK_POSITIONAL,
                 [
                     (tid, self.occurrence_id, channel_id, d, TaskStatus.PENDING.value,
                      priority, None, None, None)
@@ -160,28 +254,18 @@ class ScopedStore:
 
     async def get_task(self, task_id: str) -> Task | None:
         async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = $1 AND agent_occurrence_id = $2",
-                task_id, self.occurrence_id,
-            )
+            row = await conn.fetchrow(_TASK, task_id, self.occurrence_id)
         return task_from_row(row) if row else None
 
     async def get_tasks_by_status(self, status: TaskStatus) -> list[Task]:
         async with self.db.connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_occurrence_id = $1 AND status = $2 "
-                "ORDER BY created_at, task_id",
-                self.occurrence_id, TaskStatus(status).value,
-            )
+            rows = await conn.fetch(_TASKS_BY_STATUS, self.occurrence_id,
+                                    TaskStatus(status).value)
         return [task_from_row(r) for r in rows]
 
     async def get_all_tasks(self) -> list[Task]:
         async with self.db.connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_occurrence_id = $1 "
-                "ORDER BY created_at, task_id",
-                self.occurrence_id,
-            )
+            rows = await conn.fetch(_ALL_TASKS, self.occurrence_id)
         return [task_from_row(r) for r in rows]
 
     async def list_tasks(
@@ -214,14 +298,10 @@ class ScopedStore:
     async def count_tasks(self, status: TaskStatus | None = None) -> int:
         async with self.db.connection() as conn:
             if status is None:
-                value = await conn.fetchval(
-                    "SELECT COUNT(*) FROM tasks WHERE agent_occurrence_id = $1", self.occurrence_id
-                )
+                value = await conn.fetchval(_COUNT_TASKS, self.occurrence_id)
             else:
-                value = await conn.fetchval(
-                    "SELECT COUNT(*) FROM tasks WHERE agent_occurrence_id = $1 AND status = $2",
-                    self.occurrence_id, TaskStatus(status).value,
-                )
+                value = await conn.fetchval(_COUNT_TASKS_BY_STATUS, self.occurrence_id,
+                                            TaskStatus(status).value)
         return int(value or 0)
 
     async def update_task_status(
@@ -230,10 +310,8 @@ class ScopedStore:
         """Set a task's status; ``False`` (nothing changed) if the task is not this occurrence's."""
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
-                f"UPDATE tasks SET status = $1, updated_at = {NOW_SQL}, "
-                "outcome_json = COALESCE($2, outcome_json) "
-                "WHERE task_id = $3 AND agent_occurrence_id = $4 RETURNING task_id",
-                TaskStatus(status).value, dump_json(outcome), task_id, self.occurrence_id,
+                _SET_TASK_STATUS, status=TaskStatus(status).value, outcome=dump_json(outcome),
+                task_id=task_id, occurrence_id=self.occurrence_id,
             )
         return True if row else self._refused("status update", task_id)
 
@@ -250,20 +328,18 @@ class ScopedStore:
             return 0
         async with self.db.connection() as conn:
             rows = await conn.fetch(
-                f"UPDATE tasks SET status = $1, updated_at = {NOW_SQL} "
-                f"WHERE {in_ids(self.db.dialect, 'task_id', '$2')} AND agent_occurrence_id = $3 "
-                "RETURNING task_id",
-                TaskStatus(status).value, ids_arg(self.db.dialect, ids), self.occurrence_id,
+                f"UPDATE tasks SET status = :status, updated_at = {NOW_SQL} "
+                f"WHERE {self.db.in_ids('task_id', ':ids')} "
+                "AND agent_occurrence_id = :occurrence_id RETURNING task_id",
+                status=TaskStatus(status).value, ids=self.db.ids_arg(ids),
+                occurrence_id=self.occurrence_id,
             )
         return len(rows)
 
     async def get_pending_tasks_for_activation(self, limit: int = 10) -> list[Task]:
         async with self.db.connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_occurrence_id = $1 AND status = $2 "
-                "ORDER BY priority DESC, created_at, task_id LIMIT $3",
-                self.occurrence_id, TaskStatus.PENDING.value, limit,
-            )
+            rows = await conn.fetch(_PENDING_FOR_ACTIVATION, occurrence_id=self.occurrence_id,
+                                    pending=TaskStatus.PENDING.value, limit=limit)
         return [task_from_row(r) for r in rows]
 
     async def activate_pending_tasks(self, limit: int) -> list[Task]:
@@ -275,50 +351,25 @@ class ScopedStore:
         """
         if limit <= 0:
             return []
-        # One statement that checks the fence, picks and updates. On PostgreSQL the pick is a
-        # CTE: a LIMITed sub-select inside IN (...) may be re-run by the planner.
-        dialect = self.db.dialect
-        pick = (
-            "SELECT task_id FROM tasks WHERE agent_occurrence_id = $2 AND status = $3 "
-            f"AND {not_fenced(dialect, '$2')} "
-            "ORDER BY priority DESC, created_at, task_id LIMIT $4"
-        )
-        if dialect == "postgresql":
-            sql = (
-                f"WITH {fence_cte(dialect, '$2')}picked AS ({pick} FOR UPDATE SKIP LOCKED) "
-                f"UPDATE tasks t SET status = $1, updated_at = {NOW_SQL} FROM picked "
-                f"WHERE t.task_id = picked.task_id RETURNING {prefixed(TASK_COLUMNS, 't')}"
-            )
-        else:
-            sql = (
-                f"UPDATE tasks SET status = $1, updated_at = {NOW_SQL} WHERE task_id IN ({pick}) "
-                f"AND agent_occurrence_id = $2 AND status = $3 RETURNING {TASK_COLUMNS}"
-            )
         async with self.db.connection() as conn:  # one statement: atomic on its own
             rows = await conn.fetch(
-                sql, TaskStatus.ACTIVE.value, self.occurrence_id, TaskStatus.PENDING.value, limit,
+                self.db.claim_sql(_ACTIVATE), active=TaskStatus.ACTIVE.value,
+                occurrence_id=self.occurrence_id, pending=TaskStatus.PENDING.value, limit=limit,
             )
         return sorted((task_from_row(r) for r in rows),
                       key=lambda t: (-t.priority, t.created_at, t.task_id))
 
     async def get_active_task_for_channel(self, channel_id: str) -> Task | None:
         async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_occurrence_id = $1 "
-                "AND channel_id = $2 AND status = $3 ORDER BY created_at DESC, task_id LIMIT 1",
-                self.occurrence_id, channel_id, TaskStatus.ACTIVE.value,
-            )
+            row = await conn.fetchrow(_ACTIVE_FOR_CHANNEL, occurrence_id=self.occurrence_id,
+                                      channel_id=channel_id, active=TaskStatus.ACTIVE.value)
         return task_from_row(row) if row else None
 
     async def set_task_updated_info_flag(self, task_id: str, content: str) -> bool:
         """Flag new information for an active task; ``False`` if not this occurrence's."""
         async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                "UPDATE tasks SET updated_info_available = $1, updated_info_content = $2, "
-                f"updated_at = {NOW_SQL} WHERE task_id = $3 AND agent_occurrence_id = $4 "
-                "RETURNING task_id",
-                True, content, task_id, self.occurrence_id,
-            )
+            row = await conn.fetchrow(_FLAG_UPDATED_INFO, flag=True, content=content,
+                                      task_id=task_id, occurrence_id=self.occurrence_id)
         return True if row else self._refused("updated-info flag", task_id)
 
     # ------------------------------------------------------------------ thoughts
@@ -344,15 +395,10 @@ class ScopedStore:
         thought_id = thought_id or str(uuid.uuid4())
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
-                "INSERT INTO thoughts (thought_id, source_task_id, agent_occurrence_id, "
-                "thought_type, status, content, round_number, thought_depth, parent_thought_id, "
-                "created_at, updated_at, context_json) "
-                f"SELECT $1, task_id, agent_occurrence_id, $2, $3, $4, $5, $6, $7, {NOW_SQL}, "
-                f"{NOW_SQL}, $8 FROM tasks WHERE task_id = $9 AND agent_occurrence_id = $10 "
-                f"RETURNING {THOUGHT_COLUMNS}",
-                thought_id, thought_type, ThoughtStatus.PENDING.value, content, round_number,
-                thought_depth, parent_thought_id, dump_json(context), task_id,
-                self.occurrence_id,
+                _INSERT_THOUGHT, thought_id=thought_id, thought_type=thought_type,
+                pending=ThoughtStatus.PENDING.value, content=content, round_number=round_number,
+                thought_depth=thought_depth, parent_thought_id=parent_thought_id,
+                context=dump_json(context), task_id=task_id, occurrence_id=self.occurrence_id,
             )
         if row is None:
             self._refused("thought insert", task_id)
@@ -361,51 +407,34 @@ class ScopedStore:
 
     async def get_thought(self, thought_id: str) -> Thought | None:
         async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                f"SELECT {THOUGHT_COLUMNS} FROM thoughts WHERE thought_id = $1 "
-                "AND agent_occurrence_id = $2",
-                thought_id, self.occurrence_id,
-            )
+            row = await conn.fetchrow(_THOUGHT, thought_id, self.occurrence_id)
         return thought_from_row(row) if row else None
 
     async def get_thoughts_by_task(self, task_id: str) -> list[Thought]:
         async with self.db.connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {THOUGHT_COLUMNS} FROM thoughts WHERE source_task_id = $1 "
-                "AND agent_occurrence_id = $2 ORDER BY created_at, thought_id",
-                task_id, self.occurrence_id,
-            )
+            rows = await conn.fetch(_THOUGHTS_OF_TASK, task_id, self.occurrence_id)
         return [thought_from_row(r) for r in rows]
 
     async def get_thoughts_by_status(self, status: ThoughtStatus) -> list[Thought]:
         async with self.db.connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {THOUGHT_COLUMNS} FROM thoughts WHERE agent_occurrence_id = $1 "
-                "AND status = $2 ORDER BY created_at, thought_id",
-                self.occurrence_id, ThoughtStatus(status).value,
-            )
+            rows = await conn.fetch(_THOUGHTS_BY_STATUS, self.occurrence_id,
+                                    ThoughtStatus(status).value)
         return [thought_from_row(r) for r in rows]
 
     async def get_pending_thoughts_for_active_tasks(
         self, limit: int | None = None
     ) -> list[Thought]:
         """Pending or processing thoughts of this occurrence's active tasks, oldest first."""
-        sql = (
-            f"SELECT {prefixed(THOUGHT_COLUMNS, 'th')} "
-            "FROM thoughts th JOIN tasks t ON t.task_id = th.source_task_id "
-            "AND t.agent_occurrence_id = th.agent_occurrence_id "
-            "WHERE th.agent_occurrence_id = $1 AND t.status = $2 AND th.status IN ($3, $4) "
-            "ORDER BY th.created_at, th.thought_id"
-        )
-        args: list[Any] = [
-            self.occurrence_id, TaskStatus.ACTIVE.value,
-            ThoughtStatus.PENDING.value, ThoughtStatus.PROCESSING.value,
-        ]
+        sql = _THOUGHTS_OF_ACTIVE_TASKS
+        params: dict[str, Any] = {
+            "occurrence_id": self.occurrence_id, "active": TaskStatus.ACTIVE.value,
+            "pending": ThoughtStatus.PENDING.value, "processing": ThoughtStatus.PROCESSING.value,
+        }
         if limit is not None:
-            sql += " LIMIT $5"
-            args.append(limit)
+            sql += " LIMIT :limit"
+            params["limit"] = limit
         async with self.db.connection() as conn:
-            rows = await conn.fetch(sql, *args)
+            rows = await conn.fetch(sql, **params)
         return [thought_from_row(r) for r in rows]
 
     async def claim_pending_thoughts(self, limit: int) -> list[Thought]:
@@ -417,31 +446,11 @@ class ScopedStore:
         """
         if limit <= 0:
             return []
-        dialect = self.db.dialect
-        pick = (
-            "SELECT th.thought_id FROM thoughts th JOIN tasks t "
-            "ON t.task_id = th.source_task_id AND t.agent_occurrence_id = th.agent_occurrence_id "
-            "WHERE th.agent_occurrence_id = $2 AND th.status = $3 AND t.status = $4 "
-            f"AND (th.retry_at IS NULL OR th.retry_at <= {NOW_SQL}) "
-            f"AND {not_fenced(dialect, '$2')} "
-            "ORDER BY th.created_at, th.thought_id LIMIT $5"
-        )
-        claim = f"status = $1, updated_at = {NOW_SQL}, retry_at = NULL, attempts = "
-        if dialect == "postgresql":
-            sql = (
-                f"WITH {fence_cte(dialect, '$2')}picked AS ({pick} FOR UPDATE OF th SKIP LOCKED) "
-                f"UPDATE thoughts x SET {claim}x.attempts + 1 FROM picked "
-                f"WHERE x.thought_id = picked.thought_id RETURNING {prefixed(THOUGHT_COLUMNS, 'x')}"
-            )
-        else:
-            sql = (
-                f"UPDATE thoughts SET {claim}attempts + 1 WHERE thought_id IN ({pick}) "
-                f"AND agent_occurrence_id = $2 AND status = $3 RETURNING {THOUGHT_COLUMNS}"
-            )
         async with self.db.connection() as conn:  # one statement: atomic on its own
             rows = await conn.fetch(
-                sql, ThoughtStatus.PROCESSING.value, self.occurrence_id,
-                ThoughtStatus.PENDING.value, TaskStatus.ACTIVE.value, limit,
+                self.db.claim_sql(_CLAIM_THOUGHTS), processing=ThoughtStatus.PROCESSING.value,
+                occurrence_id=self.occurrence_id, pending=ThoughtStatus.PENDING.value,
+                active=TaskStatus.ACTIVE.value, limit=limit,
             )
         return sorted((thought_from_row(r) for r in rows),
                       key=lambda t: (t.created_at, t.thought_id))
@@ -456,19 +465,16 @@ class ScopedStore:
     ) -> bool:
         """Set a thought's status; ``False`` if not this occurrence's (or not in
         ``expected_status`` when given — e.g. a thought released by a drain meanwhile)."""
-        sql = (
-            f"UPDATE thoughts SET status = $1, updated_at = {NOW_SQL}, "
-            "final_action_json = COALESCE($2, final_action_json) "
-            "WHERE thought_id = $3 AND agent_occurrence_id = $4"
-        )
-        args: list[Any] = [
-            ThoughtStatus(status).value, dump_json(final_action), thought_id, self.occurrence_id,
-        ]
+        sql = _SET_THOUGHT_STATUS
+        params: dict[str, Any] = {
+            "status": ThoughtStatus(status).value, "final_action": dump_json(final_action),
+            "thought_id": thought_id, "occurrence_id": self.occurrence_id,
+        }
         if expected_status is not None:
-            sql += " AND status = $5"
-            args.append(ThoughtStatus(expected_status).value)
+            sql += " AND status = :expected_status"
+            params["expected_status"] = ThoughtStatus(expected_status).value
         async with self.db.connection() as conn:
-            row = await conn.fetchrow(sql + " RETURNING thought_id", *args)
+            row = await conn.fetchrow(sql + " RETURNING thought_id", **params)
         return True if row else self._refused("thought status update", thought_id)
 
     async def reset_processing_thoughts(self) -> int:
@@ -499,45 +505,33 @@ class ScopedStore:
         some (the ones this process is still working on). Guarded by owner and status: a
         thought that finished or moved meanwhile is left alone. Returns the changed thoughts.
         """
-        dialect = self.db.dialect
         limit = 0 if fail else (max_attempts if max_attempts is not None else _NO_LIMIT)
         failed_action = dump_json({"action": "fail", "reason": reason, "by": self.occurrence_id,
                                    "result": {"error": reason}})
-        sql = (
-            "UPDATE thoughts SET "
-            "status = CASE WHEN attempts >= $1 THEN $2 ELSE $3 END, "
-            f"retry_at = CASE WHEN attempts >= $1 THEN NULL ELSE {after_sql('$4')} END, "
-            "final_action_json = CASE WHEN attempts >= $1 THEN $5 ELSE final_action_json END, "
-            f"last_error = $6, updated_at = {NOW_SQL} "
-            "WHERE agent_occurrence_id = $7 AND status = $8"
-        )
-        args: list[Any] = [
-            limit, ThoughtStatus.FAILED.value, ThoughtStatus.PENDING.value,
-            float(backoff_seconds), failed_action, reason[:1000], self.occurrence_id,
-            ThoughtStatus.PROCESSING.value,
-        ]
+        sql = _RELEASE_THOUGHTS
+        params: dict[str, Any] = {
+            "max_attempts": limit, "failed": ThoughtStatus.FAILED.value,
+            "pending": ThoughtStatus.PENDING.value, "backoff": float(backoff_seconds),
+            "failed_action": failed_action, "reason": reason[:1000],
+            "occurrence_id": self.occurrence_id, "processing": ThoughtStatus.PROCESSING.value,
+        }
         if thought_ids is not None:
             if not thought_ids:
                 return []
-            args.append(ids_arg(dialect, thought_ids))
-            sql += f" AND {in_ids(dialect, 'thought_id', f'${len(args)}')}"
+            params["thought_ids"] = self.db.ids_arg(thought_ids)
+            sql += f" AND {self.db.in_ids('thought_id', ':thought_ids')}"
         if exclude:
-            args.append(ids_arg(dialect, exclude))
-            sql += f" AND {in_ids(dialect, 'thought_id', f'${len(args)}', negate=True)}"
+            params["exclude"] = self.db.ids_arg(exclude)
+            sql += f" AND {self.db.in_ids('thought_id', ':exclude', negate=True)}"
         async with self.db.connection() as conn:
-            rows = await conn.fetch(sql + f" RETURNING {THOUGHT_COLUMNS}", *args)
+            rows = await conn.fetch(sql + f" RETURNING {THOUGHT_COLUMNS}", **params)
         return [thought_from_row(r) for r in rows]
 
     async def count_thoughts(self, status: ThoughtStatus | None = None) -> int:
         async with self.db.connection() as conn:
             if status is None:
-                value = await conn.fetchval(
-                    "SELECT COUNT(*) FROM thoughts WHERE agent_occurrence_id = $1",
-                    self.occurrence_id,
-                )
+                value = await conn.fetchval(_COUNT_THOUGHTS, self.occurrence_id)
             else:
-                value = await conn.fetchval(
-                    "SELECT COUNT(*) FROM thoughts WHERE agent_occurrence_id = $1 AND status = $2",
-                    self.occurrence_id, ThoughtStatus(status).value,
-                )
+                value = await conn.fetchval(_COUNT_THOUGHTS_BY_STATUS, self.occurrence_id,
+                                            ThoughtStatus(status).value)
         return int(value or 0)

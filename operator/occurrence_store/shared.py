@@ -21,10 +21,11 @@ from datetime import datetime
 from typing import Any
 
 from occurrence_store.clock import NOW_SQL, after_sql
-from occurrence_store.database import Database, PostgresDatabase, fetch_now
+from occurrence_store.database import Database, fetch_now
 from occurrence_store.errors import StoreError
 from occurrence_store.models import (
     DEFAULT_AGENT_ID,
+    FINISHED_TASK_STATUSES,
     SHARED_OCCURRENCE_ID,
     Task,
     TaskStatus,
@@ -36,7 +37,42 @@ log = logging.getLogger("occurrence_store.shared")
 
 NOTIFY_CHANNEL = "occurrence_shared_tasks"
 DEFAULT_LEASE_SECONDS = 300.0
-_FINISHED = (TaskStatus.COMPLETED.value, TaskStatus.FAILED.value)
+# REJECTED counts as finished, like everywhere else: no code path rejects a shared decision
+# (complete_shared_task is given COMPLETED or FAILED), and one that was rejected is decided.
+_FINISHED = tuple(s.value for s in FINISHED_TASK_STATUSES)
+_UNFINISHED = f"status NOT IN ({', '.join(repr(s) for s in _FINISHED)})"
+"""A condition: not finished (the statuses are the enum's fixed values, written inline)."""
+
+_SHARED_TASK = (f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = :task_id "
+                "AND agent_occurrence_id = :shared")
+_CREATE = (
+    "INSERT INTO tasks (task_id, agent_occurrence_id, channel_id, description, status, priority, "
+    "created_at, updated_at, context_json, claimed_by, lease_expires_at, agent_id) "
+    f"VALUES (:task_id, :shared, :channel_id, :description, :active, :priority, {NOW_SQL}, "
+    f"{NOW_SQL}, :context, :claimer, {after_sql(':lease')}, :agent_id)"
+)
+_TAKE_OVER = (
+    f"UPDATE tasks SET claimed_by = :claimer, lease_expires_at = {after_sql(':lease')}, "
+    f"updated_at = {NOW_SQL}, status = :active WHERE task_id = :task_id "
+    f"AND agent_occurrence_id = :shared AND {_UNFINISHED} AND lease_expires_at < {NOW_SQL} "
+    "RETURNING task_id"
+)
+_OWNER_OF_ID = "SELECT agent_occurrence_id FROM tasks WHERE task_id = $1"
+_RENEW = (
+    f"UPDATE tasks SET lease_expires_at = {after_sql(':lease')}, updated_at = {NOW_SQL} "
+    "WHERE task_id = :task_id AND agent_occurrence_id = :shared AND claimed_by = :claimer "
+    f"AND {_UNFINISHED} RETURNING task_id"
+)
+_COMPLETE = (
+    f"UPDATE tasks SET status = :status, outcome_json = :outcome, updated_at = {NOW_SQL} "
+    "WHERE task_id = :task_id AND agent_occurrence_id = :shared AND claimed_by = :claimer "
+    f"AND {_UNFINISHED} RETURNING task_id"
+)
+_LATEST = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_occurrence_id = :shared "
+    "AND substr(task_id, 1, :prefix_length) = :prefix AND agent_id = :agent_id "
+    "ORDER BY created_at DESC, task_id DESC LIMIT 1"
+)
 
 
 def _kind(task_type: str) -> str:
@@ -84,40 +120,29 @@ class SharedTasks:
         validate_occurrence_id(occurrence_id)
         kind = _kind(task_type)
         description = description or f"{kind} decided once for all occurrences"
-        insert_verb = "INSERT" if self.db.dialect == "postgresql" else "INSERT OR IGNORE"
-        conflict = " ON CONFLICT (task_id) DO NOTHING" if self.db.dialect == "postgresql" else ""
+        create = self.db.insert_ignoring_conflicts(_CREATE, "task_id") + " RETURNING task_id"
         async with self.db.transaction() as conn:
             task_id = self.task_id(kind, await fetch_now(conn))  # the database's day
             lease = float(lease_seconds)
             created = await conn.fetchrow(
-                f"{insert_verb} INTO tasks (task_id, agent_occurrence_id, channel_id, description, "
-                "status, priority, created_at, updated_at, context_json, claimed_by, "
-                f"lease_expires_at, agent_id) VALUES ($1, $2, $3, $4, $5, $6, {NOW_SQL}, "
-                f"{NOW_SQL}, $7, $8, {after_sql('$9')}, $10){conflict} RETURNING task_id",
-                task_id, SHARED_OCCURRENCE_ID, channel_id, description,
-                TaskStatus.ACTIVE.value, priority, dump_json(context), occurrence_id, lease,
-                self.agent_id,
+                create, task_id=task_id, shared=SHARED_OCCURRENCE_ID, channel_id=channel_id,
+                description=description, active=TaskStatus.ACTIVE.value, priority=priority,
+                context=dump_json(context), claimer=occurrence_id, lease=lease,
+                agent_id=self.agent_id,
             )
             won = created is not None
             if not won:
                 taken_over = await conn.fetchrow(
-                    f"UPDATE tasks SET claimed_by = $1, lease_expires_at = {after_sql('$2')}, "
-                    f"updated_at = {NOW_SQL}, status = $3 WHERE task_id = $4 "
-                    "AND agent_occurrence_id = $5 AND status NOT IN ($6, $7) "
-                    f"AND lease_expires_at < {NOW_SQL} RETURNING task_id",
-                    occurrence_id, lease, TaskStatus.ACTIVE.value, task_id,
-                    SHARED_OCCURRENCE_ID, *_FINISHED,
+                    _TAKE_OVER, claimer=occurrence_id, lease=lease,
+                    active=TaskStatus.ACTIVE.value, task_id=task_id, shared=SHARED_OCCURRENCE_ID,
                 )
                 won = taken_over is not None
                 if won:
                     log.warning("took over shared task %s: previous lease expired", task_id,
                                 extra={"occurrence_id": occurrence_id})
-            row = await conn.fetchrow(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = $1 AND agent_occurrence_id = $2",
-                task_id, SHARED_OCCURRENCE_ID)
+            row = await conn.fetchrow(_SHARED_TASK, task_id=task_id, shared=SHARED_OCCURRENCE_ID)
             if row is None:  # the read-back proves the row exists for winner and losers alike
-                squatter = await conn.fetchval(
-                    "SELECT agent_occurrence_id FROM tasks WHERE task_id = $1", task_id)
+                squatter = await conn.fetchval(_OWNER_OF_ID, task_id)
         if row is None:
             if squatter is not None:
                 raise StoreError(
@@ -132,10 +157,8 @@ class SharedTasks:
         """Extend the claim while the work goes on; ``False`` if no longer the holder."""
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
-                f"UPDATE tasks SET lease_expires_at = {after_sql('$1')}, updated_at = {NOW_SQL} "
-                "WHERE task_id = $2 AND agent_occurrence_id = $3 AND claimed_by = $4 "
-                "AND status NOT IN ($5, $6) RETURNING task_id",
-                float(lease_seconds), task_id, SHARED_OCCURRENCE_ID, occurrence_id, *_FINISHED,
+                _RENEW, lease=float(lease_seconds), task_id=task_id,
+                shared=SHARED_OCCURRENCE_ID, claimer=occurrence_id,
             )
         return row is not None
 
@@ -146,22 +169,16 @@ class SharedTasks:
         """Finish a shared task; only its current claimer can. Wakes every waiter."""
         async with self.db.transaction() as conn:
             row = await conn.fetchrow(
-                f"UPDATE tasks SET status = $1, outcome_json = $2, updated_at = {NOW_SQL} "
-                "WHERE task_id = $3 AND agent_occurrence_id = $4 AND claimed_by = $5 "
-                "AND status NOT IN ($6, $7) RETURNING task_id",
-                TaskStatus(status).value, dump_json(outcome), task_id,
-                SHARED_OCCURRENCE_ID, occurrence_id, *_FINISHED,
+                _COMPLETE, status=TaskStatus(status).value, outcome=dump_json(outcome),
+                task_id=task_id, shared=SHARED_OCCURRENCE_ID, claimer=occurrence_id,
             )
-            if row is not None and self.db.dialect == "postgresql":
-                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, task_id)
+            if row is not None:
+                await self.db.notify(conn, NOTIFY_CHANNEL, task_id)
         return row is not None
 
     async def get_shared_task(self, task_id: str) -> Task | None:
         async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = $1 AND agent_occurrence_id = $2",
-                task_id, SHARED_OCCURRENCE_ID,
-            )
+            row = await conn.fetchrow(_SHARED_TASK, task_id=task_id, shared=SHARED_OCCURRENCE_ID)
         return task_from_row(row) if row else None
 
     async def get_shared_task_status(self, task_type: str, day: datetime | None = None
@@ -176,10 +193,8 @@ class SharedTasks:
         prefix = f"{_kind(task_type)}_SHARED_"
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_occurrence_id = $1 "
-                "AND substr(task_id, 1, $2) = $3 AND agent_id = $4 "
-                "ORDER BY created_at DESC, task_id DESC LIMIT 1",
-                SHARED_OCCURRENCE_ID, len(prefix), prefix, self.agent_id,
+                _LATEST, shared=SHARED_OCCURRENCE_ID, prefix_length=len(prefix), prefix=prefix,
+                agent_id=self.agent_id,
             )
         return task_from_row(row) if row else None
 
@@ -193,16 +208,15 @@ class SharedTasks:
         connection dropped) and is only a hint.
         """
         woken = asyncio.Event()
-        listener = None
-        if isinstance(self.db, PostgresDatabase):
+        subscription = None
+        if self.db.notifications:
+
+            def on_payload(payload: str) -> None:
+                if payload == task_id:
+                    woken.set()
+
             try:
-                listener = await self.db.dedicated_connection()
-
-                def _on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
-                    if payload == task_id:
-                        woken.set()
-
-                await listener.add_listener(NOTIFY_CHANNEL, _on_notify)
+                subscription = await self.db.listen(NOTIFY_CHANNEL, on_payload)
             except Exception as exc:  # polling below still finds the outcome
                 log.warning("cannot LISTEN for shared task %s, polling only: %s", task_id, exc,
                             extra={"event": "shared.listen_failed"})
@@ -220,6 +234,6 @@ class SharedTasks:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), min(poll_interval, left))
         finally:
-            if listener is not None:
+            if subscription is not None:
                 with contextlib.suppress(Exception):
-                    await listener.close()
+                    await subscription.close()

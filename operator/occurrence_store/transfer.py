@@ -29,13 +29,41 @@ from occurrence_store.models import (
     TransferRecord,
     validate_occurrence_id,
 )
-from occurrence_store.rows import TRANSFER_COLUMNS
+from occurrence_store.rows import TRANSFERS_OF_TASK, record_transfers
 from occurrence_store.scoped import ScopedStore
 
 log = logging.getLogger("occurrence_store.transfer")
 
 DEFAULT_DRAIN_BATCH = 25_000
 _MOVABLE = tuple(s.value for s in TRANSFERABLE_TASK_STATUSES)
+
+_MOVE_TASK = ("UPDATE tasks SET agent_occurrence_id = :target, updated_at = :now "
+              "WHERE task_id = :task_id AND agent_occurrence_id = :source RETURNING task_id")
+_MOVE_TASK_THOUGHTS = (
+    "UPDATE thoughts SET agent_occurrence_id = :target, updated_at = :now, "
+    "status = CASE WHEN status = :processing THEN :pending ELSE status END "
+    "WHERE source_task_id = :task_id AND agent_occurrence_id = :source RETURNING thought_id"
+)
+_MOVE_THOUGHTS = (
+    f"UPDATE thoughts SET agent_occurrence_id = :target, updated_at = {NOW_SQL} "
+    "WHERE source_task_id = :task_id AND agent_occurrence_id = :source RETURNING thought_id"
+)
+_MOVABLE_IN = f"status IN ({', '.join(repr(s) for s in _MOVABLE)})"
+"""A condition: the task may move (the statuses are the enum's fixed values, inline)."""
+_LEFT_BEHIND = f"SELECT COUNT(*) FROM tasks WHERE agent_occurrence_id = $1 AND {_MOVABLE_IN}"
+_NOT_BUSY = (
+    " AND NOT EXISTS (SELECT 1 FROM thoughts th WHERE th.source_task_id = t.task_id"
+    " AND th.agent_occurrence_id = t.agent_occurrence_id"
+    f" AND th.status = '{ThoughtStatus.PROCESSING.value}')"
+)
+"""With :attr:`InFlightPolicy.WAIT`: a task with a processing thought stays."""
+_DRAIN_BATCH = (f"SELECT t.task_id FROM tasks t WHERE t.agent_occurrence_id = :source "
+                f"AND t.{_MOVABLE_IN}")
+_DRAIN_ORDER = " ORDER BY t.priority DESC, t.created_at, t.task_id LIMIT :limit"
+_REBALANCE_PICK = (
+    "SELECT task_id FROM tasks WHERE agent_occurrence_id = :donor AND status = :pending "
+    "ORDER BY priority ASC, created_at DESC, task_id DESC LIMIT :limit"
+)
 
 
 def _arrival_status(recovery: InFlightRecovery) -> str:
@@ -68,22 +96,16 @@ class Transfers:
         _check_not_shared(from_occurrence_id)
         async with self.db.transaction() as conn:
             now = await fetch_now(conn)
-            row = await conn.fetchrow(
-                "UPDATE tasks SET agent_occurrence_id = $1, updated_at = $2 "
-                "WHERE task_id = $3 AND agent_occurrence_id = $4 RETURNING task_id",
-                to_occurrence_id, now, task_id, from_occurrence_id,
-            )
+            route = {"target": to_occurrence_id, "now": now, "task_id": task_id,
+                     "source": from_occurrence_id}
+            row = await conn.fetchrow(_MOVE_TASK, **route)
             if row is None:
                 return False
-            moved = await conn.fetch(
-                "UPDATE thoughts SET agent_occurrence_id = $1, updated_at = $2, "
-                "status = CASE WHEN status = $5 THEN $6 ELSE status END "
-                "WHERE source_task_id = $3 AND agent_occurrence_id = $4 RETURNING thought_id",
-                to_occurrence_id, now, task_id, from_occurrence_id,
-                ThoughtStatus.PROCESSING.value, ThoughtStatus.PENDING.value,
-            )
-            await _record(conn, [(task_id, to_occurrence_id, len(moved))], from_occurrence_id,
-                          reason, now)
+            moved = await conn.fetch(_MOVE_TASK_THOUGHTS, **route,
+                                     processing=ThoughtStatus.PROCESSING.value,
+                                     pending=ThoughtStatus.PENDING.value)
+            await record_transfers(conn, [(task_id, to_occurrence_id, len(moved))],
+                                   from_occurrence_id, reason, now)
         log.info("transferred task %s from %s to %s (%d thoughts): %s", task_id,
                  from_occurrence_id, to_occurrence_id, len(moved), reason,
                  extra={"occurrence_id": from_occurrence_id})
@@ -95,11 +117,8 @@ class Transfers:
         """Move the thoughts of ``task_id`` still owned by ``from`` to ``to``; return how many."""
         validate_occurrence_id(to_occurrence_id, allow_shared=True)
         async with self.db.connection() as conn:
-            rows = await conn.fetch(
-                f"UPDATE thoughts SET agent_occurrence_id = $1, updated_at = {NOW_SQL} "
-                "WHERE source_task_id = $2 AND agent_occurrence_id = $3 RETURNING thought_id",
-                to_occurrence_id, task_id, from_occurrence_id,
-            )
+            rows = await conn.fetch(_MOVE_THOUGHTS, target=to_occurrence_id, task_id=task_id,
+                                    source=from_occurrence_id)
         return len(rows)
 
     # ----------------------------------------------------------------- drain
@@ -120,7 +139,7 @@ class Transfers:
         pending+active load). ``in_flight`` says what happens to tasks with a PROCESSING
         thought: :attr:`InFlightPolicy.RELEASE` takes those thoughts out of processing —
         back to pending, or FAILED under ``recovery=FAIL`` — and moves the task;
-        :attr:`InFlightPolicy.LEAVE` keeps such tasks with ``from`` (reported in
+        :attr:`InFlightPolicy.WAIT` keeps such tasks with ``from`` (reported in
         ``tasks_left_in_flight``) for a later drain. Release only a fenced (or dead)
         occurrence's work: a live one would still finish what it no longer owns (its
         completion is refused, but its handler ran twice).
@@ -158,11 +177,8 @@ class Transfers:
                 result.per_target[target] = result.per_target.get(target, 0) + n
 
         async with self.db.connection() as conn:
-            result.tasks_left_in_flight = int(await conn.fetchval(
-                f"SELECT COUNT(*) FROM tasks WHERE agent_occurrence_id = $1 "
-                f"AND status IN ({_in_list(2, len(_MOVABLE))})",
-                from_occurrence_id, *_MOVABLE,
-            ) or 0)
+            result.tasks_left_in_flight = int(
+                await conn.fetchval(_LEFT_BEHIND, from_occurrence_id) or 0)
         log.info(
             "drained %s: %d tasks, %d thoughts moved to %s; %d left in flight",
             from_occurrence_id, result.tasks_moved, result.thoughts_moved,
@@ -175,31 +191,18 @@ class Transfers:
         self, source: str, targets: list[str], in_flight: InFlightPolicy, reason: str,
         batch_size: int, arrival: str,
     ) -> tuple[int, int, dict[str, int]]:
-        busy_filter = ""
-        if in_flight is InFlightPolicy.LEAVE:
-            busy_filter = (
-                " AND NOT EXISTS (SELECT 1 FROM thoughts th WHERE th.source_task_id = t.task_id"
-                f" AND th.agent_occurrence_id = t.agent_occurrence_id AND th.status = "
-                f"'{ThoughtStatus.PROCESSING.value}')"
-            )
-        lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""
+        busy_filter = _NOT_BUSY if in_flight is InFlightPolicy.WAIT else ""
+        sql = _DRAIN_BATCH + busy_filter + _DRAIN_ORDER + self.db.row_lock(skip_locked=False)
         async with self.db.transaction() as conn:
             now = await fetch_now(conn)
-            rows = await conn.fetch(
-                f"SELECT t.task_id FROM tasks t WHERE t.agent_occurrence_id = $1 "
-                f"AND t.status IN ({_in_list(2, len(_MOVABLE))}){busy_filter} "
-                f"ORDER BY t.priority DESC, t.created_at, t.task_id "
-                f"LIMIT ${2 + len(_MOVABLE)}{lock}",
-                source, *_MOVABLE, batch_size,
-            )
+            rows = await conn.fetch(sql, source=source, limit=batch_size)
             if not rows:
                 return 0, 0, {}
             task_ids = [r["task_id"] for r in rows]
             loads = await _loads(conn, targets)
             quotas = balanced_quotas([loads.get(t, 0) for t in targets], len(task_ids))
             plan = spread_assignment(task_ids, targets, quotas)
-            apply = _apply_pg if self.db.dialect == "postgresql" else _apply_sqlite
-            moved, thoughts = await apply(conn, plan, source, reason, now, arrival)
+            moved, thoughts = await self.db.move_tasks(conn, plan, source, reason, now, arrival)
         per_target: dict[str, int] = {}
         for _task_id, target in moved:
             per_target[target] = per_target.get(target, 0) + 1
@@ -236,7 +239,7 @@ class Transfers:
         excess = {m: load - target for m, load, target in
                   zip(members, loads, targets, strict=True) if load > target}
         moved: dict[str, dict[str, int]] = {}
-        lock = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
+        pick = _REBALANCE_PICK + self.db.row_lock(skip_locked=True)
         for donor, extra in excess.items():
             recipients = [m for m, load, target in zip(members, loads, targets, strict=True)
                           if load < target]
@@ -244,21 +247,16 @@ class Transfers:
                 break
             async with self.db.transaction() as conn:
                 now = await fetch_now(conn)
-                picked = await conn.fetch(
-                    "SELECT task_id FROM tasks WHERE agent_occurrence_id = $1 AND status = $2 "
-                    "ORDER BY priority ASC, created_at DESC, task_id DESC "
-                    f"LIMIT $3{lock}",
-                    donor, TaskStatus.PENDING.value, min(extra, batch_size),
-                )
+                picked = await conn.fetch(pick, donor=donor, pending=TaskStatus.PENDING.value,
+                                          limit=min(extra, batch_size))
                 task_ids = [r["task_id"] for r in picked]
                 live = [counts.get(r, 0) for r in recipients]
                 wanted = [targets[members.index(r)] - load for r, load in
                           zip(recipients, live, strict=True)]
                 quotas = _cap(balanced_quotas(live, len(task_ids)), wanted)
                 plan = spread_assignment(task_ids[:sum(quotas)], recipients, quotas)
-                apply = _apply_pg if self.db.dialect == "postgresql" else _apply_sqlite
-                applied, _ = await apply(conn, plan, donor, reason, now,
-                                         ThoughtStatus.PENDING.value)
+                applied, _ = await self.db.move_tasks(conn, plan, donor, reason, now,
+                                                      ThoughtStatus.PENDING.value)
             for _task_id, target in applied:
                 moved.setdefault(donor, {}).setdefault(target, 0)
                 moved[donor][target] += 1
@@ -272,10 +270,7 @@ class Transfers:
     async def transfers_for_task(self, task_id: str) -> list[TransferRecord]:
         """The audit trail of one task: answers "where did my task go"."""
         async with self.db.connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {TRANSFER_COLUMNS} FROM task_transfers WHERE task_id = $1 "
-                "ORDER BY transfer_id", task_id,
-            )
+            rows = await conn.fetch(TRANSFERS_OF_TASK, task_id)
         return [TransferRecord.model_validate(r) for r in rows]
 
     async def count_transfers(self, *, from_occurrence_id: str | None = None) -> int:
@@ -300,93 +295,7 @@ async def _loads(conn: Connection, targets: list[str]) -> dict[str, int]:
     rows = await conn.fetch(
         f"SELECT agent_occurrence_id, COUNT(*) AS n FROM tasks "
         f"WHERE agent_occurrence_id IN ({_in_list(1, len(targets))}) "
-        f"AND status IN ({_in_list(1 + len(targets), len(_MOVABLE))}) "
-        "GROUP BY agent_occurrence_id",
-        *targets, *_MOVABLE,
+        f"AND {_MOVABLE_IN} GROUP BY agent_occurrence_id",
+        *targets,
     )
     return {r["agent_occurrence_id"]: int(r["n"]) for r in rows}
-
-
-async def _apply_pg(conn: Connection, plan: list[tuple[str, str]], source: str, reason: str,
-                    now, arrival: str) -> tuple[list[tuple[str, str]], int]:
-    """One statement: move tasks, move their thoughts (PROCESSING ones arrive as
-    ``arrival``), write the transfer records."""
-    # The per-task thought counts are hashed in memory; the default 4MB spills to disk.
-    await conn.execute("SET LOCAL work_mem = '64MB'")
-    rows = await conn.fetch(
-        """
-        WITH plan AS (
-            SELECT * FROM unnest($1::text[], $2::text[]) AS p(task_id, target)
-        ), moved AS (
-            UPDATE tasks t SET agent_occurrence_id = p.target, updated_at = $4
-            FROM plan p WHERE t.task_id = p.task_id AND t.agent_occurrence_id = $3
-            RETURNING t.task_id, p.target
-        ), moved_thoughts AS (
-            UPDATE thoughts th SET agent_occurrence_id = m.target, updated_at = $4,
-                status = CASE WHEN th.status = $6 THEN $7 ELSE th.status END
-            FROM moved m WHERE th.source_task_id = m.task_id AND th.agent_occurrence_id = $3
-            RETURNING th.source_task_id
-        ), per_task AS (
-            SELECT source_task_id, COUNT(*) AS n FROM moved_thoughts GROUP BY source_task_id
-        ), recorded AS (
-            INSERT INTO task_transfers (task_id, from_occurrence_id, to_occurrence_id, reason,
-                                        thoughts_moved, transferred_at)
-            SELECT m.task_id, $3, m.target, $5, COALESCE(pt.n, 0), $4
-            FROM moved m LEFT JOIN per_task pt ON pt.source_task_id = m.task_id
-            RETURNING thoughts_moved
-        )
-        SELECT m.task_id, m.target, (SELECT COALESCE(SUM(thoughts_moved), 0) FROM recorded) AS th
-        FROM moved m
-        """,
-        [t for t, _ in plan], [g for _, g in plan], source, now, reason,
-        ThoughtStatus.PROCESSING.value, arrival,
-    )
-    thoughts = int(rows[0]["th"]) if rows else 0
-    return [(r["task_id"], r["target"]) for r in rows], thoughts
-
-
-async def _apply_sqlite(conn: Connection, plan: list[tuple[str, str]], source: str, reason: str,
-                        now, arrival: str) -> tuple[list[tuple[str, str]], int]:
-    """The same as :func:`_apply_pg`, statement by statement under ``BEGIN IMMEDIATE``."""
-    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS drain_plan "
-                       "(task_id TEXT PRIMARY KEY, target TEXT NOT NULL)")
-    await conn.execute("DELETE FROM drain_plan")
-    await conn.executemany("INSERT INTO drain_plan (task_id, target) VALUES ($1, $2)", plan)
-    # Keep only rows the source still owns (the guard), then move thoughts, tasks, records.
-    await conn.execute(
-        "DELETE FROM drain_plan WHERE task_id NOT IN "
-        "(SELECT task_id FROM tasks WHERE agent_occurrence_id = $1)", source)
-    counts = await conn.fetch(
-        "SELECT p.task_id, p.target, (SELECT COUNT(*) FROM thoughts th WHERE "
-        "th.source_task_id = p.task_id AND th.agent_occurrence_id = $1) AS n FROM drain_plan p",
-        source,
-    )
-    await conn.execute(
-        "UPDATE thoughts SET agent_occurrence_id = (SELECT target FROM drain_plan p "
-        "WHERE p.task_id = thoughts.source_task_id), updated_at = $2, "
-        "status = CASE WHEN status = $3 THEN $4 ELSE status END "
-        "WHERE agent_occurrence_id = $1 AND source_task_id IN (SELECT task_id FROM drain_plan)",
-        source, now, ThoughtStatus.PROCESSING.value, arrival,
-    )
-    await conn.execute(
-        "UPDATE tasks SET agent_occurrence_id = (SELECT target FROM drain_plan p "
-        "WHERE p.task_id = tasks.task_id), updated_at = $2 "
-        "WHERE agent_occurrence_id = $1 AND task_id IN (SELECT task_id FROM drain_plan)",
-        source, now,
-    )
-    await conn.executemany(
-        "INSERT INTO task_transfers (task_id, from_occurrence_id, to_occurrence_id, reason, "
-        "thoughts_moved, transferred_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        [(r["task_id"], source, r["target"], reason, int(r["n"]), now) for r in counts],
-    )
-    await conn.execute("DELETE FROM drain_plan")
-    return [(r["task_id"], r["target"]) for r in counts], sum(int(r["n"]) for r in counts)
-
-
-async def _record(conn: Connection, moved: list[tuple[str, str, int]], source: str, reason: str,
-                  now) -> None:
-    await conn.executemany(
-        "INSERT INTO task_transfers (task_id, from_occurrence_id, to_occurrence_id, reason, "
-        "thoughts_moved, transferred_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        [(task_id, source, target, reason, n, now) for task_id, target, n in moved],
-    )

@@ -112,7 +112,7 @@ async def test_draining_occurrence_refuses_work_releases_in_flight_and_owns_noth
             assert released >= 1, "in-flight thoughts were released at the drain timeout"
 
             result = await store.transfers.drain("drain-0", ["drain-1"],
-                                                 in_flight=InFlightPolicy.LEAVE)
+                                                 in_flight=InFlightPolicy.WAIT)
             assert result.complete and result.tasks_left_in_flight == 0
             assert await scoped.count_tasks(TaskStatus.PENDING) == 0
             assert await scoped.count_tasks(TaskStatus.ACTIVE) == 0

@@ -165,3 +165,19 @@ def test_disown_frees_ids_of_a_gone_agent(db_url: str) -> None:
     assert out["changed"] == 1
     listed = json.loads(ok(db_url, "occurrences", "-o", "json").stdout)["occurrences"]
     assert listed[0]["agent_id"] == ""
+
+
+@pytest.mark.parametrize("spelling", ["wait", "leave"])
+def test_drain_in_flight_wait_and_its_deprecated_synonym_leave(
+    tmp_path: Path, spelling: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    ok(url, "migrate")
+    ok(url, "occurrences", "register", "agent-0")
+    ok(url, "occurrences", "register", "agent-1")
+    ok(url, "tasks", "submit", "--occurrence", "agent-0", "--description", "x")
+    drained = json.loads(ok(url, "drain", "--from", "agent-0", "--to", "agent-1",
+                            "--in-flight", spelling, "-o", "json").stdout)
+    assert drained["tasks_moved"] == 1 and drained["tasks_left_in_flight"] == 0
+    help_text = " ".join(ok(url, "drain", "--help").stdout.split())
+    assert "leave: deprecated synonym of wait" in help_text

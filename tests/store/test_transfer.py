@@ -110,7 +110,7 @@ async def test_in_flight_policies(store: Store) -> None:
     [claimed] = await gone.claim_pending_thoughts(1)
     assert claimed.source_task_id == busy.task_id
 
-    left = await store.transfers.drain("agent-9", ["agent-0"], in_flight=InFlightPolicy.LEAVE)
+    left = await store.transfers.drain("agent-9", ["agent-0"], in_flight=InFlightPolicy.WAIT)
     assert left.tasks_moved == 1 and left.tasks_left_in_flight == 1 and not left.complete
     assert (await gone.get_task(busy.task_id)) is not None
     assert (await gone.get_thought(claimed.thought_id)).status == ThoughtStatus.PROCESSING
@@ -176,7 +176,7 @@ async def _drain_properties(db_url, departing, survivor_loads, equal, policy, ba
             assert owner == after_tasks[task_id], f"thought {th_id} did not follow its task"
         left = await scope.get_all_tasks()
         left_movable = {t.task_id for t in left if t.status in MOVABLE}
-        expected_left = busy_tasks if policy is InFlightPolicy.LEAVE else set()
+        expected_left = busy_tasks if policy is InFlightPolicy.WAIT else set()
         assert left_movable == expected_left
         assert result.tasks_left_in_flight == len(expected_left)
         moved = sum(1 for s, _ in departing if s in MOVABLE) - len(expected_left)
