@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         "agent) [AGENT_ID]")
     add("--database-url", help="postgresql://... or sqlite:///path; default: the embedded "
         "SQLite file shared by processes on this host [DATABASE_URL]")
-    add("--host", help="listen address (default 0.0.0.0) [AGENT_HOST]")
+    add("--host", help="listen address (default: 0.0.0.0 with --token-dir, else 127.0.0.1) "
+        "[AGENT_HOST]")
     add("--port", type=int, help="HTTP port, 0 picks a free one (default 8080) [AGENT_PORT]")
     add("--port-file", type=Path, help="write the bound port here [AGENT_PORT_FILE]")
     mig = p.add_mutually_exclusive_group()

@@ -77,7 +77,9 @@ class AgentConfig(BaseModel):
         "agent, and an occurrence id owned by another agent is refused at start.")
     database_url: str | None = Field(
         default=None, description="postgresql://... or sqlite:///path; None: embedded SQLite.")
-    host: str = "0.0.0.0"
+    host: str | None = Field(
+        default=None, description="Listen address. Default: 0.0.0.0 with a token_dir (in a "
+        "pod), else 127.0.0.1 — an API without tokens never listens beyond this host.")
     port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free port.")
     port_file: Path | None = Field(default=None, description="Write the bound port here.")
     migrate: bool | None = Field(
@@ -159,6 +161,12 @@ class AgentConfig(BaseModel):
                 f"the lease ({self.lease_seconds:g}s)"
             )
         return self
+
+    @property
+    def listen_host(self) -> str:
+        if self.host:
+            return self.host
+        return "0.0.0.0" if self.token_dir is not None else "127.0.0.1"
 
     @property
     def effective_heartbeat_interval(self) -> float:

@@ -308,7 +308,7 @@ class OccurrenceRuntime:
             loaded = tokens.load()
         except TokenProblem as exc:
             raise StartupError(str(exc)) from None
-        problem = unauthenticated_bind_problem(config.host, loaded)
+        problem = unauthenticated_bind_problem(config.listen_host, loaded)
         if problem is not None:
             raise StartupError(problem)
         return Guard(tokens, SubmitLimiter(config.submit_rate, config.submit_burst),
@@ -323,12 +323,12 @@ class OccurrenceRuntime:
                                      handle_signals=False, shutdown_timeout=2.0,
                                      keepalive_timeout=KEEPALIVE_SECONDS)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        site = web.TCPSite(self._runner, self.config.listen_host, self.config.port)
         try:
             await site.start()
         except OSError as exc:
             raise StartupError(
-                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}"
+                f"cannot listen on {self.config.listen_host}:{self.config.port}: {exc.strerror}"
             ) from None
         addresses = self._runner.addresses
         self.port = int(addresses[0][1]) if addresses else self.config.port

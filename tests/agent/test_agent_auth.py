@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from occurrence_agent import OccurrenceRuntime, StartupError
+from occurrence_agent import AgentConfig, OccurrenceRuntime, StartupError
 from occurrence_agent.auth import OPEN_PATHS
 from occurrence_store import Store
 from tests.agent.agentproc import migrate
@@ -136,6 +136,9 @@ async def test_no_token_beyond_loopback_refuses_to_start_before_touching_anythin
     runtime = OccurrenceRuntime(config("open-0", migrated, host="0.0.0.0"))
     with pytest.raises(StartupError, match=r"no API token configured and listening on 0\.0\.0\.0"):
         await runtime.start()
+    default = AgentConfig(occurrence_id="open-2")
+    assert default.host is None and default.listen_host == "127.0.0.1"  # no token: loopback
+    assert AgentConfig(occurrence_id="open-3", token_dir=tmp_path).listen_host == "0.0.0.0"
     empty = tmp_path / "empty"
     empty.mkdir()
     runtime = OccurrenceRuntime(config("open-1", migrated, token_dir=str(empty)))
