@@ -215,6 +215,8 @@ spec:
     - {name: RATE, value: "$2"}
     - {name: RUN_ID, value: "$1"}
     - {name: TASK_CONTEXT, value: '{"work_ms": 1000, "thoughts": 2}'}
+    - name: AGENT_TOKEN  # a client gets the work token from the AgentDeployment's Secret
+      valueFrom: {secretKeyRef: {name: "$AGD-agent-token", key: work}}
     securityContext:
       allowPrivilegeEscalation: false
       readOnlyRootFilesystem: true

@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description="Run one occurrence of the agent: register, join the shared "
         "wakeup, process this occurrence's own tasks, serve the HTTP API.",
-        epilog="Every option also reads an environment variable (shown in brackets).")
+        epilog="Every option also reads an environment variable (shown in brackets).",
+        allow_abbrev=False)  # the operator refuses its own flags in spec.args by exact name
     add = p.add_argument
     add("--occurrence-id", help="stable identity of this occurrence [AGENT_OCCURRENCE_ID]")
     add("--ordinal", type=int, help="StatefulSet ordinal [AGENT_OCCURRENCE_ORDINAL]")
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         "agent) [AGENT_ID]")
     add("--database-url", help="postgresql://... or sqlite:///path; default: the embedded "
         "SQLite file shared by processes on this host [DATABASE_URL]")
-    add("--host", help="listen address (default 0.0.0.0) [AGENT_HOST]")
+    add("--host", help="listen address (default: 0.0.0.0 with --token-dir, else 127.0.0.1) "
+        "[AGENT_HOST]")
     add("--port", type=int, help="HTTP port, 0 picks a free one (default 8080) [AGENT_PORT]")
     add("--port-file", type=Path, help="write the bound port here [AGENT_PORT_FILE]")
     mig = p.add_mutually_exclusive_group()
@@ -71,6 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="append thought events (JSON lines) to this file [AGENT_JOURNAL]")
     add("--log-level", help="DEBUG, INFO (default), WARNING, ERROR [AGENT_LOG_LEVEL]")
     add("--access-log", action="store_const", const=True, help="log every HTTP request")
+    add("--token-dir", type=Path,
+        help="directory of the API's bearer tokens, files 'work' and 'admin'; required "
+        "unless --host is a loopback address [AGENT_TOKEN_DIR]")
+    add("--submit-rate", type=float,
+        help="tasks one credential may submit per second, 0: no limit (default 200) "
+        "[AGENT_SUBMIT_RATE]")
+    add("--request-timeout", type=float,
+        help="longest an HTTP request may take, body included (default 30) "
+        "[AGENT_REQUEST_TIMEOUT]")
+    add("--submit-burst", type=int,
+        help="submissions one credential may make at once (default 400) [AGENT_SUBMIT_BURST]")
     return p
 
 

@@ -55,6 +55,10 @@ ENV_NAMES: dict[str, str] = {
     "journal_path": "AGENT_JOURNAL",
     "log_level": "AGENT_LOG_LEVEL",
     "access_log": "AGENT_ACCESS_LOG",
+    "token_dir": "AGENT_TOKEN_DIR",
+    "submit_rate": "AGENT_SUBMIT_RATE",
+    "submit_burst": "AGENT_SUBMIT_BURST",
+    "request_timeout": "AGENT_REQUEST_TIMEOUT",
 }
 
 
@@ -73,7 +77,9 @@ class AgentConfig(BaseModel):
         "agent, and an occurrence id owned by another agent is refused at start.")
     database_url: str | None = Field(
         default=None, description="postgresql://... or sqlite:///path; None: embedded SQLite.")
-    host: str = "0.0.0.0"
+    host: str | None = Field(
+        default=None, description="Listen address. Default: 0.0.0.0 with a token_dir (in a "
+        "pod), else 127.0.0.1 — an API without tokens never listens beyond this host.")
     port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free port.")
     port_file: Path | None = Field(default=None, description="Write the bound port here.")
     migrate: bool | None = Field(
@@ -98,6 +104,18 @@ class AgentConfig(BaseModel):
     journal_path: Path | None = None
     log_level: str = "INFO"
     access_log: bool = False
+    token_dir: Path | None = Field(
+        default=None, description="Directory of the API's bearer tokens: files 'work' "
+        "(read and submit tasks) and 'admin' (also POST /shutdown). Without it the runtime "
+        "only listens on a loopback address.")
+    submit_rate: float = Field(
+        default=200.0, ge=0, le=1_000_000,
+        description="Tasks one credential may submit per second (0: no limit).")
+    submit_burst: int = Field(default=400, ge=1, le=1_000_000,
+                              description="Submissions one credential may make at once.")
+    request_timeout: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="Longest an HTTP request may take, reading its body included (503 after).")
 
     @field_validator("occurrence_id")
     @classmethod
@@ -143,6 +161,12 @@ class AgentConfig(BaseModel):
                 f"the lease ({self.lease_seconds:g}s)"
             )
         return self
+
+    @property
+    def listen_host(self) -> str:
+        if self.host:
+            return self.host
+        return "0.0.0.0" if self.token_dir is not None else "127.0.0.1"
 
     @property
     def effective_heartbeat_interval(self) -> float:

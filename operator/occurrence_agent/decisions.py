@@ -199,9 +199,11 @@ class ShutdownCoordinator:
             self._day, self._generation = day, 1
         return now
 
-    async def request(self, reason: str, *, wait: float) -> ShutdownDecision | None:
+    async def request(self, reason: str, *, wait: float, caller: str = "runtime"
+                      ) -> ShutdownDecision | None:
         """Ask for an agent-wide shutdown; return the decision (``None``: still undecided
-        after ``wait`` seconds, another occurrence is deciding)."""
+        after ``wait`` seconds, another occurrence is deciding). ``caller`` is who asked
+        (the API credential's scope), recorded in the decision's context."""
         today = await self._roll_day()
         generation = self._generation
         while True:
@@ -214,7 +216,8 @@ class ShutdownCoordinator:
             task, won = await self.shared.try_claim_shared_task(
                 kind, self.occurrence_id, lease_seconds=self.lease_seconds,
                 description=f"Shutdown decision for all occurrences: {reason}"[:500],
-                context={"reason": reason, "requested_by": self.occurrence_id},
+                context={"reason": reason, "requested_by": self.occurrence_id,
+                         "caller": caller},
             )
             if task.status in _FINISHED:  # finished between our read and claim
                 generation += 1

@@ -6,22 +6,30 @@ database that cannot be reached is a 503; a 500 means a bug and is logged as one
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from occurrence_agent.auth import TokenFiles, authorize, required_scope
 from occurrence_agent.metrics import CONTENT_TYPE
 from occurrence_agent.openapi import openapi_document
+from occurrence_agent.ratelimit import SubmitLimiter
 from occurrence_agent.schemas import (
     MAX_BODY_BYTES,
+    MAX_PAGE,
+    MAX_SHUTDOWN_WAIT_SECONDS,
     BadRequest,
     ShutdownRequest,
     TaskCreate,
     check_id,
+    cursor_of,
     idempotency_key,
+    parse_cursor,
     parse_int,
     parse_json_object,
     parse_status,
@@ -48,11 +56,29 @@ class RuntimeView(Protocol):
     def status(self) -> dict[str, Any]: ...
     async def submit(self, body: TaskCreate, idempotency_key: str | None = None
                      ) -> tuple[Task, bool]: ...
-    async def request_shutdown(self, body: ShutdownRequest) -> tuple[int, dict[str, Any]]: ...
+    async def request_shutdown(self, body: ShutdownRequest, requested_by: str
+                               ) -> tuple[int, dict[str, Any]]: ...
     async def render_metrics(self) -> str: ...
 
 
 RUNTIME: web.AppKey[RuntimeView] = web.AppKey("runtime", RuntimeView)
+
+
+@dataclass
+class Guard:
+    """The API's door: tokens checked on every request, submissions limited per caller."""
+
+    tokens: TokenFiles
+    limiter: SubmitLimiter
+    request_seconds: float = 30.0
+    """Longest a request may take, body included (a slow client, a stuck database call)."""
+    on_refusal: Callable[[str], None] = lambda reason: None
+    """Counts a refusal by reason: unauthenticated, forbidden, rate_limited."""
+
+
+GUARD: web.AppKey[Guard] = web.AppKey("guard", Guard)
+PRINCIPAL: web.RequestKey[str] = web.RequestKey("principal", str)
+"""Request key: which credential made the request (``work``, ``admin``, ``anonymous``)."""
 
 
 
@@ -97,6 +123,46 @@ async def error_middleware(
         return json_error(request, 500, "internal error")
 
 
+KEEPALIVE_SECONDS = 15.0
+"""How long an idle keep-alive connection stays open."""
+
+
+@web.middleware
+async def deadline_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    # a shutdown request may wait for the decision: its own bound comes on top
+    limit = request.app[GUARD].request_seconds + (
+        MAX_SHUTDOWN_WAIT_SECONDS if request.path == "/shutdown" else 0)
+    try:
+        async with asyncio.timeout(limit):
+            return await handler(request)
+    except TimeoutError:
+        log.warning("request took over %gs: %s %s", limit, request.method,
+                    request.path, extra={"event": "api.deadline", "path": request.path})
+        return json_error(request, 503, f"request took over {limit:g}s",
+                          headers={"Retry-After": "5"})
+
+
+@web.middleware
+async def auth_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    guard = request.app[GUARD]
+    verdict = authorize(guard.tokens.current(), request.headers.get("Authorization"),
+                        required_scope(request.method, request.path))
+    if verdict.status:
+        reason = "unauthenticated" if verdict.status == 401 else "forbidden"
+        guard.on_refusal(reason)
+        log.info("request refused (%s): %s %s", reason, request.method, request.path,
+                 extra={"event": "api.refused", "status": verdict.status, "path": request.path})
+        headers = ({"WWW-Authenticate": 'Bearer realm="occurrence-agent"'}
+                   if verdict.status == 401 else None)
+        return json_error(request, verdict.status, verdict.message, headers=headers)
+    request[PRINCIPAL] = verdict.principal
+    return await handler(request)
+
+
 def _validate(model: type[TaskCreate] | type[ShutdownRequest], data: dict[str, Any]) -> Any:
     try:
         return model.model_validate(data)
@@ -114,6 +180,12 @@ async def submit_task(request: web.Request) -> web.Response:
     refusal = runtime.refusal()
     if refusal is not None:
         return json_error(request, 503, refusal, headers={"Retry-After": "5"})
+    guard = request.app[GUARD]
+    wait = guard.limiter.admit(request[PRINCIPAL])
+    if wait:
+        guard.on_refusal("rate_limited")
+        return json_error(request, 429, "too many submissions from this credential",
+                          headers={"Retry-After": SubmitLimiter.retry_after_header(wait)})
     body = _validate(TaskCreate, await _body(request))
     key = idempotency_key(request.headers.get("Idempotency-Key"), body)
     task, created = await runtime.submit(body, key)
@@ -129,15 +201,17 @@ async def submit_task(request: web.Request) -> web.Response:
 async def list_tasks(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     status = parse_status(request.query.get("status"))
-    limit = parse_int(request.query.get("limit"), "limit", 100, 1, 1000)
+    limit = parse_int(request.query.get("limit"), "limit", 100, 1, MAX_PAGE)
     offset = parse_int(request.query.get("offset"), "offset", 0, 0, 10**9)
-    if status is None:
-        tasks = await runtime.scoped.get_all_tasks()
-    else:
-        tasks = await runtime.scoped.get_tasks_by_status(TaskStatus(status))
-    page = tasks[offset: offset + limit]
-    return web.json_response({"occurrence_id": runtime.occurrence_id, "total": len(tasks),
-                              "tasks": [task_json(t) for t in page]})
+    after = parse_cursor(request.query.get("after"))
+    wanted = TaskStatus(status) if status is not None else None
+    page = await runtime.scoped.list_tasks(status=wanted, limit=limit, after=after,
+                                           offset=offset)
+    # counting costs a scan of the occurrence's history: once, on the first page only
+    total = await runtime.scoped.count_tasks(wanted) if after is None else None
+    following = cursor_of(page[-1]) if len(page) == limit else None
+    return web.json_response({"occurrence_id": runtime.occurrence_id, "total": total,
+                              "tasks": [task_json(t) for t in page], "next": following})
 
 
 async def _own_task(request: web.Request) -> Task:
@@ -161,7 +235,8 @@ async def get_thoughts(request: web.Request) -> web.Response:
 
 async def shutdown(request: web.Request) -> web.Response:
     body = _validate(ShutdownRequest, await _body(request))
-    status, payload = await request.app[RUNTIME].request_shutdown(body)
+    status, payload = await request.app[RUNTIME].request_shutdown(
+        body, requested_by=request[PRINCIPAL])
     return web.json_response(payload, status=status)
 
 
@@ -190,9 +265,11 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document(request.app[RUNTIME].occurrence_id))
 
 
-def create_app(runtime: RuntimeView) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+def create_app(runtime: RuntimeView, guard: Guard) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, deadline_middleware, auth_middleware],
+                          client_max_size=MAX_BODY_BYTES)
     app[RUNTIME] = runtime
+    app[GUARD] = guard
     app.router.add_post("/tasks", submit_task)
     app.router.add_get("/tasks", list_tasks)
     app.router.add_get("/tasks/{task_id}", get_task)

@@ -42,7 +42,7 @@ FAMILIES: dict[str, _Family] = {
         "pending).", ("result",)),
     "occurrence_worker_errors_total": _Family(
         Counter, "Errors of the work loop by stage (load, handler, finish, after, recover, "
-        "step, sweep, heartbeat, listener, shared_lease, metrics): each one is also a log "
+        "step, sweep, heartbeat, listener, shared_lease, metrics, tokens): each one is also a log "
         "line.", ("stage",)),
     "occurrence_worker_healthy": _Family(
         Gauge, "0 after consecutive database failures of the work loop (also unready)."),
@@ -51,6 +51,9 @@ FAMILIES: dict[str, _Family] = {
     "occurrence_claim_conflicts_total": _Family(
         Counter, "Claims lost to another writer: shared tasks claimed by another occurrence, "
         "thoughts that moved away before completion.", ("kind",)),
+    "occurrence_api_refusals_total": _Family(
+        Counter, "API requests refused by reason: unauthenticated (401), forbidden (403: the "
+        "work token on an admin route), rate_limited (429).", ("reason",)),
     "occurrence_tasks_submitted_total": _Family(
         Counter, "Tasks accepted through the HTTP API."),
     "occurrence_tasks_deduplicated_total": _Family(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from occurrence_agent.schemas import MAX_ID_LENGTH, ShutdownRequest, TaskCreate
+from occurrence_agent.auth import Scope, required_scope
+from occurrence_agent.schemas import MAX_CURSOR_LENGTH, MAX_ID_LENGTH, ShutdownRequest, TaskCreate
 from occurrence_store.models import TaskStatus
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -19,8 +20,29 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "Malformed request", 404: "Not found (or another occurrence's)",
             413: "Body too large",
             422: "Invalid body, or an idempotency key reused for a different request",
+            401: "No bearer token, or not one of this agent's",
+            403: "The work token on an admin route: the admin token is required",
+            429: "Too many submissions from this credential (see Retry-After)",
             503: "Draining or shutting down"}
     return {str(code): _json(_ERROR, text[code]) for code in codes}
+
+
+def _secured(paths: dict[str, Any]) -> dict[str, Any]:
+    """Mark every route that needs a token, with the refusals it may answer."""
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            needed = required_scope(method, path)
+            if needed is None:
+                continue
+            operation["security"] = [{"bearer": []}]
+            codes: tuple[int, ...] = (401, 403) if needed is Scope.ADMIN else (401,)
+            if (method, path) == ("post", "/tasks"):
+                codes += (429,)
+            operation["responses"].update(_errors(*codes))
+            operation["description"] = (f"Needs the {needed.value} token"
+                                        + (" (or the admin token)." if needed is Scope.WORK
+                                           else "."))
+    return paths
 
 
 def openapi_document(occurrence_id: str) -> dict[str, Any]:
@@ -30,7 +52,7 @@ def openapi_document(occurrence_id: str) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Occurrence agent runtime", "version": "1",
                  "description": f"API of occurrence {occurrence_id}: its own tasks only."},
-        "paths": {
+        "paths": _secured({
             "/tasks": {
                 "post": {
                     "summary": "Submit a task to this occurrence",
@@ -58,8 +80,14 @@ def openapi_document(occurrence_id: str) -> dict[str, Any]:
                          "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
                         {"name": "offset", "in": "query", "required": False,
                          "schema": {"type": "integer", "minimum": 0}},
+                        {"name": "after", "in": "query", "required": False,
+                         "description": "The previous page's `next`: pages in creation "
+                         "order, each read from where the last ended.",
+                         "schema": {"type": "string", "maxLength": MAX_CURSOR_LENGTH}},
                     ],
-                    "responses": {"200": _json(_OBJ, "Tasks"), **_errors(400)},
+                    "responses": {"200": _json(_OBJ, "A page: tasks, next (the cursor of the "
+                                               "following page, or null), total (first page "
+                                               "only)"), **_errors(400)},
                 },
             },
             "/tasks/{task_id}": {"get": {
@@ -90,8 +118,13 @@ def openapi_document(occurrence_id: str) -> dict[str, Any]:
                 "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
             "/openapi.json": {"get": {"summary": "This document",
                                       "responses": {"200": _json(_OBJ, "OpenAPI")}}},
-        },
-        "components": {"schemas": {
+        }),
+        "components": {
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "The 'work' or 'admin' key of the AgentDeployment's Secret "
+                "<name>-agent-token (AGENT_TOKEN_DIR in the pod)."}},
+            "schemas": {
             "TaskCreate": TaskCreate.model_json_schema(),
             "ShutdownRequest": ShutdownRequest.model_json_schema(),
             "Task": {"type": "object", "required": ["task_id", "status", "agent_occurrence_id"],
@@ -107,5 +140,5 @@ def openapi_document(occurrence_id: str) -> dict[str, Any]:
             "Error": {"type": "object", "required": ["error"],
                       "properties": {"error": {"type": "string"}, "status": {"type": "integer"},
                                      "occurrence_id": {"type": "string"}, "detail": {}}},
-        }},
+            }},
     }

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from occurrence_agent.auth import TokenFiles, TokenProblem, unauthenticated_bind_problem
 from occurrence_agent.config import AgentConfig
 from occurrence_agent.decisions import (
     ShutdownCoordinator,
@@ -27,10 +28,11 @@ from occurrence_agent.decisions import (
     wake_up,
 )
 from occurrence_agent.handlers import DefaultHandler, Handler
-from occurrence_agent.http_api import create_app
+from occurrence_agent.http_api import KEEPALIVE_SECONDS, Guard, create_app
 from occurrence_agent.journal import Journal
 from occurrence_agent.lifecycle import Presence
 from occurrence_agent.metrics import AgentMetrics
+from occurrence_agent.ratelimit import SubmitLimiter
 from occurrence_agent.retry import RetryPolicy
 from occurrence_agent.schemas import ShutdownRequest, TaskCreate
 from occurrence_agent.worker import Worker
@@ -149,10 +151,15 @@ class OccurrenceRuntime:
             self.metrics.inc("occurrence_tasks_deduplicated_total")
         return task, created
 
-    async def request_shutdown(self, body: ShutdownRequest) -> tuple[int, dict[str, Any]]:
+    async def request_shutdown(self, body: ShutdownRequest, requested_by: str
+                               ) -> tuple[int, dict[str, Any]]:
         if self.shutdown is None:
             return 503, {"error": "not started", "status": 503}
-        decision = await self.shutdown.request(body.reason, wait=body.wait_seconds)
+        log.warning("shutdown of every occurrence requested through the API (%s credential): "
+                    "%s", requested_by, body.reason,
+                    extra={"event": "api.shutdown_requested", "caller": requested_by})
+        decision = await self.shutdown.request(body.reason, wait=body.wait_seconds,
+                                               caller=requested_by)
         if decision is None:
             return 202, {"decided": False, "reason": "another occurrence is still deciding"}
         self._obey(decision)
@@ -205,6 +212,7 @@ class OccurrenceRuntime:
 
     async def _start(self) -> None:
         config = self.config
+        guard = self._guard()  # before anything: an open door beyond loopback never starts
         log.info("starting: database %s, pid %d", config.redacted_database_url, os.getpid(),
                  extra={"event": "runtime.starting", "ordinal": config.ordinal})
         try:
@@ -241,7 +249,7 @@ class OccurrenceRuntime:
                                             started_at=occurrence.registered_at,
                                             lease_seconds=config.shared_lease_seconds,
                                             metrics=self.metrics, agent_id=config.agent_id)
-        await self._serve()
+        await self._serve(guard)
         self._tasks["heartbeat"] = asyncio.create_task(self.presence.run(self._on_state))
         self._tasks["fence-listener"] = asyncio.create_task(self._fence_listener().run())
         try:
@@ -286,18 +294,41 @@ class OccurrenceRuntime:
             self.worker.pause()  # registered while draining: stay fenced
         await self.worker.run()
 
-    async def _serve(self) -> None:
-        app = create_app(self)
+    def _guard(self) -> Guard:
+        """The API's tokens and submission limit; refuses an open door beyond loopback."""
+        config = self.config
+
+        def token_files_broken(problem: TokenProblem) -> None:
+            self._count_error("tokens")
+            log.warning("token files changed but cannot be used, keeping the previous "
+                        "tokens: %s", problem, extra={"event": "api.tokens_unreadable"})
+
+        tokens = TokenFiles(config.token_dir, on_error=token_files_broken)
+        try:
+            loaded = tokens.load()
+        except TokenProblem as exc:
+            raise StartupError(str(exc)) from None
+        problem = unauthenticated_bind_problem(config.listen_host, loaded)
+        if problem is not None:
+            raise StartupError(problem)
+        return Guard(tokens, SubmitLimiter(config.submit_rate, config.submit_burst),
+                     request_seconds=config.request_timeout,
+                     on_refusal=lambda reason: self.metrics.inc(
+                         "occurrence_api_refusals_total", reason=reason))
+
+    async def _serve(self, guard: Guard) -> None:
+        app = create_app(self, guard)
         self._runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access")
                                      if self.config.access_log else None,
-                                     handle_signals=False, shutdown_timeout=2.0)
+                                     handle_signals=False, shutdown_timeout=2.0,
+                                     keepalive_timeout=KEEPALIVE_SECONDS)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        site = web.TCPSite(self._runner, self.config.listen_host, self.config.port)
         try:
             await site.start()
         except OSError as exc:
             raise StartupError(
-                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}"
+                f"cannot listen on {self.config.listen_host}:{self.config.port}: {exc.strerror}"
             ) from None
         addresses = self._runner.addresses
         self.port = int(addresses[0][1]) if addresses else self.config.port

@@ -6,8 +6,11 @@ surrogates (PostgreSQL text and UTF-8 reject them), non-finite numbers, absurd n
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from occurrence_store.models import Task, TaskStatus, Thought
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_SHUTDOWN_WAIT_SECONDS = 300
+MAX_PAGE = 1000
+"""Most tasks one GET /tasks returns: a page is read in SQL, never the whole history."""
+MAX_CURSOR_LENGTH = 1024
 MAX_DEPTH = 32
 MAX_ID_LENGTH = 255
 
@@ -53,7 +60,8 @@ class ShutdownRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     reason: str = Field(default="requested through the API", max_length=500)
-    wait_seconds: float = Field(default=10.0, ge=0, le=300, allow_inf_nan=False)
+    wait_seconds: float = Field(default=10.0, ge=0, le=MAX_SHUTDOWN_WAIT_SECONDS,
+                                allow_inf_nan=False)
 
 
 def _reject_constant(name: str) -> Any:
@@ -165,3 +173,26 @@ def task_json(task: Task) -> dict[str, Any]:
 
 def thought_json(thought: Thought) -> dict[str, Any]:
     return thought.model_dump(mode="json")
+
+
+def cursor_of(task: Task) -> str:
+    """The opaque ``next`` of a page: where the page after ``task`` starts."""
+    raw = json.dumps([task.created_at.isoformat(), task.task_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def parse_cursor(value: str | None) -> tuple[datetime, str] | None:
+    """The ``after`` query parameter back into ``(created_at, task_id)``; 400 if garbled."""
+    if value is None or value == "":
+        return None
+    try:
+        if len(value) > MAX_CURSOR_LENGTH:
+            raise ValueError("too long")
+        created, task_id = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        moment = datetime.fromisoformat(created)
+        if not isinstance(task_id, str) or moment.tzinfo is None:
+            raise ValueError("not a cursor")
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise BadRequest("after: not a cursor this API returned (use the page's \"next\")",
+                         400) from None
+    return moment, task_id

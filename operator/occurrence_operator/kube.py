@@ -50,6 +50,7 @@ _KINDS: dict[tuple[str, str], tuple[str, str]] = {
     ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
     ("v1", "Pod"): ("/api/v1", "pods"),
     ("v1", "Secret"): ("/api/v1", "secrets"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
     ("v1", "Event"): ("/api/v1", "events"),
     (wellknown.API_VERSION, wellknown.KIND): (f"/apis/{wellknown.API_VERSION}", wellknown.PLURAL),
 }

@@ -51,6 +51,15 @@ def pdb_name(name: str) -> str:
     return name
 
 
+def network_policy_name(name: str) -> str:
+    return name
+
+
+def token_secret_name(name: str) -> str:
+    """The Secret holding the agent API's bearer tokens (keys ``work`` and ``admin``)."""
+    return f"{name}-agent-token"
+
+
 def occurrence_id(name: str, ordinal: int) -> str:
     """Occurrence id of ordinal `k`: the pod name `<name>-<k>`, stable across restarts."""
     if ordinal < 0:

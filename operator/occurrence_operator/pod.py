@@ -17,6 +17,7 @@ from .spec import AgentDeploymentSpec
 CONTAINER_NAME = "agent"
 PORT_NAME = "http"
 TMP_VOLUME = "tmp"
+TOKEN_VOLUME = "agent-token"
 LIVENESS_PATH = "/healthz"
 READINESS_PATH = "/readyz"
 
@@ -56,6 +57,7 @@ def operator_env(spec: AgentDeploymentSpec, agent_id: str) -> list[dict[str, Any
         {"name": wellknown.ENV_PORT, "value": str(spec.port)},
         {"name": wellknown.ENV_AGENT_ID, "value": agent_id},
         {"name": wellknown.ENV_IN_FLIGHT_RECOVERY, "value": spec.recovery.in_flight},
+        {"name": wellknown.ENV_TOKEN_DIR, "value": wellknown.TOKEN_MOUNT_PATH},
     ]
 
 
@@ -105,6 +107,18 @@ def tmp_volume() -> dict[str, Any]:
     return {"name": TMP_VOLUME, "emptyDir": {}}
 
 
+def token_volume(name: str) -> dict[str, Any]:
+    """The API tokens Secret as files. Not a subPath mount: the kubelet then updates the
+    files when the Secret is replaced (rotation), and the agent re-reads them. Mode 0444:
+    the container runs one non-root user and no fsGroup is imposed on the user's volumes."""
+    return {"name": TOKEN_VOLUME,
+            "secret": {"secretName": naming.token_secret_name(name), "defaultMode": 0o444}}
+
+
+def token_volume_mount() -> dict[str, Any]:
+    return {"name": TOKEN_VOLUME, "mountPath": wellknown.TOKEN_MOUNT_PATH, "readOnly": True}
+
+
 def agent_container(spec: AgentDeploymentSpec, agent_id: str) -> dict[str, Any]:
     probes = spec.probes
     container: dict[str, Any] = {
@@ -125,16 +139,19 @@ def agent_container(spec: AgentDeploymentSpec, agent_id: str) -> dict[str, Any]:
         default_liveness_probe(), probes.liveness if probes else None
     )
     container["readinessProbe"] = merge_probe(
-        default_readiness_probe(), probes.readiness if probes else None
+        default_readiness_probe(),
+        probes.readiness.to_wire() if probes and probes.readiness else None
     )
     container["securityContext"] = container_security_context(spec.container_security_context)
-    container["volumeMounts"] = [tmp_volume_mount()]
+    container["volumeMounts"] = [tmp_volume_mount(), token_volume_mount()]
     return container
 
 
 def scheduling(spec: AgentDeploymentSpec) -> dict[str, Any]:
     """Pod-spec fields shared by agent pods and the migrations Job's pod."""
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {
+        "automountServiceAccountToken": spec.automount_service_account_token,
+    }
     if spec.service_account_name:
         fields["serviceAccountName"] = spec.service_account_name
     if spec.image_pull_secrets:
@@ -158,6 +175,6 @@ def agent_pod_template(spec: AgentDeploymentSpec, name: str, agent_id: str) -> d
             "securityContext": pod_security_context(spec.pod_security_context),
             **scheduling(spec),
             "containers": [agent_container(spec, agent_id)],
-            "volumes": [tmp_volume()],
+            "volumes": [tmp_volume(), token_volume(name)],
         },
     }

@@ -52,10 +52,17 @@ RULES: list[dict[str, Any]] = [
         "resources": ["poddisruptionbudgets"],
         "verbs": ["get", "create", "patch"],
     },
+    # The agent pods' NetworkPolicy (network_policy.py); deleted when the spec turns it off.
+    {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": ["get", "create", "patch", "delete"],
+    },
     # The drain waits for departing pods to be gone.
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-    # The database URL (spec.database.secretRef), read by name only.
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    # The database URL (spec.database.secretRef), read by name only; the agent API's token
+    # Secret (<name>-agent-token), created once (never patched, never listed).
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]},
     # Milestone and warning events (events.py).
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     # Kopf: discovers the CRD, and with --namespace globs / --all-namespaces lists namespaces.

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,12 +36,14 @@ from occurrence_store.errors import StoreError
 from occurrence_store.unreachable import DATABASE_ERRORS, is_unreachable
 
 from . import drain, gate, naming
+from .adoption import NAME_CONFLICT, NameConflict, check_owned
 from .agd_object import AgentDeploymentObject
 from .conditions import DEGRADED, READY
 from .drain import KubeDrainPort, StatefulSetSize, read_rebalance, read_scale_down
 from .kube import ApiError, Kube, needs_apply, object_path, rejected_as_invalid
 from .metrics import OperatorMetrics
 from .migrations import track_migrations
+from .owned import apply_owned_objects
 from .owner import Owner
 from .ownership import claim_occurrence_ids
 from .render import render
@@ -128,6 +129,12 @@ class ReconcilePass:
             return RETRY_SECONDS
         try:
             inputs = await self._converge(spec, url)
+        except NameConflict as e:
+            log.warning("%s/%s: %s", self.namespace, self.name, e)
+            self.conditions.set(DEGRADED, "True", NAME_CONFLICT, str(e))
+            self.conditions.set(READY, "False", NAME_CONFLICT, "a name it needs is taken")
+            await self._write(problem_status(self.conditions, before=self.before))
+            return RETRY_SECONDS
         except ApiError as e:
             if not rejected_as_invalid(e):
                 raise
@@ -148,14 +155,15 @@ class ReconcilePass:
         """Steps 3 to 7; what the status is derived from."""
         owner = Owner.from_body(self.agd.body)
         rendered = render(spec, owner, 0)
-        for manifest in (rendered.service, rendered.pdb):
-            await self._apply_if_changed(manifest)
+        for event in await apply_owned_objects(self.kube, owner, rendered):
+            self.agd.event(*event)
         migration, requeue = await track_migrations(self.agd, rendered, self.conditions.now)
         self.want_requeue(requeue)
         sts_path = object_path("apps/v1", "StatefulSet", self.namespace, self.name)
         migrated = migration.state in ("Succeeded", "Disabled")
         port = KubeDrainPort(self.agd, spec, owner, await self.kube.get(sts_path),
                              self.context.metrics)
+        check_owned(port.sts, owner.uid)  # never scale, drain or patch somebody else's
         record = read_scale_down(self.agd.status.get("scaleDown"))
         problem: Problem | None = None
         bypassed = False
@@ -267,15 +275,6 @@ class ReconcilePass:
         for type_, reason, message in document.events:
             self.agd.event(type_, reason, message)
         await self.agd.write_status(document.to_wire())
-
-    async def _apply_if_changed(self, manifest: Mapping[str, Any]) -> None:
-        meta = manifest["metadata"]
-        path = object_path(
-            manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
-        )
-        if needs_apply(manifest, await self.kube.get(path)):
-            if await self.kube.apply(manifest) is not None:
-                log.info("%s/%s: applied %s", self.namespace, self.name, manifest["kind"])
 
     async def _occurrences(self, url: str) -> list[Occurrence] | None:
         try:

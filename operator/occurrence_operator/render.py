@@ -7,6 +7,7 @@ from typing import Any
 
 from . import naming
 from .job import build_migration_job, migration_hash
+from .network_policy import build_network_policy
 from .owner import Owner
 from .pdb import build_pdb
 from .service import build_service
@@ -24,10 +25,12 @@ class Rendered:
     migration_job: dict[str, Any] | None
     migration_hash: str | None
     selector: str
+    network_policy: dict[str, Any] | None = None
 
     def objects(self) -> list[dict[str, Any]]:
         """Manifests in apply order: the Job first (rollouts wait for it), then the rest."""
-        ordered = [self.migration_job, self.service, self.pdb, self.statefulset]
+        ordered = [self.migration_job, self.service, self.pdb, self.network_policy,
+                   self.statefulset]
         return [obj for obj in ordered if obj is not None]
 
 
@@ -41,4 +44,5 @@ def render(spec: AgentDeploymentSpec, owner: Owner, replicas: int) -> Rendered:
         migration_job=build_migration_job(spec, owner),
         migration_hash=migration_hash(spec) if spec.migrations.enabled else None,
         selector=naming.selector_string(owner.name),
+        network_policy=build_network_policy(spec, owner),
     )

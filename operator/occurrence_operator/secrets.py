@@ -6,9 +6,14 @@ import base64
 import binascii
 
 from occurrence_store.errors import InvalidDatabaseURL
+from occurrence_store.redact import redact_url
 from occurrence_store.urls import parse_database_url
 
-from .kube import Kube, object_path
+from . import naming
+from .adoption import check_owned
+from .agent_token import build_token_secret, new_tokens
+from .kube import Kube, collection_path, object_path
+from .owner import Owner
 from .pod_dns import qualify_service_hosts
 from .spec import SecretKeyRef
 
@@ -57,8 +62,23 @@ async def database_url(kube: Kube, namespace: str, ref: SecretKeyRef) -> str:
     return qualify_service_hosts(url, namespace)
 
 
+async def ensure_token_secret(kube: Kube, owner: Owner) -> bool:
+    """Create the agent API's token Secret if it is missing; ``True`` if created now.
+
+    Never patched: a user rotates the tokens by deleting the Secret. One with the name that
+    this AgentDeployment does not own is a :class:`NameConflict` (never adopted, never read).
+    """
+    name = naming.token_secret_name(owner.name)
+    path = object_path("v1", "Secret", owner.namespace, name)
+    live = await kube.get(path)
+    check_owned(live, owner.uid)
+    if live is not None:
+        return False
+    await kube.create(collection_path("v1", "Secret", owner.namespace),
+                      build_token_secret(owner, new_tokens()))
+    return True
+
+
 def redact(url: str) -> str:
-    try:
-        return parse_database_url(url).redacted
-    except InvalidDatabaseURL:
-        return "<invalid database URL>"
+    """The URL fit for a log line, an event or a condition, whatever its password holds."""
+    return redact_url(url)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from . import wellknown
 from .crdmodel import CelRule, CrdModel
@@ -26,6 +26,22 @@ ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS1123_
 Passthrough = dict[str, Any]
 
 _RESERVED_ENV_CEL = ", ".join(f"'{name}'" for name in wellknown.RESERVED_ENV)
+_RESERVED_FLAGS_CEL = ", ".join(f"'{flag}'" for flag in wellknown.RESERVED_AGENT_FLAGS)
+
+MAX_REPLICAS = 1000
+"""Every occurrence holds its own database connections (a pool of up to 10, plus one for
+notifications): 1,000 occurrences already need a PostgreSQL with over 10,000 connections or
+a pooler. A larger fleet is several AgentDeployments, or a different design."""
+DAY_SECONDS = 86_400
+
+
+def _reserved_flag(arg: str) -> bool:
+    return any(arg == flag or arg.startswith(flag + "=") for flag in wellknown.RESERVED_AGENT_FLAGS)
+
+
+def _probe_host_free(probe: Passthrough | None) -> bool:
+    http_get = (probe or {}).get("httpGet")
+    return not (isinstance(http_get, dict) and "host" in http_get)
 
 
 class SecretKeyRef(CrdModel):
@@ -152,14 +168,37 @@ class ContainerSecurityContextOverride(CrdModel):
     seccomp_profile: SeccompProfile | None = None
 
 
+class ReadinessTiming(CrdModel):
+    """Timing of the readiness probe. Its check stays the agent's /readyz: a fenced
+    occurrence fails it, which is how it leaves the Service — so no handler may be given."""
+
+    initial_delay_seconds: int | None = Field(None, ge=0, le=DAY_SECONDS)
+    period_seconds: int | None = Field(None, ge=1, le=DAY_SECONDS)
+    timeout_seconds: int | None = Field(None, ge=1, le=DAY_SECONDS)
+    failure_threshold: int | None = Field(None, ge=1, le=1000)
+    success_threshold: int | None = Field(None, ge=1, le=1000)
+
+
 class ProbeOverrides(CrdModel):
-    """Probe overrides (core/v1 Probe). Keys given here replace the default's keys; giving a
-    handler (httpGet, tcpSocket, exec, grpc) replaces the default handler."""
+    """Probe overrides. Liveness keys (core/v1 Probe) replace the default's keys, and giving
+    a handler (httpGet, tcpSocket, exec, grpc) replaces the default handler; readiness takes
+    timing only."""
 
     liveness: Passthrough | None = None
-    """Default: httpGet /healthz on the agent port."""
-    readiness: Passthrough | None = None
-    """Default: httpGet /readyz on the agent port. A draining occurrence must fail it."""
+    """Default: httpGet /healthz on the agent port. httpGet.host is refused (the kubelet
+    would call that host instead of the pod)."""
+    readiness: ReadinessTiming | None = None
+    """Timing of the default httpGet /readyz on the agent port (a draining occurrence fails
+    it)."""
+
+    @field_validator("liveness")
+    @classmethod
+    def _no_probe_host(cls, value: Passthrough | None) -> Passthrough | None:
+        # the API server cannot say this in CEL: the probe object is passed through untyped
+        if not _probe_host_free(value):
+            raise ValueError("probes.liveness must not set httpGet.host: the kubelet would "
+                             "call that host (the probe always targets the agent's own pod)")
+        return value
 
 
 def _command_rule(path: str, default: tuple[str, ...]) -> CelRule:
@@ -182,9 +221,9 @@ class MigrationsSpec(CrdModel):
     """Image of the Job; defaults to spec.image."""
     command: list[NonEmptyStr] | None = Field(None, max_length=64)
     """Command of the Job; defaults to ["occurrence-store", "migrate"]."""
-    backoff_limit: int = Field(2, ge=0)
+    backoff_limit: int = Field(2, ge=0, le=100)
     """Retries of the Job before it is marked failed."""
-    active_deadline_seconds: int = Field(600, ge=1)
+    active_deadline_seconds: int = Field(600, ge=1, le=DAY_SECONDS)
     """Time limit of the Job."""
     pod_labels: dict[str, str] | None = None
     """Extra labels on the Job's pod (network policies, cost attribution...). The operator's
@@ -194,7 +233,7 @@ class MigrationsSpec(CrdModel):
 class DrainSpec(CrdModel):
     """How work leaves occurrences that a scale-down removes."""
 
-    timeout_seconds: int = Field(120, ge=1)
+    timeout_seconds: int = Field(120, ge=1, le=DAY_SECONDS)
     """Longest wait for departing occurrences' in-flight work (inFlight: wait) before it is
     released to pending anyway and transferred."""
     in_flight: InFlightMode = "release"
@@ -202,7 +241,7 @@ class DrainSpec(CrdModel):
     (they stop taking work the instant they are fenced); then what is still in flight goes
     back to pending and is transferred, so a thought cut off this way runs again on a
     survivor. `wait`: wait up to timeoutSeconds for in-flight work to finish first."""
-    release_grace_seconds: int = Field(10, ge=0)
+    release_grace_seconds: int = Field(10, ge=0, le=DAY_SECONDS)
     """inFlight: release — how long departing occurrences may finish in-flight work after the
     fence before it is released (at most timeoutSeconds). The operator moves on as soon as
     every departing occurrence has acknowledged (quiesced) or its lease has expired."""
@@ -210,6 +249,17 @@ class DrainSpec(CrdModel):
     """Where work goes on a scale to 0: parked on occurrence <name>-0, the first to return."""
     rebalance_on_scale_up: bool = False
     """After a scale-up, move part of the pending work to the new occurrences."""
+
+
+class NetworkPolicySpec(CrdModel):
+    """Who may reach the agent port (API, metrics). Kubelet probes always may."""
+
+    enabled: bool = True
+    """Render a NetworkPolicy for the agent pods. It takes effect where the cluster's network
+    plugin enforces NetworkPolicy."""
+    allowed_from: list[Passthrough] | None = Field(None, max_length=64)
+    """core/v1 NetworkPolicyPeer list allowed to connect (podSelector, namespaceSelector,
+    ipBlock). Default: every pod in the AgentDeployment's namespace."""
 
 
 class RecoverySpec(CrdModel):
@@ -235,17 +285,27 @@ class AgentDeploymentSpec(CrdModel):
             or all(e.name not in wellknown.RESERVED_ENV for e in s.env),
         ),
         _command_rule("command", wellknown.DEFAULT_AGENT_COMMAND),
+        CelRule(
+            rule=f"!has(self.args) || self.args.all(a, ![{_RESERVED_FLAGS_CEL}].exists(f, "
+            "a == f || a.startsWith(f + '=')))",
+            message=f"args must not pass {', '.join(wellknown.RESERVED_AGENT_FLAGS)}: the operator "
+            "sets them (identity, database, port, tokens)",
+            check=lambda s: s.args is None or not any(_reserved_flag(a) for a in s.args),
+        ),
     )
 
-    replicas: int = Field(1, ge=0)
-    """Number of occurrences (pods <name>-0..N-1). Scaling down drains the departing ones."""
+    replicas: int = Field(1, ge=0, le=MAX_REPLICAS)
+    """Number of occurrences (pods <name>-0..N-1), at most 1000 (each holds its own database
+    connections). Scaling down drains the departing ones."""
     image: str = Field(min_length=1)
     """Agent image."""
     image_pull_policy: ImagePullPolicy = "IfNotPresent"
     image_pull_secrets: list[LocalObjectReference] | None = None
     command: list[NonEmptyStr] | None = Field(None, max_length=64)
     """Container command; defaults to ["occurrence-agent"], the agent runtime."""
-    args: list[str] | None = None
+    args: list[Annotated[str, Field(max_length=4096)]] | None = Field(None, max_length=256)
+    """Container args. The flags the operator sets through the environment (--occurrence-id,
+    --database-url, --port, --token-dir...) are refused."""
     env: list[EnvVar] | None = Field(None, max_length=256)
     """Extra environment (core/v1 EnvVar). May refer to $(AGENT_OCCURRENCE_ID) and the other
     operator-managed variables, which are defined first."""
@@ -257,6 +317,9 @@ class AgentDeploymentSpec(CrdModel):
     tolerations: list[Passthrough] | None = None
     affinity: Passthrough | None = None
     service_account_name: ObjectName | None = None
+    automount_service_account_token: bool = False
+    """Mount a Kubernetes API token into agent and migration pods. Off: neither calls the
+    API, and a token they never use is one a compromised agent could."""
     pod_security_context: PodSecurityContextOverride | None = None
     container_security_context: ContainerSecurityContextOverride | None = None
     port: int = Field(8080, ge=1, le=65535)
@@ -271,6 +334,9 @@ class AgentDeploymentSpec(CrdModel):
         default_factory=lambda: DrainSpec.model_validate({}), json_schema_extra={"default": {}}
     )
     recovery: RecoverySpec = Field(default_factory=RecoverySpec, json_schema_extra={"default": {}})
-    termination_grace_period_seconds: int = Field(60, ge=0)
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=lambda: NetworkPolicySpec.model_validate({}),
+        json_schema_extra={"default": {}})
+    termination_grace_period_seconds: int = Field(60, ge=0, le=DAY_SECONDS)
     """Time an agent gets to exit after SIGTERM. Work is drained before pods are removed, so
     this only bounds the agent's own shutdown."""

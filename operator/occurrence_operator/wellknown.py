@@ -43,8 +43,18 @@ ENV_DATABASE_URL = "DATABASE_URL"
 ENV_PORT = "AGENT_PORT"
 ENV_AGENT_ID = "AGENT_ID"
 ENV_IN_FLIGHT_RECOVERY = "AGENT_IN_FLIGHT_RECOVERY"
+ENV_TOKEN_DIR = "AGENT_TOKEN_DIR"
 RESERVED_ENV = (ENV_OCCURRENCE_ID, ENV_OCCURRENCE_ORDINAL, ENV_DATABASE_URL, ENV_PORT,
-                ENV_AGENT_ID, ENV_IN_FLIGHT_RECOVERY)
+                ENV_AGENT_ID, ENV_IN_FLIGHT_RECOVERY, ENV_TOKEN_DIR)
+
+# occurrence-agent flags that would override what the operator sets (argparse abbreviations
+# are off in the agent, so only these spellings and `--flag=value` reach them).
+RESERVED_AGENT_FLAGS = ("--occurrence-id", "--ordinal", "--agent-id", "--database-url",
+                        "--port", "--in-flight-recovery", "--token-dir")
+
+# The agent API's bearer tokens: one Secret per AgentDeployment, mounted read-only.
+TOKEN_KEYS = ("work", "admin")
+TOKEN_MOUNT_PATH = "/var/run/occurrence-agent/tokens"
 
 
 def agent_id(namespace: str, name: str) -> str:

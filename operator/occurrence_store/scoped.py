@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from occurrence_store.clock import NOW_SQL, after_sql
@@ -265,6 +266,33 @@ class ScopedStore:
     async def get_all_tasks(self) -> list[Task]:
         async with self.db.connection() as conn:
             rows = await conn.fetch(_ALL_TASKS, self.occurrence_id)
+        return [task_from_row(r) for r in rows]
+
+    async def list_tasks(
+        self, *, status: TaskStatus | None = None, limit: int = 100,
+        after: tuple[datetime, str] | None = None, offset: int = 0,
+    ) -> list[Task]:
+        """One page of this occurrence's tasks in creation order, read in SQL (bounded memory).
+
+        ``after`` is the ``(created_at, task_id)`` of the last task of the previous page
+        (keyset paging: served by an index whatever the page number); ``offset`` skips rows
+        instead (kept for old clients; it costs what it skips).
+        """
+        clauses = ["agent_occurrence_id = $1"]
+        args: list[Any] = [self.occurrence_id]
+        if status is not None:
+            args.append(TaskStatus(status).value)
+            clauses.append(f"status = ${len(args)}")
+        if after is not None:
+            args += [after[0], after[1]]
+            clauses.append(f"(created_at, task_id) > (${len(args) - 1}, ${len(args)})")
+        args += [int(limit), int(offset)]
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE {' AND '.join(clauses)} "
+                f"ORDER BY created_at, task_id LIMIT ${len(args) - 1} OFFSET ${len(args)}",
+                *args,
+            )
         return [task_from_row(r) for r in rows]
 
     async def count_tasks(self, status: TaskStatus | None = None) -> int:

@@ -9,6 +9,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from occurrence_store.errors import InvalidDatabaseURL
+from occurrence_store.redact import redact_url
 
 Dialect = Literal["postgresql", "sqlite"]
 
@@ -38,14 +39,8 @@ class DatabaseURL:
 
     @property
     def redacted(self) -> str:
-        """The URL without its password: safe for logs, events and error messages."""
-        if self.sqlite_path is not None:  # a file path holds no password
-            return self.url
-        parts = urlsplit(self.url)
-        host = parts.hostname or "localhost"
-        port = f":{parts.port}" if parts.port else ""
-        user = f"{parts.username}@" if parts.username else ""
-        return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+        """The URL without its password, whatever characters it has (see redact.py)."""
+        return redact_url(self.url)
 
 
 def parse_database_url(url: str | None) -> DatabaseURL:
@@ -66,8 +61,12 @@ def parse_database_url(url: str | None) -> DatabaseURL:
         try:
             parts = urlsplit(url)
             _ = parts.port  # raises ValueError on a non-numeric port
-        except ValueError as exc:
-            raise InvalidDatabaseURL(f"invalid PostgreSQL URL: {exc}") from None
+        except ValueError:
+            # the parser's message quotes what it took for the port: maybe part of a password
+            raise InvalidDatabaseURL(
+                f"invalid PostgreSQL URL {redact_url(url)}: the port is not a number from 0 to "
+                "65535, or the host is malformed (a password with '/', '?', '#' or '@' must be "
+                "percent-encoded)") from None
         if not parts.hostname and "host=" not in (parts.query or ""):
             raise InvalidDatabaseURL("invalid PostgreSQL URL: no host (postgresql://USER@HOST/DB)")
         return DatabaseURL("postgresql", url)

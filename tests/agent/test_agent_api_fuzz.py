@@ -15,13 +15,14 @@ import signal
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from occurrence_agent.auth import required_scope
 from tests.agent.agentproc import Agent, migrate
 from tests.support.postgres import PostgresServer
 
@@ -125,11 +126,21 @@ def _create_database(server: PostgresServer) -> str:
     return server.url(name)
 
 
+WORK_TOKEN, ADMIN_TOKEN = "work-" + uuid.uuid4().hex, "admin-" + uuid.uuid4().hex
+"""The fuzzed agent runs behind tokens, as in a pod; requests carry the work token unless
+the fuzzer drops it or sends a wrong one."""
+
+
 @pytest.fixture(scope="module")
 def fuzz_agent(pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[Agent]:
-    agent = Agent("fuzz-0", _create_database(pg_server), tmp_path_factory.mktemp("fuzz"),
-                  {"--simulated-work-ms": "0"})
+    workdir = tmp_path_factory.mktemp("fuzz")
+    tokens = workdir / "tokens"
+    tokens.mkdir()
+    (tokens / "work").write_text(WORK_TOKEN)
+    (tokens / "admin").write_text(ADMIN_TOKEN)
+    agent = Agent("fuzz-0", _create_database(pg_server), workdir,
+                  {"--simulated-work-ms": "0", "--token-dir": str(tokens)})
     agent.start()
     try:
         asyncio.run(agent.wait_port(30))
@@ -144,10 +155,13 @@ def fuzz_agent(pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFacto
 
 
 def _call(agent: Agent, method: str, path: str, body: bytes | None = None,
-          content_type: str = "application/json") -> tuple[int, bytes, str]:
+          content_type: str = "application/json", token: str | None = WORK_TOKEN
+          ) -> tuple[int, bytes, str]:
     conn = http.client.HTTPConnection("127.0.0.1", agent.port, timeout=30)
     try:
         headers = {"Content-Type": content_type} if content_type else {}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
         return resp.status, resp.read(), resp.getheader("Content-Type") or ""
@@ -178,12 +192,15 @@ def test_fuzzed_requests_never_get_a_500(fuzz_agent: Agent) -> None:
 
     @settings(max_examples=400, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(requests(doc))
-    def check(request: tuple[str, str, bytes | None, str]) -> None:
+    @given(requests(doc), st.sampled_from([WORK_TOKEN, WORK_TOKEN, WORK_TOKEN, None,
+                                           WORK_TOKEN[:-1], ADMIN_TOKEN + "x"]))
+    def check(request: tuple[str, str, bytes | None, str], token: str | None) -> None:
         method, path, body, content_type = request
-        status, payload, ctype = _call(fuzz_agent, method, path, body, content_type)
+        status, payload, ctype = _call(fuzz_agent, method, path, body, content_type, token)
         seen[status] = seen.get(status, 0) + 1
         assert status < 500, (method, path, body, payload[:300])
+        if token != WORK_TOKEN and required_scope(method, urlsplit(path).path) is not None:
+            assert status == 401, (method, path, token, status)
         if status >= 400 and method != "HEAD":
             assert ctype.startswith("application/json"), (status, payload[:200])
             assert "error" in json.loads(payload)
@@ -201,6 +218,6 @@ def test_fuzzed_requests_never_get_a_500(fuzz_agent: Agent) -> None:
 @pytest.mark.parametrize("body", [b"[]", b'{"reason": 5}', b'{"wait_seconds": -1}',
                                   b'{"nope": 1}', b"\xff", b'{"reason": "a\\u0000"}'])
 def test_malformed_shutdown_requests_are_4xx(fuzz_agent: Agent, body: bytes) -> None:
-    status, payload, _ = _call(fuzz_agent, "POST", "/shutdown", body)
+    status, payload, _ = _call(fuzz_agent, "POST", "/shutdown", body, token=ADMIN_TOKEN)
     assert 400 <= status < 500 and "error" in json.loads(payload)
     assert fuzz_agent.proc.poll() is None

@@ -15,6 +15,8 @@ import asyncio
 import base64
 import copy
 import json
+import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,6 +69,12 @@ CASES: dict[str, dict[str, Any] | list[str]] = {
     "crd-env-reserved-id": {"spec.env": [{"name": "AGENT_OCCURRENCE_ID", "value": "x"}]},
     "crd-sa-invalid": {"spec.serviceAccountName": "Bad SA"},
     "crd-pod-root": {"spec.podSecurityContext.runAsUser": 0},
+    "crd-replicas-max": {"spec.replicas": 1001},
+    "crd-drain-timeout-max": {"spec.drain.timeoutSeconds": 86401},
+    "crd-grace-max": {"spec.terminationGracePeriodSeconds": 86401},
+    "crd-args-reserved": {"spec.args": ["--database-url=postgresql://x@h/db"]},
+    "crd-args-reserved-split": {"spec.args": ["--token-dir", "/tmp"]},
+    "crd-readiness-replaced": {"spec.probes.readiness": {"exec": {"command": ["true"]}}},
     "crd-pod-nonroot-false": {"spec.podSecurityContext.runAsNonRoot": False},
     "crd-pod-seccomp-unconfined": {"spec.podSecurityContext.seccompProfile.type": "Unconfined"},
     "crd-pod-seccomp-localhost": {"spec.podSecurityContext.seccompProfile.type": "Localhost"},
@@ -330,3 +338,117 @@ def test_pass_through_field_the_api_server_rejects_later(
     )
     assert cond["reason"] == "InvalidSpec", cond
     assert any(e["type"] == "Warning" for e in events(kube_cluster, ns, name))
+
+
+NASTY_PASSWORDS = ("Pa/SS@W0RD?X#Y:1", "A@B@C%40D", "ZZ:Q?PASSWORD=@XQZ", "#SECRET/../ETC")
+"""Passwords a URL parser splits wrongly: every piece of 3+ characters must stay unseen."""
+
+
+def _pieces(password: str) -> list[str]:
+    return [p for p in {password, *re.split(r"[^A-Za-z0-9]", password)} if len(p) >= 3]
+
+
+@pytest.mark.parametrize("password", NASTY_PASSWORDS)
+def test_no_piece_of_any_password_reaches_status_events_or_logs(
+    kube_cluster: Any, operator_ns: tuple[str, Path], password: str,
+) -> None:
+    ns, scratch = operator_ns
+    name = f"pw-{NASTY_PASSWORDS.index(password)}"
+    create_db_secret(kube_cluster, ns, f"postgresql://nobody:{password}@127.0.0.1:1/none", name)
+    kube_cluster.apply(_agd(ns, name, name))
+    cond = wait_for(lambda: _degraded(kube_cluster, ns, name), timeout=TIMEOUT,
+                    message=f"{name} Degraded")
+    assert cond["reason"] in ("DatabaseUnavailable", "InvalidDatabaseURL"), cond
+    warnings = wait_for(
+        lambda: [e for e in events(kube_cluster, ns, name) if e["type"] == "Warning"],
+        timeout=TIMEOUT, message="a Warning event")
+    time.sleep(2)  # let the operator log its retries too
+    seen = {"status": json.dumps(get(kube_cluster, "agd", name, ns)["status"]),
+            "events": json.dumps(warnings),
+            "operator log": (scratch / "operator.log").read_text()}
+    for channel, text in seen.items():
+        for piece in _pieces(password):
+            assert piece not in text, f"{piece!r} of the password in the {channel}"
+
+
+def _foreign(kind: str, ns: str, name: str) -> dict[str, Any]:
+    """An object somebody else made, with the name an AgentDeployment would use."""
+    labels = {"app": f"users-own-{name}"}
+    meta = {"name": name, "namespace": ns, "labels": labels}
+    if kind == "StatefulSet":
+        return {"apiVersion": "apps/v1", "kind": kind, "metadata": meta, "spec": {
+            "replicas": 2, "serviceName": name, "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [
+                {"name": "app", "image": "example.invalid/users-own:1"}]}}}}
+    if kind == "Service":
+        return {"apiVersion": "v1", "kind": kind, "metadata": meta, "spec": {
+            "selector": labels, "ports": [{"port": 80}]}}
+    if kind == "PodDisruptionBudget":
+        return {"apiVersion": "policy/v1", "kind": kind, "metadata": meta, "spec": {
+            "maxUnavailable": 3, "selector": {"matchLabels": labels}}}
+    return {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {**meta, "name": f"{name}-agent-token"},
+            "stringData": {"work": "the-users-own-token-value"}}
+
+
+@pytest.mark.parametrize("kind", ["StatefulSet", "Service", "PodDisruptionBudget", "Secret"])
+def test_an_object_with_the_name_it_needs_is_never_adopted(
+    kube_cluster: Any, operator_ns: tuple[str, Path], kind: str,
+) -> None:
+    ns, _ = operator_ns
+    name = f"taken-{kind.lower()[:6]}"
+    foreign = _foreign(kind, ns, name)
+    kube_cluster.apply(json.dumps(foreign))
+    short = {"StatefulSet": "sts", "Service": "svc", "PodDisruptionBudget": "pdb",
+             "Secret": "secret"}[kind]
+    before = get(kube_cluster, short, foreign["metadata"]["name"], ns)
+    create_db_secret(kube_cluster, ns, "postgresql://nobody@127.0.0.1:1/none", f"{name}-db")
+    kube_cluster.apply(_agd(ns, name, f"{name}-db", replicas=0))
+    cond = wait_for(lambda: _degraded(kube_cluster, ns, name), timeout=TIMEOUT,
+                    message=f"{name} Degraded")
+    assert cond["reason"] == "NameConflict", cond
+    assert f"{kind} {ns}/{foreign['metadata']['name']} already exists and is not owned" in \
+        cond["message"]
+    time.sleep(3)  # a few more passes: still nothing written
+    after = get(kube_cluster, short, foreign["metadata"]["name"], ns)
+    # (the StatefulSet controller updates the status, so the resourceVersion may move)
+    for field in ("spec", "data"):
+        assert after.get(field) == before.get(field), field
+    assert after["metadata"]["labels"] == before["metadata"]["labels"]
+    assert not after["metadata"].get("ownerReferences")
+    managers = {m.get("manager") for m in after["metadata"].get("managedFields") or ()}
+    assert "occurrence-operator" not in managers, managers
+    warnings = [e for e in events(kube_cluster, ns, name) if e["type"] == "Warning"]
+    assert "NameConflict" in [e["reason"] for e in warnings], warnings
+
+
+def test_the_token_secret_is_made_once_owned_and_remade_when_deleted(
+    kube_cluster: Any, operator_ns: tuple[str, Path],
+) -> None:
+    ns, _ = operator_ns
+    name = "tokens"
+    create_db_secret(kube_cluster, ns, "postgresql://nobody@127.0.0.1:1/none", f"{name}-db")
+    kube_cluster.apply(_agd(ns, name, f"{name}-db", replicas=0))
+    secret_name = f"{name}-agent-token"
+    first = wait_for(lambda: get(kube_cluster, "secret", secret_name, ns), timeout=TIMEOUT,
+                     message="the token Secret")
+    agd = get(kube_cluster, "agd", name, ns)
+    (ref,) = first["metadata"]["ownerReferences"]
+    assert ref["uid"] == agd["metadata"]["uid"] and ref["controller"] is True
+    tokens = {k: base64.b64decode(v).decode() for k, v in first["data"].items()}
+    assert set(tokens) == {"work", "admin"} and len(set(tokens.values())) == 2
+    assert all(len(t) >= 40 for t in tokens.values())
+    time.sleep(3)  # resyncs leave it alone
+    assert get(kube_cluster, "secret", secret_name, ns)["metadata"]["resourceVersion"] == \
+        first["metadata"]["resourceVersion"]
+    kube_cluster.kubectl("-n", ns, "delete", "secret", secret_name)
+    kube_cluster.kubectl("-n", ns, "annotate", "agd", name, f"poke={uuid.uuid4().hex}",
+                         "--overwrite")
+    second = wait_for(lambda: get(kube_cluster, "secret", secret_name, ns), timeout=TIMEOUT,
+                      message="a new token Secret")
+    assert second["metadata"]["uid"] != first["metadata"]["uid"]
+    assert {k: base64.b64decode(v).decode() for k, v in second["data"].items()} != tokens
+    # nothing of a token in the AgentDeployment's status or events
+    seen = json.dumps(get(kube_cluster, "agd", name, ns)) + json.dumps(
+        events(kube_cluster, ns, name))
+    assert not any(t in seen for t in tokens.values())

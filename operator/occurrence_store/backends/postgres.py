@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -30,6 +31,7 @@ from occurrence_store.errors import (
 from occurrence_store.locks import advisory_key, poll_until
 from occurrence_store.models import ThoughtStatus
 from occurrence_store.ports import Claim, Connection, Database, MovePlan, Row
+from occurrence_store.redact import scrub
 from occurrence_store.rows import RECORDED_TRANSFER_COLUMNS, prefixed
 from occurrence_store.sql import bind
 from occurrence_store.urls import DatabaseURL, Dialect
@@ -49,12 +51,23 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0]
+@dataclass(frozen=True)
+class _Where:
+    """The database a message is about: printed redacted, and every message scrubbed of
+    any fragment of the URL's password (a driver may quote what it misparsed)."""
+
+    url: DatabaseURL
+
+    def __str__(self) -> str:
+        return self.url.redacted
+
+    def describe(self, exc: BaseException) -> str:
+        text = str(exc) or type(exc).__name__
+        return scrub(text.splitlines()[0], self.url.url)
 
 
-def _translate(exc: BaseException, conn: asyncpg.Connection | None, where: str) -> StoreError:
+def _translate(exc: BaseException, conn: asyncpg.Connection | None, where: _Where
+               ) -> StoreError:
     """The store's error for a driver error raised on ``conn`` (to ``where``, redacted).
 
     A backend ended while its connection sat idle in the pool (``pg_terminate_backend``, a
@@ -67,14 +80,15 @@ def _translate(exc: BaseException, conn: asyncpg.Connection | None, where: str) 
     if isinstance(exc, asyncpg.InternalClientError):
         if conn is not None:
             conn.terminate()
-        return DatabaseUnavailable(f"connection to {where} was lost: {_describe(exc)}")
+        return DatabaseUnavailable(f"connection to {where} was lost: {where.describe(exc)}")
+    text = scrub(str(exc) or type(exc).__name__, where.url.url)
     if isinstance(exc, _UNAVAILABLE):
-        return StoreUnavailable(str(exc) or type(exc).__name__)
-    return StoreQueryError(str(exc) or type(exc).__name__)
+        return StoreUnavailable(text)
+    return StoreQueryError(text)
 
 
 class _PgConnection:
-    def __init__(self, conn: asyncpg.Connection, where: str) -> None:
+    def __init__(self, conn: asyncpg.Connection, where: _Where) -> None:
         self.raw = conn
         self._where = where
 
@@ -145,7 +159,7 @@ class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
 class _PgSubscription:
     """``LISTEN`` on a connection outside the pool (a pool resets listeners on release)."""
 
-    def __init__(self, conn: asyncpg.Connection, where: str) -> None:
+    def __init__(self, conn: asyncpg.Connection, where: _Where) -> None:
         self.conn = conn
         self._where = where
         self.lost = asyncio.Event()
@@ -222,7 +236,7 @@ class PostgresDatabase(Database):
         self.pool = pool
         self.clock = clock
         self.application_name = application_name
-        self._where = url.redacted
+        self._where = _Where(url)
 
     @classmethod
     async def connect(
@@ -239,11 +253,13 @@ class PostgresDatabase(Database):
                 server_settings=settings,
             )
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-            raise DatabaseUnavailable(
-                f"cannot connect to {url.redacted}: {_describe(exc)}"
-            ) from None
-        except ValueError as exc:  # asyncpg's DSN parser
-            raise InvalidDatabaseURL(f"invalid PostgreSQL URL: {exc}") from None
+            where = _Where(url)
+            raise DatabaseUnavailable(f"cannot connect to {where}: {where.describe(exc)}"
+                                      ) from None
+        except ValueError as exc:  # asyncpg's DSN parser (its message may quote the password)
+            where = _Where(url)
+            raise InvalidDatabaseURL(f"invalid PostgreSQL URL {where}: {where.describe(exc)}"
+                                     ) from None
         return cls(url, pool, clock, application_name)
 
     async def _shift_clock(self, conn: asyncpg.Connection) -> None:

@@ -58,7 +58,7 @@ FULL: dict[str, Any] = {
     "port": 9090,
     "probes": {
         "liveness": {"periodSeconds": 30},
-        "readiness": {"tcpSocket": {"port": 9090}, "periodSeconds": 3},
+        "readiness": {"periodSeconds": 3, "failureThreshold": 4},
     },
     "database": {"secretRef": {"name": "agent-db", "key": "postgres-url"}},
     "migrations": {

@@ -7,6 +7,7 @@ Regenerate the goldens after an intended change with:
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import yaml
 from agd_samples import FULL, MINIMAL, OWNER, SAMPLES, SCALED_TO_ZERO, spec_of
 
 from occurrence_operator import naming, wellknown
+from occurrence_operator.agent_token import build_token_secret, new_tokens
 from occurrence_operator.job import build_migration_job, migration_hash
 from occurrence_operator.owner import Owner
 from occurrence_operator.render import render
@@ -111,8 +113,10 @@ def test_probe_overrides_merge() -> None:
     (container,) = _pod_spec(build_statefulset(spec_of(FULL), OWNER, 1))["containers"]
     liveness, readiness = container["livenessProbe"], container["readinessProbe"]
     assert liveness["httpGet"]["path"] == "/healthz" and liveness["periodSeconds"] == 30
-    assert readiness["tcpSocket"] == {"port": 9090} and "httpGet" not in readiness
-    assert readiness["periodSeconds"] == 3
+    # readiness keeps the agent's /readyz check (a fenced occurrence must leave the Service):
+    # only its timing is the user's
+    assert readiness["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert readiness["periodSeconds"] == 3 and readiness["failureThreshold"] == 4
 
 
 def _restricted_violations(pod_spec: dict[str, Any]) -> list[str]:
@@ -255,8 +259,44 @@ def test_disabled_migrations_render_no_job() -> None:
     assert [o["kind"] for o in rendered.objects()] == [
         "Service",
         "PodDisruptionBudget",
+        "NetworkPolicy",
         "StatefulSet",
     ]
+
+
+def test_network_policy_admits_the_namespace_or_the_named_peers_to_the_agent_port() -> None:
+    policy = render(spec_of(MINIMAL), OWNER, replicas=1).network_policy
+    assert policy is not None and policy["metadata"]["ownerReferences"][0]["uid"] == OWNER.uid
+    assert policy["spec"]["podSelector"]["matchLabels"] == \
+        render(spec_of(MINIMAL), OWNER, 1).statefulset["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule == {"from": [{"podSelector": {}}], "ports": [{"protocol": "TCP", "port": 8080}]}
+    monitoring = {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
+    named = spec_of({**MINIMAL, "port": 9000, "networkPolicy": {"allowedFrom": [monitoring]}})
+    (rule,) = render(named, OWNER, 1).network_policy["spec"]["ingress"]
+    assert rule == {"from": [monitoring], "ports": [{"protocol": "TCP", "port": 9000}]}
+    off = spec_of({**MINIMAL, "networkPolicy": {"enabled": False}})
+    assert render(off, OWNER, 1).network_policy is None
+    assert "NetworkPolicy" not in [o["kind"] for o in render(off, OWNER, 1).objects()]
+
+
+def test_the_token_secret_is_owned_and_holds_both_scopes() -> None:
+    tokens = new_tokens()
+    assert set(tokens) == {"work", "admin"} and tokens["work"] != tokens["admin"]
+    assert all(len(t) >= 40 for t in tokens.values())
+    secret = build_token_secret(OWNER, tokens)
+    assert secret["metadata"]["name"] == f"{OWNER.name}-agent-token"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == OWNER.uid
+    assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == tokens
+    pod = _pod_spec(build_statefulset(spec_of(MINIMAL), OWNER, 1))
+    (container,) = pod["containers"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "agent-token")
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "agent-token")
+    assert mount["readOnly"] is True and "subPath" not in mount  # rotation updates the files
+    assert {"name": "AGENT_TOKEN_DIR", "value": mount["mountPath"]} in container["env"]
+    assert pod["automountServiceAccountToken"] is False
 
 
 def test_long_names_give_valid_job_names() -> None:

@@ -173,3 +173,31 @@ def test_spec_is_immutable() -> None:
     spec = spec_of(MINIMAL)
     with pytest.raises(ValidationError):
         spec.replicas = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("patch", "message"), [
+    ({"replicas": 1001}, "less than or equal to 1000"),
+    ({"drain": {"timeoutSeconds": 86_401}}, "less than or equal to 86400"),
+    ({"args": ["--database-url=postgresql://u@h/db"]}, "args must not pass"),
+    ({"args": ["--occurrence-id", "x-0"]}, "args must not pass"),
+    ({"args": ["--token-dir"]}, "args must not pass"),
+    ({"probes": {"liveness": {"httpGet": {"host": "10.0.0.1", "port": 80}}}},
+     "must not set httpGet.host"),
+    ({"probes": {"readiness": {"httpGet": {"host": "10.0.0.1"}}}}, "Extra inputs"),
+    ({"probes": {"readiness": {"exec": {"command": ["true"]}}}}, "Extra inputs"),
+    ({"probes": {"readiness": {"httpGet": {"path": "/always-ok", "port": 8080}}}},
+     "Extra inputs"),
+])
+def test_refusals_that_protect_identity_the_fence_and_the_kubelet(
+    patch: dict[str, Any], message: str,
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        AgentDeploymentSpec.model_validate({**MINIMAL, **patch})
+
+
+def test_allowed_neighbours_of_the_refusals() -> None:
+    spec = AgentDeploymentSpec.model_validate({
+        **MINIMAL, "replicas": 1000, "args": ["--max-active-tasks=5", "--database"],
+        "probes": {"liveness": {"tcpSocket": {"port": 8080}},
+                   "readiness": {"periodSeconds": 2, "failureThreshold": 1}}})
+    assert spec.replicas == 1000 and spec.automount_service_account_token is False

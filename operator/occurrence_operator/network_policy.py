@@ -1,0 +1,40 @@
+"""The agent pods' NetworkPolicy: only the peers the spec names reach the agent port.
+
+Without one, every pod in the cluster can call every agent's API (tokens still apply, but a
+leaked token then works from anywhere). The default peer is the AgentDeployment's own
+namespace; `spec.networkPolicy.allowedFrom` replaces it with core/v1 NetworkPolicyPeers
+(a monitoring namespace for Prometheus, the clients' pods...). Kubelet probes are not
+affected: traffic from the pod's own node is always allowed by NetworkPolicy semantics.
+Ingress only: what the agents connect to (the database) is the user's to restrict.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from . import naming
+from .owner import Owner
+from .spec import AgentDeploymentSpec
+
+SAME_NAMESPACE_PEER: dict[str, Any] = {"podSelector": {}}
+
+
+def build_network_policy(spec: AgentDeploymentSpec, owner: Owner) -> dict[str, Any] | None:
+    """The policy, or ``None`` when `spec.networkPolicy.enabled` is false."""
+    policy = spec.network_policy
+    if not policy.enabled:
+        return None
+    name = owner.name
+    peers = copy.deepcopy(policy.allowed_from) if policy.allowed_from else [SAME_NAMESPACE_PEER]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": owner.child_metadata(naming.network_policy_name(name),
+                                         naming.common_labels(name)),
+        "spec": {
+            "podSelector": {"matchLabels": naming.selector_labels(name)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": spec.port}]}],
+        },
+    }
