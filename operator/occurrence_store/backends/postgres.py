@@ -43,6 +43,19 @@ _DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
     TimeoutError,
 )
+SESSION_BOUNDS = {
+    # a transaction left idle by a stuck client never holds its locks for long (a statement
+    # is bounded by the client's command_timeout, which cancels it on the server)
+    "idle_in_transaction_session_timeout": "60s",
+    # the server notices a client that vanished (a killed pod, a dropped NAT entry) in ~2 min
+    "tcp_keepalives_idle": "60",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "6",
+}
+"""Session settings every connection of the store starts with."""
+ACQUIRE_TIMEOUT_SECONDS = 30.0
+"""Longest a caller waits for a pooled connection before the database counts as unavailable."""
+
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,  # admin/crash shutdown, cannot connect now
@@ -237,15 +250,19 @@ class PostgresDatabase(Database):
         self.clock = clock
         self.application_name = application_name
         self._where = _Where(url)
+        self.acquire_timeout = ACQUIRE_TIMEOUT_SECONDS
 
     @classmethod
     async def connect(
         cls, url: DatabaseURL, *, clock: DatabaseClock, min_size: int = 1, max_size: int = 10,
         timeout: float = 10.0, application_name: str | None = None,
+        acquire_timeout: float = ACQUIRE_TIMEOUT_SECONDS,
     ) -> PostgresDatabase:
         """``application_name`` names this process's sessions in ``pg_stat_activity`` (an
         agent uses its occurrence id: an operator sees at once whose backend is whose)."""
-        settings = {"application_name": application_name[:63]} if application_name else None
+        settings = dict(SESSION_BOUNDS)
+        if application_name:
+            settings["application_name"] = application_name[:63]
         try:
             pool = await asyncpg.create_pool(
                 url.url, min_size=min_size, max_size=max_size, timeout=timeout,
@@ -260,7 +277,9 @@ class PostgresDatabase(Database):
             where = _Where(url)
             raise InvalidDatabaseURL(f"invalid PostgreSQL URL {where}: {where.describe(exc)}"
                                      ) from None
-        return cls(url, pool, clock, application_name)
+        database = cls(url, pool, clock, application_name)
+        database.acquire_timeout = acquire_timeout
+        return database
 
     async def _shift_clock(self, conn: asyncpg.Connection) -> None:
         """Tests shift the database clock; each session carries the offset it must add."""
@@ -273,7 +292,7 @@ class PostgresDatabase(Database):
         """A pooled connection with the clock's offset; one found broken is ended (see
         :func:`_translate`). Errors of the block itself are the block's business."""
         try:
-            conn = await self.pool.acquire()
+            conn = await self.pool.acquire(timeout=self.acquire_timeout)
         except _DRIVER_ERRORS as exc:
             raise _translate(exc, None, self._where) from exc
         try:
@@ -340,8 +359,9 @@ class PostgresDatabase(Database):
         await conn.execute("SELECT pg_notify($1, $2)", channel, payload)
 
     async def listen(self, channel: str, on_payload: Callable[[str], None]) -> _PgSubscription:
-        settings = ({"application_name": f"{self.application_name}:listen"[:63]}
-                    if self.application_name else None)
+        settings = dict(SESSION_BOUNDS)  # an idle LISTEN connection needs the keepalives most
+        if self.application_name:
+            settings["application_name"] = f"{self.application_name}:listen"[:63]
         try:
             conn = await asyncpg.connect(self.url.url, server_settings=settings)
         except _DRIVER_ERRORS as exc:
