@@ -29,6 +29,8 @@ METRICS_ADDRESS_ENV = "OCCURRENCE_OPERATOR_METRICS_ADDRESS"
 RESYNC_SECONDS_ENV = "OCCURRENCE_OPERATOR_RESYNC_SECONDS"
 PEERING_LIFETIME_ENV = "OCCURRENCE_OPERATOR_PEERING_LIFETIME"
 POD_NAME_ENV = "POD_NAME"
+POD_NAMESPACE_ENV = "POD_NAMESPACE"
+POD_SERVICE_ACCOUNT_ENV = "POD_SERVICE_ACCOUNT"
 
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
 DEFAULT_METRICS_ADDRESS = "0.0.0.0:9090"
@@ -66,6 +68,9 @@ class OperatorConfig(BaseModel):
     instance: str = Field(min_length=1)
     """This replica's name as the `reportingInstance` of its Events (`POD_NAME`, else the
     host name)."""
+    own_service_account: tuple[str, str] | None = None
+    """(namespace, name) of the operator's own ServiceAccount (`POD_NAMESPACE`,
+    `POD_SERVICE_ACCOUNT`, set by the chart): an AgentDeployment may not run its pods as it."""
     log_format: LogFormat = "json"
     """`--log-format`."""
     verbose: bool = False
@@ -97,6 +102,10 @@ class OperatorConfig(BaseModel):
             metrics_address=args.metrics_address or "",
             resync_seconds=float(resync) if resync else DEFAULT_RESYNC_SECONDS,
             instance=environ.get(POD_NAME_ENV) or socket.gethostname(),
+            own_service_account=(
+                (environ[POD_NAMESPACE_ENV], environ[POD_SERVICE_ACCOUNT_ENV])
+                if environ.get(POD_NAMESPACE_ENV) and environ.get(POD_SERVICE_ACCOUNT_ENV)
+                else None),
             log_format=args.log_format,
             verbose=bool(args.verbose),
         )

@@ -71,7 +71,8 @@ class Runtime:
         metrics = OperatorMetrics()
         kube = Kube.from_environment(metrics)
         stores = Stores()
-        context = PassContext(kube, stores, metrics, config.instance)
+        context = PassContext(kube, stores, metrics, config.instance,
+                              config.own_service_account)
         return cls(config, metrics, kube, stores, Reconciler(context, config.resync_seconds))
 
     async def close(self) -> None:

@@ -48,7 +48,7 @@ from .owner import Owner
 from .ownership import claim_occurrence_ids
 from .render import render
 from .secrets import SecretProblem, database_url
-from .spec import AgentDeploymentSpec
+from .spec import AgentDeploymentSpec, refuse_operator_account
 from .statefulset import build_statefulset
 from .status import ScaleDownStatus
 from .statusdoc import (
@@ -82,6 +82,7 @@ class PassContext:
     metrics: OperatorMetrics
     instance: str
     """This replica's name, the `reportingInstance` of its Events."""
+    own_service_account: tuple[str, str] | None = None
 
 
 class ReconcilePass:
@@ -118,6 +119,7 @@ class ReconcilePass:
         try:
             spec = AgentDeploymentSpec.model_validate(self.agd.body.get("spec") or {})
             naming.validate_name(self.name)
+            refuse_operator_account(spec, self.namespace, self.context.own_service_account)
         except (ValidationError, ValueError) as e:
             await self._stop_invalid(_short(e))
             return None

@@ -340,3 +340,13 @@ class AgentDeploymentSpec(CrdModel):
     termination_grace_period_seconds: int = Field(60, ge=0, le=DAY_SECONDS)
     """Time an agent gets to exit after SIGTERM. Work is drained before pods are removed, so
     this only bounds the agent's own shutdown."""
+
+
+def refuse_operator_account(spec: AgentDeploymentSpec, namespace: str,
+                            operator_account: tuple[str, str] | None) -> None:
+    """ValueError if the pods would run as the operator's own ServiceAccount (its rights:
+    every Secret it may read, every object it may write, handed to the agent's image)."""
+    if operator_account is not None and spec.service_account_name is not None and (
+            (namespace, spec.service_account_name) == operator_account):
+        raise ValueError(f"spec.serviceAccountName {spec.service_account_name!r} is the "
+                         "operator's own ServiceAccount: agents must not get its rights")

@@ -30,8 +30,12 @@ def test_environment_variables() -> None:
         "OCCURRENCE_OPERATOR_RESYNC_SECONDS": "2",
         "OCCURRENCE_OPERATOR_PEERING_LIFETIME": "7",
         "POD_NAME": "occurrence-operator-0",
+        "POD_NAMESPACE": "occurrence-system",
+        "POD_SERVICE_ACCOUNT": "occurrence-operator",
     }
     config = build_config(["-A"], env)
+    assert config.own_service_account == ("occurrence-system", "occurrence-operator")
+    assert build_config(["-A"], {}).own_service_account is None
     assert config.all_namespaces and config.namespaces == ()
     assert config.liveness == "http://127.0.0.1:1/healthz"
     assert config.metrics_address == "" and config.metrics_endpoint is None

@@ -201,3 +201,16 @@ def test_allowed_neighbours_of_the_refusals() -> None:
         "probes": {"liveness": {"tcpSocket": {"port": 8080}},
                    "readiness": {"periodSeconds": 2, "failureThreshold": 1}}})
     assert spec.replicas == 1000 and spec.automount_service_account_token is False
+
+
+def test_the_operators_own_service_account_is_refused() -> None:
+    from occurrence_operator.spec import refuse_operator_account
+
+    own = ("occurrence-system", "occurrence-operator")
+    as_operator = spec_of({**MINIMAL, "serviceAccountName": "occurrence-operator"})
+    with pytest.raises(ValueError, match="the operator's own ServiceAccount"):
+        refuse_operator_account(as_operator, "occurrence-system", own)
+    # the same name in another namespace is another account; no account named: the default
+    refuse_operator_account(as_operator, "team-a", own)
+    refuse_operator_account(spec_of(MINIMAL), "occurrence-system", own)
+    refuse_operator_account(as_operator, "occurrence-system", None)  # not told who we are
