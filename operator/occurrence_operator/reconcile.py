@@ -5,20 +5,17 @@ AgentDeployment it just read; the pass reads everything it owns and converges:
 
 1. validate the spec (failures: condition + Warning event, no crash loop);
 2. read the database URL from the Secret (missing: condition + Warning event, retry);
-3. apply the Service and PodDisruptionBudget if they differ from the rendering;
+3. the token Secret, Service, PDB and NetworkPolicy (owned.py; never another's object);
 4. migrations (migrations.py): create the Job for the current hash if absent (never patch
    it), record `status.lastMigration` when it succeeds, `MigrationsFailed` when it fails;
-5. ownership: claim the occurrence ids `<name>-0..` for this AgentDeployment in the registry;
-   ids another AgentDeployment owns on the same database stop everything below
-   (`Degraded`/`OccurrenceIdConflict`): none of the other's occurrences is ever touched;
-6. size (drain/): run the drain driver (scale-up, the scale-down drain protocol, creation),
-   then the opt-in rebalance of pending backlog after a scale-up (`status.rebalance`); with
-   the database unreachable, the skip-drain bypass;
+5. ownership: claim the occurrence ids `<name>-0..` in the registry; ids another
+   AgentDeployment owns stop everything below (`Degraded`/`OccurrenceIdConflict`);
+6. size (drain/): scale-up, the scale-down drain protocol, creation; the opt-in rebalance
+   after a scale-up; the skip-drain bypass with the database unreachable; retention;
 7. template: apply the StatefulSet template only once migrations succeeded;
 8. status (statusdoc.py): derived in full, written only where it differs.
 
-Nothing is written when nothing differs (`kube.needs_apply`, status diff), so a no-op
-reconcile makes zero API writes.
+A no-op pass makes zero API writes (`kube.needs_apply`, the status diff).
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -47,6 +44,7 @@ from .owned import apply_owned_objects
 from .owner import Owner
 from .ownership import claim_occurrence_ids
 from .render import render
+from .retention import retain_if_due
 from .secrets import SecretProblem, database_url
 from .spec import AgentDeploymentSpec, refuse_operator_account
 from .statefulset import build_statefulset
@@ -60,6 +58,7 @@ from .statusdoc import (
     StatusInputs,
     derive_status,
     problem_status,
+    short_error,
 )
 from .stores import Stores
 from .timeutil import utcnow
@@ -83,6 +82,7 @@ class PassContext:
     instance: str
     """This replica's name, the `reportingInstance` of its Events."""
     own_service_account: tuple[str, str] | None = None
+    retention_runs: dict[str, float] = field(default_factory=dict)
 
 
 class ReconcilePass:
@@ -121,7 +121,7 @@ class ReconcilePass:
             naming.validate_name(self.name)
             refuse_operator_account(spec, self.namespace, self.context.own_service_account)
         except (ValidationError, ValueError) as e:
-            await self._stop_invalid(_short(e))
+            await self._stop_invalid(short_error(e))
             return None
         try:
             url = await database_url(self.kube, self.namespace, spec.database.secret_ref)
@@ -142,7 +142,7 @@ class ReconcilePass:
                 raise
             # A pass-through core/v1 field (a quantity, a probe) the CRD schema cannot check
             # was refused when the rendered object was written: tell the user, keep running.
-            message = f"the API server rejected a rendered object: {_short(e.message)}"
+            message = f"the API server rejected a rendered object: {short_error(e.message)}"
             log.warning("%s/%s: %s", self.namespace, self.name, message)
             await self._stop_invalid(message)
             return RETRY_SECONDS
@@ -176,13 +176,16 @@ class ReconcilePass:
                 if problem is None:
                     record = await self._size(spec, store, port, record)
                     await self._rebalance(spec, store, port, record)
+                    if note := await retain_if_due(store, self.agent_id, spec.retention,
+                                                   self.context.retention_runs):
+                        self.agd.event("Normal", "RetentionApplied", note)
             except STORE_ERRORS as e:  # unreachable (skip-drain may apply) or not (unmigrated,
                 # bad data), by type; anything else is a bug of ours and propagates
                 unreachable = is_unreachable(e)
                 problem = Problem(
                     DATABASE_UNAVAILABLE if unreachable else "DatabaseError",
                     f"database {'unavailable' if unreachable else 'error'}: "
-                    f"{type(e).__name__}: {_short(e)}")
+                    f"{type(e).__name__}: {short_error(e)}")
                 log.warning("%s/%s: %s", self.namespace, self.name, problem.message)
                 await self.context.stores.discard(url)
                 self.want_requeue(RETRY_SECONDS)
@@ -283,17 +286,9 @@ class ReconcilePass:
             store = await self.context.stores.get(url)
             rows = await store.registry.list(agent_id=self.agent_id)
         except Exception as e:  # reported through Degraded by the sizing step already
-            log.warning("%s/%s: cannot list occurrences: %s", self.namespace, self.name, _short(e))
+            log.warning("%s/%s: cannot list occurrences: %s", self.namespace, self.name,
+                        short_error(e))
             return None
         pattern = re.compile(rf"^{re.escape(self.name)}-(\d+)$")
         return [o for o in rows if pattern.match(o.occurrence_id)]
 
-
-def _short(error: BaseException | str) -> str:
-    if isinstance(error, ValidationError):
-        parts = []
-        for err in error.errors()[:5]:
-            loc = ".".join(str(x) for x in err.get("loc", ()))
-            parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-        return "; ".join(parts)
-    return str(error)[:500]

@@ -262,6 +262,16 @@ class NetworkPolicySpec(CrdModel):
     ipBlock). Default: every pod in the AgentDeployment's namespace."""
 
 
+class RetentionSpec(CrdModel):
+    """How long finished work stays in the database (the operator deletes it, in batches)."""
+
+    finished_days: int = Field(30, ge=0, le=3650)
+    """Completed, failed and rejected tasks (with their thoughts) last updated longer ago are
+    deleted, checked at most once an hour. 0: kept forever."""
+    audit_days: int = Field(90, ge=1, le=3650)
+    """Transfer records (where a task went in a drain) of deleted tasks are kept this long."""
+
+
 class RecoverySpec(CrdModel):
     """What happens to stranded in-flight work: a thought left in processing by an occurrence
     that crashed, was cut off by a drain, or could not record its outcome — whose handler
@@ -334,6 +344,9 @@ class AgentDeploymentSpec(CrdModel):
         default_factory=lambda: DrainSpec.model_validate({}), json_schema_extra={"default": {}}
     )
     recovery: RecoverySpec = Field(default_factory=RecoverySpec, json_schema_extra={"default": {}})
+    retention: RetentionSpec = Field(
+        default_factory=lambda: RetentionSpec.model_validate({}),
+        json_schema_extra={"default": {}})
     network_policy: NetworkPolicySpec = Field(
         default_factory=lambda: NetworkPolicySpec.model_validate({}),
         json_schema_extra={"default": {}})

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from occurrence_store import Occurrence
 
 from .conditions import (
@@ -289,3 +291,14 @@ def condition_reason(text: str) -> str:
     """`text` as a condition reason (letters, digits, `_`; starting with a letter)."""
     cleaned = re.sub(r"[^A-Za-z0-9_]", "", text or "")
     return cleaned if cleaned and cleaned[0].isalpha() else "Failed"
+
+
+def short_error(error: BaseException | str) -> str:
+    """An error as one line of a condition message (a validation error: its first five)."""
+    if isinstance(error, ValidationError):
+        parts = []
+        for err in error.errors()[:5]:
+            loc = ".".join(str(x) for x in err.get("loc", ()))
+            parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+        return "; ".join(parts)
+    return str(error)[:500]

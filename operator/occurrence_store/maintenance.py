@@ -8,6 +8,8 @@ work unless asked.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from occurrence_store.clock import after_sql
 from occurrence_store.database import Database
 from occurrence_store.models import FINISHED_TASK_STATUSES, SHARED_OCCURRENCE_ID
@@ -26,6 +28,23 @@ _DELETE_STALE_TASK = ("DELETE FROM tasks WHERE task_id = :task_id "
 _ORPHANED_THOUGHTS = ("DELETE FROM thoughts WHERE NOT EXISTS "
                       "(SELECT 1 FROM tasks t WHERE t.task_id = thoughts.source_task_id)")
 _FINISHED_BEFORE = f"{_FINISHED_IN} AND updated_at < {after_sql(':retention')}"
+_EXPIRED_OF_AGENT = (f"SELECT task_id FROM tasks WHERE agent_id = :agent AND {_FINISHED_BEFORE} "
+                     "ORDER BY updated_at LIMIT :batch")
+_EXPIRED_TRANSFERS = (
+    "SELECT transfer_id FROM task_transfers t WHERE transferred_at < "
+    f"{after_sql(':retention')} AND NOT EXISTS "
+    "(SELECT 1 FROM tasks k WHERE k.task_id = t.task_id) ORDER BY transfer_id LIMIT :batch")
+RETENTION_BATCH = 1000
+"""Rows deleted per statement: a batch holds its locks briefly, and never all at once."""
+
+
+@dataclass(frozen=True)
+class Retained:
+    """What one retention run deleted."""
+
+    tasks: int = 0
+    thoughts: int = 0
+    transfer_records: int = 0
 
 
 class Maintenance:
@@ -80,3 +99,35 @@ class Maintenance:
             rows = await conn.fetch(f"DELETE FROM tasks WHERE {where} RETURNING task_id",
                                     **params)
         return len(rows)
+
+    async def apply_retention(
+        self, agent_id: str, *, finished_seconds: float, audit_seconds: float,
+        batch: int = RETENTION_BATCH,
+    ) -> Retained:
+        """Delete one agent's finished tasks (with their thoughts) last updated more than
+        ``finished_seconds`` ago, then transfer records older than ``audit_seconds`` whose task
+        is gone — in batches of ``batch`` rows, each its own short transaction."""
+        tasks = thoughts = transfers = 0
+        while True:
+            async with self.db.transaction() as conn:
+                ids = [r["task_id"] for r in await conn.fetch(
+                    _EXPIRED_OF_AGENT, agent=agent_id, retention=-float(finished_seconds),
+                    batch=batch)]
+                if ids:
+                    thoughts += len(await conn.fetch(
+                        f"DELETE FROM thoughts WHERE {self.db.in_ids('source_task_id', ':ids')} "
+                        "RETURNING thought_id", ids=self.db.ids_arg(ids)))
+                    tasks += len(await conn.fetch(
+                        f"DELETE FROM tasks WHERE {self.db.in_ids('task_id', ':ids')} AND "
+                        f"{_FINISHED_IN} RETURNING task_id", ids=self.db.ids_arg(ids)))
+            if len(ids) < batch:
+                break
+        while True:
+            async with self.db.transaction() as conn:
+                deleted = len(await conn.fetch(
+                    f"DELETE FROM task_transfers WHERE transfer_id IN ({_EXPIRED_TRANSFERS}) "
+                    "RETURNING transfer_id", retention=-float(audit_seconds), batch=batch))
+            transfers += deleted
+            if deleted < batch:
+                break
+        return Retained(tasks, thoughts, transfers)

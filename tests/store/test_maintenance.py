@@ -46,3 +46,35 @@ async def test_orphaned_thoughts_and_retention(store: Store) -> None:
             "'pending', 'x', occurrence_now(), occurrence_now())")
     assert await store.maintenance.cleanup_orphaned_thoughts(occurrence_id="agent-0") == 0
     assert await store.maintenance.cleanup_orphaned_thoughts() == 1
+
+
+async def test_retention_deletes_one_agents_old_finished_work_in_batches(store: Store) -> None:
+    await store.registry.register("keep-0", agent_id="ns/keep")
+    await store.registry.register("old-0", agent_id="ns/old")
+    await store.registry.register("old-1", agent_id="ns/old")
+    mine, theirs = store.scope("old-0"), store.scope("keep-0")
+    finished = []
+    for i in range(7):
+        task = await mine.add_task(f"done {i}")
+        await mine.add_thought(task.task_id, "a thought")
+        await mine.update_task_status(task.task_id, TaskStatus.COMPLETED)
+        finished.append(task)
+    pending = await mine.add_task("still to do")
+    other = await theirs.add_task("another agent's")
+    await theirs.update_task_status(other.task_id, TaskStatus.COMPLETED)
+    assert await store.transfers.transfer_task_ownership(finished[0].task_id, "old-0", "old-1")
+    assert await store.transfers.transfer_task_ownership(finished[0].task_id, "old-1", "old-0")
+    assert (await store.maintenance.apply_retention(
+        "ns/old", finished_seconds=3600, audit_seconds=3600)).tasks == 0  # not old yet
+    store.clock.advance(hours=2)
+    retained = await store.maintenance.apply_retention(
+        "ns/old", finished_seconds=3600, audit_seconds=30 * 86400, batch=3)
+    assert (retained.tasks, retained.thoughts, retained.transfer_records) == (7, 7, 0)
+    assert await mine.get_task(pending.task_id) is not None  # unfinished work stays
+    assert await theirs.get_task(other.task_id) is not None  # another agent's stays
+    assert [t.task_id for t in await mine.list_tasks()] == [pending.task_id]
+    store.clock.advance(days=31)  # the audit records of a deleted task outlive it, then go
+    retained = await store.maintenance.apply_retention(
+        "ns/old", finished_seconds=3600, audit_seconds=30 * 86400, batch=1)
+    assert retained.transfer_records == 2
+    assert await store.transfers.transfers_for_task(finished[0].task_id) == []
