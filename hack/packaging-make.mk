@@ -22,6 +22,7 @@ IMAGE_REPO ?= ghcr.io/occurrence-dev/occurrence-operator
 IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/occurrence-operator/Chart.yaml)
 IMAGE ?= $(IMAGE_REPO):$(IMAGE_TAG)
 OPERATOR_NAMESPACE ?= occurrence-system
+AGENTS_NAMESPACE ?= agents
 HELM_RELEASE ?= occurrence-operator
 
 # $(call require,tool,what it is for): fail with a clear message when a tool is missing.
@@ -64,13 +65,16 @@ kind-load:
 	$(call require,$(KIND),install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation))
 	$(KIND) load docker-image $(IMAGE) --name $(KIND_CLUSTER)
 
-## deploy: install or upgrade the chart (CRD included) into $(OPERATOR_NAMESPACE).
+## deploy: install or upgrade the chart (CRD included) into $(OPERATOR_NAMESPACE), watching
+## $(AGENTS_NAMESPACE) (created if missing: the chart's namespaced RBAC is a Role there).
 deploy:
 	$(call require,$(HELM),install helm (https://helm.sh/docs/intro/install/) or run make cluster-build)
+	$(call require,$(KUBECTL),install kubectl or run make cluster-build)
+	$(KUBECTL) create namespace $(AGENTS_NAMESPACE) --dry-run=client -o yaml | $(KUBECTL) apply -f -
 	$(HELM) upgrade --install $(HELM_RELEASE) charts/occurrence-operator \
 	  --namespace $(OPERATOR_NAMESPACE) --create-namespace \
 	  --set image.repository=$(IMAGE_REPO) --set image.tag=$(IMAGE_TAG) \
-	  --wait --timeout 5m
+	  --set 'watchNamespaces={$(AGENTS_NAMESPACE)}' --wait --timeout 5m
 
 ## undeploy: uninstall the chart (the CRD and your AgentDeployments stay).
 undeploy:

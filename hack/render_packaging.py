@@ -53,7 +53,9 @@ BASE_RBAC = BASE / "rbac.yaml"
 # Fixed values of the plain (kustomize) install rendered from the chart.
 PLAIN_RELEASE = "occurrence-operator"
 PLAIN_NAMESPACE = "occurrence-system"
-PLAIN_VALUES: Mapping[str, Any] = {"crds": {"install": False}, "rbac": {"create": True}}
+PLAIN_VALUES: Mapping[str, Any] = {
+    "crds": {"install": False}, "rbac": {"create": True, "aggregateToDefaultRoles": False},
+    "clusterWide": True}
 
 # Label keys that only make sense for a Helm release; dropped from the plain manifests.
 HELM_ONLY_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
@@ -193,10 +195,21 @@ def _dump(data: Any) -> str:
     return yaml.dump(data, Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False)
 
 
+def peering_rules() -> list[dict[str, Any]]:
+    """The rules only a peering operator needs (occurrence_operator.rbac.PEERING_RULES)."""
+    from occurrence_operator import rbac
+
+    return [_normalize_rule(r) for r in _plain(getattr(rbac, "PEERING_RULES", []))]
+
+
 def rules_file_text(rules: list[dict[str, Any]]) -> str:
     cluster, namespaced = split_rules(rules)
+    peering = peering_rules()
+    peering_cluster, peering_namespaced = split_rules(peering)
     body = _dump(
-        {"rules": rules, "clusterRules": cluster, "namespacedRules": namespaced}
+        {"rules": rules, "clusterRules": cluster, "namespacedRules": namespaced,
+         "peeringRules": peering, "peeringClusterRules": peering_cluster,
+         "peeringNamespacedRules": peering_namespaced}
     )
     return (
         GENERATED.format(source="occurrence_operator.rbac")
@@ -204,6 +217,7 @@ def rules_file_text(rules: list[dict[str, Any]]) -> str:
         + "#   are watched (watchNamespaces empty).\n"
         + "# With watchNamespaces: clusterRules (the cluster-scoped part) in a ClusterRole and\n"
         + "#   namespacedRules (the rest) in a Role in each watched namespace.\n"
+        + "# peering*: the same three for Kopf peering, added only with peering.enabled.\n"
         + body
     )
 

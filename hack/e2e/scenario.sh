@@ -113,8 +113,10 @@ install_operator() {  # $1: helm | kustomize
   if [[ "$1" == helm ]]; then
     step "operator: helm install charts/occurrence-operator into $OPERATOR_NS (restricted)"
     restricted_namespace "$OPERATOR_NS"
+    restricted_namespace "$NS"  # the chart's default RBAC is a Role where the AgentDeployments live
     h upgrade --install "$RELEASE" charts/occurrence-operator --namespace "$OPERATOR_NS" \
-      --set image.repository="$repo" --set image.tag="$tag" --wait --timeout "${TIMEOUT}s" >/dev/null
+      --set image.repository="$repo" --set image.tag="$tag" --set "watchNamespaces={$NS}" \
+      --wait --timeout "${TIMEOUT}s" >/dev/null
   else
     step "operator: kubectl apply -k manifests/base (image overridden)"
     mkdir -p "$WORK/base"

@@ -72,8 +72,11 @@ RULES: list[dict[str, Any]] = [
         "verbs": ["get", "list", "watch"],
     },
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+]
+
+PEERING_RULES: list[dict[str, Any]] = [
     # Kopf peering (--peering NAME, several replicas); `create`: the operator makes its
-    # peering object if missing (peering.py).
+    # peering object if missing (peering.py). Granted only when peering is on.
     {
         "apiGroups": ["kopf.dev"],
         "resources": ["kopfpeerings", "clusterkopfpeerings"],

@@ -27,6 +27,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO_ROOT / "crds" / "agentdeployments.occurrence.dev.yaml"
 RBAC_FILE = REPO_ROOT / "manifests" / "base" / "rbac.yaml"
+CHART = REPO_ROOT / "charts" / "occurrence-operator"
 PEERING_CRD_FILE = REPO_ROOT / "crds" / "kopf-peering.yaml"
 RESYNC_SECONDS = 2
 

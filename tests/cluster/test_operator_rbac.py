@@ -7,12 +7,14 @@ kubeconfig with only that token: the operator must roll out, drain and report wi
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from operator_support import (
+    CHART,
     RBAC_FILE,
     agd_manifest,
     create_db_secret,
@@ -55,11 +57,47 @@ def _token_kubeconfig(cluster: Any, ns: str, path: Path) -> Path:
     return path
 
 
+def _install_chart_default_rbac(cluster: Any, ns: str) -> None:
+    """The RBAC `helm install` makes by default, released into ``ns``: a Role there and a
+    ClusterRole for the cluster-scoped reads only (names made unique per test)."""
+    done = subprocess.run(
+        [cluster.helm_path, "template", "occurrence-operator", str(CHART), "-n", ns],
+        capture_output=True, text=True, timeout=120, env=cluster.env(), check=True)
+    kinds = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] in kinds
+            and not d["metadata"]["name"].endswith(("-view", "-edit"))]
+    for doc in docs:
+        if doc["kind"].startswith("Cluster"):
+            doc["metadata"]["name"] = f"occurrence-operator-{ns}"[:63]
+            if "roleRef" in doc:
+                doc["roleRef"]["name"] = doc["metadata"]["name"]
+    assert {d["kind"] for d in docs} == kinds, "the default is namespaced: Role + ClusterRole"
+    cluster.apply(yaml.safe_dump_all(docs))
+
+
 async def test_operator_runs_under_the_generated_rbac(
     kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str, tmp_path: Path
 ) -> None:
+    _install_rbac(kube_cluster, namespace)
+    await _rolls_out_and_drains(kube_cluster, namespace, start_operator, pg_url, tmp_path)
+
+
+async def test_operator_runs_under_the_charts_default_namespaced_rbac(
+    kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str, tmp_path: Path
+) -> None:
+    _install_chart_default_rbac(kube_cluster, namespace)
+    await _rolls_out_and_drains(kube_cluster, namespace, start_operator, pg_url, tmp_path)
+    kubeconfig = tmp_path / "operator.kubeconfig"
+    # namespaced: nothing elsewhere, not even a list of another namespace's pods
+    for what in (("get", "pods", "-n", "default"), ("get", "secrets", "-A")):
+        denied = kube_cluster.kubectl("--kubeconfig", str(kubeconfig), *what, check=False)
+        assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), what
+
+
+async def _rolls_out_and_drains(
+    kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str, tmp_path: Path
+) -> None:
     ns, cluster, name = namespace, kube_cluster, "least"
-    _install_rbac(cluster, ns)
     kubeconfig = _token_kubeconfig(cluster, ns, tmp_path / "operator.kubeconfig")
     # The token really is restricted: it cannot list secrets or touch deployments.
     denied = cluster.kubectl(

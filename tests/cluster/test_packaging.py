@@ -162,20 +162,34 @@ def test_helm_template(kube_cluster: KubeCluster, values: Path) -> None:
     assert [s["metadata"]["name"] for s in by_kind["Service"]] == ["occurrence-operator-metrics"]
     assert len(by_kind["ServiceAccount"]) == 1
 
-    if values.stem == "namespaced-values":
-        assert container["args"][:2] == ["--namespace=team-a", "--namespace=team-b"]
-        assert sorted(r["metadata"]["namespace"] for r in by_kind["Role"]) == ["team-a", "team-b"]
-        assert len(by_kind["RoleBinding"]) == 2
-        rules = yaml.safe_load((CHART / "files" / "rbac-rules.yaml").read_text())
-        assert by_kind["Role"][0]["rules"] == rules["namespacedRules"]
-        assert by_kind["ClusterRole"][0]["rules"] == rules["clusterRules"]
-    else:
+    rules = yaml.safe_load((CHART / "files" / "rbac-rules.yaml").read_text())
+    operator_roles = [r for r in by_kind["ClusterRole"]
+                      if not r["metadata"]["name"].endswith(("-view", "-edit"))]
+    if values.stem == "clusterwide-values":
         assert "--all-namespaces" in container["args"]
         assert "Role" not in by_kind
-        (cluster_role,) = by_kind["ClusterRole"]
+        (cluster_role,) = operator_roles
         from occurrence_operator import rbac
 
-        assert cluster_role["rules"] == rbac.RULES
+        assert cluster_role["rules"] == rbac.RULES  # no peering rules without peering
+    else:  # the default: the release namespace only (or the namespaces listed)
+        watched = (["team-a", "team-b"] if values.stem == "namespaced-values"
+                   else ["occurrence-system"])
+        assert [a for a in container["args"] if a.startswith("--namespace")] == \
+            [f"--namespace={ns}" for ns in watched]
+        assert "--all-namespaces" not in container["args"]
+        assert sorted(r["metadata"]["namespace"] for r in by_kind["Role"]) == watched
+        assert len(by_kind["RoleBinding"]) == len(watched)
+        assert by_kind["Role"][0]["rules"] == rules["namespacedRules"]
+        assert operator_roles[0]["rules"] == rules["clusterRules"]
+        # Secrets are read only where AgentDeployments live, never cluster-wide
+        assert not any("secrets" in rule["resources"] for rule in operator_roles[0]["rules"])
+    assert not any("kopf.dev" in rule["apiGroups"] for role in by_kind.get("Role", []) +
+                   operator_roles for rule in role["rules"]), "peering RBAC without peering"
+    aggregated = {r["metadata"]["name"]: r for r in by_kind["ClusterRole"]}
+    view, edit = aggregated["occurrence-operator-view"], aggregated["occurrence-operator-edit"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
     assert ("AgentDeployment" in by_kind) == (values.stem == "example-values")
     assert ("ServiceMonitor" in by_kind) == (values.stem == "servicemonitor-values")
     if values.stem == "example-values":
@@ -233,6 +247,9 @@ def test_more_replicas_need_peering(kube_cluster: KubeCluster) -> None:
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--peering=occurrence-operator" in args
+    # peering RBAC comes with peering: the namespaced KopfPeering where the operator watches
+    (role,) = [o for o in objects if o["kind"] == "Role"]
+    assert any(r["resources"] == ["kopfpeerings"] for r in role["rules"])
 
 
 # -- one source of truth ------------------------------------------------------------------

@@ -57,3 +57,9 @@ app.kubernetes.io/part-of: occurrence-operator
 {{- define "occurrence-operator.rbacRules" -}}
 {{- .Files.Get "files/rbac-rules.yaml" }}
 {{- end }}
+
+{{/* The namespaces watched without clusterWide, as a JSON array: watchNamespaces, or the
+release namespace when it is empty. */}}
+{{- define "occurrence-operator.watchNamespaces" -}}
+{{- if .Values.watchNamespaces }}{{ toJson .Values.watchNamespaces }}{{ else }}{{ list .Release.Namespace | toJson }}{{ end }}
+{{- end }}
