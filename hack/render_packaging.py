@@ -301,6 +301,7 @@ def plain_objects(helm: str, chart: Path = CHART) -> list[dict[str, Any]]:
 _BASE_FILES = {
     "Deployment": "deployment.yaml",
     "Service": "service.yaml",
+    "NetworkPolicy": "networkpolicy.yaml",
 }
 # In manifests/base/rbac.yaml (the operator's generator writes it; checked, not written here).
 _RBAC_KINDS = frozenset(

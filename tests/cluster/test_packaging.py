@@ -186,6 +186,10 @@ def test_helm_template(kube_cluster: KubeCluster, values: Path) -> None:
         assert not any("secrets" in rule["resources"] for rule in operator_roles[0]["rules"])
     assert not any("kopf.dev" in rule["apiGroups"] for role in by_kind.get("Role", []) +
                    operator_roles for rule in role["rules"]), "peering RBAC without peering"
+    (policy,) = by_kind["NetworkPolicy"]  # the operator takes ingress on /metrics only
+    assert policy["spec"]["podSelector"]["matchLabels"] == \
+        deployment["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 9090}]}]
     aggregated = {r["metadata"]["name"]: r for r in by_kind["ClusterRole"]}
     view, edit = aggregated["occurrence-operator-view"], aggregated["occurrence-operator-edit"]
     assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
