@@ -6,6 +6,9 @@
 # Runs as uid 10001 with a read-only root filesystem: everything writable (HOME, TMPDIR,
 # the embedded SQLite default) points at /tmp, an emptyDir in the pod.
 
+# The base image. A release build pins it by digest, so a moved tag cannot change what ships:
+#   make image PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest>
+# (`docker buildx imagetools inspect python:3.11-slim-bookworm` shows the current digest).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # 1. The dependencies, from the lock file (exact versions, every file's hash checked): this

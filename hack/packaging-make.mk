@@ -54,10 +54,10 @@ kind-down:
 	$(call require,$(KIND),install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation))
 	$(KIND) delete cluster --name $(KIND_CLUSTER)
 
-## image: build $(IMAGE) from the Dockerfile.
+## image: build $(IMAGE) from the Dockerfile (PYTHON_IMAGE=...@sha256:... pins the base).
 image:
 	$(require-docker)
-	$(DOCKER) build -t $(IMAGE) .
+	$(DOCKER) build -t $(IMAGE) $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE)) .
 
 ## kind-load: load $(IMAGE) into the kind cluster (no registry needed).
 kind-load:
