@@ -122,6 +122,12 @@ class Worker:
         self._paused = False
         self.poke()
 
+    async def settled(self) -> None:
+        """Wait for the step in progress, if any: after :meth:`pause` no new one starts, so
+        from then on nothing is activated or seeded until :meth:`resume`."""
+        async with self._step_lock:
+            pass
+
     async def quiesce(self, timeout: float) -> dict[str, int]:
         """Stop taking work; let in-flight thoughts finish within ``timeout``, then cancel
         the rest and take every thought still PROCESSING out of processing (back to pending,

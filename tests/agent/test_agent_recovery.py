@@ -110,6 +110,7 @@ async def _strand(runtime: Any, task_id: str) -> None:
 async def test_the_sweep_reclaims_a_thought_nobody_works_on(url: str, recovery: str) -> None:
     async with runtimes(url, [f"sweep-{recovery}"], in_flight_recovery=recovery) as (runtime,):
         runtime.worker.pause()
+        await runtime.worker.settled()  # a step already running would seed a thought of its own
         task = await runtime.scoped.add_task("stranded")
         await runtime.scoped.activate_pending_tasks(1)
         await runtime.scoped.add_thought(task.task_id, "think")
