@@ -49,6 +49,18 @@ class OperatorMetrics:
                               "Pending and active tasks per occurrence.",
                               (*_AGD, "occurrence"), registry=r)
         self._pending_occurrences: dict[tuple[str, str], set[str]] = {}
+        self._backlog = Gauge(
+            f"{PREFIX}_backlog_tasks",
+            "Pending and active tasks of the whole AgentDeployment: what an HPA or KEDA "
+            "scales on (per occurrence: pending_tasks).", _AGD, registry=r)
+        self._replicas = Gauge(f"{PREFIX}_replicas",
+                               "Occurrences by kind: desired (spec.replicas), ready.",
+                               (*_AGD, "kind"), registry=r)
+        self._condition = Gauge(
+            f"{PREFIX}_condition",
+            "1 for each current condition of an AgentDeployment (type, status, reason).",
+            (*_AGD, "type", "status", "reason"), registry=r)
+        self._conditions_shown: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
 
     # -- recording -----------------------------------------------------------------------
 
@@ -77,9 +89,32 @@ class OperatorMetrics:
             self._pending.labels(namespace, name, occurrence).set(count)
         if counts:
             self._pending_occurrences[(namespace, name)] = set(counts)
+            self._backlog.labels(namespace, name).set(sum(counts.values()))
+        elif previous:
+            self._backlog.remove(namespace, name)
+
+    def set_status(self, namespace: str, name: str, *, desired: int, ready: int,
+                   conditions: list[dict[str, str]]) -> None:
+        """The AgentDeployment's size and conditions as gauges (what the alert rules read)."""
+        self._replicas.labels(namespace, name, "desired").set(desired)
+        self._replicas.labels(namespace, name, "ready").set(ready)
+        shown = {(c.get("type", ""), c.get("status", ""), c.get("reason", ""))
+                 for c in conditions}
+        for gone in self._conditions_shown.pop((namespace, name), set()) - shown:
+            self._condition.remove(namespace, name, *gone)
+        for labels in shown:
+            self._condition.labels(namespace, name, *labels).set(1)
+        self._conditions_shown[(namespace, name)] = shown
 
     def forget(self, namespace: str, name: str) -> None:
         self.set_pending(namespace, name, {})
+        for kind in ("desired", "ready"):
+            try:
+                self._replicas.remove(namespace, name, kind)
+            except KeyError:
+                pass  # never reported: nothing to remove
+        for gone in self._conditions_shown.pop((namespace, name), set()):
+            self._condition.remove(namespace, name, *gone)
 
     def total_api_writes(self) -> int:
         return int(sum(sample.value for metric in self._api_writes.collect()

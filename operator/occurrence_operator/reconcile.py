@@ -279,7 +279,12 @@ class ReconcilePass:
     async def _write(self, document: StatusDocument) -> None:
         for type_, reason, message in document.events:
             self.agd.event(type_, reason, message)
-        await self.agd.write_status(document.to_wire())
+        wire = document.to_wire()
+        self.context.metrics.set_status(
+            self.namespace, self.name, conditions=wire.get("conditions") or [],
+            desired=int((self.agd.body.get("spec") or {}).get("replicas") or 0),
+            ready=int(wire.get("readyReplicas") or 0))
+        await self.agd.write_status(wire)
 
     async def _occurrences(self, url: str) -> list[Occurrence] | None:
         try:

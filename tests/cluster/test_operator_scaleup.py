@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from operator_support import (
     agd_manifest,
     agd_status,
@@ -22,6 +24,8 @@ from occurrence_store import Store, TaskStatus
 pytestmark = pytest.mark.cluster
 
 TIMEOUT = 120
+HPA_EXAMPLE = (Path(__file__).resolve().parents[2] / "manifests" / "autoscaling"
+               / "hpa-on-backlog.yaml")
 
 
 async def _pending(store: Store, ids: list[str]) -> list[int]:
@@ -172,3 +176,33 @@ async def test_hpa_drives_the_scale_subresource(
     assert found["ScalingActive"]["reason"] not in ("InvalidSelector", "FailedGetScale")
     status = get(cluster, "hpa", name, ns)["status"]
     assert status["currentReplicas"] == 2
+
+
+async def test_the_documented_backlog_hpa_resolves_the_agentdeployment_scale(
+    kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str
+) -> None:
+    """manifests/autoscaling/hpa-on-backlog.yaml as a user applies it: the API server takes it,
+    the HPA controller gets the AgentDeployment's /scale (AbleToScale) and then asks the
+    external metrics API for the backlog, which no adapter serves here."""
+    ns, cluster = namespace, kube_cluster
+    start_operator()
+    create_db_secret(cluster, ns, pg_url)
+    await (await Store.open(pg_url, migrate=True)).close()
+    hpa = yaml.safe_load(HPA_EXAMPLE.read_text())
+    name = hpa["spec"]["scaleTargetRef"]["name"]
+    cluster.apply(agd_manifest(name, ns, replicas=1))
+    wait_for(lambda: running_with(cluster, ns, name, 1), timeout=TIMEOUT, message="Running 1")
+    hpa["metadata"]["namespace"] = ns
+    cluster.apply(json.dumps(hpa))
+
+    def conditions() -> dict[str, dict[str, Any]] | None:
+        obj = get(cluster, "hpa", name, ns) or {}
+        found = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+        active = found.get("ScalingActive") or {}
+        return found if active.get("reason") == "FailedGetExternalMetric" else None
+
+    found = wait_for(conditions, timeout=TIMEOUT,
+                     message="HPA condition ScalingActive/FailedGetExternalMetric")
+    assert found["AbleToScale"]["status"] == "True", found["AbleToScale"]
+    assert "occurrence_operator_backlog_tasks" in found["ScalingActive"]["message"]
+    assert (get(cluster, "agd", name, ns) or {})["spec"]["replicas"] == 1  # no metric: no change

@@ -51,3 +51,27 @@ def test_counters_and_the_drain_summary() -> None:
                     (("agentdeployment", "agd"), ("namespace", "ns")))] == 7.0
     assert samples[("occurrence_operator_drain_duration_seconds_count", ())] == 2.0
     assert samples[("occurrence_operator_drain_duration_seconds_sum", ())] == 2.5
+
+
+def test_the_backlog_size_and_conditions_of_an_agentdeployment() -> None:
+    metrics = OperatorMetrics()
+    metrics.set_pending("ns", "agd", {"agd-0": 3, "agd-1": 4})
+    metrics.set_status("ns", "agd", desired=3, ready=2, conditions=[
+        {"type": "Ready", "status": "False", "reason": "Scaling"},
+        {"type": "Degraded", "status": "False", "reason": "AsExpected"}])
+    samples = _samples(metrics)
+    agd = (("agentdeployment", "agd"), ("namespace", "ns"))
+    assert samples[("occurrence_operator_backlog_tasks", agd)] == 7.0
+    replicas = {dict(labels)["kind"]: value for (name, labels), value in samples.items()
+                if name == "occurrence_operator_replicas"}
+    assert replicas == {"desired": 3.0, "ready": 2.0}
+    metrics.set_status("ns", "agd", desired=3, ready=3, conditions=[
+        {"type": "Ready", "status": "True", "reason": "AllReady"}])
+    conditions = {(dict(labels)["type"], dict(labels)["status"], dict(labels)["reason"])
+                  for (name, labels), _ in _samples(metrics).items()
+                  if name == "occurrence_operator_condition"}
+    assert conditions == {("Ready", "True", "AllReady")}  # the old ones are gone
+    metrics.forget("ns", "agd")
+    assert not [name for name, _ in _samples(metrics)
+                if name.startswith(("occurrence_operator_backlog", "occurrence_operator_repl",
+                                    "occurrence_operator_condition"))]
