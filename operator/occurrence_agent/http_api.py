@@ -154,8 +154,9 @@ async def auth_middleware(
     if verdict.status:
         reason = "unauthenticated" if verdict.status == 401 else "forbidden"
         guard.on_refusal(reason)
-        log.info("request refused (%s): %s %s", reason, request.method, request.path,
-                 extra={"event": "api.refused", "status": verdict.status, "path": request.path})
+        path = request.path[:200]  # the client's text: bounded (and escaped by the formatter)
+        log.info("request refused (%s): %s %s", reason, request.method, path,
+                 extra={"event": "api.refused", "status": verdict.status, "path": path})
         headers = ({"WWW-Authenticate": 'Bearer realm="occurrence-agent"'}
                    if verdict.status == 401 else None)
         return json_error(request, verdict.status, verdict.message, headers=headers)

@@ -64,7 +64,9 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             entry["exc_type"] = record.exc_info[0].__name__
             entry["exc"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        # ASCII only: a message holding U+2028, U+0085 or another line break of some reader
+        # still makes exactly one line (no log line can be split or forged by its content)
+        return json.dumps(entry, ensure_ascii=True, default=str)
 
 
 def configure_logging(occurrence_id: str, level: str = "INFO",

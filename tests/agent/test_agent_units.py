@@ -74,6 +74,26 @@ def test_unmigrated_database_is_a_one_line_start_failure(tmp_path: Path) -> None
     assert all(e["occurrence_id"] == "a" for e in events)
 
 
+def test_a_message_with_any_line_break_is_still_one_json_line() -> None:
+    """Client text (a request path) reaches log lines: no character may split one."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(OccurrenceFilter("agent-7"))
+    logger = logging.getLogger("occurrence_agent.http_api")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    nasty = "/tasks/a\nb\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\U00067358é"
+    try:
+        logger.info("request refused: %s", nasty, extra={"path": nasty})
+    finally:
+        logger.removeHandler(handler)
+    (line,) = stream.getvalue().splitlines()  # str.splitlines knows every line break
+    entry = json.loads(line)
+    assert entry["path"] == nasty and entry["msg"].endswith(nasty)
+    assert line.isascii()
+
+
 def test_json_logs_carry_the_occurrence_id_on_every_record() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
