@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from occurrence_store.errors import StoreError, UnknownOccurrence
@@ -105,24 +105,21 @@ def _output(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", choices=["text", "json"], default="text")
 
 
-def _non_negative_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 0")
-    return n
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``, else a one-line usage error."""
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is not >= {minimum}")
+        return n
+    return parse
 
 
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return n
+_non_negative_int = _int_at_least(0)
+_positive_int = _int_at_least(1)
 
 
 def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:

@@ -295,14 +295,18 @@ class ScopedStore:
             )
         return [task_from_row(r) for r in rows]
 
-    async def count_tasks(self, status: TaskStatus | None = None) -> int:
+    async def _count(self, every: str, by_status: str, status: str | None) -> int:
+        """This occurrence's rows counted by ``every``, or by ``by_status`` for one status."""
         async with self.db.connection() as conn:
             if status is None:
-                value = await conn.fetchval(_COUNT_TASKS, self.occurrence_id)
+                value = await conn.fetchval(every, self.occurrence_id)
             else:
-                value = await conn.fetchval(_COUNT_TASKS_BY_STATUS, self.occurrence_id,
-                                            TaskStatus(status).value)
+                value = await conn.fetchval(by_status, self.occurrence_id, status)
         return int(value or 0)
+
+    async def count_tasks(self, status: TaskStatus | None = None) -> int:
+        return await self._count(_COUNT_TASKS, _COUNT_TASKS_BY_STATUS,
+                                 None if status is None else TaskStatus(status).value)
 
     async def update_task_status(
         self, task_id: str, status: TaskStatus, *, outcome: dict[str, Any] | None = None
@@ -528,10 +532,5 @@ class ScopedStore:
         return [thought_from_row(r) for r in rows]
 
     async def count_thoughts(self, status: ThoughtStatus | None = None) -> int:
-        async with self.db.connection() as conn:
-            if status is None:
-                value = await conn.fetchval(_COUNT_THOUGHTS, self.occurrence_id)
-            else:
-                value = await conn.fetchval(_COUNT_THOUGHTS_BY_STATUS, self.occurrence_id,
-                                            ThoughtStatus(status).value)
-        return int(value or 0)
+        return await self._count(_COUNT_THOUGHTS, _COUNT_THOUGHTS_BY_STATUS,
+                                 None if status is None else ThoughtStatus(status).value)
