@@ -278,21 +278,19 @@ class ScopedStore:
         (keyset paging: served by an index whatever the page number); ``offset`` skips rows
         instead (kept for old clients; it costs what it skips).
         """
-        clauses = ["agent_occurrence_id = $1"]
-        args: list[Any] = [self.occurrence_id]
+        params: dict[str, Any] = {"occurrence_id": self.occurrence_id, "limit": int(limit),
+                                  "offset": int(offset)}
+        where = "agent_occurrence_id = :occurrence_id"
         if status is not None:
-            args.append(TaskStatus(status).value)
-            clauses.append(f"status = ${len(args)}")
+            params["status"] = TaskStatus(status).value
+            where += " AND status = :status"
         if after is not None:
-            args += [after[0], after[1]]
-            clauses.append(f"(created_at, task_id) > (${len(args) - 1}, ${len(args)})")
-        args += [int(limit), int(offset)]
+            params["after_created"], params["after_id"] = after
+            where += " AND (created_at, task_id) > (:after_created, :after_id)"
         async with self.db.connection() as conn:
             rows = await conn.fetch(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE {' AND '.join(clauses)} "
-                f"ORDER BY created_at, task_id LIMIT ${len(args) - 1} OFFSET ${len(args)}",
-                *args,
-            )
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE {where} "
+                "ORDER BY created_at, task_id LIMIT :limit OFFSET :offset", **params)
         return [task_from_row(r) for r in rows]
 
     async def _count(self, every: str, by_status: str, status: str | None) -> int:
