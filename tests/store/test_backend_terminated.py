@@ -20,6 +20,7 @@ from occurrence_store.unreachable import is_unreachable
 
 APP = "terminated-idle"
 ROUNDS = 300
+POOL_SIZE = 2
 
 
 async def _end_idle_backends(admin: asyncpg.Connection) -> int:
@@ -32,7 +33,8 @@ async def _end_idle_backends(admin: asyncpg.Connection) -> int:
 async def test_statements_after_idle_backends_are_ended_fail_only_as_unavailable(
     pg_url: str,
 ) -> None:
-    store = await Store.open(pg_url, migrate=True, application_name=APP, min_size=2, max_size=2)
+    store = await Store.open(pg_url, migrate=True, application_name=APP, min_size=POOL_SIZE,
+                             max_size=POOL_SIZE)
     admin = await asyncpg.connect(pg_url)
     errors: collections.Counter[str] = collections.Counter()
     try:
@@ -48,9 +50,20 @@ async def test_statements_after_idle_backends_are_ended_fail_only_as_unavailable
                 errors[type(exc).__name__] += 1
                 assert is_unreachable(exc), f"round {i}: {type(exc).__name__}: {exc}"
         assert ended >= ROUNDS // 2, "the test ended too few backends to mean anything"
-        # the pool has replaced what broke: the store works without a single failure now
-        for i in range(20):
-            await scope.add_task_once(f"after {i}", idempotency_key=f"after-{i}")
+        # the pool replaces what broke: a connection whose backend was ended in the last
+        # round may still sit in the pool and fail once (retryably), never more than once
+        # per pooled connection; then the store works without a single failure
+        failed_after = 0
+        done = 0
+        while done < 20:
+            try:
+                await scope.add_task_once(f"after {done}", idempotency_key=f"after-{done}")
+            except Exception as exc:  # judged right here
+                assert is_unreachable(exc), f"after: {type(exc).__name__}: {exc}"
+                failed_after += 1
+                assert failed_after <= POOL_SIZE, "the pool keeps handing out a dead connection"
+                continue
+            done += 1
     finally:
         await admin.close()
         await store.close()
