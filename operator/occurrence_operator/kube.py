@@ -52,6 +52,9 @@ _KINDS: dict[tuple[str, str], tuple[str, str]] = {
     ("v1", "Secret"): ("/api/v1", "secrets"),
     ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
     ("v1", "Event"): ("/api/v1", "events"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"):
+        ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    ("keda.sh/v1alpha1", "ScaledObject"): ("/apis/keda.sh/v1alpha1", "scaledobjects"),
     (wellknown.API_VERSION, wellknown.KIND): (f"/apis/{wellknown.API_VERSION}", wellknown.PLURAL),
 }
 

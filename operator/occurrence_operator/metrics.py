@@ -60,6 +60,14 @@ class OperatorMetrics:
             f"{PREFIX}_condition",
             "1 for each current condition of an AgentDeployment (type, status, reason).",
             (*_AGD, "type", "status", "reason"), registry=r)
+        self._autoscaled = Counter(
+            f"{PREFIX}_autoscaler_scales_total",
+            "Changes of spec.replicas the autoscaler made, by direction.",
+            (*_AGD, "direction"), registry=r)
+        self._recommended = Gauge(
+            f"{PREFIX}_autoscaler_recommended_replicas",
+            "The autoscaler's raw recommendation: ceil(backlog / target) within the bounds.",
+            _AGD, registry=r)
         self._conditions_shown: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
 
     # -- recording -----------------------------------------------------------------------
@@ -93,6 +101,12 @@ class OperatorMetrics:
         elif previous:
             self._backlog.remove(namespace, name)
 
+    def autoscaled(self, namespace: str, name: str, direction: str) -> None:
+        self._autoscaled.labels(namespace, name, direction).inc()
+
+    def set_recommended(self, namespace: str, name: str, replicas: int) -> None:
+        self._recommended.labels(namespace, name).set(replicas)
+
     def set_status(self, namespace: str, name: str, *, desired: int, ready: int,
                    conditions: list[dict[str, str]]) -> None:
         """The AgentDeployment's size and conditions as gauges (what the alert rules read)."""
@@ -115,6 +129,10 @@ class OperatorMetrics:
                 pass  # never reported: nothing to remove
         for gone in self._conditions_shown.pop((namespace, name), set()):
             self._condition.remove(namespace, name, *gone)
+        try:
+            self._recommended.remove(namespace, name)
+        except KeyError:
+            pass  # not autoscaled
 
     def total_api_writes(self) -> int:
         return int(sum(sample.value for metric in self._api_writes.collect()

@@ -8,10 +8,16 @@ anything.
 
 from __future__ import annotations
 
-from occurrence_store import Store
+import logging
+import re
+
+from occurrence_store import Occurrence, Store
 
 from .naming import occurrence_id
-from .statusdoc import OCCURRENCE_ID_CONFLICT, Problem
+from .statusdoc import OCCURRENCE_ID_CONFLICT, Problem, short_error
+from .stores import Stores
+
+log = logging.getLogger(__name__)
 
 
 async def claim_occurrence_ids(
@@ -35,3 +41,17 @@ async def claim_occurrence_ids(
         "this AgentDeployment would run the same occurrences, so it creates, fences, "
         "drains and retires none of them. Rename it or use another database (if that "
         "agent is gone for good: `occurrence-store occurrences disown ID...`)"))
+
+
+async def own_occurrences(stores: Stores, url: str, name: str, agent_id: str
+                          ) -> list[Occurrence] | None:
+    """The registry rows of `<name>-<k>` owned by `agent_id`; None if they cannot be read
+    (the sizing step has reported the database problem already)."""
+    try:
+        store = await stores.get(url)
+        rows = await store.registry.list(agent_id=agent_id)
+    except Exception as e:  # reported through Degraded by the sizing step already
+        log.warning("%s: cannot list occurrences: %s", agent_id, short_error(e))
+        return None
+    pattern = re.compile(rf"^{re.escape(name)}-(\d+)$")
+    return [o for o in rows if pattern.match(o.occurrence_id)]

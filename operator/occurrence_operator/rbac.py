@@ -30,6 +30,15 @@ RULES: list[dict[str, Any]] = [
         "resources": [f"{wellknown.PLURAL}/status"],
         "verbs": ["get", "patch"],
     },
+    # spec.autoscaling (autoscaling/controller.py) writes spec.replicas through /scale, and
+    # looks (list only) for an HPA or KEDA ScaledObject targeting the same AgentDeployment.
+    {
+        "apiGroups": [wellknown.GROUP],
+        "resources": [f"{wellknown.PLURAL}/scale"],
+        "verbs": ["patch"],
+    },
+    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["list"]},
+    {"apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "verbs": ["list"]},
     # Owned objects: server-side apply (patch; create when the apply creates the object),
     # the Job's create (never patched); watches of StatefulSets and Jobs wake the owner.
     {

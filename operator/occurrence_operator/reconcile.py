@@ -22,17 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from occurrence_store import Occurrence, Store
+from occurrence_store import Store
 from occurrence_store.errors import StoreError
 from occurrence_store.unreachable import DATABASE_ERRORS, is_unreachable
 
-from . import drain, gate, naming
+from . import autoscaling, drain, gate, naming
 from .adoption import NAME_CONFLICT, NameConflict, check_owned
 from .agd_object import AgentDeploymentObject
 from .conditions import DEGRADED, READY
@@ -42,7 +41,7 @@ from .metrics import OperatorMetrics
 from .migrations import track_migrations
 from .owned import apply_owned_objects
 from .owner import Owner
-from .ownership import claim_occurrence_ids
+from .ownership import claim_occurrence_ids, own_occurrences
 from .render import render
 from .retention import retain_if_due
 from .secrets import SecretProblem, database_url
@@ -83,6 +82,8 @@ class PassContext:
     """This replica's name, the `reportingInstance` of its Events."""
     own_service_account: tuple[str, str] | None = None
     retention_runs: dict[str, float] = field(default_factory=dict)
+    autoscalers: dict[str, autoscaling.Memory] = field(default_factory=dict)
+    """The autoscaler's memory per AgentDeployment uid."""
 
 
 class ReconcilePass:
@@ -99,6 +100,7 @@ class ReconcilePass:
             utcnow())
         self.before = [dict(c) for c in self.conditions.conditions]
         self.requeue: float | None = None
+        self.autoscaled: autoscaling.Report | None = None
 
     def want_requeue(self, seconds: float | None) -> None:
         if seconds is not None and (self.requeue is None or seconds < self.requeue):
@@ -172,6 +174,10 @@ class ReconcilePass:
         if port.sts is not None or migrated:
             try:
                 store = await self.context.stores.get(url)
+                spec, self.autoscaled = await autoscaling.autoscale(
+                    self.agd, spec, store, self.context.autoscalers, self.context.metrics,
+                    agent_id=self.agent_id, draining=drain.is_active(record))
+                self.want_requeue(self.autoscaled.requeue_after if self.autoscaled else None)
                 problem = await self._claim_ids(spec, store, port.sts, record)
                 if problem is None:
                     record = await self._size(spec, store, port, record)
@@ -207,10 +213,15 @@ class ReconcilePass:
                 sts = await self.kube.apply(desired_sts)
                 self.agd.event("Normal", "StatefulSetUpdated", "StatefulSet template applied")
         await self._expire_skip_drain(record, bypassed)
-        occurrences = await self._occurrences(url) if problem is None else None
+        occurrences = None if problem is not None else await own_occurrences(
+            self.context.stores, url, self.name, self.agent_id)
+        scaled = self.autoscaled
         return StatusInputs(desired=spec.replicas, selector=rendered.selector,
                             migration=migration, sts=sts, record=record,
-                            occurrences=occurrences, problem=problem)
+                            occurrences=occurrences, problem=problem,
+                            autoscaling=autoscaling.status_of(spec.autoscaling, scaled,
+                                                              self.agd.status),
+                            autoscaler_conflict=scaled.conflict if scaled else None)
 
     async def _claim_ids(
         self, spec: AgentDeploymentSpec, store: Store, sts: dict[str, Any] | None,
@@ -250,17 +261,11 @@ class ReconcilePass:
         record: ScaleDownStatus | None,
     ) -> None:
         """`spec.drain.rebalanceOnScaleUp`: the rebalance a scale-up recorded."""
-        sts = port.sts or {}
-        sts_status = sts.get("status") or {}
         result = await drain.rebalance(
             name=self.name, store=store, port=port,
             record=read_rebalance(self.agd.status.get("rebalance")),
             desired=spec.replicas, drain_active=drain.is_active(record),
-            statefulset=StatefulSetSize(
-                replicas=int((sts.get("spec") or {}).get("replicas") or 0),
-                ready=int(sts_status.get("readyReplicas") or 0),
-                observed=(sts_status.get("observedGeneration") or 0)
-                >= (sts.get("metadata") or {}).get("generation", 0)))
+            statefulset=StatefulSetSize.of(port.sts))
         self.want_requeue(result.requeue_after)
 
     async def _expire_skip_drain(self, record: ScaleDownStatus | None, used: bool) -> None:
@@ -285,15 +290,3 @@ class ReconcilePass:
             desired=int((self.agd.body.get("spec") or {}).get("replicas") or 0),
             ready=int(wire.get("readyReplicas") or 0))
         await self.agd.write_status(wire)
-
-    async def _occurrences(self, url: str) -> list[Occurrence] | None:
-        try:
-            store = await self.context.stores.get(url)
-            rows = await store.registry.list(agent_id=self.agent_id)
-        except Exception as e:  # reported through Degraded by the sizing step already
-            log.warning("%s/%s: cannot list occurrences: %s", self.namespace, self.name,
-                        short_error(e))
-            return None
-        pattern = re.compile(rf"^{re.escape(self.name)}-(\d+)$")
-        return [o for o in rows if pattern.match(o.occurrence_id)]
-

@@ -283,6 +283,53 @@ class RecoverySpec(CrdModel):
     the reason, so a handler never runs twice (at-most-once for what may have run)."""
 
 
+class ScalingRules(CrdModel):
+    """How fast the autoscaler may change the size in one direction (like an HPA's
+    `behavior.scaleUp`/`scaleDown`); an unset field takes the direction's default."""
+
+    stabilization_window_seconds: int | None = Field(None, ge=0, le=3600)
+    """The size follows the most conservative recommendation of this window: the lowest of
+    the last N seconds when scaling up, the highest when scaling down (no flapping on a
+    backlog that dips for a moment). Default: 0 up, 300 down."""
+    max_step: int | None = Field(None, ge=1, le=MAX_REPLICAS)
+    """Most occurrences added (or removed) by one decision. Default: 4 up, no limit down."""
+    cooldown_seconds: int | None = Field(None, ge=0, le=DAY_SECONDS)
+    """Least time after the last scale (either direction) before the next one this way.
+    Default: 0 up, 60 down."""
+
+
+class AutoscalingSpec(CrdModel):
+    """Size on the backlog (pending + active tasks of the whole AgentDeployment), measured
+    from the database. The operator writes spec.replicas through the scale subresource, so
+    every scale-down it decides drains first. While set, no HPA or KEDA ScaledObject may
+    target this AgentDeployment (condition Degraded/AutoscalerConflict)."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="self.minReplicas <= self.maxReplicas",
+            message="autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+            check=lambda a: a.min_replicas <= a.max_replicas,
+        ),
+    )
+
+    min_replicas: int = Field(1, ge=0, le=MAX_REPLICAS)
+    """Fewest occurrences. 0: scale to zero when the backlog is empty (the work parks on
+    <name>-0) and back to one when a task arrives for the AgentDeployment."""
+    max_replicas: int = Field(ge=1, le=MAX_REPLICAS)
+    """Most occurrences."""
+    target_backlog_per_occurrence: int = Field(ge=1, le=1_000_000)
+    """Desired replicas = ceil(backlog / this), within [minReplicas, maxReplicas]."""
+    interval_seconds: int = Field(15, ge=1, le=3600)
+    """How often the backlog is measured (one query per AgentDeployment)."""
+    scale_up: ScalingRules = Field(default_factory=lambda: ScalingRules.model_validate({}),
+                                   json_schema_extra={"default": {}})
+    """Default: no stabilization, at most 4 more occurrences per decision, no cooldown."""
+    scale_down: ScalingRules = Field(default_factory=lambda: ScalingRules.model_validate({}),
+                                     json_schema_extra={"default": {}})
+    """Default: the highest recommendation of the last 5 minutes, any step, and not within a
+    minute of the last scale."""
+
+
 class AgentDeploymentSpec(CrdModel):
     """Desired state: N occurrences of one agent sharing one database."""
 
@@ -350,6 +397,9 @@ class AgentDeploymentSpec(CrdModel):
     network_policy: NetworkPolicySpec = Field(
         default_factory=lambda: NetworkPolicySpec.model_validate({}),
         json_schema_extra={"default": {}})
+    autoscaling: AutoscalingSpec | None = None
+    """Size on the backlog instead of a fixed spec.replicas (which it then writes). Absent:
+    the size is spec.replicas, set by you, kubectl scale or an HPA."""
     termination_grace_period_seconds: int = Field(60, ge=0, le=DAY_SECONDS)
     """Time an agent gets to exit after SIGTERM. Work is drained before pods are removed, so
     this only bounds the agent's own shutdown."""

@@ -107,6 +107,23 @@ class RebalanceStatus(CrdModel):
     message: str | None = None
 
 
+class AutoscalingStatus(CrdModel):
+    """The autoscaler's last decision (`spec.autoscaling`)."""
+
+    observed_backlog: int | None = Field(None, ge=0)
+    """Pending and active tasks of the AgentDeployment at the last measurement."""
+    recommended_replicas: int | None = Field(None, ge=0)
+    """ceil(backlog / targetBacklogPerOccurrence) within [minReplicas, maxReplicas]."""
+    desired_replicas: int = Field(ge=0)
+    """The size decided (after stabilization, step limits and cooldown)."""
+    last_scale_time: Timestamp | None = None
+    """When the autoscaler last changed spec.replicas."""
+    reason: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9]*$")
+    """ScaledUp, ScaledDown, WithinTarget, ScaleUpStabilizing, ScaleDownStabilizing,
+    CoolingDown, AtMaxReplicas, DrainInProgress, AutoscalerConflict or BacklogUnknown."""
+    message: str | None = None
+
+
 class AgentDeploymentStatus(CrdModel):
     """Observed state, written by the operator only."""
 
@@ -126,6 +143,7 @@ class AgentDeploymentStatus(CrdModel):
     last_migration: LastMigration | None = None
     scale_down: ScaleDownStatus | None = None
     rebalance: RebalanceStatus | None = None
+    autoscaling: AutoscalingStatus | None = None
     conditions: list[Condition] | None = Field(
         None,
         json_schema_extra={

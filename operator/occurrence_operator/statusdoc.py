@@ -36,6 +36,7 @@ from .drain import draining_count, is_active
 from .events import EventType
 from .status import (
     AgentDeploymentStatus,
+    AutoscalingStatus,
     Condition,
     ConditionStatus,
     LastMigration,
@@ -45,6 +46,7 @@ from .status import (
 )
 
 OCCURRENCE_ID_CONFLICT = "OccurrenceIdConflict"
+AUTOSCALER_CONFLICT = "AutoscalerConflict"
 DATABASE_UNAVAILABLE = "DatabaseUnavailable"
 
 Event = tuple[EventType, str, str]
@@ -108,15 +110,21 @@ class StatusInputs:
     record: ScaleDownStatus | None
     occurrences: Sequence[Occurrence] | None = None
     problem: Problem | None = None
+    autoscaling: AutoscalingStatus | None = None
+    """The autoscaler's decision; None: spec.autoscaling is not set (the field is removed)."""
+    autoscaler_conflict: str | None = None
+    """Another autoscaler targets the AgentDeployment (Degraded/AutoscalerConflict)."""
 
 
 @dataclass(frozen=True)
 class StatusDocument:
     status: AgentDeploymentStatus
     events: list[Event] = field(default_factory=list)
+    removed: tuple[str, ...] = ()
+    """Top-level status fields to delete (written as null)."""
 
     def to_wire(self) -> dict[str, Any]:
-        return self.status.to_wire()
+        return {**self.status.to_wire(), **dict.fromkeys(self.removed)}
 
 
 def derive_status(
@@ -142,9 +150,12 @@ def derive_status(
         conditions.set(DEGRADED, "True", "MigrationsFailed", migration.message)
     elif problem is not None:
         conditions.set(DEGRADED, "True", problem.reason, problem.message)
+    elif inputs.autoscaler_conflict is not None:
+        conditions.set(DEGRADED, "True", AUTOSCALER_CONFLICT, inputs.autoscaler_conflict)
     else:
         conditions.set(DEGRADED, "False", "AsExpected", "all good")
-    degraded = migration.state == "Failed" or problem is not None
+    degraded = (migration.state == "Failed" or problem is not None
+                or inputs.autoscaler_conflict is not None)
 
     desired = inputs.desired
     all_there = (
@@ -195,13 +206,15 @@ def derive_status(
             None if migration.last is None else LastMigration.model_validate(migration.last)
         ),
         scale_down=record,
+        autoscaling=inputs.autoscaling,
         occurrences=(
             None
             if inputs.occurrences is None
             else [occurrence_row(o) for o in inputs.occurrences]
         ),
     )
-    return StatusDocument(status, transition_events(before, conditions.conditions))
+    return StatusDocument(status, transition_events(before, conditions.conditions),
+                          removed=() if inputs.autoscaling is not None else ("autoscaling",))
 
 
 def problem_status(conditions: ConditionSet, *, before: Sequence[Mapping[str, Any]]

@@ -45,6 +45,10 @@ _WITH_COUNTS = (
 )
 _COUNTED = {"pending": TaskStatus.PENDING.value, "active": TaskStatus.ACTIVE.value}
 """The parameters of :data:`_WITH_COUNTS`."""
+_BACKLOG = (
+    "SELECT COUNT(*) FROM occurrences o JOIN tasks t ON t.agent_occurrence_id = o.occurrence_id "
+    "WHERE o.agent_id = :agent_id AND t.status IN (:pending, :active)"
+)
 _GET = _WITH_COUNTS + " WHERE o.occurrence_id = :occurrence_id"
 
 # A draining state survives re-registration; a retired occurrence comes back active.
@@ -277,6 +281,13 @@ class Registry:
         """Non-retired occurrences whose lease ran out: crashed or stuck."""
         return [o for o in await self.list() if o.state != OccurrenceState.RETIRED
                 and o.lease_expired()]
+
+    async def backlog(self, agent_id: str) -> int:
+        """Pending and active tasks of every occurrence of ``agent_id`` (whatever its state:
+        work parked on a stopped occurrence counts), in one indexed count."""
+        async with self.db.connection() as conn:
+            value = await conn.fetchval(_BACKLOG, **_COUNTED, agent_id=agent_id)
+        return int(value or 0)
 
     async def live_count(self, agent_id: str | None = None) -> int:
         """How many occurrences (of ``agent_id`` when given) hold a live lease and are not

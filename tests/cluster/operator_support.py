@@ -264,6 +264,12 @@ def get(cluster: Any, kind: str, name: str, namespace: str) -> dict[str, Any] | 
     return json.loads(done.stdout)
 
 
+def sts_replicas(cluster: Any, namespace: str, name: str) -> int | None:
+    """spec.replicas of the StatefulSet `name` (None: there is none)."""
+    sts = get(cluster, "sts", name, namespace)
+    return None if sts is None else int(sts["spec"]["replicas"])
+
+
 def agd_status(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
     """The AgentDeployment's status ({} while it has none or does not exist)."""
     return (get(cluster, "agd", name, namespace) or {}).get("status") or {}

@@ -70,6 +70,18 @@ CASES: dict[str, dict[str, Any] | list[str]] = {
     "crd-sa-invalid": {"spec.serviceAccountName": "Bad SA"},
     "crd-pod-root": {"spec.podSecurityContext.runAsUser": 0},
     "crd-replicas-max": {"spec.replicas": 1001},
+    "crd-autoscaling-min-above-max": {"spec.autoscaling": {
+        "minReplicas": 5, "maxReplicas": 2, "targetBacklogPerOccurrence": 10}},
+    "crd-autoscaling-target-zero": {"spec.autoscaling": {
+        "maxReplicas": 2, "targetBacklogPerOccurrence": 0}},
+    "crd-autoscaling-no-max": {"spec.autoscaling": {"targetBacklogPerOccurrence": 10}},
+    "crd-autoscaling-max-above-limit": {"spec.autoscaling": {
+        "maxReplicas": 1001, "targetBacklogPerOccurrence": 10}},
+    "crd-autoscaling-step-zero": {"spec.autoscaling": {
+        "maxReplicas": 2, "targetBacklogPerOccurrence": 10, "scaleUp": {"maxStep": 0}}},
+    "crd-autoscaling-window-max": {"spec.autoscaling": {
+        "maxReplicas": 2, "targetBacklogPerOccurrence": 10,
+        "scaleDown": {"stabilizationWindowSeconds": 3601}}},
     "crd-drain-timeout-max": {"spec.drain.timeoutSeconds": 86401},
     "crd-grace-max": {"spec.terminationGracePeriodSeconds": 86401},
     "crd-args-reserved": {"spec.args": ["--database-url=postgresql://x@h/db"]},

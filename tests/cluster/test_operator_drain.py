@@ -19,6 +19,7 @@ from operator_support import (
     create_db_secret,
     events,
     get,
+    sts_replicas,
     wait_for,
 )
 
@@ -29,10 +30,6 @@ pytestmark = pytest.mark.cluster
 TIMEOUT = 120
 SKIP_DRAIN = "occurrence.dev/skip-drain"
 
-
-def _sts_replicas(cluster: Any, ns: str, name: str) -> int | None:
-    sts = get(cluster, "sts", name, ns)
-    return None if sts is None else int(sts["spec"]["replicas"])
 
 
 async def _deploy(
@@ -181,7 +178,7 @@ async def test_operator_killed_mid_drain_resumes_without_losing_or_duplicating(
         )
         assert (await store.registry.get(ids[2])).state == OccurrenceState.DRAINING
         assert (await store.registry.get(ids[3])).state == OccurrenceState.DRAINING
-        assert _sts_replicas(cluster, ns, name) == 4
+        assert sts_replicas(cluster, ns, name) == 4
         assert condition(get(cluster, "agd", name, ns), "Draining")["status"] == "True"
 
         op.kill()  # SIGKILL mid-drain
@@ -189,7 +186,7 @@ async def test_operator_killed_mid_drain_resumes_without_losing_or_duplicating(
         await store.scope(busy).update_thought_status(
             claimed[0].thought_id, ThoughtStatus.COMPLETED
         )
-        assert _sts_replicas(cluster, ns, name) == 4  # nobody shrank it
+        assert sts_replicas(cluster, ns, name) == 4  # nobody shrank it
 
         op2 = start_operator()
         wait_for(
@@ -197,7 +194,7 @@ async def test_operator_killed_mid_drain_resumes_without_losing_or_duplicating(
             timeout=TIMEOUT,
             message="resumed drain Done",
         )
-        assert _sts_replicas(cluster, ns, name) == 2
+        assert sts_replicas(cluster, ns, name) == 2
         owners = await _all_tasks(store, ids)
         assert set(owners) == seeded, "tasks lost"
         assert set(owners.values()) <= set(ids[:2])
@@ -239,7 +236,7 @@ async def test_operator_killed_during_transfer_resumes(
         assert set(owners) == seeded
         assert set(owners.values()) == {ids[0]}
         assert await store.transfers.count_transfers() == len(seeded)  # each moved once
-        assert _sts_replicas(cluster, ns, name) == 1
+        assert sts_replicas(cluster, ns, name) == 1
         assert op2.alive() and not op2.errors()
     finally:
         await store.close()
@@ -262,7 +259,7 @@ async def test_scale_to_zero_parks_work_on_ordinal_zero(
             timeout=TIMEOUT,
             message="ScaledToZero",
         )
-        assert _sts_replicas(cluster, ns, name) == 0
+        assert sts_replicas(cluster, ns, name) == 0
         owners = await _all_tasks(store, ids)
         assert set(owners) == seeded and set(owners.values()) == {ids[0]}
 
@@ -306,7 +303,7 @@ async def test_scale_up_during_drain_cancels_and_unfences(
             message="drain cancelled",
         )
         assert (await store.registry.get(busy)).state == OccurrenceState.ACTIVE
-        assert _sts_replicas(cluster, ns, name) == 3
+        assert sts_replicas(cluster, ns, name) == 3
         assert await store.scope(busy).count_tasks() == 1  # its work stayed with it
     finally:
         await store.close()
@@ -342,7 +339,7 @@ async def test_drain_that_cannot_finish_holds_size_until_bypassed(
 
         wait_for(degraded, timeout=TIMEOUT, message="Degraded DatabaseUnavailable")
         await asyncio.sleep(3)
-        assert _sts_replicas(cluster, ns, name) == 3, "shrank without draining"
+        assert sts_replicas(cluster, ns, name) == 3, "shrank without draining"
         assert condition(get(cluster, "agd", name, ns), "Draining")["status"] == "True"
         assert "DatabaseUnavailable" in [
             e["reason"] for e in events(cluster, ns, name) if e["type"] == "Warning"
@@ -350,7 +347,7 @@ async def test_drain_that_cannot_finish_holds_size_until_bypassed(
         cluster.kubectl("-n", ns, "annotate", "agd", name, "occurrence.dev/skip-drain=true")
         wait_for(
             lambda: (
-                _sts_replicas(cluster, ns, name) == 2
+                sts_replicas(cluster, ns, name) == 2
                 and (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Done"
             ),
             timeout=TIMEOUT,
@@ -367,7 +364,7 @@ async def test_drain_that_cannot_finish_holds_size_until_bypassed(
         # the returning occurrence is not unready forever.
         create_db_secret(cluster, ns, pg_url)
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=3")
-        wait_for(lambda: _sts_replicas(cluster, ns, name) == 3, timeout=TIMEOUT,
+        wait_for(lambda: sts_replicas(cluster, ns, name) == 3, timeout=TIMEOUT,
                  message="scaled back up")
         assert (await store.registry.get(busy)).state == OccurrenceState.ACTIVE
         assert await store.scope(busy).count_tasks() == 1
@@ -398,7 +395,7 @@ async def test_skip_drain_applies_only_to_a_drain_that_cannot_reach_the_database
                  == "WaitingInFlight", timeout=TIMEOUT, message="waiting drain")
         cluster.kubectl("-n", ns, "annotate", "agd", name, f"{SKIP_DRAIN}=true")
         await asyncio.sleep(3 * RESYNC_SECONDS)  # several reconciles see it
-        assert _sts_replicas(cluster, ns, name) == 3, "a reachable database was bypassed"
+        assert sts_replicas(cluster, ns, name) == 3, "a reachable database was bypassed"
         assert SKIP_DRAIN in _annotations(cluster, ns, name)  # it is this drain's
         assert await store.scope(busy).update_thought_status(
             thought.thought_id, ThoughtStatus.COMPLETED, expected_status=ThoughtStatus.PROCESSING)

@@ -21,6 +21,7 @@ from operator_support import (
     create_db_secret,
     get,
     install_peering_crds,
+    sts_replicas,
     wait_for,
 )
 
@@ -37,10 +38,6 @@ DRAIN_STEP = re.compile(r"^(?P<name>[a-z0-9-]+): (?P<action>[A-Z][A-Za-z]+) ")
 def _phase(cluster: Any, ns: str, name: str) -> str | None:
     return (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
 
-
-def _sts_replicas(cluster: Any, ns: str, name: str) -> int | None:
-    sts = get(cluster, "sts", name, ns)
-    return None if sts is None else int(sts["spec"]["replicas"])
 
 
 def _when(record: dict[str, Any]) -> datetime:
@@ -154,7 +151,7 @@ async def test_two_peered_operators_drain_once_and_fail_over(
             timeout=TIMEOUT,
             message="drain 1 Done (B)",
         )
-        assert _sts_replicas(cluster, ns, name) == 2
+        assert sts_replicas(cluster, ns, name) == 2
         drain1 = await store.transfers.count_transfers()
         assert drain1 == 2 * 300 + 1  # every departing task moved once
 
@@ -173,13 +170,13 @@ async def test_two_peered_operators_drain_once_and_fail_over(
         b.kill()
         killed_at = datetime.now(UTC)
         await store.scope(ids[1]).update_thought_status(busy_thought2, ThoughtStatus.COMPLETED)
-        assert _sts_replicas(cluster, ns, name) == 2  # nobody shrank it meanwhile
+        assert sts_replicas(cluster, ns, name) == 2  # nobody shrank it meanwhile
         wait_for(
             lambda: _phase(cluster, ns, name) == "Done",
             timeout=TIMEOUT,
             message="drain 2 Done (A, after B died)",
         )
-        assert _sts_replicas(cluster, ns, name) == 1
+        assert sts_replicas(cluster, ns, name) == 1
 
         # Every task exists once, on the survivor; every move recorded once.
         owners = await _owners(store, ids)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from occurrence_store import OccurrenceState, Store, UnknownOccurrence, VersionConflict
+from occurrence_store import OccurrenceState, Store, TaskStatus, UnknownOccurrence, VersionConflict
 
 
 @pytest.fixture
@@ -82,3 +82,19 @@ async def test_list_with_pending_counts(clocked) -> None:
     assert [o.occurrence_id for o in await store.registry.list(state=OccurrenceState.ACTIVE)] == [
         "agent-1"
     ]
+
+
+async def test_backlog_counts_pending_and_active_work_of_one_agent(clocked) -> None:
+    store, _ = clocked
+    assert await store.registry.claim(["a-0", "a-1"], agent_id="ns/a", owner_uid=None) == []
+    assert await store.registry.claim(["b-0"], agent_id="ns/b", owner_uid=None) == []
+    first = await store.scope("a-0").add_tasks(["p1", "p2", "done"])
+    await store.scope("a-0").complete_tasks([first[2]])
+    await store.scope("a-1").add_task("running", status=TaskStatus.ACTIVE)
+    await store.scope("a-1").add_task("refused", status=TaskStatus.REJECTED)
+    await store.scope("b-0").add_tasks(["other agent"] * 5)
+    # a retired occurrence's parked work still counts (scale to zero parks it on <name>-0)
+    await store.registry.set_state("a-1", OccurrenceState.RETIRED)
+    assert await store.registry.backlog("ns/a") == 3
+    assert await store.registry.backlog("ns/b") == 5
+    assert await store.registry.backlog("ns/none") == 0

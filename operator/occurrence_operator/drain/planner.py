@@ -47,6 +47,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from .. import wellknown
 from ..naming import occurrence_id
@@ -510,6 +511,16 @@ class StatefulSetSize:
     """status.readyReplicas"""
     observed: bool = True
     """status.observedGeneration has caught up with metadata.generation."""
+
+    @classmethod
+    def of(cls, sts: Mapping[str, Any] | None) -> StatefulSetSize:
+        """The size of a StatefulSet object (None: no StatefulSet)."""
+        sts = sts or {}
+        status = sts.get("status") or {}
+        return cls(replicas=int((sts.get("spec") or {}).get("replicas") or 0),
+                   ready=int(status.get("readyReplicas") or 0),
+                   observed=(status.get("observedGeneration") or 0)
+                   >= (sts.get("metadata") or {}).get("generation", 0))
 
 
 class RebalanceAction(StrEnum):

@@ -99,6 +99,13 @@ class FakeKube:
 
     async def merge_patch(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         self.writes.append(("PATCH", path, copy.deepcopy(dict(patch))))
+        if path.endswith("/scale"):  # the scale subresource: spec.replicas of the object
+            scaled = await self.merge_patch_quietly(path.removesuffix("/scale"), {
+                "spec": {"replicas": patch["spec"]["replicas"]}})
+            return {"kind": "Scale", "spec": {"replicas": scaled["spec"]["replicas"]}}
+        return await self.merge_patch_quietly(path, patch)
+
+    async def merge_patch_quietly(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         subresource = path.endswith("/status")
         key = path.removesuffix("/status")
         live = self.objects.get(key)

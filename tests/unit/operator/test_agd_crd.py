@@ -91,8 +91,13 @@ def test_every_status_field_is_declared() -> None:
     assert _status_fields() == {
         "observedGeneration", "replicas", "readyReplicas", "drainingReplicas", "selector",
         "phase", "occurrences", "lastMigration", "scaleDown", "rebalance", "conditions",
+        "autoscaling",
     }  # fmt: skip
     status = _root()["properties"]["status"]["properties"]
+    assert set(status["autoscaling"]["properties"]) == {
+        "observedBacklog", "recommendedReplicas", "desiredReplicas", "lastScaleTime", "reason",
+        "message",
+    }  # fmt: skip
     assert status["selector"]["type"] == "string"
     assert set(status["occurrences"]["items"]["properties"]) == {
         "id", "ordinal", "state", "pendingTasks", "heartbeatAgeSeconds",

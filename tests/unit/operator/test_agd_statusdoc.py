@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from occurrence_operator.conditions import find_condition
-from occurrence_operator.status import AgentDeploymentStatus, ScaleDownStatus
+from occurrence_operator.status import AgentDeploymentStatus, AutoscalingStatus, ScaleDownStatus
 from occurrence_operator.statusdoc import (
     OCCURRENCE_ID_CONFLICT,
     ConditionSet,
@@ -53,7 +53,8 @@ def test_running_and_ready() -> None:
     wire, events = _derive(_inputs())
     assert {k: v for k, v in wire.items() if k != "conditions"} == {
         "observedGeneration": 3, "replicas": 3, "readyReplicas": 3, "drainingReplicas": 0,
-        "selector": "sel", "phase": "Running", "lastMigration": LAST}
+        "selector": "sel", "phase": "Running", "lastMigration": LAST,
+        "autoscaling": None}  # autoscaling off: a field left from when it was on is removed
     assert _condition(wire, "Ready") == ("True", "AllOccurrencesReady")
     assert _condition(wire, "Degraded") == ("False", "AsExpected")
     assert ("Normal", "Ready", "3/3 occurrences ready") in events
@@ -102,3 +103,21 @@ def test_a_problem_before_anything_was_measured() -> None:
 def test_condition_reasons_are_sanitized() -> None:
     assert condition_reason("Backoff-Limit Exceeded") == "BackoffLimitExceeded"
     assert condition_reason("42") == "Failed" and condition_reason("") == "Failed"
+
+
+def test_the_autoscalers_decision_and_a_second_autoscaler() -> None:
+    decided = AutoscalingStatus.from_fields(
+        observed_backlog=420, recommended_replicas=5, desired_replicas=5, reason="ScaledUp",
+        message="backlog 420", last_scale_time="2025-01-01T12:00:00Z")
+    wire, _ = _derive(_inputs(autoscaling=decided))
+    assert wire["autoscaling"] == {
+        "observedBacklog": 420, "recommendedReplicas": 5, "desiredReplicas": 5,
+        "reason": "ScaledUp", "message": "backlog 420", "lastScaleTime": "2025-01-01T12:00:00Z"}
+    assert _condition(wire, "Degraded") == ("False", "AsExpected")
+    AgentDeploymentStatus.model_validate(wire)
+
+    held = decided.model_copy(update={"reason": "AutoscalerConflict"})
+    wire, events = _derive(_inputs(autoscaling=held, autoscaler_conflict="HPA x also scales"))
+    assert _condition(wire, "Degraded") == ("True", "AutoscalerConflict")
+    assert wire["phase"] == "Degraded"
+    assert ("Warning", "AutoscalerConflict", "HPA x also scales") in events
