@@ -21,6 +21,7 @@ E2E ?= 1
 ## then the whole system on the local cluster's real node (hack/e2e-local.sh; E2E=0 skips it).
 test: lint
 	bash hack/ensure-postgres.sh
+	bash hack/ensure-promtool.sh >/dev/null
 	$(BIN)/pytest $(PYTEST_ARGS)
 	@if [ "$(E2E)" = 1 ]; then bash hack/e2e-local.sh; else echo "E2E=0: whole-system scenario skipped"; fi
 
@@ -62,6 +63,7 @@ clean:
 ## appended to benchmarks/RESULTS.md. BENCH_ARGS=--full for the 1M/10M curves.
 bench: venv
 	bash hack/ensure-postgres.sh
+	bash hack/ensure-promtool.sh >/dev/null
 	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
@@ -70,6 +72,7 @@ SOAK_SECONDS ?= 300
 ## `make test` runs it too, with a 45 s budget.
 soak: venv
 	bash hack/ensure-postgres.sh
+	bash hack/ensure-promtool.sh >/dev/null
 	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_SEED=$(SOAK_SEED) $(BIN)/pytest tests/cluster/test_soak.py -q -s -p no:cacheprovider
 
 include hack/packaging-make.mk

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -110,6 +111,7 @@ async def wake_up(store: Store, occurrence_id: str, handler: Handler, *, timeout
 
             _, status = await _perform(shared, task, occurrence_id, lease_seconds, work, metrics)
             metrics.set("occurrence_wakeup_performed", 1)
+            metrics.set("occurrence_wakeup_waiting_since_timestamp_seconds", 0)
             metrics.set("occurrence_wakeup_wait_seconds", 0)
             log.info("wakeup %s for all", status.value,
                      extra={"event": "wakeup.performed", "task_id": task.task_id})
@@ -117,6 +119,7 @@ async def wake_up(store: Store, occurrence_id: str, handler: Handler, *, timeout
         if not counted_conflict:
             counted_conflict = True
             metrics.inc("occurrence_claim_conflicts_total", kind="shared_task")
+            metrics.set("occurrence_wakeup_waiting_since_timestamp_seconds", time.time())
             log.info("wakeup claimed by %s; waiting for it", task.claimed_by,
                      extra={"event": "wakeup.waiting", "task_id": task.task_id})
         left = deadline - loop.time()
@@ -133,6 +136,7 @@ async def wake_up(store: Store, occurrence_id: str, handler: Handler, *, timeout
 
 
 def _joined(task: Task, occurrence_id: str, waited: float, metrics: AgentMetrics) -> WakeupOutcome:
+    metrics.set("occurrence_wakeup_waiting_since_timestamp_seconds", 0)
     metrics.set("occurrence_wakeup_performed", 0)
     metrics.set("occurrence_wakeup_wait_seconds", waited)
     by = task.outcome.get("decided_by") or task.claimed_by

@@ -61,6 +61,12 @@ FAMILIES: dict[str, _Family] = {
         "key created (200 instead of 201)."),
     "occurrence_wakeup_wait_seconds": _Family(
         Gauge, "Seconds this occurrence waited for the shared wakeup decision."),
+    "occurrence_wakeup_waiting_since_timestamp_seconds": _Family(
+        Gauge, "Unix time this occurrence began waiting for another's wakeup; 0 when not "
+        "waiting (a wait that never ends is a stuck decision)."),
+    "occurrence_shared_decision_age_seconds": _Family(
+        Gauge, "Seconds since the oldest unfinished shared decision (wakeup, shutdown) of this "
+        "agent was claimed; 0 when all are finished (read at scrape time)."),
     "occurrence_wakeup_performed": _Family(
         Gauge, "1 if this occurrence performed the wakeup on behalf of all."),
     "occurrence_ready": _Family(Gauge, "1 when ready to take work."),

@@ -191,6 +191,9 @@ class OccurrenceRuntime:
         for tstatus in ThoughtStatus:
             gauges.append(("occurrence_thoughts", {"status": tstatus.value},
                            float(await scoped.count_thoughts(tstatus))))
+        assert self.store is not None
+        age = await self.store.shared_for(self.config.agent_id).oldest_unfinished_age()
+        gauges.append(("occurrence_shared_decision_age_seconds", {}, age))
         return gauges
 
     # ------------------------------------------------------------- lifecycle

@@ -60,6 +60,17 @@ class OperatorMetrics:
             f"{PREFIX}_condition",
             "1 for each current condition of an AgentDeployment (type, status, reason).",
             (*_AGD, "type", "status", "reason"), registry=r)
+        self._heartbeat_age = Gauge(
+            f"{PREFIX}_heartbeat_age_seconds",
+            "Seconds since an occurrence's last heartbeat, by the database's clock, when the "
+            "operator last looked (retired occurrences have none).", (*_AGD, "occurrence"),
+            registry=r)
+        self._drain_started = Gauge(
+            f"{PREFIX}_drain_started_timestamp_seconds",
+            "Unix time the scale-down drain in progress started (absent: none in progress).",
+            _AGD, registry=r)
+        self._drain_timeout = Gauge(
+            f"{PREFIX}_drain_timeout_seconds", "spec.drain.timeoutSeconds.", _AGD, registry=r)
         self._autoscaled = Counter(
             f"{PREFIX}_autoscaler_scales_total",
             "Changes of spec.replicas the autoscaler made, by direction.",
@@ -88,11 +99,18 @@ class OperatorMetrics:
     def api_write(self, verb: str, resource: str) -> None:
         self._api_writes.labels(verb, resource).inc()
 
-    def set_pending(self, namespace: str, name: str, counts: dict[str, int]) -> None:
+    def set_pending(self, namespace: str, name: str, counts: dict[str, int],
+                    heartbeat_ages: dict[str, float] | None = None) -> None:
         """Replace the AgentDeployment's per-occurrence gauges: departed ones disappear."""
         previous = self._pending_occurrences.pop((namespace, name), set())
         for occurrence in previous - counts.keys():
             self._pending.remove(namespace, name, occurrence)
+        ages = heartbeat_ages or {}
+        for occurrence in previous | counts.keys():
+            if occurrence in ages:
+                self._heartbeat_age.labels(namespace, name, occurrence).set(ages[occurrence])
+            else:
+                _remove(self._heartbeat_age, namespace, name, occurrence)
         for occurrence, count in counts.items():
             self._pending.labels(namespace, name, occurrence).set(count)
         if counts:
@@ -108,8 +126,15 @@ class OperatorMetrics:
         self._recommended.labels(namespace, name).set(replicas)
 
     def set_status(self, namespace: str, name: str, *, desired: int, ready: int,
-                   conditions: list[dict[str, str]]) -> None:
-        """The AgentDeployment's size and conditions as gauges (what the alert rules read)."""
+                   conditions: list[dict[str, str]], drain_started_at: float | None = None,
+                   drain_timeout_seconds: float | None = None) -> None:
+        """The AgentDeployment's size, conditions and drain as gauges (what alerts read)."""
+        if drain_started_at is None:
+            _remove(self._drain_started, namespace, name)
+        else:
+            self._drain_started.labels(namespace, name).set(drain_started_at)
+        if drain_timeout_seconds is not None:
+            self._drain_timeout.labels(namespace, name).set(drain_timeout_seconds)
         self._replicas.labels(namespace, name, "desired").set(desired)
         self._replicas.labels(namespace, name, "ready").set(ready)
         shown = {(c.get("type", ""), c.get("status", ""), c.get("reason", ""))
@@ -123,16 +148,11 @@ class OperatorMetrics:
     def forget(self, namespace: str, name: str) -> None:
         self.set_pending(namespace, name, {})
         for kind in ("desired", "ready"):
-            try:
-                self._replicas.remove(namespace, name, kind)
-            except KeyError:
-                pass  # never reported: nothing to remove
+            _remove(self._replicas, namespace, name, kind)
         for gone in self._conditions_shown.pop((namespace, name), set()):
             self._condition.remove(namespace, name, *gone)
-        try:
-            self._recommended.remove(namespace, name)
-        except KeyError:
-            pass  # not autoscaled
+        for gauge in (self._recommended, self._drain_started, self._drain_timeout):
+            _remove(gauge, namespace, name)
 
     def total_api_writes(self) -> int:
         return int(sum(sample.value for metric in self._api_writes.collect()
@@ -142,6 +162,14 @@ class OperatorMetrics:
 
     def render(self) -> str:
         return generate_latest(self.registry).decode()
+
+
+def _remove(gauge: Gauge, *labels: str) -> None:
+    """Remove one labelled series; one never reported is not an error."""
+    try:
+        gauge.remove(*labels)
+    except KeyError:
+        pass
 
 
 async def serve(metrics: OperatorMetrics, host: str, port: int) -> Any:

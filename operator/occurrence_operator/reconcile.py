@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from occurrence_store import Store
+from occurrence_store import OccurrenceState, Store
 from occurrence_store.errors import StoreError
 from occurrence_store.unreachable import DATABASE_ERRORS, is_unreachable
 
@@ -45,7 +45,7 @@ from .ownership import claim_occurrence_ids, own_occurrences
 from .render import render
 from .retention import retain_if_due
 from .secrets import SecretProblem, database_url
-from .spec import AgentDeploymentSpec, refuse_operator_account
+from .spec import DEFAULT_DRAIN_TIMEOUT_SECONDS, AgentDeploymentSpec, refuse_operator_account
 from .statefulset import build_statefulset
 from .status import ScaleDownStatus
 from .statusdoc import (
@@ -60,7 +60,7 @@ from .statusdoc import (
     short_error,
 )
 from .stores import Stores
-from .timeutil import utcnow
+from .timeutil import parse_time, utcnow
 from .wellknown import agent_id
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,9 @@ class ReconcilePass:
         document = derive_status(inputs, self.conditions, before=self.before)
         if inputs.occurrences is not None:
             self.context.metrics.set_pending(self.namespace, self.name, {
-                o.occurrence_id: o.pending_tasks + o.active_tasks for o in inputs.occurrences})
+                o.occurrence_id: o.pending_tasks + o.active_tasks for o in inputs.occurrences},
+                {o.occurrence_id: o.heartbeat_age() for o in inputs.occurrences
+                 if o.state != OccurrenceState.RETIRED})
         await self._write(document)
         return self.requeue
 
@@ -285,8 +287,14 @@ class ReconcilePass:
         for type_, reason, message in document.events:
             self.agd.event(type_, reason, message)
         wire = document.to_wire()
+        record = read_scale_down(wire.get("scaleDown"))
+        spec = self.agd.body.get("spec") or {}
         self.context.metrics.set_status(
             self.namespace, self.name, conditions=wire.get("conditions") or [],
+            drain_started_at=parse_time(record.started_at).timestamp()
+            if record is not None and drain.is_active(record) else None,
+            drain_timeout_seconds=(spec.get("drain") or {}).get(
+                "timeoutSeconds", DEFAULT_DRAIN_TIMEOUT_SECONDS),
             desired=int((self.agd.body.get("spec") or {}).get("replicas") or 0),
             ready=int(wire.get("readyReplicas") or 0))
         await self.agd.write_status(wire)

@@ -33,6 +33,7 @@ MAX_REPLICAS = 1000
 notifications): 1,000 occurrences already need a PostgreSQL with over 10,000 connections or
 a pooler. A larger fleet is several AgentDeployments, or a different design."""
 DAY_SECONDS = 86_400
+DEFAULT_DRAIN_TIMEOUT_SECONDS = 120
 
 
 def _reserved_flag(arg: str) -> bool:
@@ -233,7 +234,7 @@ class MigrationsSpec(CrdModel):
 class DrainSpec(CrdModel):
     """How work leaves occurrences that a scale-down removes."""
 
-    timeout_seconds: int = Field(120, ge=1, le=DAY_SECONDS)
+    timeout_seconds: int = Field(DEFAULT_DRAIN_TIMEOUT_SECONDS, ge=1, le=DAY_SECONDS)
     """Longest wait for departing occurrences' in-flight work (inFlight: wait) before it is
     released to pending anyway and transferred."""
     in_flight: InFlightMode = "release"

@@ -74,6 +74,11 @@ _LATEST = (
     "ORDER BY created_at DESC, task_id DESC LIMIT 1"
 )
 
+_OLDEST_UNFINISHED = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_occurrence_id = :shared "
+    f"AND agent_id = :agent_id AND {_UNFINISHED} ORDER BY created_at, task_id LIMIT 1"
+)
+
 
 def _kind(task_type: str) -> str:
     kind = task_type.strip().upper()
@@ -188,6 +193,17 @@ class SharedTasks:
 
     async def is_shared_task_completed(self, task_type: str, day: datetime | None = None) -> bool:
         return await self.get_shared_task_status(task_type, day) == TaskStatus.COMPLETED
+
+    async def oldest_unfinished_age(self) -> float:
+        """Seconds since the oldest unfinished decision of this agent was first claimed
+        (0 when every decision is finished): a decision stuck in processing shows here."""
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(_OLDEST_UNFINISHED, shared=SHARED_OCCURRENCE_ID,
+                                      agent_id=self.agent_id)
+        if row is None:
+            return 0.0
+        task = task_from_row(row)
+        return max(0.0, (await self.now() - task.created_at).total_seconds())
 
     async def get_latest_shared_task(self, task_type: str) -> Task | None:
         prefix = f"{_kind(task_type)}_SHARED_"

@@ -196,6 +196,21 @@ def test_helm_template(kube_cluster: KubeCluster, values: Path) -> None:
     assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
     assert ("AgentDeployment" in by_kind) == (values.stem == "example-values")
     assert ("ServiceMonitor" in by_kind) == (values.stem == "servicemonitor-values")
+    monitoring = values.stem == "monitoring-values"
+    assert ("PrometheusRule" in by_kind) == monitoring
+    assert ("PodMonitor" in by_kind) == monitoring
+    assert ("ConfigMap" in by_kind) == monitoring  # the dashboard, nothing else
+    if monitoring:
+        (rule,) = by_kind["PrometheusRule"]
+        alerts = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+        assert rule["spec"]["groups"] == alerts["groups"], "the chart's rules differ"
+        (dashboard,) = by_kind["ConfigMap"]
+        assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert json.loads(dashboard["data"]["occurrence-operator.json"]) == json.loads(
+            (CHART / "files" / "dashboard.json").read_text())
+        (pods,) = by_kind["PodMonitor"]
+        assert pods["spec"]["selector"]["matchLabels"] == {"occurrence.dev/component": "agent"}
+        assert pods["spec"]["namespaceSelector"] == {"matchNames": ["occurrence-system"]}
     if values.stem == "example-values":
         (agd,) = by_kind["AgentDeployment"]
         AgentDeploymentSpec.model_validate(agd["spec"])
@@ -321,7 +336,7 @@ def test_rendered_chart_passes_server_side_dry_run(
     objects = template(kube_cluster, *args, namespace=ns)
     if not has_crd(kube_cluster, SERVICEMONITOR_CRD):
         # prometheus-operator is not installed: everything else is still checked
-        objects = [o for o in objects if o["kind"] != "ServiceMonitor"]
+        objects = [o for o in objects if not o["apiVersion"].startswith("monitoring.coreos.com/")]
     done = dry_run(kube_cluster, objects)
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr, done.stderr

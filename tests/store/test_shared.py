@@ -135,3 +135,18 @@ async def test_wait_for_completion_times_out(store: Store) -> None:
     task, _ = await store.shared.try_claim_shared_task("wakeup", "agent-0")
     assert await store.shared.wait_for_shared_task_completion(
         task.task_id, timeout=0.3, poll_interval=0.05) is None
+
+
+async def test_the_age_of_an_unfinished_decision_shows_a_stuck_one(store: Store) -> None:
+    clock = store.clock
+    pin_to_midday(clock)
+    mine, other = store.shared_for("ns/a"), store.shared_for("ns/b")
+    assert await mine.oldest_unfinished_age() == 0.0
+    task, won = await mine.try_claim_shared_task("wakeup", "a-0", lease_seconds=60)
+    assert won
+    clock.advance(seconds=660)  # still processing eleven minutes later (renewed or not)
+    assert 655 <= await mine.oldest_unfinished_age() <= 700
+    assert await other.oldest_unfinished_age() == 0.0  # another agent's decisions are apart
+    await mine.renew_lease(task.task_id, "a-0", 60)
+    assert await mine.complete_shared_task(task.task_id, "a-0")
+    assert await mine.oldest_unfinished_age() == 0.0
