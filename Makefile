@@ -63,7 +63,6 @@ clean:
 ## appended to benchmarks/RESULTS.md. BENCH_ARGS=--full for the 1M/10M curves.
 bench: venv
 	bash hack/ensure-postgres.sh
-	bash hack/ensure-promtool.sh >/dev/null
 	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 

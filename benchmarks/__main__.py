@@ -19,12 +19,14 @@ DEFAULT = {
     "drain": [],
     "scoped_query": [],
     "operator_scale": [],
+    "autoscale": [],
 }
 FULL = {
     "throughput": [],
     "drain": ["--sizes", "1000,10000,100000,1000000"],
     "scoped_query": ["--tasks", "1000000,10000000", "--occurrences", "10,100"],
     "operator_scale": [],
+    "autoscale": [],
 }
 
 
