@@ -28,6 +28,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import re
 import signal
 import sys
 import tempfile
@@ -181,11 +182,11 @@ async def scenario(cluster: Any, api: Api, pg: Any, label: str, replicas: int,
             finishes = follower.finished_per_task()
             twice = sum(1 for t in ids if finishes[t] > 1)
             never = sum(1 for t in ids if finishes[t] == 0)
-            scales = [line for line in op.logs().splitlines() if "autoscaled" in line]
+            scales = re.findall(r"autoscaled (\d+) -> (\d+)", op.logs())
             return {"label": label, "samples": samples, "reached": reached,
                     "finished": finished, "back": back, "completed": done, "left": backlog,
                     "finished_twice": twice, "never_finished": never,
-                    "scales": len(scales), "errors": op.errors()}
+                    "scales": [f"{a}->{b}" for a, b in scales], "errors": op.errors()}
         finally:
             stop.set()
             await following
@@ -261,8 +262,10 @@ finished more than once / not at all.
 |---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 {ratio}
-Autoscaler scale events: {by['autoscaled']['scales']}. Operator errors logged: \
-{sum(len(r['errors']) for r in results)}. Plot: benchmarks/autoscale.png.
+Autoscaler decisions: {', '.join(by['autoscaled']['scales'])}. Operator errors logged: \
+{sum(len(r['errors']) for r in results)}.
+
+![autoscale](autoscale.png)
 """
     append_results("Autoscaling on the backlog (benchmarks/autoscale.py)", body)
 
