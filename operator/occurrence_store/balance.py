@@ -45,18 +45,24 @@ def balanced_quotas(loads: Sequence[int], n: int) -> list[int]:
     return quotas
 
 
-def spread_assignment(task_ids: Sequence[str], targets: Sequence[str],
-                      quotas: Sequence[int]) -> list[tuple[str, str]]:
-    """Pair each task (in the given order) with a target, honouring ``quotas`` exactly.
+def spread_slots(quotas: Sequence[int]) -> list[int]:
+    """The target index of each of ``sum(quotas)`` positions, honouring ``quotas`` exactly.
 
     Target ``i``'s slots sit at evenly spaced positions ``(j + 0.5) / quota_i``; merging all
-    slots by position interleaves the targets in proportion to their quotas.
+    slots by position interleaves the targets in proportion to their quotas (so any prefix
+    is close to proportional too).
     """
+    return [i for _, i in sorted(
+        ((j + 0.5) / q, i) for i, q in enumerate(quotas) if q for j in range(q))]
+
+
+def spread_assignment(task_ids: Sequence[str], targets: Sequence[str],
+                      quotas: Sequence[int]) -> list[tuple[str, str]]:
+    """Pair each task (in the given order) with a target, honouring ``quotas`` exactly
+    (:func:`spread_slots`)."""
     if len(targets) != len(quotas):
         raise ValueError("one quota per target")
     if sum(quotas) != len(task_ids):
         raise ValueError(f"quotas add up to {sum(quotas)}, not {len(task_ids)} tasks")
-    slots = sorted(
-        ((j + 0.5) / q, i) for i, q in enumerate(quotas) if q for j in range(q)
-    )
-    return [(task_id, targets[i]) for task_id, (_, i) in zip(task_ids, slots, strict=True)]
+    return [(task_id, targets[i])
+            for task_id, i in zip(task_ids, spread_slots(quotas), strict=True)]

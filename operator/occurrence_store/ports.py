@@ -138,6 +138,15 @@ class Database(abc.ABC):
         arrive as ``arrival``), and record each move; return the moved pairs and how many
         thoughts moved."""
 
+    @abc.abstractmethod
+    async def move_batch(self, conn: Connection, *, pick: str, source: str, limit: int,
+                         targets: Sequence[str], slots: Sequence[int], reason: str,
+                         now: datetime, arrival: str) -> tuple[dict[str, int], int]:
+        """Move the tasks ``pick`` selects (a ``SELECT t.task_id ... LIMIT :limit`` over
+        ``source``'s tasks, locked), the ``k``-th to ``targets[slots[k]]``, with their
+        thoughts, recording each move (as :meth:`move_tasks`); return the tasks moved per
+        target and how many thoughts moved. Picked rows beyond ``slots`` stay."""
+
     # ------------------------------------------------------------------ coordination
 
     @abc.abstractmethod

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from occurrence_store.balance import balanced_quotas, spread_assignment
+from occurrence_store.balance import balanced_quotas, spread_assignment, spread_slots
 from occurrence_store.clock import NOW_SQL
 from occurrence_store.database import Connection, Database, fetch_now
 from occurrence_store.errors import StoreError
@@ -163,16 +163,22 @@ class Transfers:
             )
             result.thoughts_released = len(released)
 
+        async with self.db.connection() as conn:
+            known = await _loads(conn, targets)
+        loads = [known.get(t, 0) for t in targets]  # kept up to date batch by batch
         while True:
-            moved_tasks, moved_thoughts, per_target = await self._drain_batch(
-                from_occurrence_id, targets, in_flight, reason, batch_size,
+            moved_thoughts, per_target = await self._drain_batch(
+                from_occurrence_id, targets, loads, in_flight, reason, batch_size,
                 _arrival_status(recovery),
             )
+            moved_tasks = sum(per_target.values())
             if moved_tasks == 0:
                 break
             result.batches += 1
             result.tasks_moved += moved_tasks
             result.thoughts_moved += moved_thoughts
+            for k, target in enumerate(targets):
+                loads[k] += per_target.get(target, 0)
             for target, n in per_target.items():
                 result.per_target[target] = result.per_target.get(target, 0) + n
 
@@ -188,25 +194,26 @@ class Transfers:
         return result
 
     async def _drain_batch(
-        self, source: str, targets: list[str], in_flight: InFlightPolicy, reason: str,
-        batch_size: int, arrival: str,
-    ) -> tuple[int, int, dict[str, int]]:
+        self, source: str, targets: list[str], loads: list[int], in_flight: InFlightPolicy,
+        reason: str, batch_size: int, arrival: str,
+    ) -> tuple[int, dict[str, int]]:
+        """One batch in one transaction: count what the pick will take (index only), share
+        it out by the survivors' loads, and let the backend move it (in one statement on
+        PostgreSQL). Returns the thoughts moved and the tasks moved per target."""
         busy_filter = _NOT_BUSY if in_flight is InFlightPolicy.WAIT else ""
-        sql = _DRAIN_BATCH + busy_filter + _DRAIN_ORDER + self.db.row_lock(skip_locked=False)
+        pick = _DRAIN_BATCH + busy_filter + _DRAIN_ORDER + self.db.row_lock(skip_locked=False)
         async with self.db.transaction() as conn:
             now = await fetch_now(conn)
-            rows = await conn.fetch(sql, source=source, limit=batch_size)
-            if not rows:
-                return 0, 0, {}
-            task_ids = [r["task_id"] for r in rows]
-            loads = await _loads(conn, targets)
-            quotas = balanced_quotas([loads.get(t, 0) for t in targets], len(task_ids))
-            plan = spread_assignment(task_ids, targets, quotas)
-            moved, thoughts = await self.db.move_tasks(conn, plan, source, reason, now, arrival)
-        per_target: dict[str, int] = {}
-        for _task_id, target in moved:
-            per_target[target] = per_target.get(target, 0) + 1
-        return len(moved), thoughts, per_target
+            count = int(await conn.fetchval(
+                f"SELECT COUNT(*) FROM ({_DRAIN_BATCH}{busy_filter} LIMIT :limit) AS movable",
+                source=source, limit=batch_size) or 0)
+            if count == 0:
+                return 0, {}
+            slots = spread_slots(balanced_quotas(loads, count))
+            per_target, thoughts = await self.db.move_batch(
+                conn, pick=pick, source=source, limit=batch_size, targets=targets, slots=slots,
+                reason=reason, now=now, arrival=arrival)
+        return thoughts, per_target
 
     async def rebalance(
         self, occurrence_ids: Sequence[str], *, reason: str = "rebalance",

@@ -195,6 +195,11 @@ class _PgSubscription:
             self.conn.terminate()
 
 
+@functools.lru_cache(maxsize=8)
+def _move_batch_sql(pick: str) -> str:
+    return _MOVE_BATCH.format(pick=pick, columns=RECORDED_TRANSFER_COLUMNS)
+
+
 @functools.lru_cache(maxsize=64)
 def _claim_sql(claim: Claim) -> str:
     """The pick is a CTE (a LIMITed sub-select inside ``IN (...)`` may be re-run by the
@@ -236,6 +241,43 @@ WITH plan AS (
 SELECT m.task_id, m.target, (SELECT COALESCE(SUM(thoughts_moved), 0) FROM recorded) AS th
 FROM moved m
 """
+
+_BATCH_SETTINGS = "SET LOCAL work_mem = '64MB'; SET LOCAL jit = off"
+"""For the statements that move a batch of tasks: the per-task thought counts are hashed in
+memory (the default 4MB spills to disk), and no JIT — the planner cannot see through
+``unnest`` and CTEs, estimates millions of rows, and compiled each batch's statement for
+~0.5 s, a third of a 100,000-task drain (measured with EXPLAIN ANALYZE)."""
+
+_MOVE_BATCH = """
+WITH picked AS ({pick}
+), numbered AS (
+    SELECT task_id, row_number() OVER () AS rn FROM picked
+), plan AS (
+    SELECT n.task_id, (:targets::text[])[s.slot + 1] AS target
+    FROM numbered n JOIN unnest(:slots::int[]) WITH ORDINALITY AS s(slot, rn) ON s.rn = n.rn
+), moved AS (
+    UPDATE tasks t SET agent_occurrence_id = p.target, updated_at = :now
+    FROM plan p WHERE t.task_id = p.task_id AND t.agent_occurrence_id = :source
+    RETURNING t.task_id, p.target
+), moved_thoughts AS (
+    UPDATE thoughts th SET agent_occurrence_id = m.target, updated_at = :now,
+        status = CASE WHEN th.status = :processing THEN :arrival ELSE th.status END
+    FROM moved m WHERE th.source_task_id = m.task_id AND th.agent_occurrence_id = :source
+    RETURNING th.source_task_id
+), per_task AS (
+    SELECT source_task_id, COUNT(*) AS n FROM moved_thoughts GROUP BY source_task_id
+), recorded AS (
+    INSERT INTO task_transfers ({columns})
+    SELECT m.task_id, :source, m.target, :reason, COALESCE(pt.n, 0), :now
+    FROM moved m LEFT JOIN per_task pt ON pt.source_task_id = m.task_id
+    RETURNING thoughts_moved
+)
+SELECT m.target, COUNT(*) AS n, (SELECT COALESCE(SUM(thoughts_moved), 0) FROM recorded) AS th
+FROM moved m GROUP BY m.target
+"""
+"""A drain batch in one round trip: pick, plan (the slots say which target each picked task
+goes to), move the tasks and their thoughts, record the moves; only per-target counts come
+back. The ids never travel to the client and back."""
 
 
 class PostgresDatabase(Database):
@@ -343,8 +385,7 @@ class PostgresDatabase(Database):
 
     async def move_tasks(self, conn: Connection, plan: MovePlan, source: str, reason: str,
                          now: datetime, arrival: str) -> tuple[list[tuple[str, str]], int]:
-        # The per-task thought counts are hashed in memory; the default 4MB spills to disk.
-        await conn.execute("SET LOCAL work_mem = '64MB'")
+        await conn.execute(_BATCH_SETTINGS)
         rows = await conn.fetch(
             _MOVE_TASKS, task_ids=[t for t, _ in plan], targets=[g for _, g in plan],
             source=source, now=now, reason=reason, processing=ThoughtStatus.PROCESSING.value,
@@ -352,6 +393,17 @@ class PostgresDatabase(Database):
         )
         thoughts = int(rows[0]["th"]) if rows else 0
         return [(r["task_id"], r["target"]) for r in rows], thoughts
+
+    async def move_batch(self, conn: Connection, *, pick: str, source: str, limit: int,
+                         targets: Sequence[str], slots: Sequence[int], reason: str,
+                         now: datetime, arrival: str) -> tuple[dict[str, int], int]:
+        await conn.execute(_BATCH_SETTINGS)
+        rows = await conn.fetch(
+            _move_batch_sql(pick), source=source, limit=limit, targets=list(targets),
+            slots=list(slots), now=now, reason=reason,
+            processing=ThoughtStatus.PROCESSING.value, arrival=arrival)
+        thoughts = int(rows[0]["th"]) if rows else 0
+        return {r["target"]: int(r["n"]) for r in rows}, thoughts
 
     # ------------------------------------------------------------------ coordination
 

@@ -295,6 +295,19 @@ class SqliteDatabase(Database):
         await conn.execute(_CLEAR_PLAN)
         return [(r["task_id"], r["target"]) for r in counts], sum(int(r["n"]) for r in counts)
 
+    async def move_batch(self, conn: Connection, *, pick: str, source: str, limit: int,
+                         targets: Sequence[str], slots: Sequence[int], reason: str,
+                         now: datetime, arrival: str) -> tuple[dict[str, int], int]:
+        # one writer at a time holds the database: the pick needs no lock, and the ids stay
+        # in this process (no network between here and the rows)
+        picked = [r["task_id"] for r in await conn.fetch(pick, source=source, limit=limit)]
+        plan = [(task_id, targets[slot]) for task_id, slot in zip(picked, slots, strict=False)]
+        moved, thoughts = await self.move_tasks(conn, plan, source, reason, now, arrival)
+        per_target: dict[str, int] = {}
+        for _task_id, target in moved:
+            per_target[target] = per_target.get(target, 0) + 1
+        return per_target, thoughts
+
     # ------------------------------------------------------------------ coordination
 
     async def notify(self, conn: Connection, channel: str, payload: str) -> None:
