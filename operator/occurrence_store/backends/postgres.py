@@ -197,7 +197,7 @@ class _PgSubscription:
 
 @functools.lru_cache(maxsize=8)
 def _move_batch_sql(pick: str) -> str:
-    return _MOVE_BATCH.format(pick=pick, columns=RECORDED_TRANSFER_COLUMNS)
+    return _MOVE_BATCH.format(pick=pick)
 
 
 @functools.lru_cache(maxsize=64)
@@ -216,12 +216,7 @@ def _claim_sql(claim: Claim) -> str:
     )
 
 
-# One statement: move tasks, move their thoughts (PROCESSING ones arrive as :arrival), write
-# the transfer records.
-_MOVE_TASKS = f"""
-WITH plan AS (
-    SELECT * FROM unnest(:task_ids::text[], :targets::text[]) AS p(task_id, target)
-), moved AS (
+_MOVE_AND_RECORD = f"""moved AS (
     UPDATE tasks t SET agent_occurrence_id = p.target, updated_at = :now
     FROM plan p WHERE t.task_id = p.task_id AND t.agent_occurrence_id = :source
     RETURNING t.task_id, p.target
@@ -237,10 +232,18 @@ WITH plan AS (
     SELECT m.task_id, :source, m.target, :reason, COALESCE(pt.n, 0), :now
     FROM moved m LEFT JOIN per_task pt ON pt.source_task_id = m.task_id
     RETURNING thoughts_moved
-)
-SELECT m.task_id, m.target, (SELECT COALESCE(SUM(thoughts_moved), 0) FROM recorded) AS th
-FROM moved m
+)"""
+"""The CTEs after a ``plan (task_id, target)``: move the tasks ``:source`` still owns, move
+their thoughts (PROCESSING ones arrive as ``:arrival``), write the transfer records."""
+_THOUGHTS_MOVED = "(SELECT COALESCE(SUM(thoughts_moved), 0) FROM recorded) AS th"
+
+_MOVE_TASKS = f"""
+WITH plan AS (
+    SELECT * FROM unnest(:task_ids::text[], :targets::text[]) AS p(task_id, target)
+), {_MOVE_AND_RECORD}
+SELECT m.task_id, m.target, {_THOUGHTS_MOVED} FROM moved m
 """
+"""One statement for a plan the caller made (the rebalance)."""
 
 _BATCH_SETTINGS = "SET LOCAL work_mem = '64MB'; SET LOCAL jit = off"
 """For the statements that move a batch of tasks: the per-task thought counts are hashed in
@@ -248,32 +251,15 @@ memory (the default 4MB spills to disk), and no JIT — the planner cannot see t
 ``unnest`` and CTEs, estimates millions of rows, and compiled each batch's statement for
 ~0.5 s, a third of a 100,000-task drain (measured with EXPLAIN ANALYZE)."""
 
-_MOVE_BATCH = """
-WITH picked AS ({pick}
+_MOVE_BATCH = f"""
+WITH picked AS ({{pick}}
 ), numbered AS (
     SELECT task_id, row_number() OVER () AS rn FROM picked
 ), plan AS (
     SELECT n.task_id, (:targets::text[])[s.slot + 1] AS target
     FROM numbered n JOIN unnest(:slots::int[]) WITH ORDINALITY AS s(slot, rn) ON s.rn = n.rn
-), moved AS (
-    UPDATE tasks t SET agent_occurrence_id = p.target, updated_at = :now
-    FROM plan p WHERE t.task_id = p.task_id AND t.agent_occurrence_id = :source
-    RETURNING t.task_id, p.target
-), moved_thoughts AS (
-    UPDATE thoughts th SET agent_occurrence_id = m.target, updated_at = :now,
-        status = CASE WHEN th.status = :processing THEN :arrival ELSE th.status END
-    FROM moved m WHERE th.source_task_id = m.task_id AND th.agent_occurrence_id = :source
-    RETURNING th.source_task_id
-), per_task AS (
-    SELECT source_task_id, COUNT(*) AS n FROM moved_thoughts GROUP BY source_task_id
-), recorded AS (
-    INSERT INTO task_transfers ({columns})
-    SELECT m.task_id, :source, m.target, :reason, COALESCE(pt.n, 0), :now
-    FROM moved m LEFT JOIN per_task pt ON pt.source_task_id = m.task_id
-    RETURNING thoughts_moved
-)
-SELECT m.target, COUNT(*) AS n, (SELECT COALESCE(SUM(thoughts_moved), 0) FROM recorded) AS th
-FROM moved m GROUP BY m.target
+), {_MOVE_AND_RECORD}
+SELECT m.target, COUNT(*) AS n, {_THOUGHTS_MOVED} FROM moved m GROUP BY m.target
 """
 """A drain batch in one round trip: pick, plan (the slots say which target each picked task
 goes to), move the tasks and their thoughts, record the moves; only per-target counts come
