@@ -5,6 +5,8 @@ asyncio workers in this process, each with its own connection or pool); the cloc
 from starting the K workers until all of them have drained their share. Run on one
 PostgreSQL server (started here, as the test suite does), one database per system:
 
+- **bare asyncpg** — the bound: the same claim and complete statements as ours, taken from
+  the store verbatim, on one bare asyncpg connection per worker and nothing else;
 - **ours** — ``occurrence_store``: each occurrence has its own :class:`Store` (asyncpg
   pool) and loops ``scope.activate_pending_tasks(batch)`` (one ``FOR UPDATE SKIP LOCKED``
   statement), runs a no-op per task, then ``scope.complete_tasks(ids)`` (one guarded
@@ -42,10 +44,15 @@ import asyncpg
 
 from benchmarks.common import append_results, median
 from occurrence_store import Store, TaskStatus
+from occurrence_store.scoped import _ACTIVATE, complete_tasks_sql
+from occurrence_store.sql import compile_named
 from tests.support.postgres import postgres_server
 
-SYSTEMS = ("ours", "pgqueuer", "procrastinate")
-LABELS = {"ours": "occurrence_store", "pgqueuer": "PgQueuer", "procrastinate": "Procrastinate"}
+SYSTEMS = ("ours", "bare", "pgqueuer", "procrastinate")
+LABELS = {"ours": "occurrence_store", "bare": "bare asyncpg", "pgqueuer": "PgQueuer",
+          "procrastinate": "Procrastinate"}
+PEERS = ("pgqueuer", "procrastinate")
+"""The libraries ours is compared with ("bare" is the bound, not a peer)."""
 SEED_CHUNK = 5000
 
 
@@ -116,6 +123,45 @@ class Ours:
         finally:
             for s in stores:
                 await s.close()
+        return elapsed
+
+
+# --------------------------------------------------------------------------- the bound
+
+
+class Bare(Ours):
+    """The physical limit here: ours' own claim and complete statements, verbatim (taken
+    from the store, so they cannot drift), issued on one bare asyncpg connection per
+    worker — no pool, no row parsing, no library around them. Same tables and seed."""
+
+    async def run(self, k: int, per: int, batch: int) -> float:
+        store = await Store.open(self.url)
+        claim_sql, claim_names = compile_named(store.db.claim_sql(_ACTIVATE))
+        complete_sql, complete_names = compile_named(complete_tasks_sql(store.db))
+        await store.close()
+
+        async def worker(conn: asyncpg.Connection, occurrence: str) -> int:
+            values = {"active": TaskStatus.ACTIVE.value, "pending": TaskStatus.PENDING.value,
+                      "occurrence_id": occurrence, "limit": batch,
+                      "status": TaskStatus.COMPLETED.value}
+            claim_args = [values[n] for n in claim_names]
+            done = 0
+            while rows := await conn.fetch(claim_sql, *claim_args):
+                for row in rows:
+                    await noop(row)
+                values["ids"] = [r["task_id"] for r in rows]
+                done += len(await conn.fetch(complete_sql, *[values[n] for n in complete_names]))
+            return done
+
+        conns = [await asyncpg.connect(self.url) for _ in range(k)]
+        try:
+            start = time.perf_counter()
+            counts = await asyncio.gather(*(worker(c, owner(i)) for i, c in enumerate(conns)))
+            elapsed = time.perf_counter() - start
+            assert counts == [per] * k, counts
+        finally:
+            for c in conns:
+                await c.close()
         return elapsed
 
 
@@ -252,7 +298,7 @@ class Procrastinate:
 
 
 FACTORIES: dict[str, Callable[[str], Any]] = {
-    "ours": Ours, "pgqueuer": PgQueuer, "procrastinate": Procrastinate}
+    "ours": Ours, "bare": Bare, "pgqueuer": PgQueuer, "procrastinate": Procrastinate}
 
 
 def versions(systems: list[str]) -> str:
@@ -319,7 +365,7 @@ def plot(rows: list[dict], systems: list[str], batch: int, path: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ks = [r["k"] for r in rows]
-    for s, marker in zip(systems, "osd", strict=False):
+    for s, marker in zip(systems, "o^sd", strict=False):
         mid = [r[s] for r in rows]
         spread = [[m - min(r[f"{s}_all"]) for m, r in zip(mid, rows, strict=True)],
                   [max(r[f"{s}_all"]) - m for m, r in zip(mid, rows, strict=True)]]
@@ -354,8 +400,11 @@ def main() -> None:
         parser.error(f"unknown systems {sorted(unknown)}; choose from {SYSTEMS}")
     rows = asyncio.run(main_async(ks, args.jobs, args.batch, args.repeat, systems))
     plot(rows, systems, args.batch, args.png)
-    peers = [s for s in systems if s != "ours"]
+    peers = [s for s in systems if s in PEERS]
+    bare = "bare" in systems and "ours" in systems
     head = ["K", "jobs", *(f"{LABELS[s]} jobs/s" for s in systems)]
+    if bare:
+        head.append("ours / bare")
     if "ours" in systems:
         head += [f"ours / {LABELS[p]}" for p in peers]
         if len(peers) > 1:
@@ -363,17 +412,23 @@ def main() -> None:
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for r in rows:
         cells = [str(r["k"]), f"{r['n']:,}", *(f"{r[s]:,.0f}" for s in systems)]
+        if bare:
+            cells.append(f"{r['ours'] / r['bare']:.2f}x")
         if "ours" in systems:
             cells += [f"{r['ours'] / r[p]:.2f}x" for p in peers]
             if len(peers) > 1:
                 cells.append(f"{r['ours'] / max(r[p] for p in peers):.2f}x")
         lines.append("| " + " | ".join(cells) + " |")
-    def paired(r: dict) -> str:  # ours / best peer within each repetition (same moment)
-        if "ours" not in systems or not peers:
-            return ""
-        ratios = [o / max(r[f"{p}_all"][i] for p in peers)
-                  for i, o in enumerate(r["ours_all"])]
-        return "; ours / best peer per repetition " + ", ".join(f"{x:.2f}x" for x in ratios)
+    def paired(r: dict) -> str:  # ratios within each repetition (same moment)
+        text = ""
+        if bare:
+            text += "; ours / bare per repetition " + ", ".join(
+                f"{o / b:.2f}x" for o, b in zip(r["ours_all"], r["bare_all"], strict=True))
+        if "ours" in systems and peers:
+            ratios = [o / max(r[f"{p}_all"][i] for p in peers)
+                      for i, o in enumerate(r["ours_all"])]
+            text += "; ours / best peer per repetition " + ", ".join(f"{x:.2f}x" for x in ratios)
+        return text
 
     raw = "\n".join(
         f"- K={r['k']}: " + "; ".join(
@@ -391,7 +446,9 @@ def main() -> None:
         f"driver), `run(batch_size={args.batch}, mode=drain)`. Procrastinate: one `App` per "
         f"owner (own queue, `PsycopgConnector` pool), `run_worker_async(wait=False, "
         f"concurrency={args.batch})`. Systems alternate (rotating order) on one server; median "
-        f"of {args.repeat} runs; ratios are of medians. Target: ours / best peer >= 1.0.\n\n"
+        f"of {args.repeat} runs; ratios are of medians. Bare asyncpg: ours' own claim and "
+        "complete statements, verbatim, on one connection per worker with nothing around "
+        "them (the bound). Targets: ours / bare >= 0.8, ours / best peer >= 1.0.\n\n"
         + "\n".join(lines)
         + f"\n\nAll runs (jobs/s):\n\n{raw}\n\n![throughput]({args.png.split('/')[-1]})",
     )

@@ -84,6 +84,15 @@ _ACTIVATE = Claim(
     columns=TASK_COLUMNS,
     still_claimable="agent_occurrence_id = :occurrence_id AND status = :pending",
 )
+
+
+def complete_tasks_sql(db: Database) -> str:
+    """The one statement of :meth:`ScopedStore.complete_tasks` (guarded by the owner)."""
+    return (f"UPDATE tasks SET status = :status, updated_at = {NOW_SQL} "
+            f"WHERE {db.in_ids('task_id', ':ids')} "
+            "AND agent_occurrence_id = :occurrence_id RETURNING task_id")
+
+
 _ACTIVE_FOR_CHANNEL = (
     f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_occurrence_id = :occurrence_id "
     "AND channel_id = :channel_id AND status = :active "
@@ -330,9 +339,7 @@ class ScopedStore:
             return 0
         async with self.db.connection() as conn:
             rows = await conn.fetch(
-                f"UPDATE tasks SET status = :status, updated_at = {NOW_SQL} "
-                f"WHERE {self.db.in_ids('task_id', ':ids')} "
-                "AND agent_occurrence_id = :occurrence_id RETURNING task_id",
+                complete_tasks_sql(self.db),
                 status=TaskStatus(status).value, ids=self.db.ids_arg(ids),
                 occurrence_id=self.occurrence_id,
             )
