@@ -287,7 +287,7 @@ class ReconcilePass:
         for type_, reason, message in document.events:
             self.agd.event(type_, reason, message)
         wire = document.to_wire()
-        record = read_scale_down(wire.get("scaleDown"))
+        record = document.status.scale_down
         spec = self.agd.body.get("spec") or {}
         self.context.metrics.set_status(
             self.namespace, self.name, conditions=wire.get("conditions") or [],
@@ -295,6 +295,6 @@ class ReconcilePass:
             if record is not None and drain.is_active(record) else None,
             drain_timeout_seconds=(spec.get("drain") or {}).get(
                 "timeoutSeconds", DEFAULT_DRAIN_TIMEOUT_SECONDS),
-            desired=int((self.agd.body.get("spec") or {}).get("replicas") or 0),
+            desired=int(spec.get("replicas") or 0),
             ready=int(wire.get("readyReplicas") or 0))
         await self.agd.write_status(wire)

@@ -80,10 +80,7 @@ class Autoscaler:
                                       if memory.conflict is None else self.spec.interval_seconds)
         requeue = float(self.spec.interval_seconds)
         if memory.conflict is not None:
-            message = (f"{memory.conflict} also scales this AgentDeployment while "
-                       "spec.autoscaling is set: remove one of them")
-            return Report(current, self._status(current, AUTOSCALER_CONFLICT, message),
-                          conflict=message, requeue_after=requeue)
+            return self._conflicted(current, requeue)
         if memory.measured_at is None or now - memory.measured_at >= requeue:
             backlog = await store.registry.backlog(self.agent_id)
             if memory.history is None:
@@ -91,6 +88,8 @@ class Autoscaler:
             memory.decision = decide(now=now, current=current, backlog=backlog, spec=self.spec,
                                      history=memory.history, last_scale_at=self._last_scale())
             memory.measured_at = now
+            self.metrics.set_recommended(self.agd.namespace, self.agd.name,
+                                         memory.decision.recommended)
         else:
             requeue = max(0.1, requeue - (now - memory.measured_at))
         decision = memory.decision
@@ -105,11 +104,17 @@ class Autoscaler:
                           requeue_after=requeue)
         await self._look_for_conflict(now, within=self.spec.interval_seconds)  # fresh, to write
         if memory.conflict is not None:
-            return await self.run(store, current=current, draining=draining, now=now)
+            return self._conflicted(current, requeue)
         await self._scale(decision)
         return Report(decision.desired, self._status(decision.desired, decision.reason,
                                                      decision.message, scaled_at=now),
                       requeue_after=requeue)
+
+    def _conflicted(self, current: int, requeue: float) -> Report:
+        message = (f"{self.memory.conflict} also scales this AgentDeployment while "
+                   "spec.autoscaling is set: remove one of them")
+        return Report(current, self._status(current, AUTOSCALER_CONFLICT, message),
+                      conflict=message, requeue_after=requeue)
 
     async def _look_for_conflict(self, now: float, within: float) -> None:
         """Look for a second autoscaler unless the last look is younger than `within`."""
@@ -141,9 +146,6 @@ class Autoscaler:
         last = self.previous.last_scale_time if self.previous else None
         if scaled_at is not None:
             last = format_time(datetime.fromtimestamp(scaled_at, UTC))
-        if decision is not None:
-            self.metrics.set_recommended(self.agd.namespace, self.agd.name,
-                                         decision.recommended)
         return AutoscalingStatus.from_fields(
             observed_backlog=decision.backlog if decision else None,
             recommended_replicas=decision.recommended if decision else None,

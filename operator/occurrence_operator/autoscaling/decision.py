@@ -144,7 +144,7 @@ def _scale_down(now: float, current: int, history: History, rules: Rules,
         stable = max(stable, current)  # not watched for a whole window yet: hold
     if stable >= current:
         return made(current, DOWN_STABILIZING,
-                    f"highest of the last {rules.window_seconds:g}s is {max(stable, current)}")
+                    f"highest of the last {rules.window_seconds:g}s is {stable}")
     if _cooling(now, last_scale_at, rules):
         return made(current, COOLING_DOWN, f"the last scale was under "
                                            f"{rules.cooldown_seconds:g}s ago")
