@@ -10,6 +10,7 @@ driver's error as the cause.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import json
@@ -303,10 +304,7 @@ class SqliteDatabase(Database):
         picked = [r["task_id"] for r in await conn.fetch(pick, source=source, limit=limit)]
         plan = [(task_id, targets[slot]) for task_id, slot in zip(picked, slots, strict=False)]
         moved, thoughts = await self.move_tasks(conn, plan, source, reason, now, arrival)
-        per_target: dict[str, int] = {}
-        for _task_id, target in moved:
-            per_target[target] = per_target.get(target, 0) + 1
-        return per_target, thoughts
+        return dict(collections.Counter(target for _task_id, target in moved)), thoughts
 
     # ------------------------------------------------------------------ coordination
 
