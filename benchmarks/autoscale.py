@@ -42,7 +42,7 @@ import asyncpg
 from benchmarks.common import append_results
 from benchmarks.operator_scale import Api, log, new_database, wait
 from occurrence_store import Store
-from tests.agent.agentproc import Agent
+from tests.agent.agentproc import Agent, stop_agents
 from tests.support.postgres import postgres_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,14 +100,7 @@ class PodFollower:
                 await asyncio.wait_for(stop.wait(), 0.5)
 
     async def close(self) -> None:
-        everyone = [*self.agents.values(), *self.retired]
-        for agent in everyone:
-            if agent.proc is not None and agent.proc.poll() is None:
-                agent.signal(signal.SIGTERM)
-        for agent in everyone:
-            with contextlib.suppress(AssertionError):
-                await agent.wait_exit(20)
-            agent.kill()
+        await stop_agents([*self.agents.values(), *self.retired], 20)
 
     def finished_per_task(self) -> collections.Counter[str]:
         """How many times the agents' journals say each task was finished."""

@@ -172,13 +172,19 @@ async def running_agents(ids: Iterable[str], url: str, workdir: Path,
             agent.start()
         yield agents
     finally:
-        for agent in agents:
-            if agent.proc is not None and agent.proc.poll() is None:
-                agent.signal(signal.SIGTERM)
-        for agent in agents:
-            with contextlib.suppress(AssertionError):
-                await agent.wait_exit(15)
-            agent.kill()
+        await stop_agents(agents, 15)
+
+
+async def stop_agents(agents: Iterable[Agent], timeout: float) -> None:
+    """SIGTERM every agent still running, give each `timeout` seconds, then kill."""
+    agents = list(agents)
+    for agent in agents:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.signal(signal.SIGTERM)
+    for agent in agents:
+        with contextlib.suppress(AssertionError):
+            await agent.wait_exit(timeout)
+        agent.kill()
 
 
 async def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
