@@ -10,7 +10,7 @@ runtime objects from it. Nothing else reads the environment.
 | peering | `--peering NAME`, `--priority N` | — | standalone |
 | liveness | `--liveness URL` | `OCCURRENCE_OPERATOR_LIVENESS` | `http://0.0.0.0:8080/healthz` |
 | metrics | `--metrics-address HOST:PORT` | `OCCURRENCE_OPERATOR_METRICS_ADDRESS` | `0.0.0.0:9090` |
-| resync | — | `OCCURRENCE_OPERATOR_RESYNC_SECONDS` | 10 |
+| resync | — | `OCCURRENCE_OPERATOR_RESYNC_SECONDS` | 300 |
 | peer lifetime | — | `OCCURRENCE_OPERATOR_PEERING_LIFETIME` | Kopf's (60) |
 | event instance | — | `POD_NAME` | the host name |
 """
@@ -34,7 +34,7 @@ POD_SERVICE_ACCOUNT_ENV = "POD_SERVICE_ACCOUNT"
 
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
 DEFAULT_METRICS_ADDRESS = "0.0.0.0:9090"
-DEFAULT_RESYNC_SECONDS = 10.0
+DEFAULT_RESYNC_SECONDS = 300.0
 
 LogFormat = Literal["json", "plain", "full"]
 

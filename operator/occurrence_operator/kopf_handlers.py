@@ -3,9 +3,13 @@
 - each AgentDeployment has a Kopf daemon, `worker`, that runs all of its reconciles
   (`Reconciler.serve`, scheduling.py): when woken, when a requeue is due and every
   `OperatorConfig.resync_seconds`;
-- AgentDeployment resume/create/update, events of owned StatefulSets and Jobs (someone
-  scaled the StatefulSet by hand, the migrations Job finished) and deleted agent pods (a
-  drain waits for them) only wake that worker;
+- AgentDeployment resume/create/update and the informers' events (informer.py: one
+  label-selected list+watch per kind and watched namespace, which also keeps the object
+  cache the passes read from) only wake that worker: a change of an AgentDeployment's
+  spec or metadata, any change of an object it owns (someone scaled the StatefulSet by
+  hand, the migrations Job finished, a Service was deleted) and deleted agent pods (a drain
+  waits for them). Nothing is polled: at idle a worker runs once per resync (300 s), and
+  its pass reads the cache, not the API server;
 - peering (`--peering`, several replicas): Kopf pauses every replica but the active one by
   stopping its watch streams and cancelling its daemons. Since nothing reconciles outside
   the daemons (no timers or retries of our own) and every write checks the daemon's
@@ -29,29 +33,38 @@ Handlers return nothing: the status schema is declared field by field, so handle
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
 from . import wellknown
 from .config import OperatorConfig
+from .informer import Informer, OnEvent, Watched, start_informers
 from .kube import Kube
 from .metrics import OperatorMetrics, serve
+from .passcontext import PassContext
 from .peering import ensure_peering_objects
-from .reconcile import PassContext
 from .scheduling import Reconciler
 from .stores import Stores
 
 log = logging.getLogger(__name__)
 
-_OWNED: dict[str, Any] = {wellknown.LABEL_MANAGED_BY: wellknown.MANAGER,
-                          wellknown.LABEL_AGENTDEPLOYMENT: kopf.PRESENT}
-_AGENT_PODS: dict[str, Any] = {
-    wellknown.LABEL_OCC_COMPONENT: wellknown.COMPONENT_AGENT,
-    wellknown.LABEL_AGENTDEPLOYMENT: kopf.PRESENT,
-}
+OWNED_SELECTOR = (f"{wellknown.LABEL_MANAGED_BY}={wellknown.MANAGER},"
+                  f"{wellknown.LABEL_AGENTDEPLOYMENT}")
+AGENT_POD_SELECTOR = (f"{wellknown.LABEL_OCC_COMPONENT}={wellknown.COMPONENT_AGENT},"
+                      f"{wellknown.LABEL_AGENTDEPLOYMENT}")
+OWNED_KINDS = (
+    Watched("/apis/apps/v1", "statefulsets", OWNED_SELECTOR),
+    Watched("/apis/batch/v1", "jobs", OWNED_SELECTOR),
+    Watched("/api/v1", "services", OWNED_SELECTOR),
+    Watched("/apis/policy/v1", "poddisruptionbudgets", OWNED_SELECTOR),
+    Watched("/apis/networking.k8s.io/v1", "networkpolicies", OWNED_SELECTOR),
+)
+"""Watched and cached. Secrets are not (the operator never lists Secrets): the token
+Secret and the database Secret are read by name, at most once per resync (`secrets.py`)."""
+AGENT_PODS = Watched("/api/v1", "pods", AGENT_POD_SELECTOR)
+AGENT_DEPLOYMENTS = Watched(f"/apis/{wellknown.API_VERSION}", wellknown.PLURAL)
 
 
 @dataclass
@@ -65,6 +78,7 @@ class Runtime:
     reconciler: Reconciler
     metrics_runner: Any = None
     """The /metrics HTTP server (aiohttp runner), if enabled."""
+    informers: list[Informer] = field(default_factory=list)
 
     @classmethod
     def build(cls, config: OperatorConfig) -> Runtime:
@@ -72,15 +86,58 @@ class Runtime:
         kube = Kube.from_environment(metrics)
         stores = Stores()
         context = PassContext(kube, stores, metrics, config.instance,
-                              config.own_service_account)
+                              config.own_service_account, resync_seconds=config.resync_seconds)
         return cls(config, metrics, kube, stores, Reconciler(context, config.resync_seconds))
 
+    def start_informers(self) -> None:
+        """The watches that keep `kube.cache` current and wake the workers."""
+        trigger = self.reconciler.trigger
+        kinds: dict[Watched, OnEvent] = {kind: _wake_owner(trigger) for kind in OWNED_KINDS}
+        kinds[AGENT_PODS] = _wake_owner(trigger, only="DELETED")
+        kinds[AGENT_DEPLOYMENTS] = _wake_on_change(trigger)
+        self.informers = start_informers(self.kube, kinds, informer_namespaces(self.config))
+
     async def close(self) -> None:
+        for informer in self.informers:
+            informer.stop()
         await self.reconciler.close()
         await self.stores.close()
         if self.metrics_runner is not None:
             await self.metrics_runner.cleanup()
         self.kube.close()
+
+
+def informer_namespaces(config: OperatorConfig) -> tuple[str, ...]:
+    """The namespaces to watch one by one; () for cluster-wide (`--all-namespaces`, or a
+    `--namespace` glob, whose matches Kopf finds as namespaces come and go)."""
+    if config.all_namespaces or any(c in ns for ns in config.namespaces for c in "*?[!"):
+        return ()
+    return config.namespaces
+
+
+def _wake_owner(trigger: Any, only: str | None = None) -> OnEvent:
+    """An owned object changed: wake its AgentDeployment's worker (for pods: only when one
+    is gone; readiness reaches us through the StatefulSet's status)."""
+    def on_event(kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        meta = obj.get("metadata") or {}
+        owner = (meta.get("labels") or {}).get(wellknown.LABEL_AGENTDEPLOYMENT)
+        if owner and (only is None or kind == only):
+            trigger(meta["namespace"], owner)
+    return on_event
+
+
+_WAKING_METADATA = ("generation", "annotations", "labels", "deletionTimestamp", "finalizers")
+
+
+def _wake_on_change(trigger: Any) -> OnEvent:
+    """An AgentDeployment's spec or metadata changed (not its status: that is our write)."""
+    def on_event(kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        meta = obj.get("metadata") or {}
+        before = (old or {}).get("metadata") or {}
+        if kind != "DELETED" and (old is None or any(
+                meta.get(k) != before.get(k) for k in _WAKING_METADATA)):
+            trigger(meta["namespace"], meta["name"])
+    return on_event
 
 
 def runtime_of(memo: Any) -> Runtime:
@@ -115,6 +172,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         settings.peering.lifetime = config.peering_lifetime
     runtime = Runtime.build(config)
     memo["runtime"] = runtime
+    runtime.start_informers()
     if not settings.peering.standalone and settings.peering.mandatory:
         await ensure_peering_objects(
             runtime.kube, settings.peering.name, config.namespaces, settings.peering.clusterwide
@@ -154,21 +212,3 @@ async def changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None
 @kopf.on.delete(wellknown.GROUP, wellknown.VERSION, wellknown.PLURAL, optional=True)
 async def deleted(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     reconciler_of(memo).forget(_namespaced(namespace), name)
-
-
-@kopf.on.event("apps", "v1", "statefulsets", labels=_OWNED)
-@kopf.on.event("batch", "v1", "jobs", labels=_OWNED)
-async def owned_changed(
-    labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
-) -> None:
-    reconciler_of(memo).trigger(_namespaced(namespace), labels[wellknown.LABEL_AGENTDEPLOYMENT])
-
-
-@kopf.on.event("v1", "pods", labels=_AGENT_PODS)
-async def agent_pod_changed(
-    event: kopf.RawEvent, labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
-) -> None:
-    # Only disappearances matter (a drain waits for departing pods); readiness changes
-    # reach us through the StatefulSet's status.
-    if event.get("type") == "DELETED":
-        reconciler_of(memo).trigger(_namespaced(namespace), labels[wellknown.LABEL_AGENTDEPLOYMENT])

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 from urllib.parse import quote
 
 from . import gate, wellknown
 from .metrics import OperatorMetrics
+from .objectcache import ObjectCache
 
 FIELD_MANAGER = wellknown.MANAGER
 
@@ -143,9 +145,14 @@ def rejected_as_invalid(error: ApiError) -> bool:
 class Kube:
     """The API calls the operator makes. Thread-offloaded; safe to share."""
 
-    def __init__(self, api_client: Any, metrics: OperatorMetrics | None = None) -> None:
+    def __init__(self, api_client: Any, metrics: OperatorMetrics | None = None,
+                 cache: ObjectCache | None = None) -> None:
         self._client = api_client
         self.metrics = metrics or OperatorMetrics()
+        self.cache = cache or ObjectCache()
+        """What the informers keep current (empty without them: every read is a GET)."""
+        self._recent: dict[str, tuple[float, dict[str, Any]]] = {}
+        """Objects read with `max_age` (kinds nobody watches: the database Secret)."""
 
     @classmethod
     def from_environment(cls, metrics: OperatorMetrics | None = None) -> Kube:
@@ -159,21 +166,15 @@ class Kube:
         except config.ConfigException:
             config.load_kube_config(  # type: ignore[no-untyped-call]
                 client_configuration=configuration)
-        return cls(client.ApiClient(configuration), metrics)
+        return cls(client.ApiClient(configuration), metrics, ObjectCache())
 
     def close(self) -> None:
         self._client.close()
 
     # -- raw -----------------------------------------------------------------------------
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, str] | None,
-        body: Any,
-        content_type: str | None,
-    ) -> Any:
+    def _send(self, method: str, path: str, query: Mapping[str, str] | None, body: Any,
+              content_type: str | None, timeout: Any) -> Any:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -185,9 +186,19 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self._client.call_api(
-            method_, url, header_params=headers, body=body, _request_timeout=30
+        return self._client.call_api(
+            method_, url, header_params=headers, body=body, _request_timeout=timeout
         )
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str] | None,
+        body: Any,
+        content_type: str | None,
+    ) -> Any:
+        response = self._send(method, path, query, body, content_type, 30)
         data = response.read()
         if not 200 <= response.status < 300:
             text = data.decode(errors="replace") if isinstance(data, bytes) else str(data or "")
@@ -208,18 +219,74 @@ class Kube:
     async def _write(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         gate.check()  # a paused (peering) or stopping replica writes nothing
         self.metrics.api_write(method, resource_of(path))
-        return cast(dict[str, Any], await self.request(method, path, **kwargs))
+        self.forget(path)
+        try:
+            answer = cast(dict[str, Any], await self.request(method, path, **kwargs))
+        except ApiError:
+            self.cache.wrote(path, "DELETE", None)  # unsure what it holds now: read it again
+            raise
+        self.cache.wrote(path, method, answer)
+        return answer
+
+    # -- streams (the informers' threads) ------------------------------------------------
+
+    def list_now(self, path: str, query: Mapping[str, str]) -> dict[str, Any]:
+        """A blocking LIST (called from an informer's thread)."""
+        return cast(dict[str, Any], self._call("GET", path, query, None, None))
+
+    def watch_lines(self, path: str, query: Mapping[str, str],
+                    read_timeout: float) -> Iterator[bytes]:
+        """A blocking WATCH: its events, one JSON line each, until the server ends it."""
+        response = self._send("GET", path, {**query, "watch": "true"}, None, None,
+                              (10.0, read_timeout))
+        raw = response.response
+        try:
+            if not 200 <= response.status < 300:
+                data = response.read()
+                raise ApiError(response.status, response.reason or "",
+                               data.decode(errors="replace") if isinstance(data, bytes) else "")
+            pending = b""
+            for chunk in raw.stream(amt=None, decode_content=False):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                yield from (line for line in lines if line.strip())
+            if pending.strip():
+                yield pending
+        finally:
+            raw.release_conn()
 
     # -- reads ---------------------------------------------------------------------------
 
-    async def get(self, path: str) -> dict[str, Any] | None:
-        """The object, or None if it does not exist."""
+    async def get(self, path: str, *, ours_only: bool = False,
+                  max_age: float | None = None) -> dict[str, Any] | None:
+        """The object, or None if it does not exist.
+
+        From the informers' cache when it holds the object (`objectcache`); with
+        `ours_only`, also "None" when the cache shows no object with our labels there.
+        `max_age`: a kind nobody watches may be answered by a read at most that old.
+        """
+        hit, held = self.cache.lookup(path, ours_only=ours_only)
+        if not hit and max_age is not None:
+            recent = self._recent.get(path)
+            if recent is not None and time.monotonic() - recent[0] < max_age:
+                hit, held = True, json.loads(json.dumps(recent[1]))
+        self.metrics.api_read(resource_of(path), "cache" if hit else "api")
+        if hit:
+            return held
         try:
-            return cast("dict[str, Any] | None", await self.request("GET", path))
+            answer = cast("dict[str, Any] | None", await self.request("GET", path))
         except ApiError as e:
             if e.status == 404:
+                self._recent.pop(path, None)
                 return None
             raise
+        if max_age is not None and answer is not None:
+            self._recent[path] = (time.monotonic(), answer)
+        return answer  # never into the cache: what the watch does not select, it won't update
+
+    def forget(self, path: str) -> None:
+        """Read `path` from the API server next time (a `max_age` copy may be outdated)."""
+        self._recent.pop(path, None)
 
     async def list(self, path: str, label_selector: str | None = None) -> list[dict[str, Any]]:
         query = {"labelSelector": label_selector} if label_selector else None

@@ -79,6 +79,16 @@ class OperatorMetrics:
             f"{PREFIX}_autoscaler_recommended_replicas",
             "The autoscaler's raw recommendation: ceil(backlog / target) within the bounds.",
             _AGD, registry=r)
+        self._api_reads = Counter(
+            f"{PREFIX}_api_reads_total",
+            "Object reads by resource and where they were answered: `cache` (the informers' "
+            "copy) or `api` (a GET sent to the API server).", ("resource", "source"), registry=r)
+        self._informer_errors = Counter(
+            f"{PREFIX}_informer_errors_total",
+            "Problems of the list+watch streams, by resource and reason: `expired` (the "
+            "server's 410: listed again), `error` (a failed stream, logged: listed again "
+            "after a backoff), `handler` (handling an event failed, logged).",
+            ("resource", "reason"), registry=r)
         self._conditions_shown: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
 
     # -- recording -----------------------------------------------------------------------
@@ -98,6 +108,12 @@ class OperatorMetrics:
 
     def api_write(self, verb: str, resource: str) -> None:
         self._api_writes.labels(verb, resource).inc()
+
+    def api_read(self, resource: str, source: str) -> None:
+        self._api_reads.labels(resource, source).inc()
+
+    def informer_error(self, resource: str, reason: str) -> None:
+        self._informer_errors.labels(resource, reason).inc()
 
     def set_pending(self, namespace: str, name: str, counts: dict[str, int],
                     heartbeat_ages: dict[str, float] | None = None) -> None:

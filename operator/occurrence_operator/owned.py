@@ -35,11 +35,12 @@ async def apply_if_changed(kube: Kube, manifest: Mapping[str, Any], owner_uid: s
         log.info("%s/%s: applied %s", meta["namespace"], meta["name"], manifest["kind"])
 
 
-async def apply_owned_objects(kube: Kube, owner: Owner, rendered: Rendered
+async def apply_owned_objects(kube: Kube, owner: Owner, rendered: Rendered,
+                              token_max_age: float | None = None
                               ) -> list[tuple[EventType, str, str]]:
     """Converge the objects; the Events to post (a token Secret made now)."""
     events: list[tuple[EventType, str, str]] = []
-    if await ensure_token_secret(kube, owner):
+    if await ensure_token_secret(kube, owner, max_age=token_max_age):
         events.append(("Normal", "TokensCreated", f"Secret "
                        f"{naming.token_secret_name(owner.name)} holds the agent API's tokens"))
     for manifest in (rendered.service, rendered.pdb, rendered.network_policy):
@@ -48,7 +49,7 @@ async def apply_owned_objects(kube: Kube, owner: Owner, rendered: Rendered
     if rendered.network_policy is None:  # turned off: remove ours, never somebody else's
         path = object_path("networking.k8s.io/v1", "NetworkPolicy", owner.namespace,
                            naming.network_policy_name(owner.name))
-        live = await kube.get(path)
+        live = await kube.get(path, ours_only=True)  # only ours would be deleted
         if live is not None and owned_by(live, owner.uid):
             await kube.delete(path)
     return events

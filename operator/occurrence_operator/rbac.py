@@ -40,7 +40,8 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["list"]},
     {"apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "verbs": ["list"]},
     # Owned objects: server-side apply (patch; create when the apply creates the object),
-    # the Job's create (never patched); watches of StatefulSets and Jobs wake the owner.
+    # the Job's create (never patched). The informers (informer.py) list and watch each
+    # owned kind, label-selected, to keep the cache passes read from and wake the owner.
     {
         "apiGroups": ["apps"],
         "resources": ["statefulsets"],
@@ -54,18 +55,18 @@ RULES: list[dict[str, Any]] = [
     {
         "apiGroups": [""],
         "resources": ["services"],
-        "verbs": ["get", "create", "patch"],
+        "verbs": ["get", "list", "watch", "create", "patch"],
     },
     {
         "apiGroups": ["policy"],
         "resources": ["poddisruptionbudgets"],
-        "verbs": ["get", "create", "patch"],
+        "verbs": ["get", "list", "watch", "create", "patch"],
     },
     # The agent pods' NetworkPolicy (network_policy.py); deleted when the spec turns it off.
     {
         "apiGroups": ["networking.k8s.io"],
         "resources": ["networkpolicies"],
-        "verbs": ["get", "create", "patch", "delete"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
     },
     # The drain waits for departing pods to be gone.
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -36,15 +35,15 @@ from .adoption import NAME_CONFLICT, NameConflict, check_owned
 from .agd_object import AgentDeploymentObject
 from .conditions import DEGRADED, READY
 from .drain import KubeDrainPort, StatefulSetSize, read_rebalance, read_scale_down
-from .kube import ApiError, Kube, needs_apply, object_path, rejected_as_invalid
-from .metrics import OperatorMetrics
+from .kube import ApiError, needs_apply, object_path, rejected_as_invalid
 from .migrations import track_migrations
 from .owned import apply_owned_objects
 from .owner import Owner
 from .ownership import claim_occurrence_ids, own_occurrences
+from .passcontext import PassContext
 from .render import render
 from .retention import retain_if_due
-from .secrets import SecretProblem, database_url
+from .secrets import SecretProblem, database_secret_path, database_url
 from .spec import DEFAULT_DRAIN_TIMEOUT_SECONDS, AgentDeploymentSpec, refuse_operator_account
 from .statefulset import build_statefulset
 from .status import ScaleDownStatus
@@ -59,7 +58,6 @@ from .statusdoc import (
     problem_status,
     short_error,
 )
-from .stores import Stores
 from .timeutil import parse_time, utcnow
 from .wellknown import agent_id
 
@@ -69,21 +67,6 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_ERRORS, StoreError)  
 
 RETRY_SECONDS = 10.0
 """Requeue after a problem the operator cannot fix itself (missing Secret, database down)."""
-
-
-@dataclass(frozen=True)
-class PassContext:
-    """What every pass uses: the API, the open databases, the metrics, who we are."""
-
-    kube: Kube
-    stores: Stores
-    metrics: OperatorMetrics
-    instance: str
-    """This replica's name, the `reportingInstance` of its Events."""
-    own_service_account: tuple[str, str] | None = None
-    retention_runs: dict[str, float] = field(default_factory=dict)
-    autoscalers: dict[str, autoscaling.Memory] = field(default_factory=dict)
-    """The autoscaler's memory per AgentDeployment uid."""
 
 
 class ReconcilePass:
@@ -126,7 +109,8 @@ class ReconcilePass:
             await self._stop_invalid(short_error(e))
             return None
         try:
-            url = await database_url(self.kube, self.namespace, spec.database.secret_ref)
+            url = await database_url(self.kube, self.namespace, spec.database.secret_ref,
+                                     max_age=self.context.resync_seconds)
         except SecretProblem as e:
             self.conditions.set(DEGRADED, "True", e.reason, str(e))
             await self._write(problem_status(self.conditions, before=self.before))
@@ -161,7 +145,8 @@ class ReconcilePass:
         """Steps 3 to 7; what the status is derived from."""
         owner = Owner.from_body(self.agd.body)
         rendered = render(spec, owner, 0)
-        for event in await apply_owned_objects(self.kube, owner, rendered):
+        for event in await apply_owned_objects(self.kube, owner, rendered,
+                                               self.context.resync_seconds):
             self.agd.event(*event)
         migration, requeue = await track_migrations(self.agd, rendered, self.conditions.now)
         self.want_requeue(requeue)
@@ -196,6 +181,7 @@ class ReconcilePass:
                     f"{type(e).__name__}: {short_error(e)}")
                 log.warning("%s/%s: %s", self.namespace, self.name, problem.message)
                 await self.context.stores.discard(url)
+                self.kube.forget(database_secret_path(self.namespace, spec.database.secret_ref))
                 self.want_requeue(RETRY_SECONDS)
                 # what the driver persisted before failing is the truth now
                 record = read_scale_down(self.agd.live_status().get("scaleDown"))

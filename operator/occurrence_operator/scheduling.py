@@ -19,7 +19,8 @@ from typing import Any
 
 from . import gate
 from .agd_object import ad_path
-from .reconcile import RETRY_SECONDS, PassContext, ReconcilePass
+from .passcontext import PassContext
+from .reconcile import RETRY_SECONDS, ReconcilePass
 
 log = logging.getLogger(__name__)
 

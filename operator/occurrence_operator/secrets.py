@@ -26,10 +26,19 @@ class SecretProblem(Exception):
         super().__init__(message)
 
 
-async def database_url(kube: Kube, namespace: str, ref: SecretKeyRef) -> str:
+def database_secret_path(namespace: str, ref: SecretKeyRef) -> str:
+    return object_path("v1", "Secret", namespace, ref.name)
+
+
+async def database_url(kube: Kube, namespace: str, ref: SecretKeyRef,
+                       max_age: float | None = None) -> str:
     """The Secret's URL as the operator must use it to reach what the namespace's pods reach
-    (a bare Service name qualified with the namespace: see `pod_dns`)."""
-    secret = await kube.get(object_path("v1", "Secret", namespace, ref.name))
+    (a bare Service name qualified with the namespace: see `pod_dns`).
+
+    `max_age`: a read of the Secret at most that old will do (Secrets are read by name, never
+    watched or listed); the pass forgets it when the database fails, so a changed URL is
+    read at once then, and otherwise within `max_age`."""
+    secret = await kube.get(database_secret_path(namespace, ref), max_age=max_age)
     if secret is None:
         raise SecretProblem(
             "SecretNotFound", f"Secret {namespace}/{ref.name} (spec.database.secretRef) not found"
@@ -62,15 +71,17 @@ async def database_url(kube: Kube, namespace: str, ref: SecretKeyRef) -> str:
     return qualify_service_hosts(url, namespace)
 
 
-async def ensure_token_secret(kube: Kube, owner: Owner) -> bool:
+async def ensure_token_secret(kube: Kube, owner: Owner, max_age: float | None = None) -> bool:
     """Create the agent API's token Secret if it is missing; ``True`` if created now.
 
     Never patched: a user rotates the tokens by deleting the Secret. One with the name that
     this AgentDeployment does not own is a :class:`NameConflict` (never adopted, never read).
+    `max_age`: how old a read of it may be (it is not watched): a deleted one is made again
+    within that time.
     """
     name = naming.token_secret_name(owner.name)
     path = object_path("v1", "Secret", owner.namespace, name)
-    live = await kube.get(path)
+    live = await kube.get(path, max_age=max_age)
     check_owned(live, owner.uid)
     if live is not None:
         return False

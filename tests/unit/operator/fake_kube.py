@@ -53,9 +53,14 @@ class FakeKube:
         return [(b["type"], b["reason"]) for verb, path, b in self.writes
                 if verb == "POST" and path.endswith("/events")]
 
-    async def get(self, path: str) -> dict[str, Any] | None:
+    async def get(self, path: str, *, ours_only: bool = False,
+                  max_age: float | None = None) -> dict[str, Any] | None:
+        """Always the current object: the fake has no cache to be stale."""
         found = self.objects.get(path)
         return copy.deepcopy(found) if found is not None else None
+
+    def forget(self, path: str) -> None:
+        """Nothing is cached here."""
 
     async def list(self, path: str, label_selector: str | None = None) -> list[dict[str, Any]]:
         wanted = dict(p.split("=", 1) for p in (label_selector or "").split(",") if p)

@@ -18,7 +18,7 @@ def test_defaults() -> None:
     assert config.liveness == "http://0.0.0.0:8080/healthz"
     assert config.metrics_address == "0.0.0.0:9090"
     assert config.metrics_endpoint == ("0.0.0.0", 9090)
-    assert config.resync_seconds == 10 and config.peering_lifetime is None
+    assert config.resync_seconds == 300 and config.peering_lifetime is None
     assert config.instance  # the host name
     assert (config.log_format, config.verbose) == ("json", False)
 

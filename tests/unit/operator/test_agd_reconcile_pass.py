@@ -20,7 +20,8 @@ from fake_kube import FakeKube
 from pass_scenario import AD, scenario
 
 from occurrence_operator.metrics import OperatorMetrics
-from occurrence_operator.reconcile import PassContext, ReconcilePass
+from occurrence_operator.passcontext import PassContext
+from occurrence_operator.reconcile import ReconcilePass
 from occurrence_operator.stores import Stores
 
 GOLDEN = Path(__file__).parent / "golden" / "pass-scenario-writes.json"

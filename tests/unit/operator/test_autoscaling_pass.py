@@ -14,7 +14,8 @@ from fake_kube import FakeKube
 from pass_scenario import AD, NAME, NS, SECRET, STS
 
 from occurrence_operator.metrics import OperatorMetrics
-from occurrence_operator.reconcile import PassContext, ReconcilePass
+from occurrence_operator.passcontext import PassContext
+from occurrence_operator.reconcile import ReconcilePass
 from occurrence_operator.stores import Stores
 from occurrence_store import Store
 
