@@ -47,6 +47,10 @@ class Watched:
     prefix: str
     plural: str
     label_selector: str | None = None
+    cached: bool = True
+    """False: only the events matter (agent pods: thousands, never read): the informer
+    remembers their keys and versions, not the objects, and `Kube.get` never answers
+    from it."""
 
     @property
     def collection(self) -> str:
@@ -71,6 +75,8 @@ class Informer:
         self._thread = threading.Thread(
             target=self._run, name=f"informer-{watched.plural}-{namespace or 'all'}", daemon=True)
         self._resource = resource_of(watched.path(namespace or "x"))
+        self._seen: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}
+        """Of an uncached kind: each object's version and labels (for relists)."""
 
     def start(self) -> None:
         self._thread.start()
@@ -154,7 +160,11 @@ class Informer:
     # -- on the loop ---------------------------------------------------------------------
 
     def _replace(self, items: list[dict[str, Any]]) -> None:
-        changed, gone = self.kube.cache.replace(self.watched.collection, self.namespace, items)
+        if self.watched.cached:
+            changed, gone = self.kube.cache.replace(self.watched.collection, self.namespace,
+                                                    items)
+        else:
+            changed, gone = self._remember(items)
         self.synced.set()
         for obj in changed:
             self._deliver("ADDED", obj, None)
@@ -162,11 +172,32 @@ class Informer:
             self._deliver("DELETED", obj, obj)
 
     def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+        if not self.watched.cached:
+            meta = obj.get("metadata") or {}
+            key = (meta.get("namespace", ""), meta.get("name", ""))
+            if kind == "DELETED":
+                self._seen.pop(key, None)
+            else:
+                self._seen[key] = (meta.get("resourceVersion", ""), meta.get("labels") or {})
+            self._deliver(kind, obj, None)
+            return
         try:
             old = self.kube.cache.apply_event(self.watched.collection, kind, obj)
         except Stale:
             return  # a write of ours already put a newer one (and woke whoever needed it)
         self._deliver(kind, obj, old)
+
+    def _remember(self, items: list[dict[str, Any]]
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """An uncached kind's relist: (new or changed, gone), from what was seen."""
+        fresh = {(i["metadata"]["namespace"], i["metadata"]["name"]): i for i in items}
+        gone = [{"metadata": {"namespace": ns, "name": name, "labels": labels}}
+                for (ns, name), (_, labels) in self._seen.items() if (ns, name) not in fresh]
+        changed = [i for key, i in fresh.items()
+                   if self._seen.get(key, ("", {}))[0] != i["metadata"].get("resourceVersion")]
+        self._seen = {key: (i["metadata"].get("resourceVersion", ""),
+                            i["metadata"].get("labels") or {}) for key, i in fresh.items()}
+        return changed, gone
 
     def _deliver(self, kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         try:

@@ -63,7 +63,7 @@ OWNED_KINDS = (
 )
 """Watched and cached. Secrets are not (the operator never lists Secrets): the token
 Secret and the database Secret are read by name, at most once per resync (`secrets.py`)."""
-AGENT_PODS = Watched("/api/v1", "pods", AGENT_POD_SELECTOR)
+AGENT_PODS = Watched("/api/v1", "pods", AGENT_POD_SELECTOR, cached=False)
 AGENT_DEPLOYMENTS = Watched(f"/apis/{wellknown.API_VERSION}", wellknown.PLURAL)
 
 

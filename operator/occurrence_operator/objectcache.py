@@ -56,6 +56,15 @@ def is_newer(incoming: str | None, held: str | None) -> bool:
     return int(incoming) >= int(held)
 
 
+def slim(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The object without `metadata.managedFields` (often its largest part; nothing the
+    operator decides reads it, and server-side apply keeps it on the server)."""
+    meta = obj.get("metadata") or {}
+    if "managedFields" not in meta:
+        return dict(obj)
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
 def _version(obj: Mapping[str, Any] | None) -> str | None:
     return None if obj is None else (obj.get("metadata") or {}).get("resourceVersion")
 
@@ -105,7 +114,7 @@ class ObjectCache:
         (changed or new, gone) objects relative to what was held."""
         scope = namespace or self.ALL
         fresh = {ObjectKey(collection, i["metadata"]["namespace"], i["metadata"]["name"]):
-                 dict(i) for i in items}
+                 slim(i) for i in items}
         gone = [o for k, o in list(self._objects.items())
                 if k.collection == collection and (namespace is None or k.namespace == namespace)
                 and k not in fresh]
@@ -139,7 +148,7 @@ class ObjectCache:
         if kind == "DELETED":
             self._objects.pop(key, None)
         else:
-            self._objects[key] = dict(obj)
+            self._objects[key] = slim(obj)
         return held
 
     # -- what the operator wrote ---------------------------------------------------------
@@ -160,7 +169,7 @@ class ObjectCache:
         held = self._objects.get(key)
         if whole and self.covers(key):
             if held is None or is_newer(_version(answer), _version(held)):
-                self._objects[key] = copy.deepcopy(dict(answer))
+                self._objects[key] = copy.deepcopy(slim(answer))
         else:
             self._objects.pop(key, None)
             version = _version(answer) if isinstance(answer, Mapping) else None

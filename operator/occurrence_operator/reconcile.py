@@ -159,6 +159,7 @@ class ReconcilePass:
         problem: Problem | None = None
         bypassed = False
         if port.sts is not None or migrated:
+            store: Store | None = None
             try:
                 store = await self.context.stores.get(url)
                 spec, self.autoscaled = await autoscaling.autoscale(
@@ -180,7 +181,7 @@ class ReconcilePass:
                     f"database {'unavailable' if unreachable else 'error'}: "
                     f"{type(e).__name__}: {short_error(e)}")
                 log.warning("%s/%s: %s", self.namespace, self.name, problem.message)
-                await self.context.stores.discard(url)
+                await self.context.stores.discard(url, store)
                 self.kube.forget(database_secret_path(self.namespace, spec.database.secret_ref))
                 self.want_requeue(RETRY_SECONDS)
                 # what the driver persisted before failing is the truth now

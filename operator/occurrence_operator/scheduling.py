@@ -33,12 +33,20 @@ class _Key:
     """Loop time of a requeue the last pass asked for."""
 
 
+MAX_CONCURRENT_PASSES = 16
+"""Passes that run at once, over all AgentDeployments. A thousand woken together (an
+operator start, a shared Secret changed) queue here instead of at the database pool, where
+waits past its acquire timeout would read as an unavailable database."""
+
+
 class Reconciler:
-    def __init__(self, context: PassContext, resync_seconds: float) -> None:
+    def __init__(self, context: PassContext, resync_seconds: float,
+                 max_concurrent: int = MAX_CONCURRENT_PASSES) -> None:
         self.context = context
         self.resync_seconds = resync_seconds
         """Periodic re-check of every AgentDeployment, also when nothing woke it up."""
         self._keys: dict[tuple[str, str], _Key] = {}
+        self._slots = asyncio.Semaphore(max_concurrent)
 
     async def serve(
         self, namespace: str, name: str, stopped: Any, resync_seconds: float | None = None
@@ -73,7 +81,8 @@ class Reconciler:
         """One reconcile; returns the requeue delay it asks for (None: just resync)."""
         metrics = self.context.metrics
         try:
-            requeue = await self._reconcile(namespace, name)
+            async with self._slots:
+                requeue = await self._reconcile(namespace, name)
             metrics.reconciled("success")
             return requeue
         except (asyncio.CancelledError, gate.Interrupted):

@@ -30,9 +30,15 @@ class Stores:
                 log.info("opened database %s", redact(url))
             return store
 
-    async def discard(self, url: str) -> None:
-        """Close a Store whose connection broke; the next `get` reopens it."""
+    async def discard(self, url: str, failed: Store | None = None) -> None:
+        """Close a Store whose connection broke; the next `get` reopens it.
+
+        `failed`: the Store the caller saw fail. If another caller has already replaced
+        it, the new one stays: a thousand passes failing on one broken pool close it once,
+        not each other's fresh ones in turn."""
         async with self._lock:
+            if failed is not None and self._stores.get(url) is not failed:
+                return
             store = self._stores.pop(url, None)
         if store is not None:
             try:
