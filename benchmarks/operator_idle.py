@@ -272,6 +272,9 @@ async def mass_scale_down(cluster: Any, api: Api, op: OperatorProcess, ns: str, 
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    # kwok nodes take 110 pods each: enough of them for every pod and the scale-up to 5
+    pods = args.count * args.replicas + args.scale_down * (5 - args.replicas)
+    os.environ.setdefault("OCCURRENCE_KWOK_NODES", str(max(2, -(-pods // 100))))
     cluster = localcluster.start()
     try:
         install_crd(cluster)

@@ -21,6 +21,7 @@ from . import gate
 from .agd_object import ad_path
 from .passcontext import PassContext
 from .reconcile import RETRY_SECONDS, ReconcilePass
+from .stores import CONNECTIONS_PER_PASS, POOL_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,10 @@ class _Key:
     """Loop time of a requeue the last pass asked for."""
 
 
-MAX_CONCURRENT_PASSES = 16
-"""Passes that run at once, over all AgentDeployments. A thousand woken together (an
-operator start, a shared Secret changed) queue here instead of at the database pool, where
-waits past its acquire timeout would read as an unavailable database."""
+MAX_CONCURRENT_PASSES = (POOL_SIZE - 2) // CONNECTIONS_PER_PASS
+"""Passes that run at once, over all AgentDeployments (10). A thousand woken together (an
+operator start, a shared Secret changed, a mass scale-down) queue here instead of at the
+database pool, where waits past its acquire timeout would read as an unavailable database."""
 
 
 class Reconciler:

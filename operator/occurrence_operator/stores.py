@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from occurrence_store import Store
 
 from .secrets import redact
 
 log = logging.getLogger(__name__)
+
+
+CONNECTIONS_PER_PASS = 2
+"""What one pass may hold at once: a drain holds its session advisory lock (`drain:<agent>`)
+on one pooled connection while its statements run on another."""
+POOL_SIZE = 22
+"""PostgreSQL connections per database. The passes that run at once are bounded to what
+this serves at `CONNECTIONS_PER_PASS` each (`scheduling.MAX_CONCURRENT_PASSES`), so passes
+never wait on each other for connections: with more drains than connections / 2, every
+connection can end up holding a lock while its pass waits for a second one, and the
+waits end in the pool's acquire timeout (seen with 100 AgentDeployments draining at once)."""
 
 
 class Stores:
@@ -25,7 +37,9 @@ class Stores:
         async with self._lock:
             store = self._stores.get(url)
             if store is None:
-                store = await Store.open(url)
+                options: dict[str, Any] = ({"max_size": POOL_SIZE} if url.startswith("postgres")
+                                           else {})
+                store = await Store.open(url, **options)
                 self._stores[url] = store
                 log.info("opened database %s", redact(url))
             return store
