@@ -40,8 +40,10 @@ class DatabaseClock:
         self.shifted = True
 
     @property
-    def offset_seconds(self) -> float:
-        return self.offset.total_seconds()
+    def offset_interval(self) -> str:
+        """The offset as a PostgreSQL interval literal, in whole microseconds: a float's
+        ``str`` writes tiny offsets as ``-8e-06``, which PostgreSQL refuses."""
+        return f"{self.offset // timedelta(microseconds=1)} microseconds"
 
     def host_now(self) -> datetime:
         """The embedded (SQLite) database's clock: this host's, shifted."""

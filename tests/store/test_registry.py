@@ -98,3 +98,16 @@ async def test_backlog_counts_pending_and_active_work_of_one_agent(clocked) -> N
     assert await store.registry.backlog("ns/a") == 3
     assert await store.registry.backlog("ns/b") == 5
     assert await store.registry.backlog("ns/none") == 0
+
+
+@pytest.mark.parametrize("delta", [{"microseconds": 8}, {"microseconds": -8},
+                                   {"days": -1, "microseconds": 3}, {"seconds": 1e-6}])
+async def test_tiny_and_negative_clock_offsets_reach_the_database(clocked, delta) -> None:
+    """A float offset written with ``str`` was ``-8e-06 seconds``, which PostgreSQL refuses."""
+    store, clock = clocked
+    before = await store.now()
+    clock.advance(**delta)
+    shifted = await store.now()
+    expected = clock.offset
+    # the database's own clock moved on a little between the two reads; the shift is exact
+    assert abs((shifted - before) - expected).total_seconds() < 5
