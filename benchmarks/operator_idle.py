@@ -39,7 +39,7 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.common import append_results, machine, median, percentile
+from benchmarks.common import append_results, median, percentile
 from benchmarks.operator_scale import Api, cpu_seconds, new_database, ready, seed_pending
 from occurrence_store import Store
 from tests.support.postgres import postgres_server
@@ -75,8 +75,9 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def apiserver_requests(cluster: Any) -> dict[str, float]:
-    """`apiserver_request_total` summed by verb over the operator's resources."""
+def apiserver_requests(cluster: Any, by_resource: bool = False) -> dict[str, float]:
+    """`apiserver_request_total` summed by verb (or "VERB resource") over the operator's
+    resources."""
     text = cluster.kubectl("get", "--raw", "/metrics", timeout=60).stdout
     by_verb: dict[str, float] = {}
     for line in text.splitlines():
@@ -87,8 +88,32 @@ def apiserver_requests(cluster: Any) -> dict[str, float]:
                       .replace('"', "").split(","))
         if fields.get("resource") in RESOURCES:
             verb = fields.get("verb", "?")
+            if by_resource:
+                verb = f"{verb} {fields['resource']}/{fields.get('subresource', '')}".rstrip("/")
             by_verb[verb] = by_verb.get(verb, 0.0) + float(value)
     return by_verb
+
+
+async def settle(cluster: Any, quiet_seconds: float = 60, limit: float = 900) -> dict[str, Any]:
+    """Wait until nobody writes the operator's resources for `quiet_seconds` (the rollout's
+    tail: the scheduler binding the last pods, their events): only then is it idle."""
+    t0 = time.monotonic()
+    last, quiet_since, tail = apiserver_requests(cluster, by_resource=True), t0, {}
+    while time.monotonic() - t0 < limit:
+        await asyncio.sleep(15)
+        now = apiserver_requests(cluster, by_resource=True)
+        writes = {k: v for k, v in diff(now, last).items()
+                  if v and k.split()[0] not in ("GET", "LIST", "WATCH")}
+        for key, value in writes.items():
+            tail[key] = tail.get(key, 0.0) + value
+        last = now
+        if writes:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_seconds:
+            break
+    waited = time.monotonic() - t0
+    log(f"settled after {waited:.0f} s; the rollout's tail wrote {tail}")
+    return {"seconds": waited, "tail": tail}
 
 
 def operator_counters(op: OperatorProcess) -> dict[str, float]:
@@ -184,6 +209,7 @@ async def window(cluster: Any, op: OperatorProcess, db: asyncpg.Connection, beat
     assert op.proc is not None
     frozen = series is None
     start = {"api": apiserver_requests(cluster), "xact": await transactions(db),
+             "detail": apiserver_requests(cluster, by_resource=True),
              "beats": beats.sent, "cpu": cpu_seconds(op.proc.pid), "t": time.monotonic(),
              "op": None if frozen else operator_counters(op)}
     last, rss = dict(start), []
@@ -198,7 +224,9 @@ async def window(cluster: Any, op: OperatorProcess, db: asyncpg.Connection, beat
                                      diff(api, last["api"]).items()}})
         last = {"api": api, "t": now}
     elapsed = time.monotonic() - start["t"]
-    return {"seconds": elapsed, "api": diff(last["api"], start["api"]),
+    detail = {k: v for k, v in diff(apiserver_requests(cluster, by_resource=True),
+                                    start["detail"]).items() if v}
+    return {"seconds": elapsed, "api": diff(last["api"], start["api"]), "detail": detail,
             "xact": await transactions(db) - start["xact"] - (beats.sent - start["beats"]),
             "cpu": cpu_seconds(op.proc.pid) - start["cpu"], "rss": max(rss or [0.0]),
             "op": None if frozen else diff(operator_counters(op), start["op"])}
@@ -231,9 +259,7 @@ async def mass_scale_down(cluster: Any, api: Api, op: OperatorProcess, ns: str, 
     t_up = time.monotonic()
     await wait_ready(api, ns, set(names), 5, 1800, t_up)
     log(f"{len(names)} at 5 after {time.monotonic() - t_up:.1f} s; seeding")
-    for name in names:
-        for k in (2, 3, 4):
-            await seed_pending(url, f"{name}-{k}", pending)
+    await seed_pending(url, [f"{n}-{k}" for n in names for k in (2, 3, 4)], pending)
     conn = await asyncpg.connect(url)
     try:
         departing = {n: [f"{n}-{k}" for k in (2, 3, 4)] for n in names}
@@ -289,7 +315,7 @@ async def main_async(args: argparse.Namespace) -> None:
             try:
                 async with Heartbeats(url) as beats:
                     rollout = await roll_out(cluster, api, op, ns, args.count, args.replicas)
-                    await asyncio.sleep(30)  # the rollout's last events handled
+                    rollout["settle"] = await settle(cluster)
                     quiet = await idle(cluster, op, url, beats, args.idle, args.baseline)
                     drained = None
                     if args.scale_down:
@@ -314,6 +340,10 @@ def per_agd_5min(count: float, seconds: float, agds: int) -> float:
     return count / agds / (seconds / 300)
 
 
+def tail_text(counts: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.0f}" for k, v in sorted(counts.items())) or "none"
+
+
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     quiet, roll = result["idle"], result["rollout"]
     m, b = quiet["measured"], quiet["background"]
@@ -330,9 +360,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     writes_own = sum(max(0.0, m["api"].get(v, 0) / m["seconds"] - b["api"].get(v, 0)
                          / b["seconds"]) for v in verbs if v not in ("GET", "LIST", "WATCH"))
     op = m["op"]
+    settled = roll["settle"]
     body = [
-        f"Machine: {machine()}",
-        "",
         f"`.venv/bin/python -m benchmarks.operator_idle --count {n} --replicas {args.replicas} "
         f"--idle {args.idle:.0f}`: the operator (`--namespace`, default resync 300 s) on the "
         "local control plane (kube-apiserver built from source, kwok nodes), one PostgreSQL "
@@ -342,7 +371,9 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         f"**Rollout:** {n} AgentDeployments x {args.replicas} replicas ({n * args.replicas} "
         f"pods) applied in {roll['applied']:.1f} s; all Ready after **{roll['all_ready']:.1f} "
         f"s** (p50 {roll['p50']:.1f} s, p90 {roll['p90']:.1f} s); operator CPU "
-        f"{roll['cpu']:.1f} s.",
+        f"{roll['cpu']:.1f} s. Idle measured once nobody had written the operator's "
+        f"resources for 60 s ({settled['seconds']:.0f} s after Ready; the rollout's tail: "
+        f"{tail_text(settled['tail'])}).",
         "",
         f"**Idle, {m['seconds']:.0f} s** (API server's `apiserver_request_total` over "
         f"{', '.join(RESOURCES)}; background = the same with the operator frozen for "
@@ -358,7 +389,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         f"reads answered from its cache, {op['writes']:.0f} writes, {op['reconciles']:.0f} "
         f"passes ({per_agd_5min(op['reconciles'], m['seconds'], n):.2f} per AgentDeployment "
         f"per 5 min); GETs per AgentDeployment per 5 min: "
-        f"{per_agd_5min(op['api_gets'], m['seconds'], n):.3f}.",
+        f"{per_agd_5min(op['api_gets'], m['seconds'], n):.3f}. By resource: "
+        f"{tail_text(m['detail'])}.",
         f"- Database: {m['xact'] / m['seconds']:.2f} transactions/s with the operator "
         f"running (the heartbeat stand-in's own subtracted), "
         f"{b['xact'] / b['seconds']:.2f}/s frozen: "

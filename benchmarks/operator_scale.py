@@ -137,27 +137,19 @@ async def new_database(pg: Any) -> str:
     return pg.url(name)
 
 
-async def seed_pending(url: str, owner: str, n: int) -> None:
-    """n pending tasks owned by `owner` (COPY: seeding is not what is measured)."""
+async def seed_pending(url: str, owners: str | list[str], n: int) -> None:
+    """n pending tasks owned by each of `owners`, in one COPY (seeding is not what is
+    measured)."""
     now = datetime.now().astimezone()
     tag = uuid.uuid4().hex[:6]
-    rows = [(f"{owner}-{tag}-{i}", owner, "", "bench", "pending", 0, now, now) for i in range(n)]
+    rows = [(f"{owner}-{tag}-{i}", owner, "", "bench", "pending", 0, now, now)
+            for owner in ([owners] if isinstance(owners, str) else owners) for i in range(n)]
     conn = await asyncpg.connect(url)
     try:
         await conn.copy_records_to_table(
-            "tasks",
-            records=rows,
-            columns=[
-                "task_id",
-                "agent_occurrence_id",
-                "channel_id",
-                "description",
-                "status",
-                "priority",
-                "created_at",
-                "updated_at",
-            ],
-        )
+            "tasks", records=rows,
+            columns=["task_id", "agent_occurrence_id", "channel_id", "description", "status",
+                     "priority", "created_at", "updated_at"])
         await conn.execute("ANALYZE tasks")
     finally:
         await conn.close()
