@@ -67,6 +67,16 @@ def occurrence_id(name: str, ordinal: int) -> str:
     return f"{name}-{ordinal}"
 
 
+def ordinal_of(occurrence: str, name: str | None = None) -> int | None:
+    """The inverse of `occurrence_id`: the ordinal of `<name>-<k>`, or None when `occurrence`
+    is not of that form (or, with `name`, not one of that AgentDeployment's)."""
+    prefix, dash, tail = occurrence.rpartition("-")
+    if not dash or not tail.isdigit() or not tail.isascii() or (name is not None
+                                                              and prefix != name):
+        return None
+    return int(tail)
+
+
 def migration_job_name(name: str, migration_hash: str) -> str:
     """`<name>-migrate-<hash>`, the name prefix cut so the whole fits in a label value.
 

@@ -31,11 +31,10 @@ from occurrence_store.errors import StoreError
 from occurrence_store.unreachable import DATABASE_ERRORS, is_unreachable
 
 from . import autoscaling, drain, gate, naming
-from .adoption import NAME_CONFLICT, NameConflict, check_owned
+from .adoption import NAME_CONFLICT, NameConflict
 from .agd_object import AgentDeploymentObject
 from .conditions import DEGRADED, READY
-from .drain import KubeDrainPort, StatefulSetSize, read_rebalance, read_scale_down
-from .kube import ApiError, needs_apply, object_path, rejected_as_invalid
+from .kube import ApiError, needs_apply, rejected_as_invalid
 from .migrations import track_migrations
 from .owned import apply_owned_objects
 from .owner import Owner
@@ -45,8 +44,7 @@ from .render import render
 from .retention import retain_if_due
 from .secrets import SecretProblem, database_secret_path, database_url
 from .spec import DEFAULT_DRAIN_TIMEOUT_SECONDS, AgentDeploymentSpec, refuse_operator_account
-from .statefulset import build_statefulset
-from .status import ScaleDownStatus
+from .statefulset import StatefulSetSize, build_statefulset
 from .statusdoc import (
     DATABASE_UNAVAILABLE,
     OCCURRENCE_ID_CONFLICT,
@@ -150,26 +148,20 @@ class ReconcilePass:
             self.agd.event(*event)
         migration, requeue = await track_migrations(self.agd, rendered, self.conditions.now)
         self.want_requeue(requeue)
-        sts_path = object_path("apps/v1", "StatefulSet", self.namespace, self.name)
         migrated = migration.state in ("Succeeded", "Disabled")
-        port = KubeDrainPort(self.agd, spec, owner, await self.kube.get(sts_path),
-                             self.context.metrics)
-        check_owned(port.sts, owner.uid)  # never scale, drain or patch somebody else's
-        record = read_scale_down(self.agd.status.get("scaleDown"))
+        sizing = await drain.Sizing.read(self.agd, spec, owner, self.context.metrics)
         problem: Problem | None = None
-        bypassed = False
-        if port.sts is not None or migrated:
+        if sizing.statefulset is not None or migrated:
             store: Store | None = None
             try:
                 store = await self.context.stores.get(url)
                 spec, self.autoscaled = await autoscaling.autoscale(
                     self.agd, spec, store, self.context.autoscalers, self.context.metrics,
-                    agent_id=self.agent_id, draining=drain.is_active(record))
+                    agent_id=self.agent_id, draining=sizing.draining)
                 self.want_requeue(self.autoscaled.requeue_after if self.autoscaled else None)
-                problem = await self._claim_ids(spec, store, port.sts, record)
+                problem = await self._claim_ids(store, sizing.ids_needed(spec.replicas))
                 if problem is None:
-                    record = await self._size(spec, store, port, record)
-                    await self._rebalance(spec, store, port, record)
+                    await sizing.converge(spec, store, self.agent_id)
                     if note := await retain_if_due(store, self.agent_id, spec.retention,
                                                    self.context.retention_runs):
                         self.agd.event("Normal", "RetentionApplied", note)
@@ -184,86 +176,35 @@ class ReconcilePass:
                 await self.context.stores.discard(url, store)
                 self.kube.forget(database_secret_path(self.namespace, spec.database.secret_ref))
                 self.want_requeue(RETRY_SECONDS)
-                # what the driver persisted before failing is the truth now
-                record = read_scale_down(self.agd.live_status().get("scaleDown"))
-                port.sts = await self.kube.get(sts_path)
-                if record is not None and drain.should_bypass(
-                        requested=drain.bypass_requested(self.agd.annotations),
-                        database_unreachable=unreachable, statefulset_exists=port.sts is not None,
-                        record=record):
-                    record = await drain.bypass(port, record)
-                    bypassed = True
-        sts = port.sts
+                await sizing.after_database_error(unreachable=unreachable)
+            self.want_requeue(sizing.requeue_after)
+        sts = sizing.statefulset
         conflict = problem is not None and problem.reason == OCCURRENCE_ID_CONFLICT
         if migrated and sts is not None and not conflict:
-            current = int((sts.get("spec") or {}).get("replicas") or 0)
-            desired_sts = build_statefulset(spec, owner, current)
+            desired_sts = build_statefulset(spec, owner, StatefulSetSize.of(sts).replicas)
             if needs_apply(desired_sts, sts):
                 sts = await self.kube.apply(desired_sts)
                 self.agd.event("Normal", "StatefulSetUpdated", "StatefulSet template applied")
-        await self._expire_skip_drain(record, bypassed)
+        await sizing.finish()
         occurrences = None if problem is not None else await own_occurrences(
             self.context.stores, url, self.name, self.agent_id)
         scaled = self.autoscaled
         return StatusInputs(desired=spec.replicas, selector=rendered.selector,
-                            migration=migration, sts=sts, record=record,
+                            migration=migration, sts=sts, record=sizing.record,
                             occurrences=occurrences, problem=problem,
                             autoscaling=autoscaling.status_of(spec.autoscaling, scaled,
                                                               self.agd.status),
                             autoscaler_conflict=scaled.conflict if scaled else None)
 
-    async def _claim_ids(
-        self, spec: AgentDeploymentSpec, store: Store, sts: dict[str, Any] | None,
-        record: ScaleDownStatus | None,
-    ) -> Problem | None:
-        current = int(((sts or {}).get("spec") or {}).get("replicas") or 0)
-        upper = max(1, spec.replicas, current,
-                    record.from_replicas if drain.is_active(record) and record else 0)
+    async def _claim_ids(self, store: Store, count: int) -> Problem | None:
+        """Claim the occurrence ids `<name>-0..count-1` for this AgentDeployment."""
         problem = await claim_occurrence_ids(
-            store, self.name, upper, agent_id=self.agent_id,
+            store, self.name, count, agent_id=self.agent_id,
             owner_uid=self.agd.body["metadata"].get("uid"))
         if problem is not None:
             log.warning("%s/%s: %s", self.namespace, self.name, problem.message)
             self.want_requeue(RETRY_SECONDS)
         return problem
-
-    async def _size(
-        self, spec: AgentDeploymentSpec, store: Store, port: KubeDrainPort,
-        record: ScaleDownStatus | None,
-    ) -> ScaleDownStatus | None:
-        sts = port.sts
-        result = await drain.drive(
-            name=self.name,
-            store=store,
-            settings=drain.DrainSettings.from_spec(spec.drain, spec.recovery),
-            desired=spec.replicas,
-            current=None if sts is None else int((sts.get("spec") or {}).get("replicas") or 0),
-            record=record,
-            port=port,
-            agent_id=self.agent_id,
-        )
-        self.want_requeue(result.requeue_after)
-        return result.record
-
-    async def _rebalance(
-        self, spec: AgentDeploymentSpec, store: Store, port: KubeDrainPort,
-        record: ScaleDownStatus | None,
-    ) -> None:
-        """`spec.drain.rebalanceOnScaleUp`: the rebalance a scale-up recorded."""
-        result = await drain.rebalance(
-            name=self.name, store=store, port=port,
-            record=read_rebalance(self.agd.status.get("rebalance")),
-            desired=spec.replicas, drain_active=drain.is_active(record),
-            statefulset=StatefulSetSize.of(port.sts))
-        self.want_requeue(result.requeue_after)
-
-    async def _expire_skip_drain(self, record: ScaleDownStatus | None, used: bool) -> None:
-        expiry = drain.expire_skip_drain(
-            requested=drain.bypass_requested(self.agd.annotations), record=record, used=used)
-        if expiry.remove:
-            await self.agd.remove_annotation(drain.SKIP_DRAIN_ANNOTATION)
-        if expiry.warning is not None:
-            self.agd.event("Warning", "SkipDrainIgnored", expiry.warning)
 
     async def _stop_invalid(self, message: str) -> None:
         self.conditions.set(DEGRADED, "True", "InvalidSpec", message)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from . import naming, wellknown
@@ -38,3 +40,31 @@ def build_statefulset(spec: AgentDeploymentSpec, owner: Owner, replicas: int) ->
             "template": agent_pod_template(spec, name, wellknown.agent_id(owner.namespace, name)),
         },
     }
+
+
+@dataclass(frozen=True)
+class StatefulSetSize:
+    """How big a StatefulSet object says it is (what sizing and the status read of it)."""
+
+    replicas: int = 0
+    """spec.replicas"""
+    ready: int = 0
+    """status.readyReplicas"""
+    current: int = 0
+    """status.replicas: pods that exist"""
+    updated: int = 0
+    """status.updatedReplicas: pods on the current template"""
+    observed: bool = True
+    """status.observedGeneration has caught up with metadata.generation."""
+
+    @classmethod
+    def of(cls, sts: Mapping[str, Any] | None) -> StatefulSetSize:
+        """The size of a StatefulSet object (None: no StatefulSet)."""
+        sts = sts or {}
+        status = sts.get("status") or {}
+        return cls(replicas=int((sts.get("spec") or {}).get("replicas") or 0),
+                   ready=int(status.get("readyReplicas") or 0),
+                   current=int(status.get("replicas") or 0),
+                   updated=int(status.get("updatedReplicas") or 0),
+                   observed=(status.get("observedGeneration") or 0)
+                   >= ((sts.get("metadata") or {}).get("generation") or 0))

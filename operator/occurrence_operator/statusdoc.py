@@ -34,6 +34,8 @@ from .conditions import (
 )
 from .drain import draining_count, is_active
 from .events import EventType
+from .naming import ordinal_of
+from .statefulset import StatefulSetSize
 from .status import (
     AgentDeploymentStatus,
     AutoscalingStatus,
@@ -132,14 +134,8 @@ def derive_status(
 ) -> StatusDocument:
     """Set every condition from `inputs` (in `conditions`) and build the full status."""
     sts = inputs.sts
-    sts_status = (sts or {}).get("status") or {}
-    sts_spec_replicas = int(((sts or {}).get("spec") or {}).get("replicas") or 0)
-    replicas = int(sts_status.get("replicas") or 0)
-    ready = int(sts_status.get("readyReplicas") or 0)
-    updated = int(sts_status.get("updatedReplicas") or 0)
-    sts_observed = sts is None or (sts_status.get("observedGeneration") or 0) >= (
-        sts["metadata"].get("generation") or 0
-    )
+    size = StatefulSetSize.of(sts)
+    replicas, ready, updated = size.current, size.ready, size.updated
     migration, record, problem = inputs.migration, inputs.record, inputs.problem
     draining = is_active(record)
 
@@ -160,8 +156,8 @@ def derive_status(
     desired = inputs.desired
     all_there = (
         sts is not None
-        and sts_observed
-        and sts_spec_replicas == desired
+        and size.observed
+        and size.replicas == desired
         and replicas == desired
         and ready == desired
         and updated == desired
@@ -287,17 +283,12 @@ def occurrence_row(o: Occurrence) -> OccurrenceStatus:
     """`.status.occurrences[]`: one occurrence as the registry sees it."""
     return OccurrenceStatus.from_fields(
         id=o.occurrence_id,
-        ordinal=o.ordinal if o.ordinal is not None else _ordinal_of(o.occurrence_id),
+        ordinal=o.ordinal if o.ordinal is not None else ordinal_of(o.occurrence_id) or 0,
         state=str(o.state),
         pending_tasks=o.pending_tasks + o.active_tasks,
         # the database's clock; a retired occurrence has no heartbeat to speak of
         heartbeat_age_seconds=None if o.state == "retired" else int(o.heartbeat_age()),
     )
-
-
-def _ordinal_of(occurrence_id: str) -> int:
-    tail = occurrence_id.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
 
 
 def condition_reason(text: str) -> str:

@@ -1,11 +1,13 @@
-"""Scale-down: the drain protocol, the skip-drain bypass and the rebalance after a scale-up.
+"""The StatefulSet's size: the scale-down drain protocol, the skip-drain bypass and the
+rebalance after a scale-up. One entry point, `Sizing` (sizing.py); one job per module:
 
-Three modules, one job each:
-
-- `planner` — pure decisions, no I/O: `plan` (the phase diagram of a drain, one
-  `DrainDecision` naming one `DrainAction` at a time), `should_bypass` / `bypassed` /
-  `expire_skip_drain` (the skip-drain escape hatch), `rebalance_intent` /
-  `plan_rebalance` / `rebalance_done` (the opt-in rebalance after a scale-up);
+- `sizing` — `Sizing`, what reconcile.py calls: read the StatefulSet and the drain record,
+  converge (or recover from a database error), finish; the outcome the status is made of;
+- `planner` — the drain's phase diagram, pure: `plan` names one `DrainAction` at a time;
+- `bypass` — the skip-drain escape hatch, pure (`should_bypass`, `bypassed`,
+  `expire_skip_drain`);
+- `rebalance` — the opt-in rebalance after a scale-up, pure (`rebalance_intent`,
+  `plan_rebalance`, `rebalance_done`);
 - `driver` — carries the decisions out: `drive` (observe → plan → act → persist, until the
   planner waits), `bypass`, `rebalance`. It writes the database (`occurrence_store`) and
   talks to Kubernetes only through the `DrainPort` protocol;
@@ -48,43 +50,7 @@ two operators never drive the same drain at once.
 
 from __future__ import annotations
 
-from .cluster import KubeDrainPort, read_rebalance, read_scale_down
-from .driver import DrainPort, DriveResult, RebalanceResult, bypass, drive, rebalance
-from .planner import (
-    POLL_SECONDS,
-    SKIP_DRAIN_ANNOTATION,
-    DrainAction,
-    DrainDecision,
-    DrainSettings,
-    Observations,
-    StatefulSetSize,
-    bypass_requested,
-    draining_count,
-    expire_skip_drain,
-    is_active,
-    should_bypass,
-)
+from .planner import draining_count, is_active
+from .sizing import Sizing
 
-__all__ = [
-    "POLL_SECONDS",
-    "SKIP_DRAIN_ANNOTATION",
-    "DrainAction",
-    "DrainDecision",
-    "DrainPort",
-    "DrainSettings",
-    "DriveResult",
-    "KubeDrainPort",
-    "Observations",
-    "RebalanceResult",
-    "StatefulSetSize",
-    "bypass",
-    "bypass_requested",
-    "draining_count",
-    "drive",
-    "expire_skip_drain",
-    "is_active",
-    "read_rebalance",
-    "read_scale_down",
-    "rebalance",
-    "should_bypass",
-]
+__all__ = ["Sizing", "draining_count", "is_active"]

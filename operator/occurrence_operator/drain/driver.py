@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
 
 from occurrence_store import (
@@ -32,18 +31,15 @@ from occurrence_store import (
 
 from .. import gate
 from ..events import EventType
-from ..naming import occurrence_id
+from ..naming import occurrence_id, ordinal_of
+from ..statefulset import StatefulSetSize
 from ..status import RebalanceStatus, ScaleDownStatus
 from ..timeutil import parse_time, utcnow
+from . import bypass as skip_drain
 from . import planner
-from .planner import (
-    DrainAction,
-    DrainDecision,
-    DrainSettings,
-    Observations,
-    RebalanceAction,
-    StatefulSetSize,
-)
+from . import rebalance as rebalancing
+from .planner import DrainAction, DrainDecision, DrainSettings, Observations
+from .rebalance import RebalanceAction
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +97,7 @@ async def observe(
     drain, the occurrences below `desired` that are still fenced."""
     if not planner.is_active(record):
         fenced = await store.registry.list(state=OccurrenceState.DRAINING, agent_id=agent_id)
-        stale = sorted(k for k in (_ordinal(name, o.occurrence_id) for o in fenced)
+        stale = sorted(k for k in (ordinal_of(o.occurrence_id, name) for o in fenced)
                        if k is not None and k < max(desired, 1))
         return Observations(stale_fences=tuple(stale))
     assert record is not None
@@ -122,12 +118,6 @@ async def observe(
     pods = await port.departing_pods(ordinals) if record.phase in ("Shrinking", "Sweeping") else 0
     return Observations(in_flight_quiet=quiet, unresponsive=not quiet and dead,
                         departing_work=work, departing_pods=pods)
-
-
-def _ordinal(name: str, occurrence: str) -> int | None:
-    prefix = f"{name}-"
-    tail = occurrence[len(prefix):] if occurrence.startswith(prefix) else ""
-    return int(tail) if tail.isdigit() else None
 
 
 async def _move(
@@ -165,7 +155,7 @@ async def execute(
     if action in (DrainAction.SCALE, DrainAction.SHRINK):
         replicas = decision.statefulset_replicas
         assert replicas is not None
-        intent = planner.rebalance_intent(settings, current, replicas, utcnow())
+        intent = rebalancing.rebalance_intent(settings, current, replicas, utcnow())
         if action is DrainAction.SCALE and intent is not None:
             # intent first (like status.scaleDown): a restarted operator still rebalances
             await port.persist_rebalance(intent)
@@ -209,8 +199,7 @@ async def drive(
     """Plan and act until the planner waits or has nothing left to do."""
     transferred = 0
     for _ in range(MAX_ITERATIONS):
-        decision, now = await _plan(store, name, settings, desired, current, record, port,
-                                    agent_id)
+        decision = await _plan(store, name, settings, desired, current, record, port, agent_id)
         if decision.action is DrainAction.NOOP:
             return DriveResult(current, record, None, transferred)
         if decision.action is DrainAction.WAIT:
@@ -222,8 +211,8 @@ async def drive(
                 return DriveResult(current, record, planner.POLL_SECONDS, transferred)
             # under the lock: the record as the last step (maybe another operator's) left it
             record = await port.reload()
-            decision, now = await _plan(store, name, settings, desired, current, record, port,
-                                        agent_id)
+            decision = await _plan(store, name, settings, desired, current, record, port,
+                                   agent_id)
             if decision.action in (DrainAction.NOOP, DrainAction.WAIT):
                 continue
             log.info(
@@ -257,12 +246,10 @@ async def drive(
 async def _plan(
     store: Store, name: str, settings: DrainSettings, desired: int, current: int | None,
     record: ScaleDownStatus | None, port: DrainPort, agent_id: str,
-) -> tuple[DrainDecision, datetime]:
+) -> DrainDecision:
     observed = await observe(store, name, record, port, desired=desired, agent_id=agent_id)
-    now = utcnow()
-    decision = planner.plan(name, current=current, desired=desired, record=record,
-                            settings=settings, observed=observed, now=now)
-    return decision, now
+    return planner.plan(name, current=current, desired=desired, record=record,
+                        settings=settings, observed=observed, now=utcnow())
 
 
 async def _milestone(
@@ -311,7 +298,7 @@ async def bypass(port: DrainPort, record: ScaleDownStatus) -> ScaleDownStatus:
     """Shrink to the drain's target at once, without moving the departing work (the
     database is unreachable and the user set the skip-drain annotation); record the drain
     Done. Returns the new record."""
-    done = planner.bypassed(record)
+    done = skip_drain.bypassed(record)
     await port.scale(record.to_replicas)
     await port.persist(done)
     port.queue_event("Warning", "DrainBypassed", done.message or "drain bypassed")
@@ -335,8 +322,8 @@ async def rebalance(
     drain_active: bool,
     statefulset: StatefulSetSize,
 ) -> RebalanceResult:
-    """One step of the rebalance recorded by a scale-up (`planner.plan_rebalance`)."""
-    decision = planner.plan_rebalance(
+    """One step of the rebalance recorded by a scale-up (`rebalance.plan_rebalance`)."""
+    decision = rebalancing.plan_rebalance(
         name, record, desired=desired, drain_active=drain_active, statefulset=statefulset
     )
     if decision.action is RebalanceAction.WAIT:
@@ -351,7 +338,7 @@ async def rebalance(
     gate.check()
     moved = await store.transfers.rebalance(list(decision.occurrences),
                                             reason="scale-up rebalance")
-    done, total = planner.rebalance_done(record, moved, utcnow())
+    done, total = rebalancing.rebalance_done(record, moved, utcnow())
     await port.persist_rebalance(done)
     port.transferred(total)
     port.queue_event("Normal", "Rebalanced", done.message or "rebalanced")

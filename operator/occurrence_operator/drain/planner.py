@@ -33,28 +33,20 @@ Outside a drain, occurrences that will run (ordinals below spec.replicas) but ar
 fenced — a drain bypassed with the skip-drain annotation while the database was down left
 them so — are un-fenced before anything else, so returning pods are not unready forever.
 
-Besides the drain, two smaller state machines of the StatefulSet size are decided here:
-
-- the skip-drain bypass (`should_bypass`, `bypassed`, `expire_skip_drain`): the escape hatch
-  for a drain that cannot reach the database;
-- the rebalance after a scale-up (`rebalance_intent`, `plan_rebalance`, `rebalance_done`,
-  `spec.drain.rebalanceOnScaleUp`): Pending ──(pods ready)──▶ Done, or Cancelled.
+The two smaller state machines of the StatefulSet size live beside this one: the skip-drain
+bypass (`bypass.py`) and the rebalance after a scale-up (`rebalance.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
-from .. import wellknown
 from ..naming import occurrence_id
 from ..spec import DrainSpec, InFlightMode, RecoveryMode, RecoverySpec
 from ..status import (
     ACTIVE_SCALE_DOWN_PHASES,
-    RebalanceStatus,
     ScaleDownPhase,
     ScaleDownStatus,
 )
@@ -408,178 +400,3 @@ def _retarget(record: ScaleDownStatus, desired: int, now: datetime) -> DrainDeci
     return DrainDecision(
         DrainAction.ADVANCE, _with(record, **changes), ordinals=new, reason="drain target"
     )
-
-
-# -- the skip-drain bypass ---------------------------------------------------------------
-
-SKIP_DRAIN_ANNOTATION = f"{wellknown.GROUP}/skip-drain"
-"""Set to "true" on the AgentDeployment: a drain in progress that cannot reach the database
-shrinks the StatefulSet at once, leaving the departing work in the database."""
-
-
-def bypass_requested(annotations: Mapping[str, str] | None) -> bool:
-    """Does the AgentDeployment carry the skip-drain annotation?"""
-    return str((annotations or {}).get(SKIP_DRAIN_ANNOTATION, "")).lower() == "true"
-
-
-def should_bypass(
-    *,
-    requested: bool,
-    database_unreachable: bool,
-    statefulset_exists: bool,
-    record: ScaleDownStatus | None,
-) -> bool:
-    """Bypass the drain now? Only a drain in progress, only while the database is
-    unreachable, and only when the user asked for it."""
-    return requested and database_unreachable and statefulset_exists and is_active(record)
-
-
-def bypassed(record: ScaleDownStatus) -> ScaleDownStatus:
-    """The record of a drain bypassed by the annotation: Done, the work left where it is (it
-    returns with its occurrences on a later scale-up, which first un-fences them)."""
-    message = (
-        f"drain bypassed by annotation {SKIP_DRAIN_ANNOTATION}: scaled to "
-        f"{record.to_replicas} without moving the work of ordinals {record.ordinals}"
-    )
-    return _with(record, phase="Done", message=message)
-
-
-@dataclass(frozen=True)
-class SkipDrainExpiry:
-    """What becomes of the (one-shot) skip-drain annotation after this pass's sizing."""
-
-    remove: bool = False
-    """Remove the annotation from the AgentDeployment."""
-    warning: str | None = None
-    """Message of a `SkipDrainIgnored` Warning event (the annotation was never used)."""
-
-
-def expire_skip_drain(
-    *, requested: bool, record: ScaleDownStatus | None, used: bool
-) -> SkipDrainExpiry:
-    """The annotation never outlives the drain it was set for: once that drain is over
-    (bypassed or not), or if there was none, it goes."""
-    if not requested or is_active(record):
-        return SkipDrainExpiry()
-    if used:
-        return SkipDrainExpiry(remove=True)
-    return SkipDrainExpiry(
-        remove=True,
-        warning=f"annotation {SKIP_DRAIN_ANNOTATION} removed unused: it applies only to "
-        "a drain in progress that cannot reach the database",
-    )
-
-
-# -- the rebalance after a scale-up ------------------------------------------------------
-
-
-def rebalance_intent(
-    settings: DrainSettings, current: int | None, replicas: int, now: datetime
-) -> RebalanceStatus | None:
-    """On a SCALE of an existing StatefulSet from `current` up to `replicas`: the
-    `.status.rebalance` to persist *before* scaling (so a restarted operator still
-    rebalances), or None when `rebalanceOnScaleUp` is off or this is no scale-up."""
-    if current is None or replicas <= current or not settings.rebalance_on_scale_up:
-        return None
-    return RebalanceStatus.from_fields(
-        phase="Pending",
-        from_replicas=current,
-        to_replicas=replicas,
-        requested_at=format_time(now),
-        moved=0,
-        message=f"rebalance pending backlog once {replicas} occurrences are ready",
-    )
-
-
-@dataclass(frozen=True)
-class RebalanceDecision:
-    """The next rebalance step, with what it needs."""
-
-    action: RebalanceAction
-    record: RebalanceStatus | None = None
-    occurrences: tuple[str, ...] = ()
-    requeue_after: float | None = None
-
-
-@dataclass(frozen=True)
-class StatefulSetSize:
-    """What the rebalance needs of the StatefulSet."""
-
-    replicas: int = 0
-    """spec.replicas"""
-    ready: int = 0
-    """status.readyReplicas"""
-    observed: bool = True
-    """status.observedGeneration has caught up with metadata.generation."""
-
-    @classmethod
-    def of(cls, sts: Mapping[str, Any] | None) -> StatefulSetSize:
-        """The size of a StatefulSet object (None: no StatefulSet)."""
-        sts = sts or {}
-        status = sts.get("status") or {}
-        return cls(replicas=int((sts.get("spec") or {}).get("replicas") or 0),
-                   ready=int(status.get("readyReplicas") or 0),
-                   observed=(status.get("observedGeneration") or 0)
-                   >= (sts.get("metadata") or {}).get("generation", 0))
-
-
-class RebalanceAction(StrEnum):
-    """The steps of the rebalance state machine (`plan_rebalance`)."""
-
-    NOOP = "Noop"
-    """No rebalance pending."""
-    CANCEL = "Cancel"
-    """Persist `record` (Cancelled): spec.replicas moved on, or a drain started."""
-    WAIT = "Wait"
-    """The scaled-up pods are not all ready yet: look again after `requeue_after`."""
-    REBALANCE = "Rebalance"
-    """Even out the pending backlog over `occurrences` once, then `rebalance_done`."""
-
-
-def plan_rebalance(
-    name: str,
-    record: RebalanceStatus | None,
-    *,
-    desired: int,
-    drain_active: bool,
-    statefulset: StatefulSetSize,
-) -> RebalanceDecision:
-    """The next step of the rebalance recorded in `.status.rebalance` by a scale-up."""
-    if record is None or record.phase != "Pending":
-        return RebalanceDecision(RebalanceAction.NOOP)
-    to = record.to_replicas
-    if desired != to or drain_active:
-        message = f"superseded: spec.replicas is {desired} now"
-        return RebalanceDecision(
-            RebalanceAction.CANCEL, record.model_copy(
-                update={"phase": "Cancelled", "message": message})
-        )
-    if statefulset.replicas != to or statefulset.ready < to or not statefulset.observed:
-        # StatefulSet events wake the worker sooner
-        return RebalanceDecision(RebalanceAction.WAIT, requeue_after=POLL_SECONDS)
-    return RebalanceDecision(
-        RebalanceAction.REBALANCE, occurrences=tuple(occurrence_id(name, k) for k in range(to))
-    )
-
-
-def rebalance_done(
-    record: RebalanceStatus, moved: Mapping[str, Mapping[str, int]], now: datetime
-) -> tuple[RebalanceStatus, int]:
-    """The Done record after the backlog moved (`moved`: donor -> recipient -> tasks), and
-    the number of tasks moved. The record's message is also the `Rebalanced` event's."""
-    total = sum(n for recipients in moved.values() for n in recipients.values())
-    to = record.to_replicas
-    flows = "; ".join(
-        f"{donor} -> " + ", ".join(f"{r}: {n}" for r, n in sorted(recipients.items()))
-        for donor, recipients in sorted(moved.items())
-    )
-    message = (
-        f"moved {total} pending tasks across {to} occurrences ({flows})"
-        if total
-        else f"pending backlog already even across {to} occurrences"
-    )
-    done = record.model_copy(
-        update={"phase": "Done", "moved": total, "completed_at": format_time(now),
-                "message": message[:1000]}
-    )
-    return done, total

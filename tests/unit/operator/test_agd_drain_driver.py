@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from occurrence_operator.drain import driver, planner
+from occurrence_operator.drain import bypass, driver, planner
 from occurrence_operator.drain.driver import DrainPort
-from occurrence_operator.drain.planner import DrainSettings, StatefulSetSize
+from occurrence_operator.drain.planner import DrainSettings
+from occurrence_operator.statefulset import StatefulSetSize
 from occurrence_operator.status import RebalanceStatus, ScaleDownStatus
 from occurrence_operator.timeutil import format_time, parse_time
 from occurrence_store import OccurrenceState, Store, TaskStatus, ThoughtStatus
@@ -261,11 +262,11 @@ async def test_the_bypass_shrinks_without_moving_work(store: Store) -> None:
     waiting = await _drive(store, port, 2)
     record = waiting.record
     assert record is not None and planner.is_active(record)
-    assert planner.should_bypass(requested=True, database_unreachable=True,
+    assert bypass.should_bypass(requested=True, database_unreachable=True,
                                  statefulset_exists=True, record=record)
-    assert not planner.should_bypass(requested=True, database_unreachable=False,
+    assert not bypass.should_bypass(requested=True, database_unreachable=False,
                                      statefulset_exists=True, record=record)
-    assert not planner.should_bypass(requested=False, database_unreachable=True,
+    assert not bypass.should_bypass(requested=False, database_unreachable=True,
                                      statefulset_exists=True, record=record)
 
     done = await driver.bypass(port, record)
@@ -274,11 +275,11 @@ async def test_the_bypass_shrinks_without_moving_work(store: Store) -> None:
     assert port.events[-1][:2] == ("Warning", "DrainBypassed")
     assert await _work(store, 2) == 2 and await _work(store, 3) == 2  # left where it was
     # one-shot: the annotation goes once the drain is over, with no warning when used
-    assert planner.expire_skip_drain(requested=True, record=done, used=True) == (
-        planner.SkipDrainExpiry(remove=True))
-    assert planner.expire_skip_drain(requested=True, record=record, used=False) == (
-        planner.SkipDrainExpiry())
-    unused = planner.expire_skip_drain(requested=True, record=None, used=False)
+    assert bypass.expire_skip_drain(requested=True, record=done, used=True) == (
+        bypass.SkipDrainExpiry(remove=True))
+    assert bypass.expire_skip_drain(requested=True, record=record, used=False) == (
+        bypass.SkipDrainExpiry())
+    unused = bypass.expire_skip_drain(requested=True, record=None, used=False)
     assert unused.remove and unused.warning is not None
 
     # the bypassed occurrences stay fenced; ordinals that run again are un-fenced first

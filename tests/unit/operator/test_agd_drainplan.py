@@ -19,10 +19,10 @@ from occurrence_operator.drain.planner import (
     draining_count,
     is_active,
     plan,
-    rebalance_intent,
     record_transferred,
     survivor_ids,
 )
+from occurrence_operator.drain.rebalance import rebalance_intent
 from occurrence_operator.spec import DrainSpec
 from occurrence_operator.status import ScaleDownStatus
 from occurrence_operator.timeutil import format_time

@@ -319,6 +319,23 @@ def test_invalid_names_rejected(name: str) -> None:
         naming.validate_name(name)
 
 
+@pytest.mark.parametrize("ordinal", [0, 7, 12345])
+def test_ordinal_of_inverts_occurrence_id(ordinal: int) -> None:
+    for name in ("thinker", "multi-part-name"):
+        occurrence = naming.occurrence_id(name, ordinal)
+        assert naming.ordinal_of(occurrence) == ordinal
+        assert naming.ordinal_of(occurrence, name) == ordinal
+
+
+@pytest.mark.parametrize(("occurrence", "name"), [
+    ("thinker", None), ("thinker-", None), ("thinker-x", None), ("thinker-٣", None),
+    ("other-3", "thinker"), ("thinker-b-3", "thinker"), ("thinker-3", "thinker-b"),
+])
+def test_ordinal_of_refuses_what_is_not_an_occurrence_id(occurrence: str, name: str | None
+                                                         ) -> None:
+    assert naming.ordinal_of(occurrence, name) is None
+
+
 def test_service_and_pdb() -> None:
     rendered = render(spec_of(FULL), OWNER, replicas=5)
     assert rendered.service["spec"]["clusterIP"] == "None"
