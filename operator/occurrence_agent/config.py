@@ -25,7 +25,6 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message is one line fit for a CLI error."""
 
 
-ENV_PREFIX = "AGENT_"
 _AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 # field name -> environment variable

@@ -37,11 +37,6 @@ def find_condition(
     return None
 
 
-def is_true(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> bool:
-    condition = find_condition(conditions, type_)
-    return condition is not None and condition.get("status") == "True"
-
-
 def set_condition(
     conditions: Sequence[Mapping[str, Any]] | None,
     type_: str,
@@ -86,12 +81,6 @@ def set_condition(
     if not replaced:
         result.append(updated)
     return result
-
-
-def remove_condition(
-    conditions: Sequence[Mapping[str, Any]] | None, type_: str
-) -> list[dict[str, Any]]:
-    return [dict(c) for c in conditions or () if c.get("type") != type_]
 
 
 @dataclass(frozen=True)

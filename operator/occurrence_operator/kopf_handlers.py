@@ -1,15 +1,19 @@
-"""Kopf registrations: every trigger funnels into one idempotent reconcile.
+"""Kopf registrations: Kopf hosts one worker per AgentDeployment; our informers wake it.
 
 - each AgentDeployment has a Kopf daemon, `worker`, that runs all of its reconciles
   (`Reconciler.serve`, scheduling.py): when woken, when a requeue is due and every
   `OperatorConfig.resync_seconds`;
-- AgentDeployment resume/create/update and the informers' events (informer.py: one
-  label-selected list+watch per kind and watched namespace, which also keeps the object
-  cache the passes read from) only wake that worker: a change of an AgentDeployment's
-  spec or metadata, any change of an object it owns (someone scaled the StatefulSet by
-  hand, the migrations Job finished, a Service was deleted) and deleted agent pods (a drain
-  waits for them). Nothing is polled: at idle a worker runs once per resync (300 s), and
-  its pass reads the cache, not the API server;
+- one path wakes it: the informers (informer.py: one label-selected list+watch per kind and
+  watched namespace, which also keeps the object cache the passes read from). A change of an
+  AgentDeployment's spec or metadata, any change of an object it owns (someone scaled the
+  StatefulSet by hand, the migrations Job finished, a Service was deleted) and deleted agent
+  pods (a drain waits for them) call `Reconciler.trigger`; an AgentDeployment's DELETED
+  event calls `Reconciler.forget`. There are no Kopf change handlers (create, update,
+  resume, delete): they would only wake the worker a second time for the same change, and
+  Kopf would write its diff-base annotation on every object for them. A new object's
+  worker starts with a pass, as does every worker when the operator (re)starts. Nothing is
+  polled: at idle a worker runs once per resync (300 s), and its pass reads the cache, not
+  the API server;
 - peering (`--peering`, several replicas): Kopf pauses every replica but the active one by
   stopping its watch streams and cancelling its daemons. Since nothing reconciles outside
   the daemons (no timers or retries of our own) and every write checks the daemon's
@@ -18,8 +22,9 @@
 - deletion: nothing to do. The occurrences' work stays in the database, owned by their
   stable ids (`<name>-<k>`), and comes back if an AgentDeployment of the same name returns;
   owned objects go with the AgentDeployment through their ownerReferences. Kopf's finalizer
-  (needed to stop the timer) is `occurrence.dev/finalizer`; if the operator is gone for
-  good: `kubectl patch agd NAME --type=merge -p '{"metadata":{"finalizers":null}}'`.
+  (Kopf adds it so that a deleted object's daemon is stopped before the object goes) is
+  `occurrence.dev/finalizer`; if the operator is gone for good:
+  `kubectl patch agd NAME --type=merge -p '{"metadata":{"finalizers":null}}'`.
 
 State: the CLI puts the `OperatorConfig` in Kopf's operator memo (`memo.config`); `startup`
 builds the `Runtime` (API client, databases, metrics, reconciler) from it into the same memo
@@ -94,7 +99,7 @@ class Runtime:
         trigger = self.reconciler.trigger
         kinds: dict[Watched, OnEvent] = {kind: _wake_owner(trigger) for kind in OWNED_KINDS}
         kinds[AGENT_PODS] = _wake_owner(trigger, only="DELETED")
-        kinds[AGENT_DEPLOYMENTS] = _wake_on_change(trigger)
+        kinds[AGENT_DEPLOYMENTS] = _wake_on_change(trigger, self.reconciler.forget)
         self.informers = start_informers(self.kube, kinds, informer_namespaces(self.config))
 
     async def close(self) -> None:
@@ -129,13 +134,16 @@ def _wake_owner(trigger: Any, only: str | None = None) -> OnEvent:
 _WAKING_METADATA = ("generation", "annotations", "labels", "deletionTimestamp", "finalizers")
 
 
-def _wake_on_change(trigger: Any) -> OnEvent:
-    """An AgentDeployment's spec or metadata changed (not its status: that is our write)."""
+def _wake_on_change(trigger: Any, forget: Any) -> OnEvent:
+    """An AgentDeployment's spec or metadata changed (not its status: that is our write), or
+    it is gone."""
     def on_event(kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         meta = obj.get("metadata") or {}
         before = (old or {}).get("metadata") or {}
-        if kind != "DELETED" and (old is None or any(
-                meta.get(k) != before.get(k) for k in _WAKING_METADATA)):
+        if kind == "DELETED":
+            forget(meta["namespace"], meta["name"])
+        elif old is None or any(
+                meta.get(k) != before.get(k) for k in _WAKING_METADATA):
             trigger(meta["namespace"], meta["name"])
     return on_event
 
@@ -200,15 +208,3 @@ async def worker(
     name: str, namespace: str | None, stopped: kopf.DaemonStopped, memo: Any, **_: Any
 ) -> None:
     await reconciler_of(memo).serve(_namespaced(namespace), name, stopped)
-
-
-@kopf.on.resume(wellknown.GROUP, wellknown.VERSION, wellknown.PLURAL)
-@kopf.on.create(wellknown.GROUP, wellknown.VERSION, wellknown.PLURAL)
-@kopf.on.update(wellknown.GROUP, wellknown.VERSION, wellknown.PLURAL)
-async def changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    reconciler_of(memo).trigger(_namespaced(namespace), name)
-
-
-@kopf.on.delete(wellknown.GROUP, wellknown.VERSION, wellknown.PLURAL, optional=True)
-async def deleted(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    reconciler_of(memo).forget(_namespaced(namespace), name)

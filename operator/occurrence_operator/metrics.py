@@ -170,10 +170,6 @@ class OperatorMetrics:
         for gauge in (self._recommended, self._drain_started, self._drain_timeout):
             _remove(gauge, namespace, name)
 
-    def total_api_writes(self) -> int:
-        return int(sum(sample.value for metric in self._api_writes.collect()
-                       for sample in metric.samples if sample.name.endswith("_total")))
-
     # -- exposition ----------------------------------------------------------------------
 
     def render(self) -> str:

@@ -2,8 +2,8 @@
 
 Each AgentDeployment has one worker: `Reconciler.serve`, run as its Kopf daemon
 (kopf_handlers.py). All reconciles of the object happen in that worker, one at a time
-(`ReconcilePass`, reconcile.py); everything else (create/update/resume handlers, events of
-owned objects) only wakes it up (`trigger`). Kopf stops (and cancels) daemons when peering
+(`ReconcilePass`, reconcile.py); the informers' events (of the AgentDeployment and of
+the objects it owns) only wake it up (`trigger`). Kopf stops (and cancels) daemons when peering
 pauses this replica, so a paused replica has no timer, retry or queued trigger left that
 could reconcile or drain: there is no scheduling outside the daemon. `gate` turns a stop
 that races with a pass into `Interrupted` before the next write.
@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Key:
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+class _WakeState:
+    """Why one AgentDeployment's worker should run next."""
+
+    signal: asyncio.Event = field(default_factory=asyncio.Event)
     """Set by `trigger`: reconcile as soon as the object's worker is free."""
     due: float | None = None
     """Loop time of a requeue the last pass asked for."""
@@ -46,7 +48,7 @@ class Reconciler:
         self.context = context
         self.resync_seconds = resync_seconds
         """Periodic re-check of every AgentDeployment, also when nothing woke it up."""
-        self._keys: dict[tuple[str, str], _Key] = {}
+        self._wake_states: dict[tuple[str, str], _WakeState] = {}
         self._slots = asyncio.Semaphore(max_concurrent)
 
     async def serve(
@@ -56,23 +58,23 @@ class Reconciler:
         `resync_seconds`; until `stopped` (Kopf's daemon flag) is set or it is cancelled."""
         loop = asyncio.get_running_loop()
         resync = self.resync_seconds if resync_seconds is None else resync_seconds
-        key = self._key(namespace, name)
-        key.wake.set()  # (re)started: reconcile now (after a pause: resume the drain)
+        wake = self._wake_state(namespace, name)
+        wake.signal.set()  # (re)started: reconcile now (after a pause: resume the drain)
         token = gate.bind(lambda: not stopped)
         try:
             while not stopped:
                 timeout = resync
-                if key.due is not None:
-                    timeout = min(timeout, max(0.0, key.due - loop.time()))
+                if wake.due is not None:
+                    timeout = min(timeout, max(0.0, wake.due - loop.time()))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(key.wake.wait(), timeout)
+                    await asyncio.wait_for(wake.signal.wait(), timeout)
                 if stopped:
                     break
-                key.wake.clear()
-                key.due = None
+                wake.signal.clear()
+                wake.due = None
                 requeue = await self.run_once(namespace, name)
                 if requeue is not None:
-                    key.due = loop.time() + max(0.1, requeue)
+                    wake.due = loop.time() + max(0.1, requeue)
         except gate.Interrupted:
             log.info("%s/%s: stopped mid-reconcile (%s)", namespace, name, _reason_of(stopped))
         finally:
@@ -95,18 +97,18 @@ class Reconciler:
 
     def trigger(self, namespace: str, name: str) -> None:
         """Wake the object's worker (a no-op for the API while this replica is paused)."""
-        self._key(namespace, name).wake.set()
+        self._wake_state(namespace, name).signal.set()
 
     def forget(self, namespace: str, name: str) -> None:
-        self._keys.pop((namespace, name), None)
+        self._wake_states.pop((namespace, name), None)
         self.context.metrics.forget(namespace, name)
 
     async def close(self) -> None:
         """Nothing of ours runs outside the Kopf daemons (which Kopf stops at exit)."""
-        self._keys.clear()
+        self._wake_states.clear()
 
-    def _key(self, namespace: str, name: str) -> _Key:
-        return self._keys.setdefault((namespace, name), _Key())
+    def _wake_state(self, namespace: str, name: str) -> _WakeState:
+        return self._wake_states.setdefault((namespace, name), _WakeState())
 
     async def _reconcile(self, namespace: str, name: str) -> float | None:
         ad = await self.context.kube.get(ad_path(namespace, name))

@@ -25,7 +25,6 @@ from occurrence_store.store import Store
 from occurrence_store.urls import default_database_url, parse_database_url
 
 EXIT_ERROR = 1
-EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,9 @@
 """The one port between the core and a database backend: what every backend must provide.
 
 The query modules (scoped, shared, registry, transfer, maintenance, migrations, locks,
-notify) write portable SQL with named parameters (``:task_id``, see :mod:`.sql`) and ask the
+notify) write portable SQL — named parameters (``:task_id``, see :mod:`.sql`) where a
+statement takes several values, positional ``$1``/``$2`` in the short lookups of one or two
+(the SQLite adapter turns both into ``?n``, once per statement) — and ask the
 :class:`Database` for whatever differs between backends — the claim statement, id lists,
 conflict-ignoring inserts, row locks, the drain's bulk move, notifications, named locks and
 the migration lock. The adapters live in :mod:`occurrence_store.backends`: PostgreSQL

@@ -1,9 +1,11 @@
 """Reconcile passes over a whole life of an AgentDeployment (pass_scenario.py), in memory.
 
 The golden file is every API write the operator made, in order, with times and the
-replica's name normalized: it was recorded from the operator before the reconcile was split
-into pass / scheduling / migrations / status derivation and the drain moved into `drain/`,
-so it pins that restructuring to the same writes byte for byte. UPDATE_GOLDEN=1 rewrites.
+replica's name normalized. It was first recorded before the reconcile was split into pass /
+scheduling / migrations / status derivation, and re-recorded (UPDATE_GOLDEN=1) only where
+behaviour changed on purpose: the rendered NetworkPolicy and token Secret, the spec's
+maxima. A restructuring (the split, the drain's `Sizing`) leaves it byte for byte as it is;
+`git log` on the file names every re-recording and why.
 """
 
 from __future__ import annotations
