@@ -150,6 +150,7 @@ def build_crd() -> dict[str, Any]:
             _printer_column("Draining", "integer", ".status.drainingReplicas"),
             _printer_column("Schema", "string", ".status.lastMigration.hash"),
             _printer_column("Phase", "string", ".status.phase"),
+            _printer_column("Rollout", "string", ".status.rollout.wave", priority=1),
             _printer_column("Image", "string", ".spec.image", priority=1),
             _printer_column("Age", "date", ".metadata.creationTimestamp"),
         ],

@@ -25,6 +25,7 @@ NAME_CEL_MESSAGE = (
 )
 
 # Names of other objects referenced from the spec (Secrets, ServiceAccounts).
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 # Job names end up in the `job-name` pod label (63 characters at most).

@@ -42,6 +42,7 @@ from .ownership import claim_occurrence_ids, own_occurrences
 from .passcontext import PassContext
 from .render import render
 from .retention import retain_if_due
+from .rollout import Rollout
 from .secrets import SecretProblem, database_secret_path, database_url
 from .spec import DEFAULT_DRAIN_TIMEOUT_SECONDS, AgentDeploymentSpec, refuse_operator_account
 from .statefulset import StatefulSetSize, build_statefulset
@@ -180,8 +181,12 @@ class ReconcilePass:
             self.want_requeue(sizing.requeue_after)
         sts = sizing.statefulset
         conflict = problem is not None and problem.reason == OCCURRENCE_ID_CONFLICT
+        rollout = Rollout(self.agd, spec.rollout)
         if migrated and sts is not None and not conflict:
-            desired_sts = build_statefulset(spec, owner, StatefulSetSize.of(sts).replicas)
+            replicas = StatefulSetSize.of(sts).replicas
+            partition = await rollout.partition_for(build_statefulset(spec, owner, replicas), sts)
+            self.want_requeue(rollout.requeue_after)
+            desired_sts = build_statefulset(spec, owner, replicas, partition)
             if needs_apply(desired_sts, sts):
                 sts = await self.kube.apply(desired_sts)
                 self.agd.event("Normal", "StatefulSetUpdated", "StatefulSet template applied")
@@ -191,6 +196,7 @@ class ReconcilePass:
         scaled = self.autoscaled
         return StatusInputs(desired=spec.replicas, selector=rendered.selector,
                             migration=migration, sts=sts, record=sizing.record,
+                            rollout=rollout.record,
                             occurrences=occurrences, problem=problem,
                             autoscaling=autoscaling.status_of(spec.autoscaling, scaled,
                                                               self.agd.status),

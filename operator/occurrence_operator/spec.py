@@ -6,17 +6,19 @@ field docstrings become `kubectl explain` text, so they are written for users.
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from . import wellknown
 from .crdmodel import CelRule, CrdModel
-from .naming import DNS1123_SUBDOMAIN
+from .naming import DNS1123_LABEL, DNS1123_SUBDOMAIN
 
 ImagePullPolicy = Literal["Always", "IfNotPresent", "Never"]
 InFlightMode = Literal["release", "wait"]
 RecoveryMode = Literal["retry", "fail"]
+RolloutStrategy = Literal["RollingUpdate", "Canary"]
 ScaleToZeroTarget = Literal["ordinal-0"]
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
@@ -331,6 +333,76 @@ class AutoscalingSpec(CrdModel):
     minute of the last scale."""
 
 
+class WaveSpec(CrdModel):
+    """One wave of a canary rollout: how many occurrences run the new revision, and how long
+    they bake before the next wave. Exactly one of `occurrences` and `percent`."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="has(self.occurrences) != has(self.percent)",
+            message="a rollout wave sets exactly one of occurrences and percent",
+            check=lambda w: (w.occurrences is None) != (w.percent is None),
+        ),
+    )
+
+    name: str = Field(min_length=1, max_length=63, pattern=DNS1123_LABEL)
+    """Name of the wave, in events and status.rollout.wave (e.g. explorer, early, general)."""
+    occurrences: int | None = Field(None, ge=1, le=MAX_REPLICAS)
+    """Occurrences on the new revision in this wave (the highest ordinals), at most all."""
+    percent: int | None = Field(None, ge=1, le=100)
+    """Share of the occurrences on the new revision in this wave, rounded up (at least one)."""
+    bake_seconds: int = Field(300, ge=0, le=DAY_SECONDS)
+    """How long the wave runs, all its pods ready, before the next wave starts."""
+
+
+def _default_waves() -> list[WaveSpec]:
+    """The reference system's waves: one explorer, an early quarter, then everyone."""
+    return [WaveSpec.from_fields(name="explorer", occurrences=1),
+            WaveSpec.from_fields(name="early", percent=25),
+            WaveSpec.from_fields(name="general", percent=100)]
+
+
+class RolloutSpec(CrdModel):
+    """How a change of the pod template (image, env, args...) reaches the occurrences."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="!has(self.waves) || size(self.waves) == 0 || "
+            "(has(self.waves[size(self.waves) - 1].percent) && "
+            "self.waves[size(self.waves) - 1].percent == 100)",
+            message="the last rollout wave must be percent: 100 (every occurrence)",
+            check=lambda r: not r.waves or r.waves[-1].percent == 100,
+        ),
+    )
+
+    strategy: RolloutStrategy = "RollingUpdate"
+    """`RollingUpdate`: the StatefulSet replaces every pod, one at a time, gated by readiness.
+    `Canary`: the new revision reaches the occurrences in `waves` (highest ordinals first, by
+    the StatefulSet's partition), each running `bakeSeconds` before the next starts."""
+    waves: list[WaveSpec] | None = Field(None, min_length=1, max_length=10)
+    """Canary waves in order, each with more occurrences than the one before; the last must
+    be percent: 100. Default: explorer (1 occurrence), early (25 %), general (100 %), each
+    baking 300 s."""
+    paused: bool = False
+    """Hold a canary rollout where it is: no wave starts or passes until unset."""
+
+    @model_validator(mode="after")
+    def _waves_grow(self) -> RolloutSpec:
+        waves = self.waves or []
+        names = [w.name for w in waves]
+        if len(set(names)) != len(names):
+            raise ValueError(f"rollout wave names must be unique: {names}")
+        for kind in ("occurrences", "percent"):
+            sizes = [getattr(w, kind) for w in waves if getattr(w, kind) is not None]
+            if any(b <= a for a, b in itertools.pairwise(sizes)):
+                raise ValueError(f"rollout waves must grow: {kind} {sizes}")
+        return self
+
+    def wave_list(self) -> list[WaveSpec]:
+        """The waves in force (the default three when none are given)."""
+        return list(self.waves) if self.waves else _default_waves()
+
+
 class AgentDeploymentSpec(CrdModel):
     """Desired state: N occurrences of one agent sharing one database."""
 
@@ -398,6 +470,8 @@ class AgentDeploymentSpec(CrdModel):
     network_policy: NetworkPolicySpec = Field(
         default_factory=lambda: NetworkPolicySpec.model_validate({}),
         json_schema_extra={"default": {}})
+    rollout: RolloutSpec = Field(
+        default_factory=lambda: RolloutSpec.model_validate({}), json_schema_extra={"default": {}})
     autoscaling: AutoscalingSpec | None = None
     """Size on the backlog instead of a fixed spec.replicas (which it then writes). Absent:
     the size is spec.replicas, set by you, kubectl scale or an HPA."""

@@ -12,8 +12,10 @@ from .pod import agent_pod_template
 from .spec import AgentDeploymentSpec
 
 
-def build_statefulset(spec: AgentDeploymentSpec, owner: Owner, replicas: int) -> dict[str, Any]:
-    """The StatefulSet manifest with `replicas` pods.
+def build_statefulset(spec: AgentDeploymentSpec, owner: Owner, replicas: int,
+                      partition: int = 0) -> dict[str, Any]:
+    """The StatefulSet manifest with `replicas` pods, ordinals from `partition` up on its
+    pod template (a canary rollout holds the rest back: `rollout/`).
 
     `replicas` is passed in, not read from `spec.replicas`: on a scale-down the operator keeps
     the old count until the departing occurrences are drained (see `drain.planner`).
@@ -22,7 +24,8 @@ def build_statefulset(spec: AgentDeploymentSpec, owner: Owner, replicas: int) ->
     other (each owns its own work, shared decisions go through the database), and because the
     operator drains departing ordinals *before* it shrinks the StatefulSet, so the ordered,
     one-at-a-time termination of `OrderedReady` would only slow scaling and rollouts down.
-    The update strategy stays RollingUpdate, which replaces pods one at a time regardless.
+    The update strategy stays RollingUpdate, which replaces pods one at a time regardless;
+    its partition is always written (0 outside a canary rollout), so that it goes back to 0.
     """
     if replicas < 0:
         raise ValueError(f"replicas must be >= 0, got {replicas}")
@@ -35,7 +38,8 @@ def build_statefulset(spec: AgentDeploymentSpec, owner: Owner, replicas: int) ->
             "replicas": replicas,
             "serviceName": naming.service_name(name),
             "podManagementPolicy": "Parallel",
-            "updateStrategy": {"type": "RollingUpdate"},
+            "updateStrategy": {"type": "RollingUpdate",
+                               "rollingUpdate": {"partition": max(0, partition)}},
             "selector": {"matchLabels": naming.selector_labels(name)},
             "template": agent_pod_template(spec, name, wellknown.agent_id(owner.namespace, name)),
         },

@@ -124,6 +124,44 @@ class AutoscalingStatus(CrdModel):
     message: str | None = None
 
 
+RolloutPhase = Literal["Progressing", "Paused", "Complete", "Reverted"]
+ACTIVE_ROLLOUT_PHASES: tuple[RolloutPhase, ...] = ("Progressing", "Paused")
+
+
+class RolloutStatus(CrdModel):
+    """The current (or last) canary rollout of a pod template (`spec.rollout`); the operator
+    resumes from it after a restart."""
+
+    phase: RolloutPhase
+    """Progressing (a wave rolls out or bakes), Paused (spec.rollout.paused), Complete (every
+    occurrence on the new revision, now the stable one) or Reverted (the template went back
+    to the stable one before the last wave finished)."""
+    wave: str | None = None
+    """Name of the current wave."""
+    wave_index: int = Field(0, ge=0)
+    """Position of the current wave in the waves, from 0."""
+    canary_occurrences: int = Field(0, ge=0)
+    """Occurrences the current wave puts on the new revision (the highest ordinals)."""
+    partition: int = Field(0, ge=0)
+    """The StatefulSet's rollingUpdate.partition: ordinals at or above it run the new
+    revision."""
+    canary_template: str | None = None
+    """Hash of the pod template being rolled out."""
+    stable_template: str | None = None
+    """Hash of the pod template the stable occurrences run (None: the one found on the
+    StatefulSet before the first rollout)."""
+    canary_revision: str | None = None
+    """The StatefulSet's updateRevision of the template being rolled out."""
+    stable_revision: str | None = None
+    """The StatefulSet's revision the stable occurrences run."""
+    started_at: Timestamp | None = None
+    """When this rollout started."""
+    bake_started_at: Timestamp | None = None
+    """When every occurrence of the current wave was on the new revision and ready."""
+    completed_at: Timestamp | None = None
+    message: str | None = None
+
+
 class AgentDeploymentStatus(CrdModel):
     """Observed state, written by the operator only."""
 
@@ -144,6 +182,7 @@ class AgentDeploymentStatus(CrdModel):
     scale_down: ScaleDownStatus | None = None
     rebalance: RebalanceStatus | None = None
     autoscaling: AutoscalingStatus | None = None
+    rollout: RolloutStatus | None = None
     conditions: list[Condition] | None = Field(
         None,
         json_schema_extra={

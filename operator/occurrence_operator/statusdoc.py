@@ -35,6 +35,7 @@ from .conditions import (
 from .drain import draining_count, is_active
 from .events import EventType
 from .naming import ordinal_of
+from .rollout import is_active as rollout_active
 from .statefulset import StatefulSetSize
 from .status import (
     AgentDeploymentStatus,
@@ -44,6 +45,7 @@ from .status import (
     LastMigration,
     OccurrenceStatus,
     Phase,
+    RolloutStatus,
     ScaleDownStatus,
 )
 
@@ -116,6 +118,8 @@ class StatusInputs:
     """The autoscaler's decision; None: spec.autoscaling is not set (the field is removed)."""
     autoscaler_conflict: str | None = None
     """Another autoscaler targets the AgentDeployment (Degraded/AutoscalerConflict)."""
+    rollout: RolloutStatus | None = None
+    """The canary rollout's record; None: `strategy: RollingUpdate` (the field is removed)."""
 
 
 @dataclass(frozen=True)
@@ -154,13 +158,16 @@ def derive_status(
                 or inputs.autoscaler_conflict is not None)
 
     desired = inputs.desired
+    # a canary rollout holds the ordinals below its partition on the stable template
+    held_back = inputs.rollout.partition if rollout_active(inputs.rollout) and inputs.rollout \
+        else 0
     all_there = (
         sts is not None
         and size.observed
         and size.replicas == desired
         and replicas == desired
         and ready == desired
-        and updated == desired
+        and updated == desired - held_back
     )
     if problem is not None and problem.reason == OCCURRENCE_ID_CONFLICT:
         conditions.set(READY, "False", OCCURRENCE_ID_CONFLICT,
@@ -186,7 +193,7 @@ def derive_status(
             desired=desired,
             current=replicas,
             ready=ready,
-            updated=updated,
+            updated=updated,  # a canary rollout under way is Progressing, Ready or not
             degraded=degraded,
         )
     )
@@ -203,14 +210,17 @@ def derive_status(
         ),
         scale_down=record,
         autoscaling=inputs.autoscaling,
+        rollout=inputs.rollout,
         occurrences=(
             None
             if inputs.occurrences is None
             else [occurrence_row(o) for o in inputs.occurrences]
         ),
     )
+    removed = tuple(name for name, value in (("autoscaling", inputs.autoscaling),
+                                             ("rollout", inputs.rollout)) if value is None)
     return StatusDocument(status, transition_events(before, conditions.conditions),
-                          removed=() if inputs.autoscaling is not None else ("autoscaling",))
+                          removed=removed)
 
 
 def problem_status(conditions: ConditionSet, *, before: Sequence[Mapping[str, Any]]

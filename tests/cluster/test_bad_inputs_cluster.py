@@ -82,6 +82,17 @@ CASES: dict[str, dict[str, Any] | list[str]] = {
     "crd-autoscaling-window-max": {"spec.autoscaling": {
         "maxReplicas": 2, "targetBacklogPerOccurrence": 10,
         "scaleDown": {"stabilizationWindowSeconds": 3601}}},
+    "crd-rollout-strategy-unknown": {"spec.rollout": {"strategy": "BlueGreen"}},
+    "crd-rollout-last-wave-partial": {"spec.rollout": {
+        "strategy": "Canary", "waves": [{"name": "a", "occurrences": 1},
+                                        {"name": "b", "percent": 50}]}},
+    "crd-rollout-wave-count-and-percent": {"spec.rollout": {
+        "strategy": "Canary", "waves": [{"name": "a", "occurrences": 1, "percent": 10},
+                                        {"name": "b", "percent": 100}]}},
+    "crd-rollout-percent-over-100": {"spec.rollout": {
+        "strategy": "Canary", "waves": [{"name": "a", "percent": 101}]}},
+    "crd-rollout-bake-negative": {"spec.rollout": {
+        "strategy": "Canary", "waves": [{"name": "a", "percent": 100, "bakeSeconds": -1}]}},
     "crd-drain-timeout-max": {"spec.drain.timeoutSeconds": 86401},
     "crd-grace-max": {"spec.terminationGracePeriodSeconds": 86401},
     "crd-args-reserved": {"spec.args": ["--database-url=postgresql://x@h/db"]},

@@ -6,7 +6,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from occurrence_operator.conditions import find_condition
-from occurrence_operator.status import AgentDeploymentStatus, AutoscalingStatus, ScaleDownStatus
+from occurrence_operator.status import (
+    AgentDeploymentStatus,
+    AutoscalingStatus,
+    RolloutStatus,
+    ScaleDownStatus,
+)
 from occurrence_operator.statusdoc import (
     OCCURRENCE_ID_CONFLICT,
     ConditionSet,
@@ -54,7 +59,7 @@ def test_running_and_ready() -> None:
     assert {k: v for k, v in wire.items() if k != "conditions"} == {
         "observedGeneration": 3, "replicas": 3, "readyReplicas": 3, "drainingReplicas": 0,
         "selector": "sel", "phase": "Running", "lastMigration": LAST,
-        "autoscaling": None}  # autoscaling off: a field left from when it was on is removed
+        "autoscaling": None, "rollout": None}  # off: a field left from when it was on goes
     assert _condition(wire, "Ready") == ("True", "AllOccurrencesReady")
     assert _condition(wire, "Degraded") == ("False", "AsExpected")
     assert ("Normal", "Ready", "3/3 occurrences ready") in events
@@ -73,6 +78,23 @@ def test_a_drain_in_progress() -> None:
     assert wire["scaleDown"] == record.to_wire()
     assert _condition(wire, "Draining") == ("True", "Transferring")
     assert _condition(wire, "Ready") == ("False", "Draining")
+
+
+def test_a_canary_wave_baking_is_ready_and_progressing() -> None:
+    """A canary rollout holds ordinals below its partition on the stable template on
+    purpose: the AgentDeployment is Ready when every pod is, not only when all are updated."""
+    record = RolloutStatus.from_fields(phase="Progressing", wave="explorer", partition=2,
+                                       canary_occurrences=1, canary_template="new")
+    sts = _sts(3)
+    sts["status"]["updatedReplicas"] = 1
+    wire, _ = _derive(_inputs(sts=sts, rollout=record))
+    assert wire["rollout"] == record.to_wire()
+    assert _condition(wire, "Ready") == ("True", "AllOccurrencesReady")
+    assert wire["phase"] == "Progressing"
+    sts["status"]["updatedReplicas"] = 0  # the explorer not rolled yet
+    wire, _ = _derive(_inputs(sts=sts, rollout=record))
+    assert _condition(wire, "Ready") == ("False", "OccurrencesNotReady")
+    assert wire["phase"] == "Progressing"
 
 
 def test_failed_migrations_and_conflicts() -> None:

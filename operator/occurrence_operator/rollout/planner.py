@@ -1,0 +1,232 @@
+"""Canary rollouts of the pod template as a pure state machine.
+
+With `spec.rollout.strategy: Canary`, a change of the pod template (image, env, args...)
+reaches the occurrences in waves. The operator holds the StatefulSet's
+`updateStrategy.rollingUpdate.partition` so that only the highest ordinals — the wave's
+canary occurrences, also the first to leave on a scale-down — run the new revision:
+
+    (template changed) ──▶ Progressing, wave 0 ──(wave rolled: its pods updated, all ready)──▶
+        bake `bakeSeconds` ──▶ wave 1 ──▶ … ──▶ last wave (100 %) baked ──▶ Complete
+        (the new template and revision become the stable ones, the partition goes to 0)
+
+- `spec.rollout.paused` holds the rollout in its wave (phase Paused: no wave starts or
+  passes; the partition still follows the size); unset, it goes on.
+- A newer template during a rollout restarts it from the first wave with the newest template
+  (the intermediate one never reaches the last wave).
+- The template set back to the stable one ends the rollout (Reverted, partition 0): the
+  StatefulSet puts the canary occurrences back on the stable revision, same ids, same work.
+- A wave stops baking when it stops being rolled (a pod not ready): the bake starts over.
+- With 0 replicas there is nothing to roll: the rollout completes at once.
+
+Every decision is made from the persisted `.status.rollout` and what the StatefulSet says, so
+an operator restarted at any point resumes the same wave. The record is persisted *before* the
+partition it asks for is applied (a StatefulSet puts pods below its partition back on the
+current revision, so a partition must never be raised past updated pods by a stale record).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..events import EventType
+from ..spec import RolloutSpec, WaveSpec
+from ..status import ACTIVE_ROLLOUT_PHASES, RolloutStatus
+from ..timeutil import format_time, parse_time
+
+Event = tuple[EventType, str, str]
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the pass saw, all `plan` needs besides the spec and the record."""
+
+    template: str
+    """Hash of the pod template this pass renders."""
+    template_changed: bool
+    """The live StatefulSet runs another pod template than the rendered one (only read when
+    there is no record yet)."""
+    replicas: int
+    """The StatefulSet's spec.replicas (during a drain: still the size before it)."""
+    ready: int = 0
+    updated: int = 0
+    """status.updatedReplicas: pods on the StatefulSet's updateRevision."""
+    observed: bool = True
+    """status.observedGeneration has caught up with the last write (the revisions and counts
+    are of the template the operator last applied)."""
+    update_revision: str | None = None
+    current_revision: str | None = None
+
+
+@dataclass(frozen=True)
+class RolloutDecision:
+    partition: int
+    """The StatefulSet's rollingUpdate.partition to apply."""
+    record: RolloutStatus | None
+    """`.status.rollout` to persist before the partition is applied (None: remove it)."""
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None
+    """When to look again (a bake ends); None: StatefulSet events or the resync will do."""
+
+
+def is_active(record: RolloutStatus | None) -> bool:
+    """A canary rollout is under way (its partition holds part of the fleet back)."""
+    return record is not None and record.phase in ACTIVE_ROLLOUT_PHASES
+
+
+def wave_sizes(waves: Sequence[WaveSpec], replicas: int) -> list[int]:
+    """How many occurrences each wave puts on the new revision, for `replicas` occurrences:
+    a count (at most all), or a percent rounded up (at least one); never fewer than the wave
+    before; the last wave is every occurrence."""
+    sizes: list[int] = []
+    for wave in waves:
+        if wave.occurrences is not None:
+            size = min(wave.occurrences, replicas)
+        else:
+            size = min(replicas, max(1, math.ceil(replicas * (wave.percent or 100) / 100)))
+        sizes.append(max(size, sizes[-1] if sizes else 0))
+    if sizes:
+        sizes[-1] = replicas
+    return [min(size, replicas) for size in sizes]
+
+
+def plan(rollout: RolloutSpec, record: RolloutStatus | None, seen: Observed, now: datetime
+         ) -> RolloutDecision:
+    """The partition to apply and the record to persist for this pass."""
+    if rollout.strategy == "RollingUpdate":
+        # No partition: the StatefulSet rolls every occurrence (also what a canary rollout
+        # in progress had held back); status.rollout goes.
+        return RolloutDecision(0, None)
+    if record is None or (not is_active(record) and record.stable_template is None):
+        if seen.template_changed:
+            return _start(rollout, record, seen, now)
+        return RolloutDecision(0, _steady(seen))
+    if is_active(record) and seen.template == record.canary_template:
+        return _continue(rollout, record, seen, now)
+    if seen.template == record.stable_template and not is_active(record):
+        return RolloutDecision(0, _settled(record, seen))
+    if seen.template == record.stable_template:
+        message = (f"the pod template went back to the stable one during wave "
+                   f"{record.wave}: every occurrence returns to revision "
+                   f"{record.stable_revision or 'stable'}")
+        reverted = _with(record, phase="Reverted", partition=0, canary_occurrences=0,
+                         completed_at=format_time(now), bake_started_at=None, message=message)
+        return RolloutDecision(0, reverted, (("Normal", "RolloutReverted", message),))
+    return _start(rollout, record, seen, now)
+
+
+def _steady(seen: Observed) -> RolloutStatus:
+    """No rollout yet: what the StatefulSet runs is the stable template."""
+    return RolloutStatus.from_fields(
+        phase="Complete", stable_template=seen.template,
+        stable_revision=seen.current_revision if seen.observed else None,
+        message="every occurrence runs the stable template")
+
+
+def _settled(record: RolloutStatus, seen: Observed) -> RolloutStatus:
+    """Outside a rollout: the record as it is, the stable revision filled in once known."""
+    if record.stable_revision is None and seen.observed and seen.current_revision:
+        return _with(record, stable_revision=seen.current_revision)
+    return record
+
+
+def _start(rollout: RolloutSpec, record: RolloutStatus | None, seen: Observed, now: datetime
+           ) -> RolloutDecision:
+    """A new template: a rollout from the first wave (restarting one in progress)."""
+    waves = rollout.wave_list()
+    stable_template = None if record is None else record.stable_template
+    stable_revision = (record.stable_revision if record is not None else None) or (
+        seen.current_revision if seen.observed else None)
+    size = wave_sizes(waves, seen.replicas)[0]
+    partition = seen.replicas - size
+    events: list[Event] = []
+    if is_active(record):
+        assert record is not None
+        events.append(("Normal", "RolloutRestarted",
+                       f"a newer pod template replaced the one in wave {record.wave}; the "
+                       "rollout starts over from the first wave"))
+    message = f"wave {waves[0].name}: {size} of {seen.replicas} occurrences on the new template"
+    events.append(("Normal", "RolloutStarted", message))
+    started = RolloutStatus.from_fields(
+        phase="Paused" if rollout.paused else "Progressing", wave=waves[0].name, wave_index=0,
+        canary_occurrences=size, partition=partition, canary_template=seen.template,
+        stable_template=stable_template, stable_revision=stable_revision,
+        started_at=format_time(now), message=message)
+    if seen.replicas == 0:
+        return _complete(started, seen, now, events)
+    return RolloutDecision(partition, started, tuple(events))
+
+
+def _continue(rollout: RolloutSpec, record: RolloutStatus, seen: Observed, now: datetime
+              ) -> RolloutDecision:
+    waves = rollout.wave_list()
+    index = min(record.wave_index, len(waves) - 1)  # waves removed mid-rollout
+    wave = waves[index]
+    size = wave_sizes(waves, seen.replicas)[index]
+    partition = seen.replicas - size
+    current = _with(record, wave=wave.name, wave_index=index, canary_occurrences=size,
+                    partition=partition)
+    if current.canary_revision is None and seen.observed and seen.update_revision and (
+            seen.update_revision != current.stable_revision):
+        current = _with(current, canary_revision=seen.update_revision)
+    if seen.replicas == 0:
+        return _complete(current, seen, now, [])
+    events: list[Event] = []
+    if rollout.paused:
+        if record.phase != "Paused":
+            message = f"paused in wave {wave.name} (spec.rollout.paused)"
+            events.append(("Normal", "RolloutPaused", message))
+            current = _with(current, phase="Paused", message=message)
+        return RolloutDecision(partition, current, tuple(events))
+    if record.phase == "Paused":
+        message = f"resumed in wave {wave.name}"
+        events.append(("Normal", "RolloutResumed", message))
+        current = _with(current, phase="Progressing", message=message)
+    rolled = seen.observed and seen.updated >= size and seen.ready >= seen.replicas
+    if not rolled:
+        waiting = (f"wave {wave.name}: waiting for {size} of {seen.replicas} occurrences on "
+                   f"the new template, all ready ({seen.updated} updated, {seen.ready} ready)")
+        return RolloutDecision(partition, _with(current, bake_started_at=None, message=waiting),
+                               tuple(events))
+    if current.bake_started_at is None:
+        message = f"wave {wave.name}: {size} of {seen.replicas} occurrences on the new " \
+                  f"template, baking {wave.bake_seconds} s"
+        current = _with(current, bake_started_at=format_time(now), message=message)
+        if wave.bake_seconds > 0:
+            return RolloutDecision(partition, current, tuple(events), float(wave.bake_seconds))
+    baked = (now - parse_time(current.bake_started_at or format_time(now))).total_seconds()
+    if baked < wave.bake_seconds:
+        return RolloutDecision(partition, current, tuple(events), wave.bake_seconds - baked)
+    passed = f"wave {wave.name} passed: {size} of {seen.replicas} occurrences baked " \
+             f"{wave.bake_seconds} s"
+    events.append(("Normal", "WavePassed", passed))
+    if index == len(waves) - 1:
+        return _complete(current, seen, now, events)
+    following = waves[index + 1]
+    next_size = wave_sizes(waves, seen.replicas)[index + 1]
+    message = f"wave {following.name}: {next_size} of {seen.replicas} occurrences on the new " \
+              "template"
+    events.append(("Normal", "WaveStarted", message))
+    promoted = _with(current, wave=following.name, wave_index=index + 1,
+                     canary_occurrences=next_size, partition=seen.replicas - next_size,
+                     bake_started_at=None, message=message)
+    return RolloutDecision(promoted.partition, promoted, tuple(events))
+
+
+def _complete(record: RolloutStatus, seen: Observed, now: datetime, events: list[Event]
+              ) -> RolloutDecision:
+    """Every occurrence on the new template: it is the stable one now."""
+    message = (f"every occurrence ({seen.replicas}) runs the new template"
+               + (f" (revision {record.canary_revision})" if record.canary_revision else ""))
+    done = _with(record, phase="Complete", partition=0, canary_occurrences=seen.replicas,
+                 stable_template=record.canary_template,
+                 stable_revision=record.canary_revision or record.stable_revision,
+                 bake_started_at=None, completed_at=format_time(now), message=message)
+    return RolloutDecision(0, done, (*events, ("Normal", "RolloutComplete", message)))
+
+
+def _with(record: RolloutStatus, **changes: Any) -> RolloutStatus:
+    return record.model_copy(update=changes)

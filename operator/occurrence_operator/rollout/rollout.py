@@ -1,0 +1,33 @@
+"""`Rollout`: the one entry point of the package for a reconcile pass."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..agd_object import AgentDeploymentObject
+from ..spec import RolloutSpec
+from ..status import RolloutStatus
+from ..timeutil import utcnow
+from . import driver
+from .cluster import KubeRolloutPort, read_rollout
+
+
+class Rollout:
+    """The pod template's rollout for one pass over one AgentDeployment."""
+
+    def __init__(self, agd: AgentDeploymentObject, spec: RolloutSpec) -> None:
+        self.agd = agd
+        self.spec = spec
+        self.record: RolloutStatus | None = read_rollout(agd.status.get("rollout"))
+        """`.status.rollout` as persisted (after `partition_for`: as this pass left it)."""
+        self.requeue_after: float | None = None
+
+    async def partition_for(self, rendered: Mapping[str, Any], live: Mapping[str, Any]
+                            ) -> int:
+        """Decide this pass's step, persist it, and return the partition to apply."""
+        decision = await driver.step(self.spec, self.record, driver.observe(rendered, live),
+                                     KubeRolloutPort(self.agd), utcnow())
+        self.record = decision.record
+        self.requeue_after = decision.requeue_after
+        return decision.partition
