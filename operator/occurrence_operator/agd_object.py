@@ -26,8 +26,20 @@ def ad_path(namespace: str, name: str) -> str:
 
 
 def status_patch(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
-    """The top-level status fields of `desired` that differ from `live` (None: remove)."""
-    return {k: v for k, v in desired.items() if not _same(k, v, live.get(k))}
+    """The top-level status fields of `desired` that differ from `live` (None: remove), as a
+    JSON merge patch. A record (`scaleDown`, `rollout`...) is written whole, and a key it no
+    longer has is written as null: a merge patch merges nested objects, so leaving the key
+    out would keep its old value on the server."""
+    return {k: _whole(v, live.get(k)) for k, v in desired.items()
+            if not _same(k, v, live.get(k))}
+
+
+def _whole(new: Any, old: Any) -> Any:
+    """`new`, with a null for every key of `old` it lacks (recursively)."""
+    if not isinstance(new, Mapping) or not isinstance(old, Mapping):
+        return new
+    return {**{k: None for k in old if k not in new},
+            **{k: _whole(v, old.get(k)) for k, v in new.items()}}
 
 
 class AgentDeploymentObject:
@@ -66,7 +78,7 @@ class AgentDeploymentObject:
         result = await self.kube.merge_patch(self.path + "/status", {"status": patch})
         self.body["status"] = (result or {}).get("status") or {
             **live,
-            **{k: v for k, v in patch.items() if v is not None},
+            **{k: v for k, v in desired.items() if v is not None and k in patch},
         }
 
     async def refresh(self) -> bool:

@@ -20,8 +20,9 @@ canary occurrences, also the first to leave on a scale-down — run the new revi
 
 Every decision is made from the persisted `.status.rollout` and what the StatefulSet says, so
 an operator restarted at any point resumes the same wave. The record is persisted *before* the
-partition it asks for is applied (a StatefulSet puts pods below its partition back on the
-current revision, so a partition must never be raised past updated pods by a stale record).
+partition it asks for is applied: a pod below the partition that is recreated (evicted,
+deleted) comes back on the current (stable) revision, so a stale record must never raise the
+partition past pods already updated.
 """
 
 from __future__ import annotations

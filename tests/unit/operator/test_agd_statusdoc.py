@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from occurrence_operator.agd_object import status_patch
 from occurrence_operator.conditions import find_condition
 from occurrence_operator.status import (
     AgentDeploymentStatus,
@@ -143,3 +144,15 @@ def test_the_autoscalers_decision_and_a_second_autoscaler() -> None:
     assert _condition(wire, "Degraded") == ("True", "AutoscalerConflict")
     assert wire["phase"] == "Degraded"
     assert ("Warning", "AutoscalerConflict", "HPA x also scales") in events
+
+
+def test_a_record_written_again_loses_the_keys_it_no_longer_has() -> None:
+    """A merge patch merges nested objects: a key left out of a record would keep its old
+    value on the server (a wave's bake start survived into the next wave's record)."""
+    live = {"rollout": {"phase": "Progressing", "wave": "explorer",
+                        "bakeStartedAt": "2026-01-01T12:00:00Z"}, "phase": "Running"}
+    desired = {"rollout": {"phase": "Progressing", "wave": "early"}, "phase": "Running"}
+    assert status_patch(desired, live) == {
+        "rollout": {"phase": "Progressing", "wave": "early", "bakeStartedAt": None}}
+    assert status_patch(live, live) == {}
+    assert status_patch({"rollout": None}, live) == {"rollout": None}

@@ -1,0 +1,142 @@
+"""Canary rollouts (`spec.rollout.strategy: Canary`) against a real API server, StatefulSet
+controller and kwok pods: waves by partition, highest ordinals first; an operator killed
+mid-wave resumes the wave; pause; the stable template back reverts the canaries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from operator_support import agd_manifest, agd_status, create_db_secret, events, get, wait_for
+
+from occurrence_store import Store
+
+pytestmark = pytest.mark.cluster
+
+TIMEOUT = 150
+STABLE, NEW = "registry.example/agent:1", "registry.example/agent:2"
+
+
+def _images(cluster: Any, ns: str, name: str, replicas: int) -> dict[int, str | None]:
+    """Ordinal -> image of the pod there now (None: no pod)."""
+    out: dict[int, str | None] = {}
+    for k in range(replicas):
+        pod = get(cluster, "pod", f"{name}-{k}", ns)
+        out[k] = None if pod is None else pod["spec"]["containers"][0]["image"]
+    return out
+
+
+def _rollout(cluster: Any, ns: str, name: str) -> dict[str, Any]:
+    return agd_status(cluster, ns, name).get("rollout") or {}
+
+
+def _settled(cluster: Any, ns: str, name: str, replicas: int, phase: str, image: str
+             ) -> dict[str, Any] | None:
+    """The StatefulSet once the rollout is in `phase` and every pod runs `image`, ready."""
+    sts = get(cluster, "sts", name, ns)
+    status = (sts or {}).get("status") or {}
+    if (_rollout(cluster, ns, name).get("phase") == phase
+            and status.get("readyReplicas") == replicas
+            and status.get("updatedReplicas") == replicas
+            and set(_images(cluster, ns, name, replicas).values()) == {image}):
+        return sts
+    return None
+
+
+async def _migrated(url: str) -> None:
+    await (await Store.open(url, migrate=True)).close()
+
+
+def _canary(name: str, ns: str, image: str, waves: list[dict[str, Any]], **rollout: Any
+            ) -> str:
+    return agd_manifest(name, ns, replicas=4, image=image,
+                        rollout={"strategy": "Canary", "waves": waves, **rollout})
+
+
+async def test_a_new_template_reaches_the_highest_ordinals_first_wave_by_wave(
+    kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str
+) -> None:
+    ns, cluster, name = namespace, kube_cluster, "waves"
+    await _migrated(pg_url)
+    create_db_secret(cluster, ns, pg_url)
+    start_operator()
+    waves = [{"name": "explorer", "occurrences": 1, "bakeSeconds": 4},
+             {"name": "early", "percent": 50, "bakeSeconds": 4},
+             {"name": "general", "percent": 100, "bakeSeconds": 4}]
+    cluster.apply(_canary(name, ns, STABLE, waves))
+    before = wait_for(lambda: _settled(cluster, ns, name, 4, "Complete", STABLE),
+                      timeout=TIMEOUT, message="steady on the stable template")
+    stable_revision = before["status"]["currentRevision"]
+    assert _rollout(cluster, ns, name)["stableRevision"] == stable_revision
+
+    cluster.apply(_canary(name, ns, NEW, waves))
+    seen: dict[str, int] = {}  # wave -> most pods on the new image while it was current
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        record = _rollout(cluster, ns, name)
+        images = _images(cluster, ns, name, 4)
+        on_new = sorted(k for k, image in images.items() if image == NEW)
+        # the new template only ever runs on a suffix of the ordinals: the highest first
+        assert on_new == list(range(4 - len(on_new), 4)), images
+        if record.get("phase") == "Progressing" and record.get("canaryTemplate"):
+            wave = record["wave"]
+            assert len(on_new) <= record["canaryOccurrences"], (record, images)
+            seen[wave] = max(seen.get(wave, 0), len(on_new))
+        if _settled(cluster, ns, name, 4, "Complete", NEW):
+            break
+        await asyncio.sleep(0.3)
+    after = wait_for(lambda: _settled(cluster, ns, name, 4, "Complete", NEW), timeout=10,
+                     message="every occurrence on the new template")
+    assert list(seen) == ["explorer", "early", "general"], seen
+    assert seen["explorer"] == 1 and seen["early"] == 2, seen
+    record = _rollout(cluster, ns, name)
+    assert after["spec"]["updateStrategy"]["rollingUpdate"]["partition"] == 0
+    assert record["stableRevision"] == after["status"]["currentRevision"] != stable_revision
+    assert record["canaryRevision"] == record["stableRevision"]
+    reasons = [e["reason"] for e in events(cluster, ns, name)
+               if e["reason"].startswith(("Rollout", "Wave"))]
+    assert reasons.count("RolloutStarted") == 1 and reasons.count("RolloutComplete") == 1
+    assert reasons.count("WavePassed") == 3 and reasons.count("WaveStarted") == 2, reasons
+
+
+async def test_a_killed_operator_resumes_the_wave_pause_holds_it_and_the_stable_template_reverts(
+    kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str
+) -> None:
+    ns, cluster, name = namespace, kube_cluster, "revert"
+    await _migrated(pg_url)
+    create_db_secret(cluster, ns, pg_url)
+    op = start_operator()
+    waves = [{"name": "explorer", "occurrences": 1, "bakeSeconds": 3600},
+             {"name": "general", "percent": 100, "bakeSeconds": 0}]
+    cluster.apply(_canary(name, ns, STABLE, waves))
+    wait_for(lambda: _settled(cluster, ns, name, 4, "Complete", STABLE), timeout=TIMEOUT,
+             message="steady on the stable template")
+    cluster.apply(_canary(name, ns, NEW, waves))
+    baking = wait_for(lambda: (r := _rollout(cluster, ns, name)).get("bakeStartedAt") and r,
+                      timeout=TIMEOUT, message="the explorer baking")
+    assert baking["wave"] == "explorer" and baking["partition"] == 3
+    assert _images(cluster, ns, name, 4) == {0: STABLE, 1: STABLE, 2: STABLE, 3: NEW}
+
+    op.kill()  # SIGKILL mid-wave: the next operator resumes from status.rollout
+    start_operator()
+    await asyncio.sleep(6)
+    resumed = _rollout(cluster, ns, name)
+    assert {k: resumed[k] for k in ("wave", "startedAt", "bakeStartedAt", "partition")} == {
+        k: baking[k] for k in ("wave", "startedAt", "bakeStartedAt", "partition")}
+    assert _images(cluster, ns, name, 4) == {0: STABLE, 1: STABLE, 2: STABLE, 3: NEW}
+
+    cluster.apply(_canary(name, ns, NEW, waves, paused=True))
+    wait_for(lambda: _rollout(cluster, ns, name).get("phase") == "Paused", timeout=60,
+             message="Paused")
+    cluster.apply(_canary(name, ns, STABLE, waves, paused=True))
+    wait_for(lambda: _settled(cluster, ns, name, 4, "Reverted", STABLE), timeout=TIMEOUT,
+             message="every occurrence back on the stable template")
+    reasons = [e["reason"] for e in events(cluster, ns, name)
+               if e["reason"].startswith("Rollout")]
+    assert reasons.count("RolloutStarted") == 1, reasons
+    assert {"RolloutPaused", "RolloutReverted"} <= set(reasons), reasons  # (Events keep
+    # times to the second: their order within one second is not theirs)
+    sts = get(cluster, "sts", name, ns)
+    assert sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"] == 0
