@@ -11,6 +11,7 @@ from occurrence_store.locks import Locks
 from occurrence_store.maintenance import Maintenance
 from occurrence_store.migrations import Migrator
 from occurrence_store.models import DEFAULT_AGENT_ID, validate_occurrence_id
+from occurrence_store.outcomes import Outcomes
 from occurrence_store.registry import Registry
 from occurrence_store.scoped import ScopedStore
 from occurrence_store.shared import SharedTasks
@@ -31,7 +32,8 @@ class Store:
     - ``store.registry``: who runs, their state and heartbeat lease;
     - ``store.unscoped``: explicit reads across occurrences, for operations;
     - ``store.locks``: named locks (one drain driver per AgentDeployment);
-    - ``store.maintenance``: cleanup; ``store.migrator``: schema.
+    - ``store.maintenance``: cleanup; ``store.migrator``: schema;
+    - ``store.outcomes``: what some occurrences' work came to lately (rollout gates).
 
     Time is the database's (:mod:`occurrence_store.clock`); ``store.clock`` can shift it.
     """
@@ -46,6 +48,7 @@ class Store:
         self.locks = Locks(db)
         self.maintenance = Maintenance(db)
         self.migrator = Migrator(db)
+        self.outcomes = Outcomes(db)
 
     @classmethod
     async def open(cls, url: str | DatabaseURL | None = None, *, migrate: bool = False,
