@@ -43,6 +43,11 @@ class OperatorMetrics:
         self._api_writes = Counter(f"{PREFIX}_api_writes_total",
                                    "Kubernetes API writes by verb.", ("verb", "resource"),
                                    registry=r)
+        self._rollout_events = Counter(
+            f"{PREFIX}_rollout_events_total",
+            "Canary rollout events (RolloutStarted, WavePassed, RolloutRolledBack, "
+            "RolloutInconclusive, RolloutComplete...) and gate measurements that failed "
+            "(MeasurementFailed).", (*_AGD, "event"), registry=r)
         self._drain_duration = Summary(f"{PREFIX}_drain_duration_seconds",
                                        "Scale-down drain durations.", registry=r)
         self._pending = Gauge(f"{PREFIX}_pending_tasks",
@@ -98,6 +103,9 @@ class OperatorMetrics:
 
     def drain_event(self, namespace: str, name: str, event: str) -> None:
         self._drains.labels(namespace, name, event).inc()
+
+    def rollout_event(self, namespace: str, name: str, event: str) -> None:
+        self._rollout_events.labels(namespace, name, event).inc()
 
     def transferred(self, namespace: str, name: str, tasks: int) -> None:
         if tasks:

@@ -68,8 +68,10 @@ RULES: list[dict[str, Any]] = [
         "resources": ["networkpolicies"],
         "verbs": ["get", "list", "watch", "create", "patch", "delete"],
     },
-    # The drain waits for departing pods to be gone.
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    # The drain waits for departing pods to be gone; a canary rollout rolled back deletes
+    # its pods still on the bad revision (a StatefulSet never replaces a pod below its
+    # partition by itself).
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
     # The database URL (spec.database.secretRef), read by name only; the agent API's token
     # Secret (<name>-agent-token), created once (never patched, never listed).
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]},

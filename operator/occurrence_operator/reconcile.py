@@ -27,8 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from occurrence_store import OccurrenceState, Store
-from occurrence_store.errors import StoreError
-from occurrence_store.unreachable import DATABASE_ERRORS, is_unreachable
+from occurrence_store.unreachable import STORE_ERRORS, is_unreachable
 
 from . import autoscaling, drain, gate, naming
 from .adoption import NAME_CONFLICT, NameConflict
@@ -62,7 +61,6 @@ from .wellknown import agent_id
 
 log = logging.getLogger(__name__)
 
-STORE_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_ERRORS, StoreError)  # not our bugs
 
 RETRY_SECONDS = 10.0
 """Requeue after a problem the operator cannot fix itself (missing Secret, database down)."""
@@ -152,8 +150,8 @@ class ReconcilePass:
         migrated = migration.state in ("Succeeded", "Disabled")
         sizing = await drain.Sizing.read(self.agd, spec, owner, self.context.metrics)
         problem: Problem | None = None
+        store: Store | None = None
         if sizing.statefulset is not None or migrated:
-            store: Store | None = None
             try:
                 store = await self.context.stores.get(url)
                 spec, self.autoscaled = await autoscaling.autoscale(
@@ -181,10 +179,11 @@ class ReconcilePass:
             self.want_requeue(sizing.requeue_after)
         sts = sizing.statefulset
         conflict = problem is not None and problem.reason == OCCURRENCE_ID_CONFLICT
-        rollout = Rollout(self.agd, spec.rollout)
+        rollout = Rollout(self.agd, spec.rollout, self.context.metrics)
         if migrated and sts is not None and not conflict:
             replicas = StatefulSetSize.of(sts).replicas
-            partition = await rollout.partition_for(build_statefulset(spec, owner, replicas), sts)
+            partition = await rollout.partition_for(build_statefulset(spec, owner, replicas), sts,
+                                                    store if problem is None else None)
             self.want_requeue(rollout.requeue_after)
             desired_sts = build_statefulset(spec, owner, replicas, partition)
             if needs_apply(desired_sts, sts):

@@ -19,6 +19,7 @@ ImagePullPolicy = Literal["Always", "IfNotPresent", "Never"]
 InFlightMode = Literal["release", "wait"]
 RecoveryMode = Literal["retry", "fail"]
 RolloutStrategy = Literal["RollingUpdate", "Canary"]
+GateMetric = Literal["taskFailureRatio", "thoughtErrorRatio", "completionsPerOccurrencePerMinute"]
 ScaleToZeroTarget = Literal["ordinal-0"]
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
@@ -333,6 +334,34 @@ class AutoscalingSpec(CrdModel):
     minute of the last scale."""
 
 
+class GateSpec(CrdModel):
+    """A health check of a wave, on the work its canary occurrences finished while it bakes,
+    against the stable occurrences over the same time (read from the shared database)."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="has(self.max) || has(self.min) || has(self.maxIncreaseOverStable)",
+            message="a rollout gate sets max, min or maxIncreaseOverStable",
+            check=lambda g: g.max is not None or g.min is not None
+            or g.max_increase_over_stable is not None,
+        ),
+    )
+
+    metric: GateMetric
+    """`taskFailureRatio`: failed / finished tasks. `thoughtErrorRatio`: failed / finished
+    thoughts. `completionsPerOccurrencePerMinute`: completed tasks per occurrence per minute."""
+    max: float | None = Field(None, ge=0)
+    """The canary's value must not exceed this."""
+    min: float | None = Field(None, ge=0)
+    """The canary's value must be at least this."""
+    max_increase_over_stable: float | None = Field(None, ge=0)
+    """The canary's value may exceed the stable occurrences' over the same time by at most
+    this (not applied in a wave with no stable occurrence left, e.g. the last one)."""
+    min_samples: int = Field(20, ge=1, le=1_000_000)
+    """Finished tasks (thoughts, for thoughtErrorRatio) the canary needs before the gate says
+    anything; fewer is Inconclusive."""
+
+
 class WaveSpec(CrdModel):
     """One wave of a canary rollout: how many occurrences run the new revision, and how long
     they bake before the next wave. Exactly one of `occurrences` and `percent`."""
@@ -353,6 +382,20 @@ class WaveSpec(CrdModel):
     """Share of the occurrences on the new revision in this wave, rounded up (at least one)."""
     bake_seconds: int = Field(300, ge=0, le=DAY_SECONDS)
     """How long the wave runs, all its pods ready, before the next wave starts."""
+    gates: list[GateSpec] | None = Field(None, max_length=8)
+    """Health checks on the work the wave's canary occurrences did while it baked. All must
+    pass at the end of the bake for the next wave to start; one failing failureLimit
+    evaluations in a row rolls the rollout back."""
+    max_bake_seconds: int | None = Field(None, ge=1, le=7 * DAY_SECONDS)
+    """How long the wave may bake waiting for enough samples; then the rollout is
+    Inconclusive (held: neither promoted nor rolled back). Default: twice bakeSeconds,
+    at least bakeSeconds + 300."""
+
+    def bake_limit(self) -> int:
+        """The longest bake (maxBakeSeconds or its default)."""
+        if self.max_bake_seconds is not None:
+            return max(self.max_bake_seconds, self.bake_seconds)
+        return max(2 * self.bake_seconds, self.bake_seconds + 300)
 
 
 def _default_waves() -> list[WaveSpec]:
@@ -385,6 +428,10 @@ class RolloutSpec(CrdModel):
     baking 300 s."""
     paused: bool = False
     """Hold a canary rollout where it is: no wave starts or passes until unset."""
+    failure_limit: int = Field(2, ge=1, le=100)
+    """Consecutive failing evaluations of one gate that roll the rollout back."""
+    analysis_interval_seconds: int = Field(30, ge=1, le=3600)
+    """How often the gates are evaluated while a wave bakes."""
 
     @model_validator(mode="after")
     def _waves_grow(self) -> RolloutSpec:

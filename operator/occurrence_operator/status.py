@@ -124,8 +124,30 @@ class AutoscalingStatus(CrdModel):
     message: str | None = None
 
 
-RolloutPhase = Literal["Progressing", "Paused", "Complete", "Reverted"]
-ACTIVE_ROLLOUT_PHASES: tuple[RolloutPhase, ...] = ("Progressing", "Paused")
+RolloutPhase = Literal[
+    "Progressing", "Paused", "Inconclusive", "RolledBack", "Complete", "Reverted"]
+ACTIVE_ROLLOUT_PHASES: tuple[RolloutPhase, ...] = ("Progressing", "Paused", "Inconclusive")
+GateVerdict = Literal["Pass", "Fail", "Inconclusive", "Skipped"]
+
+
+class GateStatus(CrdModel):
+    """The last evaluation of one gate of the current wave."""
+
+    metric: str
+    verdict: GateVerdict
+    """Pass, Fail, Inconclusive (fewer samples than minSamples) or Skipped (compares with
+    stable occurrences and the wave has none)."""
+    canary: float | None = None
+    """The canary occurrences' value since the wave started baking."""
+    stable: float | None = None
+    """The stable occurrences' value over the same time (None: no stable occurrence)."""
+    threshold: str
+    """What the canary's value was held to, e.g. `max 0.05` or `stable + 0.02`."""
+    samples: int = Field(0, ge=0)
+    """Finished tasks (thoughts, for thoughtErrorRatio) of the canary occurrences."""
+    failures: int = Field(0, ge=0)
+    """Consecutive failing evaluations (failureLimit of them roll back)."""
+    evaluated_at: Timestamp
 
 
 class RolloutStatus(CrdModel):
@@ -133,7 +155,9 @@ class RolloutStatus(CrdModel):
     resumes from it after a restart."""
 
     phase: RolloutPhase
-    """Progressing (a wave rolls out or bakes), Paused (spec.rollout.paused), Complete (every
+    """Progressing (a wave rolls out or bakes), Paused (spec.rollout.paused), Inconclusive
+    (the gates had too few samples by maxBakeSeconds: held for a person to decide),
+    RolledBack (a gate failed: every occurrence back on the stable revision), Complete (every
     occurrence on the new revision, now the stable one) or Reverted (the template went back
     to the stable one before the last wave finished)."""
     wave: str | None = None
@@ -159,6 +183,8 @@ class RolloutStatus(CrdModel):
     bake_started_at: Timestamp | None = None
     """When every occurrence of the current wave was on the new revision and ready."""
     completed_at: Timestamp | None = None
+    gates: list[GateStatus] | None = None
+    """The current wave's gates as last evaluated (kept after a rollback: why it happened)."""
     message: str | None = None
 
 

@@ -35,7 +35,7 @@ from .conditions import (
 from .drain import draining_count, is_active
 from .events import EventType
 from .naming import ordinal_of
-from .rollout import is_active as rollout_active
+from .rollout import held_back
 from .statefulset import StatefulSetSize
 from .status import (
     AgentDeploymentStatus,
@@ -159,15 +159,14 @@ def derive_status(
 
     desired = inputs.desired
     # a canary rollout holds the ordinals below its partition on the stable template
-    held_back = inputs.rollout.partition if rollout_active(inputs.rollout) and inputs.rollout \
-        else 0
+    stable_on_purpose = held_back(inputs.rollout)
     all_there = (
         sts is not None
         and size.observed
         and size.replicas == desired
         and replicas == desired
         and ready == desired
-        and updated == desired - held_back
+        and updated == desired - stable_on_purpose
     )
     if problem is not None and problem.reason == OCCURRENCE_ID_CONFLICT:
         conditions.set(READY, "False", OCCURRENCE_ID_CONFLICT,

@@ -9,11 +9,14 @@ timeouts of their own), and those counted as unreachable before the store wrappe
 
 from __future__ import annotations
 
-from occurrence_store.errors import StoreUnavailable
+from occurrence_store.errors import StoreError, StoreUnavailable
 
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailable, OSError, TimeoutError)
 """What a database that is down, refusing connections or full raises (SQLite: also a
 locked or unreadable file)."""
+STORE_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_ERRORS, StoreError)
+"""Every error a store call fails with that is not a bug of the caller's: unreachable, or a
+query the database refused (unmigrated schema, bad data)."""
 
 
 def is_unreachable(error: BaseException) -> bool:

@@ -9,9 +9,17 @@ import time
 from typing import Any
 
 import pytest
-from operator_support import agd_manifest, agd_status, create_db_secret, events, get, wait_for
+from operator_support import (
+    agd_manifest,
+    agd_status,
+    condition,
+    create_db_secret,
+    events,
+    get,
+    wait_for,
+)
 
-from occurrence_store import Store
+from occurrence_store import Store, TaskStatus
 
 pytestmark = pytest.mark.cluster
 
@@ -37,9 +45,11 @@ def _settled(cluster: Any, ns: str, name: str, replicas: int, phase: str, image:
     """The StatefulSet once the rollout is in `phase` and every pod runs `image`, ready."""
     sts = get(cluster, "sts", name, ns)
     status = (sts or {}).get("status") or {}
+    # rolled back, the StatefulSet's update revision is the failed one, which no pod runs
+    updated = 0 if phase == "RolledBack" else replicas
     if (_rollout(cluster, ns, name).get("phase") == phase
             and status.get("readyReplicas") == replicas
-            and status.get("updatedReplicas") == replicas
+            and status.get("updatedReplicas", 0) == updated
             and set(_images(cluster, ns, name, replicas).values()) == {image}):
         return sts
     return None
@@ -140,3 +150,86 @@ async def test_a_killed_operator_resumes_the_wave_pause_holds_it_and_the_stable_
     # times to the second: their order within one second is not theirs)
     sts = get(cluster, "sts", name, ns)
     assert sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"] == 0
+
+
+async def _work(store: Store, name: str, replicas: int, failing: set[int],
+                stop: asyncio.Event) -> dict[str, int]:
+    """A stand-in for the agents: each occurrence keeps finishing tasks in the shared
+    database; those of the ordinals in `failing` fail 4 of 5. Returns finished per status."""
+    counts = {"completed": 0, "failed": 0}
+    i = 0
+    while not stop.is_set():
+        for k in range(replicas):
+            scoped = store.scope(f"{name}-{k}")
+            task = await scoped.add_task(f"work {i}")
+            failed = k in failing and i % 5 != 0
+            await scoped.update_task_status(
+                task.task_id, TaskStatus.FAILED if failed else TaskStatus.COMPLETED)
+            counts["failed" if failed else "completed"] += 1
+        i += 1
+        await asyncio.sleep(0.05)
+    return counts
+
+
+GATE = {"metric": "taskFailureRatio", "maxIncreaseOverStable": 0.2, "minSamples": 5}
+
+
+async def _until(check: Any, timeout: float, message: str) -> Any:
+    """`wait_for` that lets the event loop run (the stand-in agents work meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := await asyncio.to_thread(check):
+            return result
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.mark.parametrize("bad", [True, False], ids=["bad-revision", "good-revision"])
+async def test_gates_judge_the_canary_on_its_work_in_the_database(
+    kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str, bad: bool
+) -> None:
+    ns, cluster, name = namespace, kube_cluster, "gated"
+    store = await Store.open(pg_url, migrate=True)
+    stop = asyncio.Event()
+    worker = None
+    try:
+        create_db_secret(cluster, ns, pg_url)
+        start_operator()
+        waves = [{"name": "explorer", "occurrences": 1, "bakeSeconds": 8, "maxBakeSeconds": 90,
+                  "gates": [GATE]},
+                 {"name": "general", "percent": 100, "bakeSeconds": 1}]
+        extra = {"analysisIntervalSeconds": 2, "failureLimit": 2}
+        cluster.apply(_canary(name, ns, STABLE, waves, **extra))
+        wait_for(lambda: _settled(cluster, ns, name, 4, "Complete", STABLE), timeout=TIMEOUT,
+                 message="steady on the stable template")
+        worker = asyncio.create_task(_work(store, name, 4, {3} if bad else set(), stop))
+        cluster.apply(_canary(name, ns, NEW, waves, **extra))
+        if bad:
+            sts = await _until(lambda: _settled(cluster, ns, name, 4, "RolledBack", STABLE),
+                               TIMEOUT, "rolled back: every pod on the stable one")
+            assert sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"] == 4
+            record = _rollout(cluster, ns, name)
+            (gate,) = record["gates"]
+            assert gate["verdict"] == "Fail" and gate["failures"] >= 2, gate
+            assert gate["canary"] > gate["stable"] + 0.2, gate
+            warnings = [e for e in events(cluster, ns, name) if e["type"] == "Warning"]
+            assert [e["reason"] for e in warnings] == ["RolloutRolledBack"], warnings
+            assert "taskFailureRatio" in warnings[0]["message"]
+            await _until(lambda: (condition(get(cluster, "agd", name, ns), "Ready") or {}).get(
+                "status") == "True", 60, "Ready on the stable revision")
+        else:
+            await _until(lambda: _settled(cluster, ns, name, 4, "Complete", NEW), TIMEOUT,
+                         "promoted through both waves")
+            record = _rollout(cluster, ns, name)
+            assert record["stableTemplate"] == record["canaryTemplate"]
+            assert not [e for e in events(cluster, ns, name) if e["type"] == "Warning"]
+    finally:
+        stop.set()
+        if worker is not None:
+            counts = await worker
+            # nothing the stand-in finished was lost or counted twice
+            finished = await store.outcomes.finished([f"{name}-{k}" for k in range(4)],
+                                                     seconds=3600)
+            assert (finished.tasks_completed, finished.tasks_failed) == (
+                counts["completed"], counts["failed"])
+        await store.close()

@@ -13,7 +13,7 @@ returns the partition the applied StatefulSet carries.
 
 from __future__ import annotations
 
-from .planner import is_active
+from .planner import held_back
 from .rollout import Rollout
 
-__all__ = ["Rollout", "is_active"]
+__all__ = ["Rollout", "held_back"]

@@ -7,11 +7,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .. import naming
 from ..agd_object import AgentDeploymentObject
 from ..events import EventType
+from ..metrics import OperatorMetrics
 from ..status import RolloutStatus
 
 log = logging.getLogger(__name__)
+
+REVISION_LABEL = "controller-revision-hash"
+"""The StatefulSet controller's label: the revision a pod was created from."""
 
 
 def read_rollout(wire: Any) -> RolloutStatus | None:
@@ -28,8 +33,9 @@ def read_rollout(wire: Any) -> RolloutStatus | None:
 class KubeRolloutPort:
     """`RolloutPort` on the API server, for one pass over one AgentDeployment."""
 
-    def __init__(self, agd: AgentDeploymentObject) -> None:
+    def __init__(self, agd: AgentDeploymentObject, metrics: OperatorMetrics) -> None:
         self.agd = agd
+        self.metrics = metrics
 
     async def persist(self, record: RolloutStatus | None) -> None:
         wire = None if record is None else record.to_wire()
@@ -38,3 +44,19 @@ class KubeRolloutPort:
 
     def queue_event(self, type_: EventType, reason: str, message: str) -> None:
         self.agd.event(type_, reason, message)
+        self.metrics.rollout_event(self.agd.namespace, self.agd.name, reason)
+
+    async def delete_pods_off(self, revision: str) -> int:
+        agd = self.agd
+        pods = await agd.kube.list(f"/api/v1/namespaces/{agd.namespace}/pods",
+                                   naming.selector_string(agd.name))
+        off = [pod for pod in pods
+               if (pod["metadata"].get("labels") or {}).get(REVISION_LABEL) != revision
+               and not pod["metadata"].get("deletionTimestamp")]
+        for pod in off:
+            await agd.kube.delete(
+                f"/api/v1/namespaces/{agd.namespace}/pods/{pod['metadata']['name']}")
+        return len(off)
+
+    def measurement_failed(self) -> None:
+        self.metrics.rollout_event(self.agd.namespace, self.agd.name, "MeasurementFailed")

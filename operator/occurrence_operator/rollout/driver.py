@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from occurrence_store import Store
+from occurrence_store.unreachable import STORE_ERRORS
+
 from ..events import EventType
 from ..kube import is_subset
+from ..naming import occurrence_id
 from ..spec import RolloutSpec
 from ..statefulset import StatefulSetSize
 from ..status import RolloutStatus
-from .planner import Observed, RolloutDecision, plan
+from ..timeutil import parse_time
+from .planner import Observed, RolloutDecision, is_active, plan
+
+log = logging.getLogger(__name__)
 
 
 class RolloutPort(Protocol):
@@ -28,7 +37,15 @@ class RolloutPort(Protocol):
         """Write `.status.rollout` (None: remove it)."""
 
     def queue_event(self, type_: EventType, reason: str, message: str) -> None:
-        """Queue an Event on the AgentDeployment, posted at the end of the pass."""
+        """Queue an Event on the AgentDeployment, posted at the end of the pass (and count
+        it in `occurrence_operator_rollout_events_total`)."""
+
+    async def delete_pods_off(self, revision: str) -> int:
+        """Delete the AgentDeployment's pods not on `revision` (not already terminating);
+        returns how many."""
+
+    def measurement_failed(self) -> None:
+        """Count a gate measurement the database did not answer."""
 
 
 def template_hash(statefulset: Mapping[str, Any]) -> str:
@@ -51,12 +68,46 @@ def observe(desired: Mapping[str, Any], live: Mapping[str, Any]) -> Observed:
         current_revision=status.get("currentRevision"))
 
 
+async def measure(store: Store | None, name: str, rollout: RolloutSpec,
+                  record: RolloutStatus | None, seen: Observed, port: RolloutPort,
+                  now: datetime) -> Observed:
+    """`seen` with what the canary and the stable occurrences finished since the wave
+    started baking, when it bakes and has gates (and the database answers)."""
+    if store is None or record is None or not is_active(record) or not record.bake_started_at:
+        return seen
+    waves = rollout.wave_list()
+    if not waves[min(record.wave_index, len(waves) - 1)].gates:
+        return seen
+    seconds = (now - parse_time(record.bake_started_at)).total_seconds()
+    split = min(record.partition, seen.replicas)
+    canary_ids = [occurrence_id(name, k) for k in range(split, seen.replicas)]
+    stable_ids = [occurrence_id(name, k) for k in range(split)]
+    try:
+        canary = await store.outcomes.finished(canary_ids, seconds=seconds)
+        stable = await store.outcomes.finished(stable_ids, seconds=seconds) \
+            if stable_ids else None
+    except STORE_ERRORS as e:
+        log.warning("%s: rollout gates not measured (the wave keeps baking): %s: %s", name,
+                    type(e).__name__, e)
+        port.measurement_failed()
+        return seen
+    return replace(seen, canary=canary, stable=stable)
+
+
 async def step(rollout: RolloutSpec, record: RolloutStatus | None, seen: Observed,
                port: RolloutPort, now: datetime) -> RolloutDecision:
-    """Plan, persist the record if it changed, queue the events."""
+    """Plan, persist the record if it changed, queue the events, and — rolled back —
+    delete the pods not on the stable revision."""
     decision = plan(rollout, record, seen, now)
     if decision.record != record:
         await port.persist(decision.record)
     for event in decision.events:
         port.queue_event(*event)
+    stable = decision.record.stable_revision if decision.record is not None else None
+    if decision.delete_canaries:
+        if stable is None:
+            log.warning("rolled back with no known stable revision: canary pods left as they "
+                        "are (delete them by hand)")
+        elif deleted := await port.delete_pods_off(stable):
+            log.info("deleted %d pods not on the stable revision %s", deleted, stable)
     return decision

@@ -33,10 +33,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from occurrence_store.outcomes import WorkOutcome
+
 from ..events import EventType
 from ..spec import RolloutSpec, WaveSpec
-from ..status import ACTIVE_ROLLOUT_PHASES, RolloutStatus
+from ..status import ACTIVE_ROLLOUT_PHASES, GateStatus, RolloutStatus
 from ..timeutil import format_time, parse_time
+from .gates import evaluate
 
 Event = tuple[EventType, str, str]
 
@@ -60,6 +63,11 @@ class Observed:
     are of the template the operator last applied)."""
     update_revision: str | None = None
     current_revision: str | None = None
+    canary: WorkOutcome | None = None
+    """What the canary occurrences (ordinals at or above the recorded partition) finished
+    since the wave started baking; None: not measured (no bake, no gates, no database)."""
+    stable: WorkOutcome | None = None
+    """What the stable occurrences finished over the same time."""
 
 
 @dataclass(frozen=True)
@@ -71,11 +79,22 @@ class RolloutDecision:
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None
     """When to look again (a bake ends); None: StatefulSet events or the resync will do."""
+    delete_canaries: bool = False
+    """Rolled back: delete the pods not on the stable revision (the StatefulSet recreates
+    them there; below its partition it never replaces a pod by itself)."""
 
 
 def is_active(record: RolloutStatus | None) -> bool:
     """A canary rollout is under way (its partition holds part of the fleet back)."""
     return record is not None and record.phase in ACTIVE_ROLLOUT_PHASES
+
+
+def held_back(record: RolloutStatus | None) -> int:
+    """Ordinals the rollout keeps on the stable revision on purpose (below its partition):
+    during a rollout, and after a rollback while the failed template is still the spec's."""
+    if record is not None and (is_active(record) or record.phase == "RolledBack"):
+        return record.partition
+    return 0
 
 
 def wave_sizes(waves: Sequence[WaveSpec], replicas: int) -> list[int]:
@@ -107,6 +126,10 @@ def plan(rollout: RolloutSpec, record: RolloutStatus | None, seen: Observed, now
         return RolloutDecision(0, _steady(seen))
     if is_active(record) and seen.template == record.canary_template:
         return _continue(rollout, record, seen, now)
+    if record.phase == "RolledBack" and seen.template == record.canary_template:
+        # the rolled-back template stays in the spec: hold every ordinal on the stable one
+        return RolloutDecision(seen.replicas, _with(record, partition=seen.replicas),
+                               delete_canaries=True)
     if seen.template == record.stable_template and not is_active(record):
         return RolloutDecision(0, _settled(record, seen))
     if seen.template == record.stable_template:
@@ -182,6 +205,8 @@ def _continue(rollout: RolloutSpec, record: RolloutStatus, seen: Observed, now: 
             events.append(("Normal", "RolloutPaused", message))
             current = _with(current, phase="Paused", message=message)
         return RolloutDecision(partition, current, tuple(events))
+    if record.phase == "Inconclusive":
+        return RolloutDecision(partition, current, tuple(events))
     if record.phase == "Paused":
         message = f"resumed in wave {wave.name}"
         events.append(("Normal", "RolloutResumed", message))
@@ -192,15 +217,37 @@ def _continue(rollout: RolloutSpec, record: RolloutStatus, seen: Observed, now: 
                    f"the new template, all ready ({seen.updated} updated, {seen.ready} ready)")
         return RolloutDecision(partition, _with(current, bake_started_at=None, message=waiting),
                                tuple(events))
+    interval = float(rollout.analysis_interval_seconds) if wave.gates else None
     if current.bake_started_at is None:
         message = f"wave {wave.name}: {size} of {seen.replicas} occurrences on the new " \
                   f"template, baking {wave.bake_seconds} s"
-        current = _with(current, bake_started_at=format_time(now), message=message)
-        if wave.bake_seconds > 0:
-            return RolloutDecision(partition, current, tuple(events), float(wave.bake_seconds))
+        current = _with(current, bake_started_at=format_time(now), message=message, gates=None)
+        if wave.bake_seconds > 0 or wave.gates:
+            return RolloutDecision(partition, current, tuple(events),
+                                   _sooner(float(wave.bake_seconds) or None, interval))
     baked = (now - parse_time(current.bake_started_at or format_time(now))).total_seconds()
+    if wave.gates:
+        current = _judged(wave, current, seen, now, interval or 0.0)
+        failed = [g for g in current.gates or [] if g.failures >= rollout.failure_limit]
+        if failed:
+            return _roll_back(current, seen, now, failed, events)
     if baked < wave.bake_seconds:
-        return RolloutDecision(partition, current, tuple(events), wave.bake_seconds - baked)
+        return RolloutDecision(partition, current, tuple(events),
+                               _sooner(wave.bake_seconds - baked, interval))
+    undecided = [g for g in current.gates or [] if g.verdict in ("Fail", "Inconclusive")]
+    if wave.gates and not current.gates:  # never measured (no database yet): no evidence
+        undecided = [GateStatus.from_fields(metric=g.metric, verdict="Inconclusive",
+                                            threshold="", evaluated_at=format_time(now))
+                     for g in wave.gates]
+    if undecided:
+        if baked < wave.bake_limit() or any(g.verdict == "Fail" for g in undecided):
+            return RolloutDecision(partition, current, tuple(events), interval)
+        message = (f"wave {wave.name}: too few samples after {wave.bake_limit()} s ("
+                   + "; ".join(f"{g.metric}: {g.samples}" for g in undecided)
+                   + "): held, neither promoted nor rolled back")
+        held = _with(current, phase="Inconclusive", message=message)
+        return RolloutDecision(partition, held,
+                               (*events, ("Warning", "RolloutInconclusive", message)))
     passed = f"wave {wave.name} passed: {size} of {seen.replicas} occurrences baked " \
              f"{wave.bake_seconds} s"
     events.append(("Normal", "WavePassed", passed))
@@ -213,7 +260,7 @@ def _continue(rollout: RolloutSpec, record: RolloutStatus, seen: Observed, now: 
     events.append(("Normal", "WaveStarted", message))
     promoted = _with(current, wave=following.name, wave_index=index + 1,
                      canary_occurrences=next_size, partition=seen.replicas - next_size,
-                     bake_started_at=None, message=message)
+                     bake_started_at=None, gates=None, message=message)
     return RolloutDecision(promoted.partition, promoted, tuple(events))
 
 
@@ -231,3 +278,39 @@ def _complete(record: RolloutStatus, seen: Observed, now: datetime, events: list
 
 def _with(record: RolloutStatus, **changes: Any) -> RolloutStatus:
     return record.model_copy(update=changes)
+
+
+def _sooner(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _judged(wave: WaveSpec, record: RolloutStatus, seen: Observed, now: datetime,
+            interval: float) -> RolloutStatus:
+    """The record with its gates evaluated, at most once per `interval` (a failure counts
+    once per evaluation, however often the pass runs)."""
+    last = {g.metric: g for g in record.gates or []}
+    latest = max((parse_time(g.evaluated_at) for g in last.values()), default=None)
+    if latest is not None and (now - latest).total_seconds() < interval:
+        return record
+    if seen.canary is None:
+        return record
+    gates = [evaluate(gate, seen.canary, seen.stable, last.get(gate.metric), now)
+             for gate in wave.gates or []]
+    return _with(record, gates=gates)
+
+
+def _roll_back(record: RolloutStatus, seen: Observed, now: datetime, failed: list[GateStatus],
+               events: list[Event]) -> RolloutDecision:
+    """A gate failed failureLimit evaluations in a row: every ordinal back on the stable
+    revision (partition at the size, canary pods deleted to be recreated there)."""
+    why = "; ".join(f"{g.metric} {g.canary} against {g.threshold}"
+                    + (f" (stable {g.stable})" if g.stable is not None else "")
+                    + f", {g.failures} evaluations in a row" for g in failed)
+    message = (f"wave {record.wave} failed its gates ({why}): every occurrence goes back to "
+               f"revision {record.stable_revision or 'stable'}")
+    rolled_back = _with(record, phase="RolledBack", partition=seen.replicas,
+                        canary_occurrences=0, bake_started_at=None,
+                        completed_at=format_time(now), message=message)
+    return RolloutDecision(seen.replicas, rolled_back,
+                           (*events, ("Warning", "RolloutRolledBack", message)),
+                           delete_canaries=True)

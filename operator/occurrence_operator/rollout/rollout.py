@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from occurrence_store import Store
+
 from ..agd_object import AgentDeploymentObject
+from ..metrics import OperatorMetrics
 from ..spec import RolloutSpec
 from ..status import RolloutStatus
 from ..timeutil import utcnow
@@ -16,18 +19,23 @@ from .cluster import KubeRolloutPort, read_rollout
 class Rollout:
     """The pod template's rollout for one pass over one AgentDeployment."""
 
-    def __init__(self, agd: AgentDeploymentObject, spec: RolloutSpec) -> None:
+    def __init__(self, agd: AgentDeploymentObject, spec: RolloutSpec,
+                 metrics: OperatorMetrics) -> None:
         self.agd = agd
         self.spec = spec
+        self.port = KubeRolloutPort(agd, metrics)
         self.record: RolloutStatus | None = read_rollout(agd.status.get("rollout"))
         """`.status.rollout` as persisted (after `partition_for`: as this pass left it)."""
         self.requeue_after: float | None = None
 
-    async def partition_for(self, rendered: Mapping[str, Any], live: Mapping[str, Any]
-                            ) -> int:
-        """Decide this pass's step, persist it, and return the partition to apply."""
-        decision = await driver.step(self.spec, self.record, driver.observe(rendered, live),
-                                     KubeRolloutPort(self.agd), utcnow())
+    async def partition_for(self, rendered: Mapping[str, Any], live: Mapping[str, Any],
+                            store: Store | None) -> int:
+        """Decide this pass's step (measuring the gates in `store` while a wave bakes),
+        persist it, and return the partition to apply."""
+        now = utcnow()
+        seen = await driver.measure(store, self.agd.name, self.spec, self.record,
+                                    driver.observe(rendered, live), self.port, now)
+        decision = await driver.step(self.spec, self.record, seen, self.port, now)
         self.record = decision.record
         self.requeue_after = decision.requeue_after
         return decision.partition

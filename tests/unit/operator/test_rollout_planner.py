@@ -11,9 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from occurrence_operator.rollout.planner import Observed, is_active, plan, wave_sizes
-from occurrence_operator.spec import RolloutSpec, WaveSpec
+from occurrence_operator.rollout.gates import evaluate
+from occurrence_operator.rollout.planner import Observed, held_back, is_active, plan, wave_sizes
+from occurrence_operator.spec import GateSpec, RolloutSpec, WaveSpec
 from occurrence_operator.status import RolloutStatus
+from occurrence_store.outcomes import WorkOutcome
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -278,3 +280,116 @@ def test_wave_is_exactly_count_or_percent() -> None:
     assert WaveSpec.model_validate({"name": "w", "percent": 30}).percent == 30
     with pytest.raises(ValidationError):
         WaveSpec.model_validate({"name": "Not-A-Label", "percent": 30})
+
+
+# -- gates, rollback, inconclusive -------------------------------------------------------
+
+GATED = [{"name": "explorer", "occurrences": 1, "bakeSeconds": 60, "maxBakeSeconds": 120,
+          "gates": [{"metric": "taskFailureRatio", "maxIncreaseOverStable": 0.1,
+                     "minSamples": 10}]},
+         {"name": "general", "percent": 100, "bakeSeconds": 60}]
+
+
+def outcome(occurrences: int, completed: int, failed: int, seconds: float = 60) -> WorkOutcome:
+    return WorkOutcome(occurrences, seconds, completed, failed, completed, failed)
+
+
+def baking(rollout: RolloutSpec, sts: FakeStatefulSet) -> RolloutStatus:
+    record = started(rollout, sts, "new")
+    sts.apply("new", record.partition)
+    record = plan(rollout, record, sts.seen("new"), T0).record
+    assert record is not None and record.bake_started_at is not None
+    return record
+
+
+def test_a_failing_gate_rolls_back_after_failure_limit_evaluations() -> None:
+    rollout = canary(GATED, analysisIntervalSeconds=10)
+    sts = FakeStatefulSet(4)
+    record = baking(rollout, sts)
+    bad = replace(sts.seen("new"), canary=outcome(1, 5, 10), stable=outcome(3, 45, 0))
+    first = plan(rollout, record, bad, T0 + timedelta(seconds=10))
+    assert first.record is not None and first.record.phase == "Progressing"
+    (gate,) = first.record.gates or []
+    assert (gate.verdict, gate.failures, gate.canary, gate.stable) == ("Fail", 1, 0.666667, 0.0)
+    assert gate.threshold == "stable + 0.1" and gate.samples == 15
+    soon = plan(rollout, first.record, bad, T0 + timedelta(seconds=15))  # within the interval
+    assert soon.record == first.record
+    second = plan(rollout, soon.record, bad, T0 + timedelta(seconds=20))
+    assert second.record is not None and second.record.phase == "RolledBack"
+    assert second.partition == 4 and second.delete_canaries
+    (reason,) = [e for e in second.events if e[0] == "Warning"]
+    assert reason[1] == "RolloutRolledBack" and "taskFailureRatio 0.666667" in reason[2]
+    # held there while the failed template is the spec's; nothing else happens
+    held = plan(rollout, second.record, sts.seen("new"), T0 + timedelta(hours=1))
+    assert held.partition == 4 and held.delete_canaries and held.events == ()
+    assert held_back(held.record) == 4
+    # a newer template starts a new rollout over the stable one
+    fixed = plan(rollout, held.record, sts.seen("fixed"), T0 + timedelta(hours=1))
+    assert fixed.record is not None and fixed.record.phase == "Progressing"
+    assert fixed.record.canary_template == "fixed" and fixed.record.stable_template == "old"
+
+
+def test_a_gate_that_recovers_resets_its_failures_and_the_wave_passes() -> None:
+    rollout = canary(GATED, analysisIntervalSeconds=10)
+    sts = FakeStatefulSet(4)
+    record = baking(rollout, sts)
+    bad = replace(sts.seen("new"), canary=outcome(1, 5, 10), stable=outcome(3, 45, 0))
+    good = replace(sts.seen("new"), canary=outcome(1, 30, 1), stable=outcome(3, 90, 2))
+    record = plan(rollout, record, bad, T0 + timedelta(seconds=10)).record
+    record = plan(rollout, record, good, T0 + timedelta(seconds=20)).record
+    assert record is not None and [g.failures for g in record.gates or []] == [0]
+    passed = plan(rollout, record, good, T0 + timedelta(seconds=60))
+    assert passed.record is not None and passed.record.wave == "general"
+    assert passed.record.gates is None  # the next wave is judged on its own
+
+
+def test_too_few_samples_hold_the_rollout_as_inconclusive() -> None:
+    rollout = canary(GATED, analysisIntervalSeconds=10)
+    sts = FakeStatefulSet(4)
+    record = baking(rollout, sts)
+    quiet = replace(sts.seen("new"), canary=outcome(1, 3, 0), stable=outcome(3, 9, 0))
+    at_bake_end = plan(rollout, record, quiet, T0 + timedelta(seconds=60))
+    assert at_bake_end.record is not None and at_bake_end.record.phase == "Progressing"
+    assert at_bake_end.requeue_after == 10  # keeps baking for evidence
+    assert [g.verdict for g in at_bake_end.record.gates or []] == ["Inconclusive"]
+    limit = plan(rollout, at_bake_end.record, quiet, T0 + timedelta(seconds=120))
+    assert limit.record is not None and limit.record.phase == "Inconclusive"
+    assert limit.partition == 3 and [e[1] for e in limit.events] == ["RolloutInconclusive"]
+    later = plan(rollout, limit.record, replace(quiet, canary=outcome(1, 100, 0)),
+                 T0 + timedelta(hours=1))
+    assert later.record == limit.record and later.partition == 3  # a person decides
+
+
+def test_unmeasured_gates_never_pass_a_wave() -> None:
+    rollout = canary(GATED)
+    sts = FakeStatefulSet(4)
+    record = baking(rollout, sts)
+    end = plan(rollout, record, sts.seen("new"), T0 + timedelta(seconds=60))
+    assert end.record is not None and end.record.wave == "explorer"
+    assert end.record.phase == "Progressing"
+    limit = plan(rollout, end.record, sts.seen("new"), T0 + timedelta(seconds=120))
+    assert limit.record is not None and limit.record.phase == "Inconclusive"
+
+
+@pytest.mark.parametrize(("gate", "canary_value", "stable_value", "verdict"), [
+    ({"metric": "taskFailureRatio", "max": 0.1}, (9, 1), None, "Pass"),
+    ({"metric": "taskFailureRatio", "max": 0.1}, (8, 2), None, "Fail"),
+    ({"metric": "taskFailureRatio", "maxIncreaseOverStable": 0.05}, (9, 1), None, "Skipped"),
+    ({"metric": "taskFailureRatio", "maxIncreaseOverStable": 0.05}, (9, 1), (19, 1), "Pass"),
+    ({"metric": "taskFailureRatio", "maxIncreaseOverStable": 0.05}, (8, 2), (19, 1), "Fail"),
+    ({"metric": "completionsPerOccurrencePerMinute", "min": 5}, (6, 0), None, "Pass"),
+    ({"metric": "completionsPerOccurrencePerMinute", "min": 5}, (4, 0), None, "Fail"),
+    ({"metric": "thoughtErrorRatio", "max": 0.5, "minSamples": 11}, (9, 1), None,
+     "Inconclusive"),
+])
+def test_gate_verdicts(gate: dict, canary_value: tuple[int, int],
+                       stable_value: tuple[int, int] | None, verdict: str) -> None:
+    spec = GateSpec.model_validate({"minSamples": 1, **gate})
+    stable = outcome(2, *stable_value) if stable_value else None
+    result = evaluate(spec, outcome(1, *canary_value), stable, None, T0)
+    assert result.verdict == verdict, result
+
+
+def test_a_gate_names_a_threshold() -> None:
+    with pytest.raises(ValidationError, match="max, min or maxIncreaseOverStable"):
+        GateSpec.model_validate({"metric": "taskFailureRatio"})
