@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--retry-backoff-max-seconds", type=float,
         help="longest wait between attempts (default 60)")
     add("--simulated-work-ms", type=int, help="default handler: work per thought (50)")
+    add("--simulated-failure-ratio", type=float,
+        help="default handler: share of tasks it fails, to try a bad version (0) "
+             "[AGENT_SIMULATED_FAILURE_RATIO]")
     add("--wakeup-steps", type=int, help="default handler: wakeup steps (3)")
     add("--journal", dest="journal_path", type=Path,
         help="append thought events (JSON lines) to this file [AGENT_JOURNAL]")

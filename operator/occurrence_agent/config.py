@@ -50,6 +50,7 @@ ENV_NAMES: dict[str, str] = {
     "retry_backoff_seconds": "AGENT_RETRY_BACKOFF_SECONDS",
     "retry_backoff_max_seconds": "AGENT_RETRY_BACKOFF_MAX_SECONDS",
     "simulated_work_ms": "AGENT_SIMULATED_WORK_MS",
+    "simulated_failure_ratio": "AGENT_SIMULATED_FAILURE_RATIO",
     "wakeup_steps": "AGENT_WAKEUP_STEPS",
     "journal_path": "AGENT_JOURNAL",
     "log_level": "AGENT_LOG_LEVEL",
@@ -99,6 +100,7 @@ class AgentConfig(BaseModel):
     retry_backoff_seconds: float = Field(default=1.0, ge=0, le=3600)
     retry_backoff_max_seconds: float = Field(default=60.0, ge=0, le=86_400)
     simulated_work_ms: int = Field(default=50, ge=0, le=600_000)
+    simulated_failure_ratio: float = Field(default=0.0, ge=0, le=1)
     wakeup_steps: int = Field(default=3, ge=0, le=100)
     journal_path: Path | None = None
     log_level: str = "INFO"

@@ -77,18 +77,31 @@ def _bounded_int(value: Any, default: int, low: int, high: int) -> int:
 
 
 class DefaultHandler(BaseHandler):
-    """Simulated, deterministic work: sleep, then a digest of the task and thought depth."""
+    """Simulated, deterministic work: sleep, then a digest of the task and thought depth.
 
-    def __init__(self, work_ms: int = 50, wakeup_steps: int = 3) -> None:
+    `failure_ratio` (AGENT_SIMULATED_FAILURE_RATIO) fails that share of tasks, chosen by a
+    hash of the task id (so a task fails the same way wherever it runs): a stand-in for a
+    bad version, to try canary rollouts with."""
+
+    def __init__(self, work_ms: int = 50, wakeup_steps: int = 3, *,
+                 failure_ratio: float = 0.0) -> None:
         self.work_ms = work_ms
         self.wakeup_steps = wakeup_steps
+        self.failure_ratio = failure_ratio
 
     def plan(self, task: Task) -> tuple[int, int, bool]:
         """(work_ms per thought, thoughts for the task, fail?) from the task's context."""
         ctx = task.context if isinstance(task.context, dict) else {}
         work_ms = _bounded_int(ctx.get("work_ms"), self.work_ms, 0, MAX_WORK_MS)
         thoughts = _bounded_int(ctx.get("thoughts"), 1, 1, MAX_THOUGHTS_PER_TASK)
-        return work_ms, thoughts, ctx.get("fail") is True
+        return work_ms, thoughts, ctx.get("fail") is True or self._fails(task.task_id)
+
+    def _fails(self, task_id: str) -> bool:
+        if self.failure_ratio <= 0:
+            return False
+        bucket = int.from_bytes(hashlib.sha256(task_id.encode("utf-8", "surrogatepass"))
+                                .digest()[:4], "big") / 2**32
+        return bucket < self.failure_ratio
 
     async def handle(self, task: Task, thought: Thought) -> Decision:
         work_ms, thoughts, fail = self.plan(task)

@@ -62,8 +62,9 @@ class OccurrenceRuntime:
     def __init__(self, config: AgentConfig, *, handler: Handler | None = None) -> None:
         self.config = config
         self.occurrence_id = config.occurrence_id
-        self.handler: Handler = handler or DefaultHandler(config.simulated_work_ms,
-                                                          config.wakeup_steps)
+        self.handler: Handler = handler or DefaultHandler(
+            config.simulated_work_ms, config.wakeup_steps,
+            failure_ratio=config.simulated_failure_ratio)
         self.metrics = AgentMetrics(config.occurrence_id)
         self.journal = Journal(config.journal_path, config.occurrence_id)
         self.store: Store | None = None

@@ -146,6 +146,26 @@ async def test_default_handler_is_deterministic_and_configurable() -> None:
     assert (await handler.handle(failing, first)).action == "fail"
 
 
+async def test_a_simulated_bad_version_fails_its_share_of_tasks_the_same_way_each_time(
+) -> None:
+    now = datetime.now(UTC)
+    thought = Thought(thought_id="x", source_task_id="t", content="d", created_at=now,
+                      updated_at=now)
+    tasks = [Task(task_id=f"t-{i}", description="d", created_at=now, updated_at=now,
+                  context={"work_ms": 0}) for i in range(2000)]
+    bad = DefaultHandler(work_ms=0, failure_ratio=0.3)
+    verdicts = [(await bad.handle(t, thought)).action for t in tasks]
+    assert 0.25 < verdicts.count("fail") / len(tasks) < 0.35
+    assert verdicts == [(await bad.handle(t, thought)).action for t in tasks]
+    good = DefaultHandler(work_ms=0)
+    assert {(await good.handle(t, thought)).action for t in tasks} == {"complete"}
+    config = load_config(env={"AGENT_OCCURRENCE_ID": "a-0",
+                              "AGENT_SIMULATED_FAILURE_RATIO": "0.8"})
+    assert config.simulated_failure_ratio == 0.8
+    with pytest.raises(ConfigError):
+        load_config(env={"AGENT_OCCURRENCE_ID": "a-0", "AGENT_SIMULATED_FAILURE_RATIO": "2"})
+
+
 @pytest.mark.parametrize("raw", [b"[]", b"nan", b'{"a": NaN}', b'{"a": "\\u0000"}',
                                  b'{"\\ud800": 1}', b"\xc3", b"[" * 100000])
 def test_request_bodies_the_database_would_choke_on_are_refused(raw: bytes) -> None:
