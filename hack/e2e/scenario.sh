@@ -9,7 +9,9 @@
 # cluster (through their Service); then, while they work: scale 3 -> 5, delete a pod, roll a
 # new image tag (a new migrations Job gates the rollout), scale 5 -> 2 and SIGKILL the
 # operator mid-drain, PostgreSQL backends terminated between the steps. Pass "kustomize":
-# the operator from manifests/base instead, the example again, 3 -> 2 under load.
+# the operator from manifests/base instead, the example again, 3 -> 2 under load. The helm pass
+# also switches to canary rollouts under load: a bad revision (the reference agent failing 4
+# tasks of 5) rolls back by itself after the explorer wave, then a good one is promoted.
 # After each pass the database is asked: every task submitted exists once and is completed,
 # no thought completed twice, the departed own nothing unfinished, every move has a
 # transfer record; `kubectl describe agd` shows the drain. A report is printed at the end.
@@ -295,8 +297,9 @@ assert_database() {  # $1: departed occurrence ids (SQL list), $2: survivors (SQ
   wait_until "every submitted task to finish" "$TIMEOUT" all_finished
   check_zero "submitted tasks missing from the database" \
     "SELECT count(*) FROM e2e_submitted s WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = s.task_id)"
-  check_zero "submitted tasks not completed" \
-    "SELECT count(*) FROM e2e_submitted s JOIN tasks t USING (task_id) WHERE t.status <> 'completed'"
+  check_zero "submitted tasks not completed (but those the bad canary revision failed)" \
+    "SELECT count(*) FROM e2e_submitted s JOIN tasks t USING (task_id) WHERE t.status <> 'completed'
+       AND NOT (t.status = 'failed' AND t.agent_occurrence_id IN (${CANARY_OCCURRENCE:-''}))"
   check_zero "tasks created twice for one submission (same idempotency key)" \
     "SELECT count(*) FROM tasks t WHERE t.context_json::jsonb ? 'e2e_seq'
        AND NOT EXISTS (SELECT 1 FROM e2e_submitted s WHERE s.task_id = t.task_id)"
@@ -330,7 +333,9 @@ assert_database() {  # $1: departed occurrence ids (SQL list), $2: survivors (SQ
   transfers="$(sql "SELECT count(*) FROM task_transfers")"
   twice="$(sql "SELECT count(*) FROM (SELECT thought_id FROM e2e_thought_events WHERE new_status = 'processing'
                 GROUP BY thought_id HAVING count(*) > 1) t")"
-  note "database: $submitted tasks submitted, all completed exactly once; $moved ended on another occurrence; $transfers transfer record(s)"
+  local failed
+  failed="$(sql "SELECT count(*) FROM e2e_submitted s JOIN tasks t USING (task_id) WHERE t.status = 'failed'")"
+  note "database: $submitted tasks submitted, each finished exactly once ($failed failed, all by the bad canary revision's occurrence ${CANARY_OCCURRENCE:-none}, every other completed); $moved ended on another occurrence; $transfers transfer record(s)"
   ((moved > 0)) || fail "no task was moved: the scale-down caught no work (raise the burst)"
   note "database: $twice thought(s) ran more than once (released or retried in flight); 0 completed twice"
   k -n "$NS" describe agd "$AGD" >"$WORK/describe.txt"
@@ -396,6 +401,53 @@ roll_image() {  # $1: replicas
   note "image roll to ${ROLL_IMAGE##*:}: ${job#job.batch/} completed at $done_at, then the StatefulSet rolled pod by pod ($((SECONDS - t))s)"
 }
 
+# --- canary rollouts -------------------------------------------------------------------------
+
+CANARY_ROLLOUT='{"spec":{"rollout":{"strategy":"Canary","analysisIntervalSeconds":5,"failureLimit":2,
+  "waves":[{"name":"explorer","occurrences":1,"bakeSeconds":30,"maxBakeSeconds":240,
+            "gates":[{"metric":"taskFailureRatio","maxIncreaseOverStable":0.2,"minSamples":4}]},
+           {"name":"general","percent":100,"bakeSeconds":0}]}}}'
+rollout_field() { k -n "$NS" get agd "$AGD" -o jsonpath="{.status.rollout.$1}"; }
+rollout_phase_is() { [[ "$(rollout_field phase)" == "$1" ]]; }
+pods_on_revision() {  # $1: revision, $2: replicas — every pod there, ready
+  local revs
+  revs="$(k -n "$NS" get pods -l "occurrence.dev/agentdeployment=$AGD,occurrence.dev/component=agent" \
+    -o jsonpath='{range .items[*]}{.metadata.labels.controller-revision-hash}{"\n"}{end}' | sort -u)"
+  [[ "$revs" == "$1" ]] && ready_replicas "$2"
+}
+set_agent_env() {  # $1: JSON list of extra env vars (the pod template changes: a new revision)
+  k -n "$NS" patch agd "$AGD" --type merge -p "{\"spec\":{\"env\":$1}}" >/dev/null
+}
+
+canary_bad_revision_rolls_back() {  # $1: replicas
+  k -n "$NS" patch agd "$AGD" --type merge -p "$CANARY_ROLLOUT" >/dev/null
+  wait_until "the rollout record of the stable template" "$TIMEOUT" rollout_phase_is Complete
+  local stable t=$SECONDS
+  stable="$(k -n "$NS" get sts "$AGD" -o jsonpath='{.status.currentRevision}')"
+  set_agent_env '[{"name":"AGENT_SIMULATED_FAILURE_RATIO","value":"0.8"}]'
+  wait_until "the bad revision to be rolled back" "$TIMEOUT" rollout_phase_is RolledBack
+  wait_until "every pod back on the stable revision $stable" "$TIMEOUT" pods_on_revision "$stable" "$1"
+  local gate
+  gate="$(k -n "$NS" get agd "$AGD" -o jsonpath='{range .status.rollout.gates[*]}{.metric}: canary {.canary} vs stable {.stable} ({.threshold}), {.samples} samples, {.failures} failing evaluations{end}')"
+  k -n "$NS" describe agd "$AGD" | grep -q RolloutRolledBack || fail "no RolloutRolledBack event"
+  note "canary: AGENT_SIMULATED_FAILURE_RATIO=0.8 on the explorer ($AGD-$(($1 - 1))) rolled back by itself in $((SECONDS - t))s — $gate; every pod back on $stable"
+  set_agent_env '[]'  # the stable template back in the spec: nothing held back any more
+  wait_until "the partition back to 0" "$TIMEOUT" partition_is 0
+}
+partition_is() { [[ "$(k -n "$NS" get sts "$AGD" -o jsonpath='{.spec.updateStrategy.rollingUpdate.partition}')" == "$1" ]]; }
+
+canary_good_revision_promotes() {  # $1: replicas
+  local t=$SECONDS before
+  before="$(rollout_field stableRevision)"
+  set_agent_env '[{"name":"AGENT_ACCESS_LOG","value":"false"}]'
+  wait_until "the good revision to be promoted through its waves" $((TIMEOUT * 2)) rollout_phase_is Complete
+  local after
+  after="$(rollout_field stableRevision)"
+  [[ -n "$after" && "$after" != "$before" ]] || fail "the stable revision did not move on ($before -> $after)"
+  wait_until "every pod on the promoted revision $after" "$TIMEOUT" pods_on_revision "$after" "$1"
+  note "canary: a good revision went explorer -> general and became stable ($after) in $((SECONDS - t))s; events: $(k -n "$NS" describe agd "$AGD" | grep -oE '(Rollout|Wave)[A-Za-z]+' | sort | uniq -c | tr -s ' ' | tr '\n' ',' | sed 's/,$//')"
+}
+
 scale_down_killing_operator() {  # $1: replicas
   local t=$SECONDS phase="" killed=""
   k -n "$NS" scale agd "$AGD" --replicas="$1" >/dev/null
@@ -430,6 +482,11 @@ pass_helm() {
   step "roll a new image tag"
   roll_image 5
   pg_fault "after the rollout"
+  step "canary: a bad revision under load rolls back by itself"
+  CANARY_OCCURRENCE="'$AGD-4'"
+  canary_bad_revision_rolls_back 5
+  step "canary: a good revision is promoted wave by wave"
+  canary_good_revision_promotes 5
   step "scale 5 -> 2, SIGKILL the operator mid-drain"
   burst 60
   scale_down_killing_operator 2
@@ -444,6 +501,7 @@ pass_helm() {
 }
 
 pass_kustomize() {
+  CANARY_OCCURRENCE=""
   install_operator kustomize
   apply_example
   start_load kustomize 4

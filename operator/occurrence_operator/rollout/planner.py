@@ -151,7 +151,10 @@ def _steady(seen: Observed) -> RolloutStatus:
 
 
 def _settled(record: RolloutStatus, seen: Observed) -> RolloutStatus:
-    """Outside a rollout: the record as it is, the stable revision filled in once known."""
+    """Outside a rollout, on the stable template: the record as it is (a rollback stays on
+    record), nothing held back any more, the stable revision filled in once known."""
+    if record.partition:
+        record = _with(record, partition=0, canary_occurrences=0)
     if record.stable_revision is None and seen.observed and seen.current_revision:
         return _with(record, stable_revision=seen.current_revision)
     return record
