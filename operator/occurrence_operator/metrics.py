@@ -48,6 +48,12 @@ class OperatorMetrics:
             "Canary rollout events (RolloutStarted, WavePassed, RolloutRolledBack, "
             "RolloutInconclusive, RolloutComplete...) and gate measurements that failed "
             "(MeasurementFailed).", (*_AGD, "event"), registry=r)
+        self._rollout_phase = Gauge(
+            f"{PREFIX}_rollout_phase",
+            "1 for the phase of the AgentDeployment's canary rollout (status.rollout.phase: "
+            "Progressing, Paused, Inconclusive, RolledBack, Complete, Reverted).",
+            (*_AGD, "phase"), registry=r)
+        self._rollout_phase_shown: dict[tuple[str, str], str] = {}
         self._drain_duration = Summary(f"{PREFIX}_drain_duration_seconds",
                                        "Scale-down drain durations.", registry=r)
         self._pending = Gauge(f"{PREFIX}_pending_tasks",
@@ -169,8 +175,18 @@ class OperatorMetrics:
             self._condition.labels(namespace, name, *labels).set(1)
         self._conditions_shown[(namespace, name)] = shown
 
+    def set_rollout_phase(self, namespace: str, name: str, phase: str | None) -> None:
+        """`status.rollout.phase` as a gauge (None: no canary rollout record)."""
+        shown = self._rollout_phase_shown.pop((namespace, name), None)
+        if shown is not None and shown != phase:
+            _remove(self._rollout_phase, namespace, name, shown)
+        if phase is not None:
+            self._rollout_phase.labels(namespace, name, phase).set(1)
+            self._rollout_phase_shown[(namespace, name)] = phase
+
     def forget(self, namespace: str, name: str) -> None:
         self.set_pending(namespace, name, {})
+        self.set_rollout_phase(namespace, name, None)
         for kind in ("desired", "ready"):
             _remove(self._replicas, namespace, name, kind)
         for gone in self._conditions_shown.pop((namespace, name), set()):

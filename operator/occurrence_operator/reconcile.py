@@ -230,4 +230,7 @@ class ReconcilePass:
                 "timeoutSeconds", DEFAULT_DRAIN_TIMEOUT_SECONDS),
             desired=int(spec.get("replicas") or 0),
             ready=int(wire.get("readyReplicas") or 0))
+        if "rollout" in wire:  # (a pass stopped by a problem says nothing of it)
+            self.context.metrics.set_rollout_phase(
+                self.namespace, self.name, (wire["rollout"] or {}).get("phase"))
         await self.agd.write_status(wire)

@@ -151,10 +151,12 @@ def _steady(seen: Observed) -> RolloutStatus:
 
 
 def _settled(record: RolloutStatus, seen: Observed) -> RolloutStatus:
-    """Outside a rollout, on the stable template: the record as it is (a rollback stays on
-    record), nothing held back any more, the stable revision filled in once known."""
-    if record.partition:
-        record = _with(record, partition=0, canary_occurrences=0)
+    """Outside a rollout, on the stable template: the record as it is, nothing held back any
+    more (after a rollback: Reverted, its gates kept as the why), the stable revision filled
+    in once known."""
+    if record.phase == "RolledBack":
+        record = _with(record, phase="Reverted", partition=0, canary_occurrences=0,
+                       message=f"the stable template is back in the spec ({record.message})")
     if record.stable_revision is None and seen.observed and seen.current_revision:
         return _with(record, stable_revision=seen.current_revision)
     return record

@@ -323,10 +323,11 @@ def test_a_failing_gate_rolls_back_after_failure_limit_evaluations() -> None:
     held = plan(rollout, second.record, sts.seen("new"), T0 + timedelta(hours=1))
     assert held.partition == 4 and held.delete_canaries and held.events == ()
     assert held_back(held.record) == 4
-    # the stable template back in the spec: nothing held back, the rollback stays on record
+    # the stable template back in the spec: nothing held back, the gates kept as the why
     back = plan(rollout, held.record, sts.seen("old"), T0 + timedelta(hours=1))
     assert back.partition == 0 and not back.delete_canaries and back.record is not None
-    assert back.record.phase == "RolledBack" and held_back(back.record) == 0
+    assert back.record.phase == "Reverted" and held_back(back.record) == 0
+    assert back.record.gates == held.record.gates
     # a newer template starts a new rollout over the stable one
     fixed = plan(rollout, held.record, sts.seen("fixed"), T0 + timedelta(hours=1))
     assert fixed.record is not None and fixed.record.phase == "Progressing"

@@ -88,7 +88,8 @@ def test_the_reference_systems_alerts_and_ours_are_all_there() -> None:
         "OccurrenceSharedDecisionStuck", "OccurrenceClaimConflictsHigh",
         "OccurrenceWakeupWaitLong", "AgentDeploymentDegraded", "AgentDeploymentDrainTooLong",
         "AgentDeploymentMigrationsFailed", "OccurrenceBacklogGrowingWithStaleHeartbeat",
-        "AgentDeploymentNoOccurrenceReady"}
+        "AgentDeploymentNoOccurrenceReady", "AgentDeploymentRolloutRolledBack",
+        "AgentDeploymentRolloutInconclusive"}
 
 
 @pytest.mark.parametrize("alert", sorted(_rule_exprs()))
