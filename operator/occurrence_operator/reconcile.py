@@ -189,6 +189,7 @@ class ReconcilePass:
             if needs_apply(desired_sts, sts):
                 sts = await self.kube.apply(desired_sts)
                 self.agd.event("Normal", "StatefulSetUpdated", "StatefulSet template applied")
+            await rollout.partition_applied()
         await sizing.finish()
         occurrences = None if problem is not None else await own_occurrences(
             self.context.stores, url, self.name, self.agent_id)

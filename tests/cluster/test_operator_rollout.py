@@ -233,3 +233,34 @@ async def test_gates_judge_the_canary_on_its_work_in_the_database(
             assert (finished.tasks_completed, finished.tasks_failed) == (
                 counts["completed"], counts["failed"])
         await store.close()
+
+
+async def test_a_newer_template_mid_rollout_starts_over_and_the_previous_ones_pods_go_back(
+    kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str
+) -> None:
+    """v2 reached two occurrences when v3 arrived: the rollout starts over from the first
+    wave with v3, and the v2 pod the first wave no longer covers returns to the stable
+    template (a StatefulSet never replaces a pod below its partition by itself)."""
+    ns, cluster, name = namespace, kube_cluster, "restart"
+    v3 = "registry.example/agent:3"
+    await _migrated(pg_url)
+    create_db_secret(cluster, ns, pg_url)
+    start_operator()
+    waves = [{"name": "explorer", "occurrences": 1, "bakeSeconds": 0},
+             {"name": "early", "percent": 50, "bakeSeconds": 3600},
+             {"name": "general", "percent": 100, "bakeSeconds": 0}]
+    cluster.apply(_canary(name, ns, STABLE, waves))
+    wait_for(lambda: _settled(cluster, ns, name, 4, "Complete", STABLE), timeout=TIMEOUT,
+             message="steady on the stable template")
+    cluster.apply(_canary(name, ns, NEW, waves))
+    wait_for(lambda: _images(cluster, ns, name, 4) == {0: STABLE, 1: STABLE, 2: NEW, 3: NEW}
+             and _rollout(cluster, ns, name).get("bakeStartedAt"), timeout=TIMEOUT,
+             message="the early wave (2 of 4) baking on v2")
+    cluster.apply(_canary(name, ns, v3, waves))
+    wait_for(lambda: _images(cluster, ns, name, 4) == {0: STABLE, 1: STABLE, 2: STABLE, 3: v3}
+             and _rollout(cluster, ns, name).get("wave") == "explorer", timeout=TIMEOUT,
+             message="v3 on the explorer only, the v2 pod below it back on the stable one")
+    record = _rollout(cluster, ns, name)
+    assert record["phase"] == "Progressing" and record["partition"] == 3
+    reasons = [e["reason"] for e in events(cluster, ns, name)]
+    assert reasons.count("RolloutStarted") == 2 and "RolloutRestarted" in reasons

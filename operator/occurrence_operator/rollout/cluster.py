@@ -46,13 +46,14 @@ class KubeRolloutPort:
         self.agd.event(type_, reason, message)
         self.metrics.rollout_event(self.agd.namespace, self.agd.name, reason)
 
-    async def delete_pods_off(self, revision: str) -> int:
+    async def delete_pods_off(self, revision: str, below: int) -> int:
         agd = self.agd
         pods = await agd.kube.list(f"/api/v1/namespaces/{agd.namespace}/pods",
                                    naming.selector_string(agd.name))
         off = [pod for pod in pods
                if (pod["metadata"].get("labels") or {}).get(REVISION_LABEL) != revision
-               and not pod["metadata"].get("deletionTimestamp")]
+               and not pod["metadata"].get("deletionTimestamp")
+               and (naming.ordinal_of(pod["metadata"]["name"], agd.name) or 0) < below]
         for pod in off:
             await agd.kube.delete(
                 f"/api/v1/namespaces/{agd.namespace}/pods/{pod['metadata']['name']}")

@@ -40,9 +40,9 @@ class RolloutPort(Protocol):
         """Queue an Event on the AgentDeployment, posted at the end of the pass (and count
         it in `occurrence_operator_rollout_events_total`)."""
 
-    async def delete_pods_off(self, revision: str) -> int:
-        """Delete the AgentDeployment's pods not on `revision` (not already terminating);
-        returns how many."""
+    async def delete_pods_off(self, revision: str, below: int) -> int:
+        """Delete the AgentDeployment's pods with an ordinal below `below` that are not on
+        `revision` (and not already terminating); returns how many."""
 
     def measurement_failed(self) -> None:
         """Count a gate measurement the database did not answer."""
@@ -96,18 +96,25 @@ async def measure(store: Store | None, name: str, rollout: RolloutSpec,
 
 async def step(rollout: RolloutSpec, record: RolloutStatus | None, seen: Observed,
                port: RolloutPort, now: datetime) -> RolloutDecision:
-    """Plan, persist the record if it changed, queue the events, and — rolled back —
-    delete the pods not on the stable revision."""
+    """Plan, persist the record if it changed, queue the events."""
     decision = plan(rollout, record, seen, now)
     if decision.record != record:
         await port.persist(decision.record)
     for event in decision.events:
         port.queue_event(*event)
-    stable = decision.record.stable_revision if decision.record is not None else None
-    if decision.delete_canaries:
-        if stable is None:
-            log.warning("rolled back with no known stable revision: canary pods left as they "
-                        "are (delete them by hand)")
-        elif deleted := await port.delete_pods_off(stable):
-            log.info("deleted %d pods not on the stable revision %s", deleted, stable)
     return decision
+
+
+async def return_to_stable(decision: RolloutDecision, port: RolloutPort, name: str) -> None:
+    """After the decision's partition was applied: the pods below it that are not on the
+    stable revision go (the StatefulSet recreates them on it). Deleting before the apply
+    would let the StatefulSet recreate them on the revision they are leaving."""
+    stable = decision.record.stable_revision if decision.record is not None else None
+    if not decision.delete_canaries:
+        return
+    if stable is None:
+        log.warning("%s: no known stable revision: pods below the partition are left on "
+                    "theirs (delete them by hand)", name)
+    elif deleted := await port.delete_pods_off(stable, below=decision.partition):
+        log.info("%s: deleted %d pods below the partition not on the stable revision %s",
+                 name, deleted, stable)

@@ -80,8 +80,11 @@ class RolloutDecision:
     requeue_after: float | None = None
     """When to look again (a bake ends); None: StatefulSet events or the resync will do."""
     delete_canaries: bool = False
-    """Rolled back: delete the pods not on the stable revision (the StatefulSet recreates
-    them there; below its partition it never replaces a pod by itself)."""
+    """Once the partition is applied, delete the pods below it that are not on the stable
+    revision: a StatefulSet never replaces a pod below its partition by itself, and one
+    deleted there comes back on the stable revision (after a rollback: every canary; after a
+    restart with a newer template: the previous template's pods the first wave no longer
+    covers)."""
 
 
 def is_active(record: RolloutStatus | None) -> bool:
@@ -172,7 +175,8 @@ def _start(rollout: RolloutSpec, record: RolloutStatus | None, seen: Observed, n
     size = wave_sizes(waves, seen.replicas)[0]
     partition = seen.replicas - size
     events: list[Event] = []
-    if is_active(record):
+    restarted = is_active(record)
+    if restarted:
         assert record is not None
         events.append(("Normal", "RolloutRestarted",
                        f"a newer pod template replaced the one in wave {record.wave}; the "
@@ -186,7 +190,7 @@ def _start(rollout: RolloutSpec, record: RolloutStatus | None, seen: Observed, n
         started_at=format_time(now), message=message)
     if seen.replicas == 0:
         return _complete(started, seen, now, events)
-    return RolloutDecision(partition, started, tuple(events))
+    return RolloutDecision(partition, started, tuple(events), delete_canaries=restarted)
 
 
 def _continue(rollout: RolloutSpec, record: RolloutStatus, seen: Observed, now: datetime

@@ -14,6 +14,7 @@ from ..status import RolloutStatus
 from ..timeutil import utcnow
 from . import driver
 from .cluster import KubeRolloutPort, read_rollout
+from .planner import RolloutDecision
 
 
 class Rollout:
@@ -27,6 +28,7 @@ class Rollout:
         self.record: RolloutStatus | None = read_rollout(agd.status.get("rollout"))
         """`.status.rollout` as persisted (after `partition_for`: as this pass left it)."""
         self.requeue_after: float | None = None
+        self._decision: RolloutDecision | None = None
 
     async def partition_for(self, rendered: Mapping[str, Any], live: Mapping[str, Any],
                             store: Store | None) -> int:
@@ -38,4 +40,11 @@ class Rollout:
         decision = await driver.step(self.spec, self.record, seen, self.port, now)
         self.record = decision.record
         self.requeue_after = decision.requeue_after
+        self._decision = decision
         return decision.partition
+
+    async def partition_applied(self) -> None:
+        """The StatefulSet carries the partition now: pods below it that must return to the
+        stable revision go."""
+        if self._decision is not None:
+            await driver.return_to_stable(self._decision, self.port, self.agd.name)

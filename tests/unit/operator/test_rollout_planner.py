@@ -229,6 +229,8 @@ def test_a_newer_template_restarts_from_the_first_wave() -> None:
     assert restarted.record.canary_template == "v3" and restarted.partition == 9
     assert restarted.record.stable_template == "old"
     assert [e[1] for e in restarted.events] == ["RolloutRestarted", "RolloutStarted"]
+    # the previous template's pods below the new partition go back to the stable revision
+    assert restarted.delete_canaries and not decision.delete_canaries
 
 
 def test_the_stable_template_back_reverts_the_rollout() -> None:
