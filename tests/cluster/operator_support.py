@@ -275,6 +275,11 @@ def agd_status(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
     return (get(cluster, "agd", name, namespace) or {}).get("status") or {}
 
 
+def scale_down_phase(cluster: Any, namespace: str, name: str) -> str | None:
+    """`status.scaleDown.phase` (None: no drain on record)."""
+    return (agd_status(cluster, namespace, name).get("scaleDown") or {}).get("phase")
+
+
 def running_with(cluster: Any, namespace: str, name: str, replicas: int) -> bool:
     status = agd_status(cluster, namespace, name)
     return status.get("readyReplicas") == replicas and status.get("phase") == "Running"

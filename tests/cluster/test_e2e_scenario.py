@@ -16,6 +16,7 @@ from operator_support import (
     create_db_secret,
     get,
     running_with,
+    scale_down_phase,
     wait_for,
 )
 
@@ -56,7 +57,7 @@ async def test_scale_three_five_two(
 
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=2")
         wait_for(
-            lambda: (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Done"
+            lambda: scale_down_phase(cluster, ns, name) == "Done"
             and running_with(cluster, ns, name, 2),
             timeout=TIMEOUT, message="drain Done and 2 occurrences Running",
         )

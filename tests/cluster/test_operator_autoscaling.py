@@ -19,6 +19,7 @@ from operator_support import (
     create_db_secret,
     events,
     get,
+    scale_down_phase,
     sts_replicas,
     wait_for,
 )
@@ -97,7 +98,7 @@ async def test_the_backlog_scales_up_and_its_end_scales_down_through_the_drain(
 
         wait_for(lambda: _replicas(cluster, ns, name) == 1, timeout=TIMEOUT,
                  message="scaled down to 1 once the backlog fell")
-        wait_for(lambda: (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
+        wait_for(lambda: scale_down_phase(cluster, ns, name)
                  == "Done" and sts_replicas(cluster, ns, name) == 1,
                  timeout=TIMEOUT, message="the drain done and the StatefulSet at 1")
         assert "ScaledDown" in _reasons(cluster, ns, name)

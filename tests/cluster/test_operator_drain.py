@@ -19,6 +19,7 @@ from operator_support import (
     create_db_secret,
     events,
     get,
+    scale_down_phase,
     sts_replicas,
     wait_for,
 )
@@ -118,7 +119,7 @@ async def test_scale_down_moves_work_to_survivors_before_shrinking(
         )
 
         wait_for(
-            lambda: (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Done",
+            lambda: scale_down_phase(cluster, ns, name) == "Done",
             timeout=TIMEOUT,
             message="drain Done",
         )
@@ -170,7 +171,7 @@ async def test_operator_killed_mid_drain_resumes_without_losing_or_duplicating(
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=2")
         wait_for(
             lambda: (
-                (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
+                scale_down_phase(cluster, ns, name)
                 == "WaitingInFlight"
             ),
             timeout=TIMEOUT,
@@ -190,7 +191,7 @@ async def test_operator_killed_mid_drain_resumes_without_losing_or_duplicating(
 
         op2 = start_operator()
         wait_for(
-            lambda: (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Done",
+            lambda: scale_down_phase(cluster, ns, name) == "Done",
             timeout=TIMEOUT,
             message="resumed drain Done",
         )
@@ -228,7 +229,7 @@ async def test_operator_killed_during_transfer_resumes(
         print(f"\nkilled in phase {phase_at_kill} after {moved_at_kill} of 40000 transfers")
         op2 = start_operator()
         wait_for(
-            lambda: (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Done",
+            lambda: scale_down_phase(cluster, ns, name) == "Done",
             timeout=TIMEOUT,
             message="resumed drain Done",
         )
@@ -288,7 +289,7 @@ async def test_scale_up_during_drain_cancels_and_unfences(
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=2")
         wait_for(
             lambda: (
-                (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
+                scale_down_phase(cluster, ns, name)
                 == "WaitingInFlight"
             ),
             timeout=TIMEOUT,
@@ -297,7 +298,7 @@ async def test_scale_up_during_drain_cancels_and_unfences(
         assert (await store.registry.get(busy)).state == OccurrenceState.DRAINING
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=3")
         wait_for(
-            lambda: (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
+            lambda: scale_down_phase(cluster, ns, name)
             == "Cancelled",
             timeout=TIMEOUT,
             message="drain cancelled",
@@ -323,7 +324,7 @@ async def test_drain_that_cannot_finish_holds_size_until_bypassed(
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=2")
         wait_for(
             lambda: (
-                (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
+                scale_down_phase(cluster, ns, name)
                 == "WaitingInFlight"
             ),
             timeout=TIMEOUT,
@@ -348,7 +349,7 @@ async def test_drain_that_cannot_finish_holds_size_until_bypassed(
         wait_for(
             lambda: (
                 sts_replicas(cluster, ns, name) == 2
-                and (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase") == "Done"
+                and scale_down_phase(cluster, ns, name) == "Done"
             ),
             timeout=TIMEOUT,
             message="bypassed drain",
@@ -391,7 +392,7 @@ async def test_skip_drain_applies_only_to_a_drain_that_cannot_reach_the_database
         busy = f"{name}-2"
         thought = await _in_flight(store, busy)
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=2")
-        wait_for(lambda: (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
+        wait_for(lambda: scale_down_phase(cluster, ns, name)
                  == "WaitingInFlight", timeout=TIMEOUT, message="waiting drain")
         cluster.kubectl("-n", ns, "annotate", "agd", name, f"{SKIP_DRAIN}=true")
         await asyncio.sleep(3 * RESYNC_SECONDS)  # several reconciles see it
@@ -399,7 +400,7 @@ async def test_skip_drain_applies_only_to_a_drain_that_cannot_reach_the_database
         assert SKIP_DRAIN in _annotations(cluster, ns, name)  # it is this drain's
         assert await store.scope(busy).update_thought_status(
             thought.thought_id, ThoughtStatus.COMPLETED, expected_status=ThoughtStatus.PROCESSING)
-        wait_for(lambda: (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
+        wait_for(lambda: scale_down_phase(cluster, ns, name)
                  == "Done", timeout=TIMEOUT, message="the drain finishes normally")
         assert "DrainBypassed" not in [e["reason"] for e in events(cluster, ns, name)]
         wait_for(lambda: SKIP_DRAIN not in _annotations(cluster, ns, name), timeout=TIMEOUT,

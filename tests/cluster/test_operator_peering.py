@@ -21,6 +21,7 @@ from operator_support import (
     create_db_secret,
     get,
     install_peering_crds,
+    scale_down_phase,
     sts_replicas,
     wait_for,
 )
@@ -33,10 +34,6 @@ TIMEOUT = 120
 PEERING = "occurrence-peering"
 LIFETIME = 8  # seconds until a SIGKILLed peer counts as dead
 DRAIN_STEP = re.compile(r"^(?P<name>[a-z0-9-]+): (?P<action>[A-Z][A-Za-z]+) ")
-
-
-def _phase(cluster: Any, ns: str, name: str) -> str | None:
-    return (agd_status(cluster, ns, name).get("scaleDown") or {}).get("phase")
 
 
 
@@ -126,7 +123,7 @@ async def test_two_peered_operators_drain_once_and_fail_over(
         # requeueing itself every few seconds.
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=2")
         wait_for(
-            lambda: _phase(cluster, ns, name) == "WaitingInFlight",
+            lambda: scale_down_phase(cluster, ns, name) == "WaitingInFlight",
             timeout=TIMEOUT,
             message="drain 1 waiting for in-flight work (A)",
         )
@@ -142,12 +139,12 @@ async def test_two_peered_operators_drain_once_and_fail_over(
         assert a.reconciles() == a_reconciles, "a paused replica reconciled (own timers?)"
         assert a.api_writes() == a_writes, "a paused replica wrote to the API"
         assert b.reconciles() > b_reconciles, "the active replica stopped reconciling"
-        assert _phase(cluster, ns, name) == "WaitingInFlight"
+        assert scale_down_phase(cluster, ns, name) == "WaitingInFlight"
 
         # The agent finishes its thought: B finishes drain 1.
         await store.scope(ids[3]).update_thought_status(busy_thought, ThoughtStatus.COMPLETED)
         wait_for(
-            lambda: _phase(cluster, ns, name) == "Done",
+            lambda: scale_down_phase(cluster, ns, name) == "Done",
             timeout=TIMEOUT,
             message="drain 1 Done (B)",
         )
@@ -163,7 +160,7 @@ async def test_two_peered_operators_drain_once_and_fail_over(
         seeded.add(busy_task2)
         cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=1")
         wait_for(
-            lambda: _phase(cluster, ns, name) == "WaitingInFlight",
+            lambda: scale_down_phase(cluster, ns, name) == "WaitingInFlight",
             timeout=TIMEOUT,
             message="drain 2 waiting for in-flight work (B)",
         )
@@ -172,7 +169,7 @@ async def test_two_peered_operators_drain_once_and_fail_over(
         await store.scope(ids[1]).update_thought_status(busy_thought2, ThoughtStatus.COMPLETED)
         assert sts_replicas(cluster, ns, name) == 2  # nobody shrank it meanwhile
         wait_for(
-            lambda: _phase(cluster, ns, name) == "Done",
+            lambda: scale_down_phase(cluster, ns, name) == "Done",
             timeout=TIMEOUT,
             message="drain 2 Done (A, after B died)",
         )
