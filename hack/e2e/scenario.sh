@@ -335,7 +335,10 @@ assert_database() {  # $1: departed occurrence ids (SQL list), $2: survivors (SQ
                 GROUP BY thought_id HAVING count(*) > 1) t")"
   local failed
   failed="$(sql "SELECT count(*) FROM e2e_submitted s JOIN tasks t USING (task_id) WHERE t.status = 'failed'")"
-  note "database: $submitted tasks submitted, each finished exactly once ($failed failed, all by the bad canary revision's occurrence ${CANARY_OCCURRENCE:-none}, every other completed); $moved ended on another occurrence; $transfers transfer record(s)"
+  local outcome="all completed"
+  [[ -z "${CANARY_OCCURRENCE:-}" ]] ||
+    outcome="$failed failed, all by the bad canary revision's occurrence $CANARY_OCCURRENCE, every other completed"
+  note "database: $submitted tasks submitted, each finished exactly once ($outcome); $moved ended on another occurrence; $transfers transfer record(s)"
   ((moved > 0)) || fail "no task was moved: the scale-down caught no work (raise the burst)"
   note "database: $twice thought(s) ran more than once (released or retried in flight); 0 completed twice"
   k -n "$NS" describe agd "$AGD" >"$WORK/describe.txt"
@@ -445,7 +448,7 @@ canary_good_revision_promotes() {  # $1: replicas
   after="$(rollout_field stableRevision)"
   [[ -n "$after" && "$after" != "$before" ]] || fail "the stable revision did not move on ($before -> $after)"
   wait_until "every pod on the promoted revision $after" "$TIMEOUT" pods_on_revision "$after" "$1"
-  note "canary: a good revision went explorer -> general and became stable ($after) in $((SECONDS - t))s; events: $(k -n "$NS" describe agd "$AGD" | grep -oE '(Rollout|Wave)[A-Za-z]+' | sort | uniq -c | tr -s ' ' | tr '\n' ',' | sed 's/,$//')"
+  note "canary: a good revision went explorer -> general and became stable ($after) in $((SECONDS - t))s; events: $(k -n "$NS" describe agd "$AGD" | grep -oE '\b(Rollout|Wave)(Started|Passed|Complete|RolledBack|Restarted|Reverted)\b' | sort | uniq -c | tr -s ' ' | tr '\n' ',' | sed 's/,$//')"
 }
 
 scale_down_killing_operator() {  # $1: replicas

@@ -256,6 +256,7 @@ async def test_a_newer_template_mid_rollout_starts_over_and_the_previous_ones_po
     wait_for(lambda: _images(cluster, ns, name, 4) == {0: STABLE, 1: STABLE, 2: NEW, 3: NEW}
              and _rollout(cluster, ns, name).get("bakeStartedAt"), timeout=TIMEOUT,
              message="the early wave (2 of 4) baking on v2")
+    waves[0]["bakeSeconds"] = 3600  # this time the explorer stays
     cluster.apply(_canary(name, ns, v3, waves))
     wait_for(lambda: _images(cluster, ns, name, 4) == {0: STABLE, 1: STABLE, 2: STABLE, 3: v3}
              and _rollout(cluster, ns, name).get("wave") == "explorer", timeout=TIMEOUT,
