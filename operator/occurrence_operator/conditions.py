@@ -22,6 +22,8 @@ MIGRATIONS_FAILED = "MigrationsFailed"
 """The migrations Job failed; its reason is the Job's. Running pods are left untouched."""
 DRAINING = "Draining"
 """A scale-down drain is under way."""
+PROGRESSING = "Progressing"
+"""A canary rollout of a new pod template is under way (`spec.rollout.strategy: Canary`)."""
 DEGRADED = "Degraded"
 """Something needs attention (failed migration, drain released in-flight work on timeout...)."""
 

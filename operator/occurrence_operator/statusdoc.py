@@ -25,6 +25,7 @@ from .conditions import (
     DRAINING,
     MIGRATIONS_COMPLETE,
     MIGRATIONS_FAILED,
+    PROGRESSING,
     READY,
     MigrationState,
     PhaseInputs,
@@ -145,6 +146,7 @@ def derive_status(
 
     _migration_conditions(conditions, migration)
     _draining_condition(conditions, record)
+    _progressing_condition(conditions, inputs.rollout)
 
     if migration.state == "Failed":
         conditions.set(DEGRADED, "True", "MigrationsFailed", migration.message)
@@ -262,6 +264,15 @@ def _draining_condition(conditions: ConditionSet, record: ScaleDownStatus | None
         conditions.set(DRAINING, "False", "Drain" + record.phase, record.message or record.phase)
     else:
         conditions.set(DRAINING, "False", "NoDrain", "no scale-down in progress")
+
+
+def _progressing_condition(conditions: ConditionSet, rollout: RolloutStatus | None) -> None:
+    """Only with a canary rollout record (`RollingUpdate` has no such condition)."""
+    if rollout is None:
+        return
+    under_way = rollout.phase in ("Progressing", "Paused", "Inconclusive")
+    conditions.set(PROGRESSING, "True" if under_way else "False", "Rollout" + rollout.phase,
+                   rollout.message or rollout.phase)
 
 
 def transition_events(

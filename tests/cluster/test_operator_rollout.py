@@ -265,3 +265,46 @@ async def test_a_newer_template_mid_rollout_starts_over_and_the_previous_ones_po
     assert record["phase"] == "Progressing" and record["partition"] == 3
     reasons = [e["reason"] for e in events(cluster, ns, name)]
     assert reasons.count("RolloutStarted") == 2 and "RolloutRestarted" in reasons
+
+
+async def test_the_rollout_annotation_aborts_and_retries_once_each(
+    kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str
+) -> None:
+    ns, cluster, name = namespace, kube_cluster, "annotated"
+    await _migrated(pg_url)
+    create_db_secret(cluster, ns, pg_url)
+    start_operator()
+    waves = [{"name": "explorer", "occurrences": 1, "bakeSeconds": 3600},
+             {"name": "general", "percent": 100, "bakeSeconds": 0}]
+    cluster.apply(_canary(name, ns, STABLE, waves))
+    wait_for(lambda: _settled(cluster, ns, name, 4, "Complete", STABLE), timeout=TIMEOUT,
+             message="steady on the stable template")
+    cluster.apply(_canary(name, ns, NEW, waves))
+    wait_for(lambda: _rollout(cluster, ns, name).get("bakeStartedAt"), timeout=TIMEOUT,
+             message="the explorer baking")
+
+    def annotate(value: str) -> None:
+        cluster.kubectl("-n", ns, "annotate", "agd", name, f"occurrence.dev/rollout={value}")
+
+    def annotation_gone() -> bool:
+        agd = get(cluster, "agd", name, ns) or {}
+        return "occurrence.dev/rollout" not in (agd["metadata"].get("annotations") or {})
+
+    annotate("abort")
+    wait_for(lambda: _settled(cluster, ns, name, 4, "RolledBack", STABLE), timeout=TIMEOUT,
+             message="aborted: every pod back on the stable template")
+    wait_for(annotation_gone, timeout=30, message="the abort annotation removed")
+    annotate("retry")
+    wait_for(lambda: _images(cluster, ns, name, 4) == {0: STABLE, 1: STABLE, 2: STABLE, 3: NEW}
+             and _rollout(cluster, ns, name).get("phase") == "Progressing", timeout=TIMEOUT,
+             message="retried: the explorer on the new template again")
+    wait_for(annotation_gone, timeout=30, message="the retry annotation removed")
+    annotate("promote")
+    wait_for(lambda: _settled(cluster, ns, name, 4, "Complete", NEW), timeout=TIMEOUT,
+             message="promoted through the last wave")
+    annotate("promote")  # nothing under way: refused, said why, removed
+    wait_for(annotation_gone, timeout=30, message="the ignored annotation removed")
+    reasons = [e["reason"] for e in events(cluster, ns, name)]
+    for reason in ("RolloutAborted", "RolloutRolledBack", "RolloutRetried",
+                   "RolloutCommandIgnored", "RolloutComplete"):
+        assert reason in reasons, reasons

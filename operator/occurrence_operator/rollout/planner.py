@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from occurrence_store.outcomes import WorkOutcome
 
@@ -39,9 +39,16 @@ from ..events import EventType
 from ..spec import RolloutSpec, WaveSpec
 from ..status import ACTIVE_ROLLOUT_PHASES, GateStatus, RolloutStatus
 from ..timeutil import format_time, parse_time
+from ..wellknown import GROUP
 from .gates import evaluate
 
 Event = tuple[EventType, str, str]
+
+ROLLOUT_ANNOTATION = f"{GROUP}/rollout"
+"""`kubectl annotate agd NAME occurrence.dev/rollout=promote|abort|retry`: a one-shot
+command to the canary rollout; the operator removes it once it has acted (or refused)."""
+Command = Literal["promote", "abort", "retry"]
+COMMANDS: tuple[Command, ...] = ("promote", "abort", "retry")
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,8 @@ class Observed:
     since the wave started baking; None: not measured (no bake, no gates, no database)."""
     stable: WorkOutcome | None = None
     """What the stable occurrences finished over the same time."""
+    command: Command | None = None
+    """The `occurrence.dev/rollout` annotation's command, if set."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,8 @@ def plan(rollout: RolloutSpec, record: RolloutStatus | None, seen: Observed, now
         # No partition: the StatefulSet rolls every occurrence (also what a canary rollout
         # in progress had held back); status.rollout goes.
         return RolloutDecision(0, None)
+    if seen.command is not None:
+        return _command(rollout, record, seen, now, seen.command)
     if record is None or (not is_active(record) and record.stable_template is None):
         if seen.template_changed:
             return _start(rollout, record, seen, now)
@@ -309,17 +320,68 @@ def _judged(wave: WaveSpec, record: RolloutStatus, seen: Observed, now: datetime
 
 
 def _roll_back(record: RolloutStatus, seen: Observed, now: datetime, failed: list[GateStatus],
-               events: list[Event]) -> RolloutDecision:
-    """A gate failed failureLimit evaluations in a row: every ordinal back on the stable
-    revision (partition at the size, canary pods deleted to be recreated there)."""
-    why = "; ".join(f"{g.metric} {g.canary} against {g.threshold}"
-                    + (f" (stable {g.stable})" if g.stable is not None else "")
-                    + f", {g.failures} evaluations in a row" for g in failed)
-    message = (f"wave {record.wave} failed its gates ({why}): every occurrence goes back to "
-               f"revision {record.stable_revision or 'stable'}")
+               events: list[Event], why: str | None = None) -> RolloutDecision:
+    """A gate failed failureLimit evaluations in a row (or a person aborted): every ordinal
+    back on the stable revision (partition at the size, canary pods deleted to be recreated
+    there)."""
+    cause = why or ("wave {} failed its gates ({})".format(record.wave, "; ".join(
+        f"{g.metric} {g.canary} against {g.threshold}"
+        + (f" (stable {g.stable})" if g.stable is not None else "")
+        + f", {g.failures} evaluations in a row" for g in failed)))
+    message = (f"{cause}: every occurrence goes back to revision "
+               f"{record.stable_revision or 'stable'}")
     rolled_back = _with(record, phase="RolledBack", partition=seen.replicas,
                         canary_occurrences=0, bake_started_at=None,
                         completed_at=format_time(now), message=message)
     return RolloutDecision(seen.replicas, rolled_back,
                            (*events, ("Warning", "RolloutRolledBack", message)),
                            delete_canaries=True)
+
+
+def _command(rollout: RolloutSpec, record: RolloutStatus | None, seen: Observed,
+             now: datetime, command: Command) -> RolloutDecision:
+    """A person's one-shot command (the annotation): promote the current wave now, abort
+    (roll back now) a rollout under way, or retry a rolled-back template from the first wave.
+    A command that does not apply changes nothing and says why."""
+    unchanged = replace(seen, command=None)
+    if command == "retry" and record is not None and record.phase == "RolledBack" and (
+            seen.template == record.canary_template):
+        retried = _start(rollout, _with(record, phase="Reverted"), seen, now)
+        note: Event = ("Normal", "RolloutRetried",
+                       f"retry requested ({ROLLOUT_ANNOTATION}): the rolled-back template "
+                       "starts over from the first wave")
+        return replace(retried, events=(note, *retried.events))
+    if command in ("promote", "abort") and is_active(record) and (
+            record is not None and seen.template == record.canary_template):
+        if command == "abort":
+            message = f"aborted ({ROLLOUT_ANNOTATION}=abort) in wave {record.wave}"
+            return _roll_back(record, seen, now, [], [("Normal", "RolloutAborted", message)],
+                              why=message)
+        return _promote(rollout, record, seen, now)
+    decision = plan(rollout, record, unchanged, now)
+    phase = "no rollout" if record is None else f"phase {record.phase}"
+    refused: Event = ("Warning", "RolloutCommandIgnored",
+                      f"{ROLLOUT_ANNOTATION}={command} does not apply ({phase}): promote and "
+                      "abort act on a rollout under way, retry on a rolled-back one")
+    return replace(decision, events=(*decision.events, refused))
+
+
+def _promote(rollout: RolloutSpec, record: RolloutStatus, seen: Observed, now: datetime
+             ) -> RolloutDecision:
+    """The current wave passes now (whatever its bake or gates say)."""
+    waves = rollout.wave_list()
+    index = min(record.wave_index, len(waves) - 1)
+    wave = waves[index]
+    events: list[Event] = [("Normal", "WavePassed",
+                            f"wave {wave.name} promoted ({ROLLOUT_ANNOTATION}=promote)")]
+    current = _with(record, phase="Progressing")
+    if index == len(waves) - 1:
+        return _complete(current, seen, now, events)
+    following = waves[index + 1]
+    size = wave_sizes(waves, seen.replicas)[index + 1]
+    message = f"wave {following.name}: {size} of {seen.replicas} occurrences on the new template"
+    events.append(("Normal", "WaveStarted", message))
+    promoted = _with(current, wave=following.name, wave_index=index + 1,
+                     canary_occurrences=size, partition=seen.replicas - size,
+                     bake_started_at=None, gates=None, message=message)
+    return RolloutDecision(promoted.partition, promoted, tuple(events))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from occurrence_store import Store
@@ -14,7 +15,7 @@ from ..status import RolloutStatus
 from ..timeutil import utcnow
 from . import driver
 from .cluster import KubeRolloutPort, read_rollout
-from .planner import RolloutDecision
+from .planner import COMMANDS, ROLLOUT_ANNOTATION, RolloutDecision
 
 
 class Rollout:
@@ -35,9 +36,18 @@ class Rollout:
         """Decide this pass's step (measuring the gates in `store` while a wave bakes),
         persist it, and return the partition to apply."""
         now = utcnow()
-        seen = await driver.measure(store, self.agd.name, self.spec, self.record,
-                                    driver.observe(rendered, live), self.port, now)
+        raw = self.agd.annotations.get(ROLLOUT_ANNOTATION)
+        command = next((c for c in COMMANDS if c == raw), None)
+        if raw is not None and command is None:
+            self.port.queue_event("Warning", "RolloutCommandIgnored",
+                                  f"{ROLLOUT_ANNOTATION}={raw[:64]!r} is not one of "
+                                  f"{', '.join(COMMANDS)}")
+        seen = replace(await driver.measure(store, self.agd.name, self.spec, self.record,
+                                            driver.observe(rendered, live), self.port, now),
+                       command=command)
         decision = await driver.step(self.spec, self.record, seen, self.port, now)
+        if raw is not None:  # one-shot: acted on (or refused, with a Warning saying why)
+            await self.agd.remove_annotation(ROLLOUT_ANNOTATION)
         self.record = decision.record
         self.requeue_after = decision.requeue_after
         self._decision = decision

@@ -91,11 +91,17 @@ def test_a_canary_wave_baking_is_ready_and_progressing() -> None:
     wire, _ = _derive(_inputs(sts=sts, rollout=record))
     assert wire["rollout"] == record.to_wire()
     assert _condition(wire, "Ready") == ("True", "AllOccurrencesReady")
+    assert _condition(wire, "Progressing") == ("True", "RolloutProgressing")
     assert wire["phase"] == "Progressing"
     sts["status"]["updatedReplicas"] = 0  # the explorer not rolled yet
     wire, _ = _derive(_inputs(sts=sts, rollout=record))
     assert _condition(wire, "Ready") == ("False", "OccurrencesNotReady")
     assert wire["phase"] == "Progressing"
+    done = record.model_copy(update={"phase": "Complete", "partition": 0})
+    wire, _ = _derive(_inputs(rollout=done))
+    assert _condition(wire, "Progressing") == ("False", "RolloutComplete")
+    wire, _ = _derive(_inputs())  # RollingUpdate: no such condition
+    assert find_condition(wire["conditions"], "Progressing") is None
 
 
 def test_failed_migrations_and_conflicts() -> None:

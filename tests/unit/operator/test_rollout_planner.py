@@ -400,3 +400,49 @@ def test_gate_verdicts(gate: dict, canary_value: tuple[int, int],
 def test_a_gate_names_a_threshold() -> None:
     with pytest.raises(ValidationError, match="max, min or maxIncreaseOverStable"):
         GateSpec.model_validate({"metric": "taskFailureRatio"})
+
+
+# -- one-shot commands (occurrence.dev/rollout) -------------------------------------------
+
+
+def test_promote_passes_the_wave_now_even_inconclusive() -> None:
+    rollout = canary(GATED, analysisIntervalSeconds=10)
+    sts = FakeStatefulSet(4)
+    record = baking(rollout, sts)
+    promoted = plan(rollout, record, replace(sts.seen("new"), command="promote"),
+                    T0 + timedelta(seconds=5))
+    assert promoted.record is not None and promoted.record.wave == "general"
+    assert promoted.partition == 0 and [e[1] for e in promoted.events] == [
+        "WavePassed", "WaveStarted"]
+    inconclusive = _with_phase(record, "Inconclusive")
+    done = plan(rollout, inconclusive, replace(sts.seen("new"), command="promote"), T0)
+    assert done.record is not None and done.record.wave == "general"
+
+
+def test_abort_rolls_back_now_and_retry_starts_the_same_template_over() -> None:
+    rollout = canary(GATED)
+    sts = FakeStatefulSet(4)
+    record = baking(rollout, sts)
+    aborted = plan(rollout, record, replace(sts.seen("new"), command="abort"), T0)
+    assert aborted.record is not None and aborted.record.phase == "RolledBack"
+    assert aborted.partition == 4 and aborted.delete_canaries
+    assert [e[1] for e in aborted.events] == ["RolloutAborted", "RolloutRolledBack"]
+    retried = plan(rollout, aborted.record, replace(sts.seen("new"), command="retry"), T0)
+    assert retried.record is not None and retried.record.phase == "Progressing"
+    assert retried.record.wave == "explorer" and retried.partition == 3
+    assert retried.record.stable_template == "old"
+    assert [e[1] for e in retried.events] == ["RolloutRetried", "RolloutStarted"]
+
+
+@pytest.mark.parametrize("command", ["promote", "abort", "retry"])
+def test_a_command_that_does_not_apply_changes_nothing_and_says_so(command: str) -> None:
+    rollout = canary()
+    sts = FakeStatefulSet(3)
+    steady = plan(rollout, None, sts.seen("old"), T0)
+    ignored = plan(rollout, steady.record, replace(sts.seen("old"), command=command), T0)
+    assert (ignored.partition, ignored.record) == (steady.partition, steady.record)
+    assert [e[1] for e in ignored.events] == ["RolloutCommandIgnored"]
+
+
+def _with_phase(record: RolloutStatus, phase: str) -> RolloutStatus:
+    return record.model_copy(update={"phase": phase})
