@@ -2,7 +2,7 @@
 partition for the template step to apply — in that order (the record before the partition).
 
 `RolloutPort` is all the driver needs of the cluster; `cluster.KubeRolloutPort` is the
-Kubernetes side (a fake in unit tests).
+Kubernetes side (an in-memory fake in tests/unit/operator/test_rollout_driver.py).
 """
 
 from __future__ import annotations
