@@ -2,13 +2,16 @@
 
 One Job per migration hash (image, command, database Secret reference): created if absent,
 never patched; `.status.lastMigration` records the hash once it succeeded, so the same
-inputs never migrate twice and the StatefulSet template is applied only after it.
+inputs never migrate twice and the StatefulSet template is applied only after it. A Job with
+that (predictable) name that this AgentDeployment does not own is never trusted: its
+"Complete" would roll pods out on an unmigrated schema (`NameConflict`, nothing rolled out).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from .adoption import check_owned
 from .agd_object import AgentDeploymentObject
 from .kube import ApiError, collection_path, object_path
 from .render import Rendered
@@ -35,14 +38,18 @@ async def track_migrations(
     job_name = job_manifest["metadata"]["name"]
     kube = agd.kube
     path = object_path("batch/v1", "Job", agd.namespace, job_name)
+    owner_uid = str(agd.body["metadata"].get("uid") or "")
     job = await kube.get(path)
+    check_owned(job, owner_uid)
     if job is None:
         try:
             job = await kube.create(collection_path("batch/v1", "Job", agd.namespace), job_manifest)
         except ApiError as e:
             if e.status != 409:
                 raise
-            job = await kube.get(path) or {}
+            job = await kube.get(path)  # made meanwhile: whose?
+            check_owned(job, owner_uid)
+            job = job or {}
         agd.event("Normal", "MigrationsStarted", f"created migrations Job {job_name}")
         return Migration("Running", "JobRunning", f"Job {job_name} is running", last), None
     job_status = job.get("status") or {}

@@ -35,6 +35,9 @@ from operator_support import (
     wait_for,
 )
 
+from occurrence_operator import naming
+from occurrence_operator.job import migration_hash
+from occurrence_operator.spec import AgentDeploymentSpec
 from occurrence_store import Store
 from tests.badinput.table import Row, rows_by_id
 
@@ -409,12 +412,25 @@ def _foreign(kind: str, ns: str, name: str) -> dict[str, Any]:
     if kind == "PodDisruptionBudget":
         return {"apiVersion": "policy/v1", "kind": kind, "metadata": meta, "spec": {
             "maxUnavailable": 3, "selector": {"matchLabels": labels}}}
+    if kind == "NetworkPolicy":
+        return {"apiVersion": "networking.k8s.io/v1", "kind": kind, "metadata": meta,
+                "spec": {"podSelector": {"matchLabels": labels}, "policyTypes": ["Ingress"]}}
+    if kind == "Job":  # the migrations Job's predictable name, reporting Complete (kwok)
+        spec = AgentDeploymentSpec.model_validate(
+            _changed(_base(name, ns), {"spec.database": {"secretRef": {"name": f"{name}-db"}},
+                                       "spec.replicas": 0})["spec"])
+        job_name = naming.migration_job_name(name, migration_hash(spec))
+        return {"apiVersion": "batch/v1", "kind": kind, "metadata": {**meta, "name": job_name},
+                "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": labels},
+                         "spec": {"restartPolicy": "Never", "containers": [
+                             {"name": "fake", "image": "example.invalid/users-own:1"}]}}}}
     return {"apiVersion": "v1", "kind": "Secret",
             "metadata": {**meta, "name": f"{name}-agent-token"},
             "stringData": {"work": "the-users-own-token-value"}}
 
 
-@pytest.mark.parametrize("kind", ["StatefulSet", "Service", "PodDisruptionBudget", "Secret"])
+@pytest.mark.parametrize("kind", ["StatefulSet", "Service", "PodDisruptionBudget", "Secret",
+                                  "NetworkPolicy", "Job"])
 def test_an_object_with_the_name_it_needs_is_never_adopted(
     kube_cluster: Any, operator_ns: tuple[str, Path], kind: str,
 ) -> None:
@@ -423,7 +439,7 @@ def test_an_object_with_the_name_it_needs_is_never_adopted(
     foreign = _foreign(kind, ns, name)
     kube_cluster.apply(json.dumps(foreign))
     short = {"StatefulSet": "sts", "Service": "svc", "PodDisruptionBudget": "pdb",
-             "Secret": "secret"}[kind]
+             "Secret": "secret", "NetworkPolicy": "networkpolicy", "Job": "job"}[kind]
     before = get(kube_cluster, short, foreign["metadata"]["name"], ns)
     create_db_secret(kube_cluster, ns, "postgresql://nobody@127.0.0.1:1/none", f"{name}-db")
     kube_cluster.apply(_agd(ns, name, f"{name}-db", replicas=0))
