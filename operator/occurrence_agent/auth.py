@@ -74,6 +74,17 @@ def bearer_token(header: str | None) -> str | None:
     return token
 
 
+def _utf8(token: str | None) -> bytes | None:
+    """The token's bytes; None when it cannot be UTF-8 (the server decodes header bytes that
+    are not UTF-8 into lone surrogates): no configured token can match it, so it is a 401."""
+    if token is None:
+        return None
+    try:
+        return token.encode()
+    except UnicodeEncodeError:
+        return None
+
+
 def authorize(tokens: dict[Scope, str], header: str | None, needed: Scope | None) -> Verdict:
     """Check a request's ``Authorization`` header against the configured ``tokens``.
 
@@ -84,8 +95,8 @@ def authorize(tokens: dict[Scope, str], header: str | None, needed: Scope | None
         return ALLOWED_ANONYMOUS
     presented = bearer_token(header)
     matched: Scope | None = None
-    if presented is not None:
-        given = presented.encode()
+    given = _utf8(presented)
+    if given is not None:
         for scope, expected in tokens.items():
             # every token is compared, whatever matched before: constant work per request
             if hmac.compare_digest(given, expected.encode()):

@@ -48,6 +48,24 @@ async def _call(runtime: OccurrenceRuntime, method: str, path: str, token: str |
         return resp.status, payload, resp.headers
 
 
+async def test_a_token_that_is_not_utf8_is_a_401_not_a_500(
+        migrated: str, tokens: dict[str, str]) -> None:
+    """Header bytes that are not UTF-8 (found by a fuzz: a 500 and a traceback before)."""
+    async with runtimes(migrated, ["auth-1"], token_dir=tokens["dir"]) as (runtime,):
+        reader, writer = await asyncio.open_connection("127.0.0.1", runtime.port)
+        try:
+            writer.write(b"GET /tasks HTTP/1.1\r\nHost: agent\r\n"
+                         b"Authorization: Bearer \xff\xfe" + tokens["work"].encode()[:8] +
+                         b"\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 20)
+        finally:
+            writer.close()
+        status_line = answer.split(b"\r\n", 1)[0]
+        assert status_line.split()[1] == b"401", answer[:300]
+        assert b"a valid bearer token is required" in answer
+
+
 async def test_every_route_needs_its_token(migrated: str, tokens: dict[str, str]) -> None:
     async with runtimes(migrated, ["auth-0"], token_dir=tokens["dir"]) as (runtime,):
         status, created, _ = await _call(runtime, "POST", "/tasks", tokens["work"],

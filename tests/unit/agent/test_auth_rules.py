@@ -39,6 +39,7 @@ def test_required_scope(method: str, path: str, scope: Scope | None) -> None:
     (f"Bearer {WORK}x", Scope.WORK, 401, ""),
     (f"Bearer {WORK[:-1]}", Scope.WORK, 401, ""),
     ("Bearer " + "w" * 10_000, Scope.WORK, 401, ""),
+    ("Bearer \udcff\udcfeabc", Scope.WORK, 401, ""),  # header bytes that are not UTF-8
     (f"Bearer {WORK}", Scope.WORK, 0, "work"),
     (f"bearer   {WORK} ", Scope.WORK, 0, "work"),
     (f"Bearer {ADMIN}", Scope.WORK, 0, "admin"),
