@@ -43,9 +43,13 @@ def _reserved_flag(arg: str) -> bool:
     return any(arg == flag or arg.startswith(flag + "=") for flag in wellknown.RESERVED_AGENT_FLAGS)
 
 
-def _probe_host_free(probe: Passthrough | None) -> bool:
-    http_get = (probe or {}).get("httpGet")
-    return not (isinstance(http_get, dict) and "host" in http_get)
+def _probe_host(probe: Passthrough | None) -> str | None:
+    """The probe handler (httpGet, tcpSocket) that names a host of its own, if one does."""
+    for handler in ("httpGet", "tcpSocket"):
+        value = (probe or {}).get(handler)
+        if isinstance(value, dict) and "host" in value:
+            return handler
+    return None
 
 
 class SecretKeyRef(CrdModel):
@@ -189,8 +193,8 @@ class ProbeOverrides(CrdModel):
     timing only."""
 
     liveness: Passthrough | None = None
-    """Default: httpGet /healthz on the agent port. httpGet.host is refused (the kubelet
-    would call that host instead of the pod)."""
+    """Default: httpGet /healthz on the agent port. httpGet.host and tcpSocket.host are
+    refused (the kubelet would call that host instead of the pod)."""
     readiness: ReadinessTiming | None = None
     """Timing of the default httpGet /readyz on the agent port (a draining occurrence fails
     it)."""
@@ -199,8 +203,8 @@ class ProbeOverrides(CrdModel):
     @classmethod
     def _no_probe_host(cls, value: Passthrough | None) -> Passthrough | None:
         # the API server cannot say this in CEL: the probe object is passed through untyped
-        if not _probe_host_free(value):
-            raise ValueError("probes.liveness must not set httpGet.host: the kubelet would "
+        if (handler := _probe_host(value)) is not None:
+            raise ValueError(f"probes.liveness must not set {handler}.host: the kubelet would "
                              "call that host (the probe always targets the agent's own pod)")
         return value
 
@@ -469,6 +473,13 @@ class AgentDeploymentSpec(CrdModel):
             "sets them (identity, database, port, tokens)",
             check=lambda s: s.args is None or not any(_reserved_flag(a) for a in s.args),
         ),
+        CelRule(
+            rule=f"!has(self.command) || self.command.all(a, ![{_RESERVED_FLAGS_CEL}].exists("
+            "f, a == f || a.startsWith(f + '=')))",
+            message=f"command must not pass {', '.join(wellknown.RESERVED_AGENT_FLAGS)} either: "
+            "the operator sets them (identity, database, port, tokens)",
+            check=lambda s: s.command is None or not any(_reserved_flag(a) for a in s.command),
+        ),
     )
 
     replicas: int = Field(1, ge=0, le=MAX_REPLICAS)
@@ -478,8 +489,10 @@ class AgentDeploymentSpec(CrdModel):
     """Agent image."""
     image_pull_policy: ImagePullPolicy = "IfNotPresent"
     image_pull_secrets: list[LocalObjectReference] | None = None
-    command: list[NonEmptyStr] | None = Field(None, max_length=64)
-    """Container command; defaults to ["occurrence-agent"], the agent runtime."""
+    command: list[Annotated[str, Field(min_length=1, max_length=4096)]] | None = Field(
+        None, max_length=64)
+    """Container command; defaults to ["occurrence-agent"], the agent runtime. The flags the
+    operator sets are refused here as in args."""
     args: list[Annotated[str, Field(max_length=4096)]] | None = Field(None, max_length=256)
     """Container args. The flags the operator sets through the environment (--occurrence-id,
     --database-url, --port, --token-dir...) are refused."""

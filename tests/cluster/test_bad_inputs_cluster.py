@@ -100,6 +100,7 @@ CASES: dict[str, dict[str, Any] | list[str]] = {
     "crd-grace-max": {"spec.terminationGracePeriodSeconds": 86401},
     "crd-args-reserved": {"spec.args": ["--database-url=postgresql://x@h/db"]},
     "crd-args-reserved-split": {"spec.args": ["--token-dir", "/tmp"]},
+    "crd-command-reserved": {"spec.command": ["occurrence-agent", "--token-dir=/tmp"]},
     "crd-readiness-replaced": {"spec.probes.readiness": {"exec": {"command": ["true"]}}},
     "crd-pod-nonroot-false": {"spec.podSecurityContext.runAsNonRoot": False},
     "crd-pod-seccomp-unconfined": {"spec.podSecurityContext.seccompProfile.type": "Unconfined"},

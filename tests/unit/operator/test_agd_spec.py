@@ -183,6 +183,11 @@ def test_spec_is_immutable() -> None:
     ({"args": ["--token-dir"]}, "args must not pass"),
     ({"probes": {"liveness": {"httpGet": {"host": "10.0.0.1", "port": 80}}}},
      "must not set httpGet.host"),
+    ({"probes": {"liveness": {"tcpSocket": {"host": "10.0.0.1", "port": 80}}}},
+     "must not set tcpSocket.host"),
+    ({"command": ["occurrence-agent", "--database-url=postgresql://u@h/db"]},
+     "command must not pass"),
+    ({"command": ["occurrence-agent", "--token-dir", "/tmp"]}, "command must not pass"),
     ({"probes": {"readiness": {"httpGet": {"host": "10.0.0.1"}}}}, "Extra inputs"),
     ({"probes": {"readiness": {"exec": {"command": ["true"]}}}}, "Extra inputs"),
     ({"probes": {"readiness": {"httpGet": {"path": "/always-ok", "port": 8080}}}},
@@ -198,6 +203,7 @@ def test_refusals_that_protect_identity_the_fence_and_the_kubelet(
 def test_allowed_neighbours_of_the_refusals() -> None:
     spec = AgentDeploymentSpec.model_validate({
         **MINIMAL, "replicas": 1000, "args": ["--max-active-tasks=5", "--database"],
+        "command": ["occurrence-agent", "--max-active-tasks=3"],
         "probes": {"liveness": {"tcpSocket": {"port": 8080}},
                    "readiness": {"periodSeconds": 2, "failureThreshold": 1}}})
     assert spec.replicas == 1000 and spec.automount_service_account_token is False
