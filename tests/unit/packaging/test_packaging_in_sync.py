@@ -209,3 +209,19 @@ def test_operator_args_match_the_cli() -> None:
     assert args.metrics_address == f"0.0.0.0:{ports['metrics']}"
     namespaced = build_parser().parse_args(["--namespace=team-a", "--namespace=team-b"])
     assert namespaced.namespaces == ["team-a", "team-b"]
+
+
+CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+
+
+def test_every_namespaced_object_of_the_base_names_its_namespace() -> None:
+    """`kubectl apply -k manifests/base` must not put an object wherever kubectl points (the
+    operator's NetworkPolicy had no namespace)."""
+    for path in sorted(BASE.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for obj in yaml.safe_load_all(path.read_text()):
+            if not obj or obj["kind"] in CLUSTER_SCOPED:
+                continue
+            assert obj["metadata"].get("namespace") == "occurrence-system", (
+                f"{path.name}: {obj['kind']} {obj['metadata']['name']} has no namespace")
