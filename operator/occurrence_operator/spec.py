@@ -209,6 +209,19 @@ class ProbeOverrides(CrdModel):
         return value
 
 
+def _reserved_flags_rule(field: str, *, either: bool = False) -> CelRule:
+    """The flags the operator sets through the environment, refused in `field`."""
+    return CelRule(
+        rule=f"!has(self.{field}) || self.{field}.all(a, ![{_RESERVED_FLAGS_CEL}].exists(f, "
+        "a == f || a.startsWith(f + '=')))",
+        message=f"{field} must not pass {', '.join(wellknown.RESERVED_AGENT_FLAGS)}"
+        f"{' either' if either else ''}: the operator sets them (identity, database, port, "
+        "tokens)",
+        check=lambda s: getattr(s, field) is None
+        or not any(_reserved_flag(a) for a in getattr(s, field)),
+    )
+
+
 def _command_rule(path: str, default: tuple[str, ...]) -> CelRule:
     field = path.rsplit(".", 1)[-1]
     return CelRule(
@@ -466,20 +479,8 @@ class AgentDeploymentSpec(CrdModel):
             or all(e.name not in wellknown.RESERVED_ENV for e in s.env),
         ),
         _command_rule("command", wellknown.DEFAULT_AGENT_COMMAND),
-        CelRule(
-            rule=f"!has(self.args) || self.args.all(a, ![{_RESERVED_FLAGS_CEL}].exists(f, "
-            "a == f || a.startsWith(f + '=')))",
-            message=f"args must not pass {', '.join(wellknown.RESERVED_AGENT_FLAGS)}: the operator "
-            "sets them (identity, database, port, tokens)",
-            check=lambda s: s.args is None or not any(_reserved_flag(a) for a in s.args),
-        ),
-        CelRule(
-            rule=f"!has(self.command) || self.command.all(a, ![{_RESERVED_FLAGS_CEL}].exists("
-            "f, a == f || a.startsWith(f + '=')))",
-            message=f"command must not pass {', '.join(wellknown.RESERVED_AGENT_FLAGS)} either: "
-            "the operator sets them (identity, database, port, tokens)",
-            check=lambda s: s.command is None or not any(_reserved_flag(a) for a in s.command),
-        ),
+        _reserved_flags_rule("args"),
+        _reserved_flags_rule("command", either=True),
     )
 
     replicas: int = Field(1, ge=0, le=MAX_REPLICAS)
