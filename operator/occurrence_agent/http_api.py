@@ -21,6 +21,7 @@ from occurrence_agent.openapi import openapi_document
 from occurrence_agent.ratelimit import SubmitLimiter
 from occurrence_agent.schemas import (
     MAX_BODY_BYTES,
+    MAX_OFFSET,
     MAX_PAGE,
     MAX_SHUTDOWN_WAIT_SECONDS,
     BadRequest,
@@ -203,13 +204,13 @@ async def list_tasks(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     status = parse_status(request.query.get("status"))
     limit = parse_int(request.query.get("limit"), "limit", 100, 1, MAX_PAGE)
-    offset = parse_int(request.query.get("offset"), "offset", 0, 0, 10**9)
+    offset = parse_int(request.query.get("offset"), "offset", 0, 0, MAX_OFFSET)
     after = parse_cursor(request.query.get("after"))
     wanted = TaskStatus(status) if status is not None else None
     page = await runtime.scoped.list_tasks(status=wanted, limit=limit, after=after,
                                            offset=offset)
     # counting costs a scan of the occurrence's history: once, on the first page only
-    total = await runtime.scoped.count_tasks(wanted) if after is None else None
+    total = await runtime.scoped.count_tasks(wanted) if after is None and not offset else None
     following = cursor_of(page[-1]) if len(page) == limit else None
     return web.json_response({"occurrence_id": runtime.occurrence_id, "total": total,
                               "tasks": [task_json(t) for t in page], "next": following})

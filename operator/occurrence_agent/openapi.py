@@ -79,7 +79,9 @@ def openapi_document(occurrence_id: str) -> dict[str, Any]:
                         {"name": "limit", "in": "query", "required": False,
                          "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
                         {"name": "offset", "in": "query", "required": False,
-                         "schema": {"type": "integer", "minimum": 0}},
+                         "description": "Rows to skip, at most 10000; page further with "
+                                        "`after`. `total` is counted on the first page only.",
+                         "schema": {"type": "integer", "minimum": 0, "maximum": 10000}},
                         {"name": "after", "in": "query", "required": False,
                          "description": "The previous page's `next`: pages in creation "
                          "order, each read from where the last ended.",

@@ -20,6 +20,9 @@ from occurrence_store.models import Task, TaskStatus, Thought
 MAX_BODY_BYTES = 64 * 1024
 MAX_SHUTDOWN_WAIT_SECONDS = 300
 MAX_PAGE = 1000
+MAX_OFFSET = 10_000
+"""Past the first pages an offset is a scan of everything before it on every request: the
+`after` cursor (keyset) pages any further."""
 """Most tasks one GET /tasks returns: a page is read in SQL, never the whole history."""
 MAX_CURSOR_LENGTH = 1024
 MAX_DEPTH = 32

@@ -68,6 +68,10 @@ async def test_a_million_tasks_are_listed_in_pages_within_a_fixed_memory_bound(
             after = _rss_mib(agent.proc.pid)
             last = page["tasks"][-1]["task_id"]
             assert last == f"big-{seen}", last  # creation order, no task skipped or repeated
+            # an offset page skips what it says and counts nothing (the first page did)
+            skipped = await get("limit=2&offset=10000")
+            assert skipped["total"] is None
+            assert [t["task_id"] for t in skipped["tasks"]] == ["big-10001", "big-10002"]
             async with http.get(f"{agent.base}/tasks?after=garbage!") as resp:
                 assert resp.status == 400 and "cursor" in (await resp.json())["error"]
             bogus = base64.urlsafe_b64encode(b'["not a time", 1]').decode()
