@@ -65,19 +65,27 @@ def _canary(name: str, ns: str, image: str, waves: list[dict[str, Any]], **rollo
                         rollout={"strategy": "Canary", "waves": waves, **rollout})
 
 
+async def _steady(cluster: Any, ns: str, name: str, pg_url: str, start_operator: Any,
+                  waves: list[dict[str, Any]], **rollout: Any) -> tuple[Any, dict[str, Any]]:
+    """The database migrated, the operator started and `name` (4 occurrences, canary
+    rollouts) steady on the stable template: (the operator process, the StatefulSet)."""
+    await _migrated(pg_url)
+    create_db_secret(cluster, ns, pg_url)
+    op = start_operator()
+    cluster.apply(_canary(name, ns, STABLE, waves, **rollout))
+    sts = wait_for(lambda: _settled(cluster, ns, name, 4, "Complete", STABLE), timeout=TIMEOUT,
+                   message="steady on the stable template")
+    return op, sts
+
+
 async def test_a_new_template_reaches_the_highest_ordinals_first_wave_by_wave(
     kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str
 ) -> None:
     ns, cluster, name = namespace, kube_cluster, "waves"
-    await _migrated(pg_url)
-    create_db_secret(cluster, ns, pg_url)
-    start_operator()
     waves = [{"name": "explorer", "occurrences": 1, "bakeSeconds": 4},
              {"name": "early", "percent": 50, "bakeSeconds": 4},
              {"name": "general", "percent": 100, "bakeSeconds": 4}]
-    cluster.apply(_canary(name, ns, STABLE, waves))
-    before = wait_for(lambda: _settled(cluster, ns, name, 4, "Complete", STABLE),
-                      timeout=TIMEOUT, message="steady on the stable template")
+    _, before = await _steady(cluster, ns, name, pg_url, start_operator, waves)
     stable_revision = before["status"]["currentRevision"]
     assert _rollout(cluster, ns, name)["stableRevision"] == stable_revision
 
@@ -115,14 +123,9 @@ async def test_a_killed_operator_resumes_the_wave_pause_holds_it_and_the_stable_
     kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str
 ) -> None:
     ns, cluster, name = namespace, kube_cluster, "revert"
-    await _migrated(pg_url)
-    create_db_secret(cluster, ns, pg_url)
-    op = start_operator()
     waves = [{"name": "explorer", "occurrences": 1, "bakeSeconds": 3600},
              {"name": "general", "percent": 100, "bakeSeconds": 0}]
-    cluster.apply(_canary(name, ns, STABLE, waves))
-    wait_for(lambda: _settled(cluster, ns, name, 4, "Complete", STABLE), timeout=TIMEOUT,
-             message="steady on the stable template")
+    op, _ = await _steady(cluster, ns, name, pg_url, start_operator, waves)
     cluster.apply(_canary(name, ns, NEW, waves))
     baking = wait_for(lambda: (r := _rollout(cluster, ns, name)).get("bakeStartedAt") and r,
                       timeout=TIMEOUT, message="the explorer baking")
@@ -193,15 +196,11 @@ async def test_gates_judge_the_canary_on_its_work_in_the_database(
     stop = asyncio.Event()
     worker = None
     try:
-        create_db_secret(cluster, ns, pg_url)
-        start_operator()
         waves = [{"name": "explorer", "occurrences": 1, "bakeSeconds": 8, "maxBakeSeconds": 90,
                   "gates": [GATE]},
                  {"name": "general", "percent": 100, "bakeSeconds": 1}]
         extra = {"analysisIntervalSeconds": 2, "failureLimit": 2}
-        cluster.apply(_canary(name, ns, STABLE, waves, **extra))
-        wait_for(lambda: _settled(cluster, ns, name, 4, "Complete", STABLE), timeout=TIMEOUT,
-                 message="steady on the stable template")
+        await _steady(cluster, ns, name, pg_url, start_operator, waves, **extra)
         worker = asyncio.create_task(_work(store, name, 4, {3} if bad else set(), stop))
         cluster.apply(_canary(name, ns, NEW, waves, **extra))
         if bad:
@@ -243,15 +242,10 @@ async def test_a_newer_template_mid_rollout_starts_over_and_the_previous_ones_po
     template (a StatefulSet never replaces a pod below its partition by itself)."""
     ns, cluster, name = namespace, kube_cluster, "restart"
     v3 = "registry.example/agent:3"
-    await _migrated(pg_url)
-    create_db_secret(cluster, ns, pg_url)
-    start_operator()
     waves = [{"name": "explorer", "occurrences": 1, "bakeSeconds": 0},
              {"name": "early", "percent": 50, "bakeSeconds": 3600},
              {"name": "general", "percent": 100, "bakeSeconds": 0}]
-    cluster.apply(_canary(name, ns, STABLE, waves))
-    wait_for(lambda: _settled(cluster, ns, name, 4, "Complete", STABLE), timeout=TIMEOUT,
-             message="steady on the stable template")
+    await _steady(cluster, ns, name, pg_url, start_operator, waves)
     cluster.apply(_canary(name, ns, NEW, waves))
     wait_for(lambda: _images(cluster, ns, name, 4) == {0: STABLE, 1: STABLE, 2: NEW, 3: NEW}
              and _rollout(cluster, ns, name).get("bakeStartedAt"), timeout=TIMEOUT,
@@ -271,14 +265,9 @@ async def test_the_rollout_annotation_aborts_and_retries_once_each(
     kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str
 ) -> None:
     ns, cluster, name = namespace, kube_cluster, "annotated"
-    await _migrated(pg_url)
-    create_db_secret(cluster, ns, pg_url)
-    start_operator()
     waves = [{"name": "explorer", "occurrences": 1, "bakeSeconds": 3600},
              {"name": "general", "percent": 100, "bakeSeconds": 0}]
-    cluster.apply(_canary(name, ns, STABLE, waves))
-    wait_for(lambda: _settled(cluster, ns, name, 4, "Complete", STABLE), timeout=TIMEOUT,
-             message="steady on the stable template")
+    await _steady(cluster, ns, name, pg_url, start_operator, waves)
     cluster.apply(_canary(name, ns, NEW, waves))
     wait_for(lambda: _rollout(cluster, ns, name).get("bakeStartedAt"), timeout=TIMEOUT,
              message="the explorer baking")
