@@ -167,6 +167,11 @@ class OperatorMetrics:
             self._drain_timeout.labels(namespace, name).set(drain_timeout_seconds)
         self._replicas.labels(namespace, name, "desired").set(desired)
         self._replicas.labels(namespace, name, "ready").set(ready)
+        self.set_conditions(namespace, name, conditions)
+
+    def set_conditions(self, namespace: str, name: str,
+                       conditions: list[dict[str, str]]) -> None:
+        """`occurrence_operator_condition`: one series per condition the status shows."""
         shown = {(c.get("type", ""), c.get("status", ""), c.get("reason", ""))
                  for c in conditions}
         for gone in self._conditions_shown.pop((namespace, name), set()) - shown:

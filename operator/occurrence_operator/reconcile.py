@@ -39,6 +39,8 @@ from .owned import apply_owned_objects
 from .owner import Owner
 from .ownership import claim_occurrence_ids, own_occurrences
 from .passcontext import PassContext
+from .pause import PAUSED, REASON_UNKNOWN_VALUE
+from .pause import read_request as read_pause_request
 from .render import render
 from .retention import retain_if_due
 from .rollout import Rollout
@@ -53,6 +55,7 @@ from .statusdoc import (
     StatusDocument,
     StatusInputs,
     derive_status,
+    paused_status,
     problem_status,
     short_error,
 )
@@ -98,6 +101,15 @@ class ReconcilePass:
                 await self.agd.flush_events()
 
     async def _run(self) -> float | None:
+        paused, annotation_problem = read_pause_request(self.agd.annotations)
+        if paused:
+            await self._write(paused_status(self.conditions, before=self.before),
+                              partial=True)
+            return None
+        if annotation_problem is not None:
+            self.conditions.set(PAUSED, "False", REASON_UNKNOWN_VALUE, annotation_problem)
+        else:
+            self.conditions.remove(PAUSED)
         try:
             spec = AgentDeploymentSpec.model_validate(self.agd.body.get("spec") or {})
             naming.validate_name(self.name)
@@ -217,10 +229,18 @@ class ReconcilePass:
         self.conditions.set(READY, "False", "InvalidSpec", "the spec is invalid")
         await self._write(problem_status(self.conditions, before=self.before))
 
-    async def _write(self, document: StatusDocument) -> None:
+    async def _write(self, document: StatusDocument, *, partial: bool = False) -> None:
+        """Post the document's events, set the gauges and write the status where it differs.
+        `partial`: the document holds the conditions and the phase only (a paused pass): the
+        gauges of what it does not say keep what the last full pass set."""
         for type_, reason, message in document.events:
             self.agd.event(type_, reason, message)
         wire = document.to_wire()
+        if partial:
+            self.context.metrics.set_conditions(self.namespace, self.name,
+                                                wire.get("conditions") or [])
+            await self.agd.write_status(wire)
+            return
         record = document.status.scale_down
         spec = self.agd.body.get("spec") or {}
         self.context.metrics.set_status(

@@ -24,7 +24,8 @@ Timestamp = Annotated[
 ]
 
 Phase = Literal[
-    "Migrating", "Progressing", "Running", "Draining", "ScaledToZero", "Degraded", "Failed"
+    "Migrating", "Progressing", "Running", "Draining", "ScaledToZero", "Degraded", "Failed",
+    "Paused",
 ]
 ScaleDownPhase = Literal[
     "Fencing", "WaitingInFlight", "Transferring", "Shrinking", "Sweeping", "Done", "Cancelled"

@@ -36,6 +36,14 @@ from .conditions import (
 from .drain import draining_count, is_active
 from .events import EventType
 from .naming import ordinal_of
+from .pause import (
+    PAUSED,
+    REASON_PAUSED,
+    REASON_RESUMED,
+    REASON_UNKNOWN_VALUE,
+    RECONCILE_ANNOTATION,
+    paused_message,
+)
 from .rollout import held_back
 from .statefulset import StatefulSetSize
 from .status import (
@@ -98,6 +106,9 @@ class ConditionSet:
 
     def has(self, type_: str) -> bool:
         return find_condition(self.conditions, type_) is not None
+
+    def remove(self, type_: str) -> None:
+        self.conditions = [c for c in self.conditions if c.get("type") != type_]
 
     def models(self) -> list[Condition]:
         return [Condition.model_validate(c) for c in self.conditions]
@@ -224,6 +235,19 @@ def derive_status(
                           removed=removed)
 
 
+def paused_status(conditions: ConditionSet, *, before: Sequence[Mapping[str, Any]]
+                  ) -> StatusDocument:
+    """The status of a paused pass: the `Paused` condition and the phase, nothing else
+    (the rest stays as the last pass before the pause left it). Set once: a paused object
+    whose spec changes keeps its condition as it was, `observedGeneration` included, so that
+    nothing is written while it stays paused."""
+    if (find_condition(conditions.conditions, PAUSED) or {}).get("status") != "True":
+        conditions.set(PAUSED, "True", REASON_PAUSED, paused_message())
+    phase: Phase = "Paused"
+    status = AgentDeploymentStatus.from_fields(conditions=conditions.models(), phase=phase)
+    return StatusDocument(status, transition_events(before, conditions.conditions))
+
+
 def problem_status(conditions: ConditionSet, *, before: Sequence[Mapping[str, Any]]
                    ) -> StatusDocument:
     """The status of a pass stopped by a problem before anything was measured (invalid
@@ -296,6 +320,14 @@ def transition_events(
             events.append(("Warning", "MigrationsFailed", message))
         elif type_ == READY and status == "True":
             events.append(("Normal", "Ready", message))
+        elif type_ == PAUSED and status == "True":
+            events.append(("Normal", REASON_PAUSED, message))
+        elif type_ == PAUSED and reason == REASON_UNKNOWN_VALUE:
+            events.append(("Warning", "ReconcileAnnotationIgnored", message))
+    was_paused = (find_condition(before, PAUSED) or {}).get("status") == "True"
+    if was_paused and find_condition(after, PAUSED) is None:
+        events.append(("Normal", REASON_RESUMED,
+                       f"{RECONCILE_ANNOTATION} removed: reconciling again"))
     return events
 
 

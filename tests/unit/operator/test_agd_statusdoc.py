@@ -7,6 +7,7 @@ from typing import Any
 
 from occurrence_operator.agd_object import status_patch
 from occurrence_operator.conditions import find_condition
+from occurrence_operator.pause import read_request as read_pause_request
 from occurrence_operator.status import (
     AgentDeploymentStatus,
     AutoscalingStatus,
@@ -21,7 +22,9 @@ from occurrence_operator.statusdoc import (
     StatusInputs,
     condition_reason,
     derive_status,
+    paused_status,
     problem_status,
+    transition_events,
 )
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -162,3 +165,37 @@ def test_a_record_written_again_loses_the_keys_it_no_longer_has() -> None:
         "rollout": {"phase": "Progressing", "wave": "early", "bakeStartedAt": None}}
     assert status_patch(live, live) == {}
     assert status_patch({"rollout": None}, live) == {"rollout": None}
+
+
+def test_a_paused_pass_writes_the_paused_condition_and_phase_only() -> None:
+    before = [{"type": "Ready", "status": "True", "reason": "AllOccurrencesReady",
+               "message": "2/2", "lastTransitionTime": "2025-01-01T11:00:00Z"}]
+    conditions = ConditionSet(list(before), 3, T0)
+    document = paused_status(conditions, before=before)
+    wire = document.to_wire()
+    assert set(wire) == {"conditions", "phase"} and wire["phase"] == "Paused"
+    paused = find_condition(wire["conditions"], "Paused")
+    assert paused is not None and paused["status"] == "True"
+    assert find_condition(wire["conditions"], "Ready") == before[0]  # untouched
+    assert [e[:2] for e in document.events] == [("Normal", "ReconcilePaused")]
+    # a merge patch of it leaves everything else in the live status alone
+    live = {"replicas": 2, "readyReplicas": 2, "phase": "Running", "conditions": before}
+    assert set(status_patch(wire, live)) == {"conditions", "phase"}
+
+
+def test_the_pause_annotation_is_read_exactly() -> None:
+    assert read_pause_request({}) == (False, None)
+    assert read_pause_request({"occurrence.dev/reconcile": "paused"}) == (True, None)
+    for value in ("Paused", "true", "disabled", ""):
+        paused, problem = read_pause_request({"occurrence.dev/reconcile": value})
+        assert not paused and problem is not None and repr(value) in problem
+
+
+def test_resumed_is_told_only_after_a_pause() -> None:
+    paused = {"type": "Paused", "status": "True", "reason": "ReconcilePaused", "message": "",
+              "lastTransitionTime": "2025-01-01T11:00:00Z"}
+    ignored = {**paused, "status": "False", "reason": "UnknownValue", "message": "typo"}
+    assert [e[1] for e in transition_events([paused], [])] == ["ReconcileResumed"]
+    assert transition_events([ignored], []) == []
+    assert [e[:2] for e in transition_events([paused], [ignored])] == [
+        ("Warning", "ReconcileAnnotationIgnored")]
