@@ -471,6 +471,38 @@ scale_down_killing_operator() {  # $1: replicas
   note "scale 5 -> $1: operator pod SIGKILLed in drain phase '${killed:-none seen}', the new one resumed; drain Done in $((SECONDS - t))s"
 }
 
+# --- fencing any occurrence -------------------------------------------------------------------
+
+occurrence_state_is() {  # $1: occurrence id, $2: registry state
+  [[ "$(sql "SELECT state FROM occurrences WHERE occurrence_id = '$1'")" == "$2" ]]
+}
+fenced_and_empty() {  # $1: occurrence id
+  occurrence_state_is "$1" draining &&
+    [[ "$(sql "SELECT count(*) FROM tasks WHERE agent_occurrence_id = '$1'
+                AND status IN ('pending', 'active')")" == 0 ]] &&
+    [[ "$(k -n "$NS" get agd "$AGD" -o jsonpath='{.status.fencedReplicas}')" == 1 ]]
+}
+pod_identity() {  # $1: pod — uid and restarts: the same pod, never restarted
+  k -n "$NS" get pod "$1" -o jsonpath='{.metadata.uid}/{.status.containerStatuses[0].restartCount}'
+}
+
+fence_middle_occurrence() {  # $1: replicas. Under load: $AGD-1 out of work, its pod running.
+  local occ="$AGD-1" before t=$SECONDS
+  before="$(pod_identity "$occ")"
+  burst 30
+  k -n "$NS" patch agd "$AGD" --type=merge \
+    -p "{\"spec\":{\"fencedOccurrences\":[\"$occ\"]}}" >/dev/null
+  wait_until "$occ fenced and emptied (its work on the others)" "$TIMEOUT" fenced_and_empty "$occ"
+  [[ "$(pod_identity "$occ")" == "$before" ]] || fail "$occ's pod was replaced or restarted"
+  pod_phase_is "$occ" Running || fail "$occ's pod is not Running while fenced"
+  note "fence $occ under load: emptied in $((SECONDS - t))s; its pod kept running (same uid, no restart)"
+  k -n "$NS" patch agd "$AGD" --type=json \
+    -p '[{"op":"remove","path":"/spec/fencedOccurrences"}]' >/dev/null
+  wait_until "$occ un-fenced" "$TIMEOUT" occurrence_state_is "$occ" active
+  wait_ready "$1"
+  note "un-fence $occ: active and Ready again after $((SECONDS - t))s in all"
+}
+
 # --- the passes -----------------------------------------------------------------------------
 
 pass_helm() {
@@ -508,6 +540,8 @@ pass_kustomize() {
   install_operator kustomize
   apply_example
   start_load kustomize 4
+  step "fence $AGD-1 (a middle ordinal) under load, then give it back"
+  fence_middle_occurrence 3
   step "scale 3 -> 2 under load"
   burst 30
   local t=$SECONDS

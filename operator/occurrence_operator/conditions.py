@@ -99,6 +99,8 @@ class PhaseInputs:
     updated: int
     """StatefulSet status.updatedReplicas (pods on the current template)."""
     degraded: bool = False
+    fenced: int = 0
+    """Occurrences fenced by hand: their pods run, not Ready on purpose."""
 
 
 def compute_phase(inputs: PhaseInputs) -> Phase:
@@ -117,6 +119,7 @@ def compute_phase(inputs: PhaseInputs) -> Phase:
         return "Degraded"
     if inputs.desired == 0 and inputs.current == 0:
         return "ScaledToZero"
-    if inputs.current == inputs.desired == inputs.ready == inputs.updated:
+    if (inputs.current == inputs.desired == inputs.updated
+            and inputs.desired - inputs.fenced <= inputs.ready <= inputs.desired):
         return "Running"
     return "Progressing"

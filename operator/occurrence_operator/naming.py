@@ -39,6 +39,24 @@ def validate_name(name: str) -> None:
         raise ValueError(f"invalid AgentDeployment name {name!r}: {NAME_CEL_MESSAGE}")
 
 
+FENCED_ID_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?-(0|[1-9][0-9]{0,3})$"
+"""`spec.fencedOccurrences` items: an occurrence id `<name>-<ordinal>`."""
+
+
+def fenced_ordinals(ids: list[str] | None, name: str) -> frozenset[int]:
+    """The ordinals `spec.fencedOccurrences` names; ValueError for an id that is not one of
+    this AgentDeployment's. (The CRD checks the form of each id only: a CEL rule comparing
+    it with `metadata.name`, which has no declared length, costs more than the budget.)"""
+    ordinals = set()
+    for occurrence in ids or ():
+        ordinal = ordinal_of(occurrence, name)
+        if ordinal is None:
+            raise ValueError(f"spec.fencedOccurrences: {occurrence!r} is not an occurrence of "
+                             f"{name!r} ({name}-<ordinal>)")
+        ordinals.add(ordinal)
+    return frozenset(ordinals)
+
+
 def statefulset_name(name: str) -> str:
     return name
 

@@ -113,6 +113,7 @@ class ReconcilePass:
         try:
             spec = AgentDeploymentSpec.model_validate(self.agd.body.get("spec") or {})
             naming.validate_name(self.name)
+            naming.fenced_ordinals(spec.fenced_occurrences, self.name)
             refuse_operator_account(spec, self.namespace, self.context.own_service_account)
         except (ValidationError, ValueError) as e:
             await self._stop_invalid(short_error(e))
@@ -212,7 +213,9 @@ class ReconcilePass:
                             occurrences=occurrences, problem=problem,
                             autoscaling=autoscaling.status_of(spec.autoscaling, scaled,
                                                               self.agd.status),
-                            autoscaler_conflict=scaled.conflict if scaled else None)
+                            autoscaler_conflict=scaled.conflict if scaled else None,
+                            fenced=sum(1 for k in naming.fenced_ordinals(
+                                spec.fenced_occurrences, self.name) if k < spec.replicas))
 
     async def _claim_ids(self, store: Store, count: int) -> Problem | None:
         """Claim the occurrence ids `<name>-0..count-1` for this AgentDeployment."""

@@ -13,7 +13,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from . import wellknown
 from .crdmodel import CelRule, CrdModel
-from .naming import DNS1123_LABEL, DNS1123_SUBDOMAIN
+from .naming import DNS1123_LABEL, DNS1123_SUBDOMAIN, FENCED_ID_PATTERN, MAX_NAME_LENGTH
 
 ImagePullPolicy = Literal["Always", "IfNotPresent", "Never"]
 InFlightMode = Literal["release", "wait"]
@@ -533,6 +533,13 @@ class AgentDeploymentSpec(CrdModel):
         json_schema_extra={"default": {}})
     rollout: RolloutSpec = Field(
         default_factory=lambda: RolloutSpec.model_validate({}), json_schema_extra={"default": {}})
+    fenced_occurrences: list[Annotated[str, Field(
+        min_length=3, max_length=MAX_NAME_LENGTH + 5, pattern=FENCED_ID_PATTERN)]] | None = Field(
+        None, max_length=MAX_REPLICAS, json_schema_extra={"x-kubernetes-list-type": "set"})
+    """Occurrence ids (`<name>-<ordinal>`, any ordinal) taken out of work while their pods
+    keep running: each claims nothing new, fails readiness, finishes (or, after the drain's
+    grace, releases) its in-flight work, and its pending work moves to the occurrences that
+    are not fenced. It stays fenced across pod restarts until removed from the list."""
     autoscaling: AutoscalingSpec | None = None
     """Size on the backlog instead of a fixed spec.replicas (which it then writes). Absent:
     the size is spec.replicas, set by you, kubectl scale or an HPA."""

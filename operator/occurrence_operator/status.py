@@ -198,6 +198,11 @@ class AgentDeploymentStatus(CrdModel):
     ready_replicas: int | None = Field(None, ge=0)
     draining_replicas: int | None = Field(None, ge=0)
     """Occurrences currently being drained by a scale-down."""
+    backlog: int | None = Field(None, ge=0)
+    """Pending and active tasks of the AgentDeployment's occurrences at the last pass that
+    read the database (printer column `Backlog`)."""
+    fenced_replicas: int | None = Field(None, ge=0)
+    """Running occurrences `spec.fencedOccurrences` takes out of work (absent: none)."""
     selector: str | None = None
     """Label selector of the agent pods, serialized (scale subresource labelSelectorPath)."""
     phase: Phase | None = None

@@ -132,6 +132,9 @@ class StatusInputs:
     """Another autoscaler targets the AgentDeployment (Degraded/AutoscalerConflict)."""
     rollout: RolloutStatus | None = None
     """The canary rollout's record; None: `strategy: RollingUpdate` (the field is removed)."""
+    fenced: int = 0
+    """Occurrences below spec.replicas that `spec.fencedOccurrences` fences (their pods run
+    but are not Ready, on purpose)."""
 
 
 @dataclass(frozen=True)
@@ -173,19 +176,22 @@ def derive_status(
     desired = inputs.desired
     # a canary rollout holds the ordinals below its partition on the stable template
     stable_on_purpose = held_back(inputs.rollout)
+    # fenced occurrences' pods run, not Ready on purpose (they may still be, for a moment)
+    fenced = min(inputs.fenced, desired)
     all_there = (
         sts is not None
         and size.observed
         and size.replicas == desired
         and replicas == desired
-        and ready == desired
+        and desired - fenced <= ready <= desired
         and updated == desired - stable_on_purpose
     )
+    ready_text = f"{ready}/{desired} occurrences ready" + (f", {fenced} fenced" if fenced else "")
     if problem is not None and problem.reason == OCCURRENCE_ID_CONFLICT:
         conditions.set(READY, "False", OCCURRENCE_ID_CONFLICT,
                        "its occurrence ids belong to another AgentDeployment")
     elif all_there and migration.state in ("Succeeded", "Disabled") and not draining:
-        conditions.set(READY, "True", "AllOccurrencesReady", f"{ready}/{desired} occurrences ready")
+        conditions.set(READY, "True", "AllOccurrencesReady", ready_text)
     else:
         why = (
             "MigrationsPending"
@@ -196,7 +202,7 @@ def derive_status(
             if draining
             else "OccurrencesNotReady"
         )
-        conditions.set(READY, "False", why, f"{ready}/{desired} occurrences ready")
+        conditions.set(READY, "False", why, ready_text)
 
     phase = compute_phase(
         PhaseInputs(
@@ -207,6 +213,7 @@ def derive_status(
             ready=ready,
             updated=updated,  # a canary rollout under way is Progressing, Ready or not
             degraded=degraded,
+            fenced=fenced,
         )
     )
     status = AgentDeploymentStatus.from_fields(
@@ -214,6 +221,9 @@ def derive_status(
         replicas=replicas,
         ready_replicas=ready,
         draining_replicas=draining_count(record),
+        fenced_replicas=fenced or None,
+        backlog=None if inputs.occurrences is None else sum(
+            o.pending_tasks + o.active_tasks for o in inputs.occurrences),
         selector=inputs.selector,
         phase=phase,
         conditions=conditions.models(),
@@ -230,7 +240,9 @@ def derive_status(
         ),
     )
     removed = tuple(name for name, value in (("autoscaling", inputs.autoscaling),
-                                             ("rollout", inputs.rollout)) if value is None)
+                                             ("rollout", inputs.rollout),
+                                             ("fencedReplicas", fenced or None))
+                    if value is None)
     return StatusDocument(status, transition_events(before, conditions.conditions),
                           removed=removed)
 

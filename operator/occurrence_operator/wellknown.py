@@ -13,6 +13,8 @@ LIST_KIND = "AgentDeploymentList"
 PLURAL = "agentdeployments"
 SINGULAR = "agentdeployment"
 SHORT_NAMES = ("agd",)
+CATEGORIES = ("occurrence",)
+"""`kubectl get occurrence` lists every AgentDeployment (like `kubectl get all`)."""
 CRD_NAME = f"{PLURAL}.{GROUP}"
 
 # Well-known labels (https://kubernetes.io/docs/concepts/overview/working-with-objects/common-labels/)

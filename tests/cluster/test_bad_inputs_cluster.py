@@ -101,6 +101,8 @@ CASES: dict[str, dict[str, Any] | list[str]] = {
     "crd-args-reserved": {"spec.args": ["--database-url=postgresql://x@h/db"]},
     "crd-args-reserved-split": {"spec.args": ["--token-dir", "/tmp"]},
     "crd-command-reserved": {"spec.command": ["occurrence-agent", "--token-dir=/tmp"]},
+    "crd-fenced-not-an-id": {"spec.fencedOccurrences": ["valid"]},
+    "crd-fenced-twice": {"spec.fencedOccurrences": ["valid-1", "valid-1"]},
     "crd-readiness-replaced": {"spec.probes.readiness": {"exec": {"command": ["true"]}}},
     "crd-pod-nonroot-false": {"spec.podSecurityContext.runAsNonRoot": False},
     "crd-pod-seccomp-unconfined": {"spec.podSecurityContext.seccompProfile.type": "Unconfined"},

@@ -91,33 +91,58 @@ class DriveResult:
 
 async def observe(
     store: Store, name: str, record: ScaleDownStatus | None, port: DrainPort, *,
-    desired: int, agent_id: str,
+    desired: int, agent_id: str, fenced: frozenset[int] = frozenset(),
 ) -> Observations:
     """Measure what the planner needs: the active drain's departing occurrences, or, outside a
-    drain, the occurrences below `desired` that are still fenced."""
+    drain, the fences the registry has that the spec does not (stale) and the other way
+    round (due), and the fenced occurrences' work."""
     if not planner.is_active(record):
-        fenced = await store.registry.list(state=OccurrenceState.DRAINING, agent_id=agent_id)
-        stale = sorted(k for k in (ordinal_of(o.occurrence_id, name) for o in fenced)
-                       if k is not None and k < max(desired, 1))
-        return Observations(stale_fences=tuple(stale))
+        rows = await store.registry.list(state=OccurrenceState.DRAINING, agent_id=agent_id)
+        draining = {k for k in (ordinal_of(o.occurrence_id, name) for o in rows)
+                    if k is not None and k < max(desired, 1)}
+        stale = sorted(k for k in draining if k not in fenced)
+        wanted = sorted(k for k in fenced if k < desired)
+        movable: list[int] = []
+        busy = False
+        for k in (k for k in wanted if k in draining):
+            work, quiet, dead = await _occupancy(store, name, k)
+            if quiet or dead:
+                movable += [k] if work else []
+            else:
+                busy = True
+        return Observations(stale_fences=tuple(stale),
+                            fences_due=tuple(k for k in wanted if k not in draining),
+                            fenced_to_evacuate=tuple(movable), fenced_busy=busy)
     assert record is not None
     ordinals = tuple(record.ordinals)
     work = 0
     quiet = True
     dead = True
     for k in ordinals:
-        occ = occurrence_id(name, k)
-        scoped = store.scope(occ)
-        work += await scoped.count_tasks(TaskStatus.PENDING)
-        work += await scoped.count_tasks(TaskStatus.ACTIVE)
-        if await scoped.count_thoughts(ThoughtStatus.PROCESSING) > 0:
-            row = await store.registry.get(occ)
-            if row is None or not row.quiesced:
-                quiet = False
-                dead = dead and (row is None or row.lease_expired())
+        held, quiet_k, dead_k = await _occupancy(store, name, k)
+        work += held
+        if not quiet_k:
+            quiet = False
+            dead = dead and dead_k
     pods = await port.departing_pods(ordinals) if record.phase in ("Shrinking", "Sweeping") else 0
     return Observations(in_flight_quiet=quiet, unresponsive=not quiet and dead,
                         departing_work=work, departing_pods=pods)
+
+
+async def _occupancy(store: Store, name: str, ordinal: int) -> tuple[int, bool, bool]:
+    """(pending + active tasks, quiet, dead) of a fenced occurrence: quiet when it holds no
+    in-flight (PROCESSING) work or acknowledged the fence, dead when its lease expired (or it
+    never registered)."""
+    occ = occurrence_id(name, ordinal)
+    scoped = store.scope(occ)
+    work = (await scoped.count_tasks(TaskStatus.PENDING)
+            + await scoped.count_tasks(TaskStatus.ACTIVE))
+    if await scoped.count_thoughts(ThoughtStatus.PROCESSING) == 0:
+        return work, True, False
+    row = await store.registry.get(occ)
+    if row is not None and row.quiesced:
+        return work, True, False
+    return work, False, row is None or row.lease_expired()
 
 
 async def _move(
@@ -168,11 +193,16 @@ async def execute(
         return 0
     if action is DrainAction.UNFENCE:
         for k in decision.ordinals:
-            await store.registry.set_state(occurrence_id(name, k), OccurrenceState.ACTIVE)
+            if k not in settings.fenced:  # a user's fence outlives a cancelled drain
+                await store.registry.set_state(occurrence_id(name, k), OccurrenceState.ACTIVE)
         return 0
+    if action is DrainAction.EVACUATE:
+        return await _move(store, name, decision.ordinals, decision.survivors,
+                           "fenced occurrence", recovery)
     target = decision.record or record
     assert target is not None
-    survivors = decision.survivors or planner.survivor_ids(name, target.to_replicas)
+    survivors = decision.survivors or planner.survivor_ids(name, target.to_replicas,
+                                                           settings.fenced)
     if action in (DrainAction.RELEASE_IN_FLIGHT, DrainAction.TRANSFER):
         return await _move(store, name, decision.ordinals, survivors, "scale-down drain",
                            recovery)
@@ -198,10 +228,14 @@ async def drive(
 ) -> DriveResult:
     """Plan and act until the planner waits or has nothing left to do."""
     transferred = 0
+    look_again: float | None = None
+    """After a fence or an evacuation: work may still trickle in to a fenced occurrence until
+    its pod leaves the Service's endpoints, so look again shortly (once nothing moved, the
+    resync is enough)."""
     for _ in range(MAX_ITERATIONS):
         decision = await _plan(store, name, settings, desired, current, record, port, agent_id)
         if decision.action is DrainAction.NOOP:
-            return DriveResult(current, record, None, transferred)
+            return DriveResult(current, record, look_again, transferred)
         if decision.action is DrainAction.WAIT:
             return DriveResult(current, record, decision.requeue_after, transferred)
         async with store.locks.hold(f"drain:{agent_id}", wait_seconds=LOCK_WAIT_SECONDS) as held:
@@ -233,21 +267,45 @@ async def drive(
                 new_record = planner.record_transferred(new_record, moved)
                 transferred += moved
                 port.transferred(moved)
+            before = record
             if new_record != record:
                 await port.persist(new_record)
                 await _milestone(port, record, new_record, decision, moved)
                 record = new_record
             elif decision.action is DrainAction.SCALE and current_before is not None:
                 await port.event("Normal", "Scaled", decision.reason)
+            await _fence_milestone(port, name, before, decision, moved)
+            if decision.action in (DrainAction.FENCE, DrainAction.EVACUATE) and \
+                    not planner.is_active(before):
+                look_again = planner.POLL_SECONDS
     log.warning("%s: drain planning did not settle in %d rounds", name, MAX_ITERATIONS)
     return DriveResult(current, record, planner.POLL_SECONDS, transferred)
+
+
+async def _fence_milestone(port: DrainPort, name: str, before: ScaleDownStatus | None,
+                           decision: DrainDecision, moved: int) -> None:
+    """The events of a fence by hand (a step taken outside a drain)."""
+    if planner.is_active(before):
+        return
+    ids = ", ".join(occurrence_id(name, k) for k in decision.ordinals)
+    if decision.action is DrainAction.FENCE:
+        await port.event("Normal", "OccurrencesFenced",
+                         f"fenced {ids} (spec.fencedOccurrences): they claim no new work")
+    elif decision.action is DrainAction.EVACUATE:
+        if moved:
+            port.transferred(moved)
+        await port.event("Normal", "FencedWorkMoved",
+                         f"moved {moved} tasks from fenced {ids} to the other occurrences")
+    elif decision.action is DrainAction.UNFENCE:
+        await port.event("Normal", "OccurrencesUnfenced", f"un-fenced {ids}")
 
 
 async def _plan(
     store: Store, name: str, settings: DrainSettings, desired: int, current: int | None,
     record: ScaleDownStatus | None, port: DrainPort, agent_id: str,
 ) -> DrainDecision:
-    observed = await observe(store, name, record, port, desired=desired, agent_id=agent_id)
+    observed = await observe(store, name, record, port, desired=desired, agent_id=agent_id,
+                             fenced=settings.fenced)
     return planner.plan(name, current=current, desired=desired, record=record,
                         settings=settings, observed=observed, now=utcnow())
 
@@ -321,10 +379,12 @@ async def rebalance(
     desired: int,
     drain_active: bool,
     statefulset: StatefulSetSize,
+    fenced: frozenset[int] = frozenset(),
 ) -> RebalanceResult:
     """One step of the rebalance recorded by a scale-up (`rebalance.plan_rebalance`)."""
     decision = rebalancing.plan_rebalance(
-        name, record, desired=desired, drain_active=drain_active, statefulset=statefulset
+        name, record, desired=desired, drain_active=drain_active, statefulset=statefulset,
+        fenced=fenced
     )
     if decision.action is RebalanceAction.WAIT:
         return RebalanceResult(record, decision.requeue_after)

@@ -33,6 +33,15 @@ Outside a drain, occurrences that will run (ordinals below spec.replicas) but ar
 fenced — a drain bypassed with the skip-drain annotation while the database was down left
 them so — are un-fenced before anything else, so returning pods are not unready forever.
 
+Fencing by hand (`spec.fencedOccurrences`, any ordinal, not only the highest): with the
+StatefulSet at its size and no drain under way, a fenced occurrence still active in the
+registry is fenced (FENCE, with the drain's grace); once it is quiet (its in-flight work done
+or released and acknowledged) or dead, its pending and active work moves to the occurrences
+that are not fenced (EVACUATE); while it is still busy the planner waits. A user's fence is
+never un-fenced by the planner, and never receives work (`survivor_ids`): only removing it
+from the spec un-fences it (as a stale fence). With every running occurrence fenced, work
+cannot go anywhere: it stays where it is.
+
 The two smaller state machines of the StatefulSet size live beside this one: the skip-drain
 bypass (`bypass.py`) and the rebalance after a scale-up (`rebalance.py`).
 """
@@ -81,6 +90,9 @@ class DrainAction(StrEnum):
     """Patch StatefulSet replicas to `statefulset_replicas` (the drain's target)."""
     SWEEP = "Sweep"
     """Transfer stragglers of `ordinals` to `survivors` once more, then mark them retired."""
+    EVACUATE = "Evacuate"
+    """Move the pending/active tasks of the fenced `ordinals` (quiet or dead) to
+    `survivors`; the StatefulSet and the record stay as they are."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +110,15 @@ class Observations:
     departing_pods: int = 0
     """Pods of departing ordinals that still exist."""
     stale_fences: tuple[int, ...] = ()
-    """Outside a drain: ordinals below spec.replicas that the registry still has fenced."""
+    """Outside a drain: ordinals below spec.replicas that the registry still has fenced
+    although the spec does not fence them."""
+    fences_due: tuple[int, ...] = ()
+    """Outside a drain: ordinals below spec.replicas the spec fences that the registry does
+    not (yet)."""
+    fenced_to_evacuate: tuple[int, ...] = ()
+    """Outside a drain: fenced ordinals that hold pending/active work and are quiet or dead."""
+    fenced_busy: bool = False
+    """Outside a drain: a fenced ordinal still finishes (or is to release) in-flight work."""
 
 
 @dataclass(frozen=True)
@@ -108,15 +128,19 @@ class DrainSettings:
     rebalance_on_scale_up: bool = False
     release_grace_seconds: int = 10
     recovery: RecoveryMode = "retry"
+    fenced: frozenset[int] = frozenset()
+    """Ordinals `spec.fencedOccurrences` takes out of work."""
 
     @classmethod
-    def from_spec(cls, drain: DrainSpec, recovery: RecoverySpec | None = None) -> DrainSettings:
+    def from_spec(cls, drain: DrainSpec, recovery: RecoverySpec | None = None,
+                  fenced: frozenset[int] = frozenset()) -> DrainSettings:
         return cls(
             timeout_seconds=drain.timeout_seconds,
             in_flight=drain.in_flight,
             rebalance_on_scale_up=drain.rebalance_on_scale_up,
             release_grace_seconds=drain.release_grace_seconds,
             recovery=(recovery or RecoverySpec()).in_flight,
+            fenced=fenced,
         )
 
     @property
@@ -147,9 +171,13 @@ def departing_ordinals(current: int, desired: int) -> tuple[int, ...]:
     return tuple(range(max(desired, 1), current))
 
 
-def survivor_ids(name: str, desired: int) -> tuple[str, ...]:
-    """Occurrences receiving the work: `<name>-0..M-1`, or `<name>-0` alone when M is 0."""
-    return tuple(occurrence_id(name, k) for k in range(max(desired, 1)))
+def survivor_ids(name: str, desired: int, fenced: frozenset[int] = frozenset()
+                 ) -> tuple[str, ...]:
+    """Occurrences receiving the work: `<name>-0..M-1` (`<name>-0` alone when M is 0) but
+    the fenced ones — all of them when every one is fenced (the work must go somewhere)."""
+    every = range(max(desired, 1))
+    return tuple(occurrence_id(name, k) for k in ([k for k in every if k not in fenced]
+                                                  or every))
 
 
 def is_active(record: ScaleDownStatus | None) -> bool:
@@ -208,7 +236,7 @@ def plan(
             reason=f"scale up from {current} to {desired}",
         )
     if desired == current:
-        return DrainDecision(DrainAction.NOOP, record)
+        return _fences(name, desired, record, settings, observed)
     departing = departing_ordinals(current, desired)
     if not departing:
         return DrainDecision(
@@ -234,6 +262,27 @@ def plan(
     )
 
 
+def _fences(name: str, desired: int, record: ScaleDownStatus | None, settings: DrainSettings,
+            observed: Observations) -> DrainDecision:
+    """At size, no drain under way: the occurrences the spec fences are fenced and emptied."""
+    if observed.fences_due:
+        return DrainDecision(
+            DrainAction.FENCE, record, ordinals=observed.fences_due,
+            grace_seconds=settings.grace_seconds, reason="fence (spec.fencedOccurrences)")
+    survivors = survivor_ids(name, desired, settings.fenced)
+    movable = tuple(k for k in observed.fenced_to_evacuate
+                    if occurrence_id(name, k) not in survivors)
+    if movable:
+        return DrainDecision(
+            DrainAction.EVACUATE, record, ordinals=movable, survivors=survivors,
+            reason="move the fenced occurrences' work to the others")
+    if observed.fenced_busy:
+        return DrainDecision(
+            DrainAction.WAIT, record, requeue_after=POLL_SECONDS,
+            reason="fenced occurrences finishing in-flight work")
+    return DrainDecision(DrainAction.NOOP, record)
+
+
 def _span(ordinals: tuple[int, ...]) -> str:
     return f"{ordinals[0]}..{ordinals[-1]}" if len(ordinals) > 1 else str(ordinals[0])
 
@@ -249,7 +298,7 @@ def _continue(
 ) -> DrainDecision:
     phase: ScaleDownPhase = record.phase
     ordinals = tuple(record.ordinals)
-    survivors = survivor_ids(name, record.to_replicas)
+    survivors = survivor_ids(name, record.to_replicas, settings.fenced)
     if phase in ("Fencing", "WaitingInFlight", "Transferring") and desired != record.to_replicas:
         return _retarget(record, desired, now)
 

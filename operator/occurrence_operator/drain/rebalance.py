@@ -71,8 +71,10 @@ def plan_rebalance(
     desired: int,
     drain_active: bool,
     statefulset: StatefulSetSize,
+    fenced: frozenset[int] = frozenset(),
 ) -> RebalanceDecision:
-    """The next step of the rebalance recorded in `.status.rebalance` by a scale-up."""
+    """The next step of the rebalance recorded in `.status.rebalance` by a scale-up. Fenced
+    occurrences take no part: their pods are not Ready on purpose, and they get no work."""
     if record is None or record.phase != "Pending":
         return RebalanceDecision(RebalanceAction.NOOP)
     to = record.to_replicas
@@ -82,11 +84,13 @@ def plan_rebalance(
             RebalanceAction.CANCEL, record.model_copy(
                 update={"phase": "Cancelled", "message": message})
         )
-    if statefulset.replicas != to or statefulset.ready < to or not statefulset.observed:
+    taking_part = tuple(k for k in range(to) if k not in fenced)
+    if (statefulset.replicas != to or statefulset.ready < len(taking_part)
+            or not statefulset.observed):
         # StatefulSet events wake the worker sooner
         return RebalanceDecision(RebalanceAction.WAIT, requeue_after=POLL_SECONDS)
     return RebalanceDecision(
-        RebalanceAction.REBALANCE, occurrences=tuple(occurrence_id(name, k) for k in range(to))
+        RebalanceAction.REBALANCE, occurrences=tuple(occurrence_id(name, k) for k in taking_part)
     )
 
 

@@ -26,6 +26,7 @@ from ..adoption import check_owned
 from ..agd_object import AgentDeploymentObject
 from ..kube import object_path
 from ..metrics import OperatorMetrics
+from ..naming import fenced_ordinals
 from ..owner import Owner
 from ..spec import AgentDeploymentSpec
 from ..statefulset import StatefulSetSize
@@ -80,10 +81,11 @@ class Sizing:
         """Size the StatefulSet to `spec.replicas` (draining on the way down), then the
         rebalance a scale-up recorded."""
         sts = self.statefulset
+        fenced = fenced_ordinals(spec.fenced_occurrences, self.agd.name)
         drained = await driver.drive(
             name=self.agd.name,
             store=store,
-            settings=DrainSettings.from_spec(spec.drain, spec.recovery),
+            settings=DrainSettings.from_spec(spec.drain, spec.recovery, fenced=fenced),
             desired=spec.replicas,
             current=None if sts is None else StatefulSetSize.of(sts).replicas,
             record=self.record,
@@ -96,7 +98,7 @@ class Sizing:
             name=self.agd.name, store=store, port=self.port,
             record=read_rebalance(self.agd.status.get("rebalance")),
             desired=spec.replicas, drain_active=self.draining,
-            statefulset=StatefulSetSize.of(self.statefulset))
+            statefulset=StatefulSetSize.of(self.statefulset), fenced=fenced)
         self._look_again(rebalanced.requeue_after)
 
     def _look_again(self, seconds: float | None) -> None:

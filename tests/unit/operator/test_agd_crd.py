@@ -91,7 +91,7 @@ def test_every_status_field_is_declared() -> None:
     assert _status_fields() == {
         "observedGeneration", "replicas", "readyReplicas", "drainingReplicas", "selector",
         "phase", "occurrences", "lastMigration", "scaleDown", "rebalance", "conditions",
-        "autoscaling", "rollout",
+        "autoscaling", "rollout", "fencedReplicas", "backlog",
     }  # fmt: skip
     status = _root()["properties"]["status"]["properties"]
     assert set(status["autoscaling"]["properties"]) == {

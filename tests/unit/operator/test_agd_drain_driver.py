@@ -313,3 +313,42 @@ async def test_rebalance_after_a_scale_up(store: Store) -> None:
     port.rebalance_record = record  # a Pending rebalance outrun by another scale
     cancelled = await step(3, ready=4)
     assert cancelled.record is not None and cancelled.record.phase == "Cancelled"
+
+
+async def test_a_fenced_middle_ordinal_is_emptied_kept_fenced_and_released_on_removal(
+        store: Store) -> None:
+    total = await _occurrences(store, 3, {0: 1, 1: 6, 2: 2})
+    await _in_flight(store, 1)  # ordinal 1 is working on something when it is fenced
+    port = _port(3)
+    fence = DrainSettings(timeout_seconds=60, in_flight="release", release_grace_seconds=10,
+                          fenced=frozenset({1}))
+
+    fenced = await _drive(store, port, 3, fence)
+    assert await _state(store, 1) == OccurrenceState.DRAINING
+    assert fenced.requeue_after == planner.POLL_SECONDS  # busy: its in-flight work goes on
+    assert await _work(store, 1) == 7 and port.reasons() == ["OccurrencesFenced"]
+
+    await store.registry.set_quiesced(_id(1), True)  # the agent acknowledged the fence
+    emptied = await _drive(store, port, 3, fence)
+    # work may still trickle in until the pod leaves the endpoints: look again soon
+    assert emptied.requeue_after == planner.POLL_SECONDS and await _work(store, 1) == 0
+    assert (await _drive(store, port, 3, fence)).requeue_after is None  # nothing moved
+    assert await _work(store, 0) + await _work(store, 2) == total + 1
+    assert port.reasons() == ["OccurrencesFenced", "FencedWorkMoved"] and port.moved == 7
+    assert port.replicas == 3 and port.persisted is None  # no drain, no size change
+
+    await store.scope(_id(1)).add_task("submitted to the fenced one")
+    await _drive(store, port, 3, fence)  # moved too; the fence stays
+    assert await _work(store, 1) == 0 and await _state(store, 1) == OccurrenceState.DRAINING
+
+    # a scale-down past it moves ordinal 2's work to ordinal 0 alone; the fence stays
+    await _drive(store, port, 2, fence)
+    assert port.persisted is not None and port.persisted.phase == "Done"
+    assert await _work(store, 1) == 0 and await _work(store, 0) == total + 2
+    assert await _state(store, 1) == OccurrenceState.DRAINING
+    await _drive(store, port, 3, fence)
+    assert await _state(store, 1) == OccurrenceState.DRAINING
+
+    await _drive(store, port, 3)  # removed from the spec: un-fenced
+    assert await _state(store, 1) == OccurrenceState.ACTIVE
+    assert port.reasons()[-1] == "OccurrencesUnfenced"

@@ -413,3 +413,39 @@ def test_simulated_scaling_never_strands_work(
     live = set(range(max(final, 1)))
     assert set(world.tasks.values()) <= live, "work owned by a removed occurrence"
     assert not world.fenced & world.pods, "a running occurrence was left fenced"
+
+
+# -- fencing by hand (spec.fencedOccurrences) -------------------------------------------------
+
+FENCE_1 = DrainSettings(timeout_seconds=60, in_flight="release", fenced=frozenset({1}))
+
+
+def test_a_fence_by_hand_is_fenced_then_emptied_onto_the_others() -> None:
+    due = _plan(3, 3, drain=FENCE_1, observed=Observations(fences_due=(1,)))
+    assert (due.action, due.ordinals, due.record) == (DrainAction.FENCE, (1,), None)
+    assert due.grace_seconds == FENCE_1.grace_seconds
+    busy = _plan(3, 3, drain=FENCE_1, observed=Observations(fenced_busy=True))
+    assert busy.action is DrainAction.WAIT and busy.requeue_after is not None
+    move = _plan(3, 3, drain=FENCE_1, observed=Observations(fenced_to_evacuate=(1,)))
+    assert (move.action, move.ordinals, move.survivors) == (
+        DrainAction.EVACUATE, (1,), ("w-0", "w-2"))
+    assert _plan(3, 3, drain=FENCE_1).action is DrainAction.NOOP
+
+
+def test_a_fenced_occurrence_never_receives_work_unless_every_one_is_fenced() -> None:
+    assert survivor_ids("w", 3, frozenset({1})) == ("w-0", "w-2")
+    assert survivor_ids("w", 0, frozenset({0})) == ("w-0",)  # the work must go somewhere
+    everyone = DrainSettings(fenced=frozenset({0, 1}))
+    stuck = _plan(2, 2, drain=everyone, observed=Observations(fenced_to_evacuate=(0, 1)))
+    assert stuck.action is DrainAction.NOOP  # nowhere to go: it stays where it is
+    # a scale-down drain moves the departing work past the fenced ones
+    drain = _plan(5, 3, _record("Transferring", 5, 3), drain=FENCE_1,
+                  observed=Observations(departing_work=4))
+    assert drain.action is DrainAction.TRANSFER and drain.survivors == ("w-0", "w-2")
+
+
+def test_sizing_goes_first_and_a_drain_wins_over_a_fence() -> None:
+    observed = Observations(fences_due=(1,))
+    assert _plan(None, 3, drain=FENCE_1, observed=observed).action is DrainAction.SCALE
+    assert _plan(2, 3, drain=FENCE_1, observed=observed).action is DrainAction.SCALE
+    assert _plan(3, 2, drain=FENCE_1, observed=observed).action is DrainAction.ADVANCE

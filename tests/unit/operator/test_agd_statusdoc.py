@@ -63,7 +63,8 @@ def test_running_and_ready() -> None:
     assert {k: v for k, v in wire.items() if k != "conditions"} == {
         "observedGeneration": 3, "replicas": 3, "readyReplicas": 3, "drainingReplicas": 0,
         "selector": "sel", "phase": "Running", "lastMigration": LAST,
-        "autoscaling": None, "rollout": None}  # off: a field left from when it was on goes
+        "autoscaling": None, "rollout": None,  # off: a field left from when it was on goes
+        "fencedReplicas": None}
     assert _condition(wire, "Ready") == ("True", "AllOccurrencesReady")
     assert _condition(wire, "Degraded") == ("False", "AsExpected")
     assert ("Normal", "Ready", "3/3 occurrences ready") in events
