@@ -237,15 +237,28 @@ PY
 
 port_in_use() { ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
 
+process_age() {  # $1: pid; whole seconds since it started (field 22 of /proc/PID/stat)
+  local start up
+  start="$(awk '{print $22}' "/proc/$1/stat" 2>/dev/null || echo 0)"
+  up="$(cut -d. -f1 /proc/uptime)"
+  echo $((up - start / $(getconf CLK_TCK)))
+}
+
 pid_alive() {  # $1: component; true if its pid file names a live process of that binary
   local f="$PID_DIR/$1.pid" pid
   [[ -f "$f" ]] || return 1
   pid="$(cat "$f")"
   [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
-  # guard against a recycled pid: argv[0] must be our binary
+  # guard against a recycled pid: argv[0] must be our binary — or, for the first moments
+  # after `launch`, the forked shell or setsid that is about to exec it (seen once: a check
+  # in that window reported a starting kubelet as exited)
   local argv0
   argv0="$(head -z -n1 "/proc/$pid/cmdline" 2>/dev/null | tr -d '\0')"
-  [[ "${argv0##*/}" == "$1" ]]
+  case "${argv0##*/}" in
+    "$1") return 0 ;;
+    setsid | bash) (($(process_age "$pid") < 5)) ;;
+    *) return 1 ;;
+  esac
 }
 
 start_component() {  # $1: component name, rest: command line
