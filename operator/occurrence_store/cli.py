@@ -1,7 +1,9 @@
 """``occurrence-store``: migrate, inspect occurrences, submit, list and find tasks, drain.
 
 Every listing takes ``--output json`` (keys documented in docs/cli.md, stable across
-releases). Errors are one line on stderr with a non-zero exit, never a traceback.
+releases), before or after the command. Errors are one line on stderr with a non-zero exit,
+never a traceback. Read-only commands never create a database; an occurrence is retired only
+once it owns no pending or active work, and a retired one is given none.
 """
 
 from __future__ import annotations
@@ -12,17 +14,20 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from occurrence_store.errors import StoreError, UnknownOccurrence
+from occurrence_store.errors import StoreError, UnknownOccurrence, VersionConflict
 from occurrence_store.models import (
+    DEFAULT_AGENT_ID,
+    DrainResult,
     InFlightPolicy,
     OccurrenceState,
     TaskStatus,
     validate_occurrence_id,
 )
 from occurrence_store.store import Store
-from occurrence_store.urls import default_database_url, parse_database_url
+from occurrence_store.urls import DatabaseURL, default_database_url, parse_database_url
 
 EXIT_ERROR = 1
 
@@ -38,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="postgresql://USER@HOST:PORT/DB or sqlite:///PATH (default: $DATABASE_URL, else "
         f"the embedded SQLite file {default_database_url()})",
     )
+    _output(parser, default="text",
+            help_text="text or json, here or after any command; a command's own -o wins "
+            "(default: text)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     migrate = sub.add_parser("migrate", help="apply pending schema migrations")
@@ -45,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     _output(migrate)
 
     occ = sub.add_parser("occurrences", help="list occurrences: state, heartbeat, pending work")
+    occ.add_argument("--agent", metavar="NAMESPACE/NAME",
+                     help="list only the occurrences of this agent (AgentDeployment); an "
+                     "unknown agent lists none")
     occ_sub = occ.add_subparsers(dest="occ_command", metavar="SUBCOMMAND")
     reg = occ_sub.add_parser("register", help="register an occurrence (as its runtime would)")
     reg.add_argument("occurrence_id")
@@ -57,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     state.add_argument("state", choices=[s.value for s in OccurrenceState])
     state.add_argument("--expected-version", type=int,
                        help="only if the row still has this version (else: conflict error)")
+    state.add_argument("--force", action="store_true",
+                       help="with retired: first drain its pending and active tasks onto the "
+                       "other active occurrences of its agent (in-flight thoughts released)")
     _output(state)
     disown = occ_sub.add_parser(
         "disown", help="forget which agent owns these occurrence ids (its AgentDeployment is "
@@ -100,8 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _output(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output", "-o", choices=["text", "json"], default="text")
+def _output(p: argparse.ArgumentParser, *, default: str = argparse.SUPPRESS,
+            help_text: str | None = None) -> None:
+    """``-o/--output``. Only the top level has a default: a command's option sets the value
+    only when given (so ``occurrence-store -o json occurrences`` keeps json)."""
+    p.add_argument("--output", "-o", choices=["text", "json"], default=default, help=help_text)
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -150,8 +167,31 @@ async def _known(store: Store, occurrence_id: str) -> None:
     )
 
 
+def _read_only(args: argparse.Namespace) -> bool:
+    """Commands that only read: they must never create a database (a typo in the URL)."""
+    if args.command == "migrate":
+        return bool(args.status)
+    if args.command == "occurrences":
+        return getattr(args, "occ_command", None) is None
+    if args.command == "tasks":
+        return args.tasks_command in ("list", "show")
+    return False
+
+
+def _require_database(url: DatabaseURL) -> None:
+    """A read-only command on a SQLite file that does not exist: refuse before opening it
+    (opening creates the file and its directory)."""
+    if url.dialect == "sqlite" and url.sqlite_path and not Path(url.sqlite_path).exists():
+        raise StoreError(
+            f"no database at {url.sqlite_path}: a read-only command creates none "
+            "(check --database-url or $DATABASE_URL)"
+        )
+
+
 async def _run(args: argparse.Namespace) -> int:
     url = parse_database_url(args.database_url)
+    if _read_only(args):
+        _require_database(url)
     store = await Store.open(url)
     try:
         if args.command == "migrate":
@@ -210,14 +250,8 @@ async def _cmd_occurrences(store: Store, args: argparse.Namespace) -> int:
               f"{changed} occurrence id(s) disowned")
         return 0
     if getattr(args, "occ_command", None) == "state":
-        await _known(store, args.occurrence_id)
-        occ = await store.registry.set_state(args.occurrence_id, OccurrenceState(args.state),
-                                             expected_version=args.expected_version)
-        _emit(args, {"occurrence_id": occ.occurrence_id, "state": occ.state.value,
-                     "version": occ.version},
-              f"{occ.occurrence_id} is {occ.state.value} (version {occ.version})")
-        return 0
-    occurrences = await store.registry.list()
+        return await _cmd_state(store, args)
+    occurrences = await store.registry.list(agent_id=args.agent)
     payload = {"occurrences": [
         {"occurrence_id": o.occurrence_id, "ordinal": o.ordinal, "state": o.state.value,
          "version": o.version, "quiesced": o.quiesced,
@@ -233,10 +267,85 @@ async def _cmd_occurrences(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_state(store: Store, args: argparse.Namespace) -> int:
+    await _known(store, args.occurrence_id)
+    state = OccurrenceState(args.state)
+    drained = None
+    if state is OccurrenceState.RETIRED:
+        drained = await _empty_before_retiring(store, args)
+    occ = await store.registry.set_state(args.occurrence_id, state,
+                                         expected_version=args.expected_version)
+    text = f"{occ.occurrence_id} is {occ.state.value} (version {occ.version})"
+    if drained is not None:
+        text = (f"moved {drained.tasks_moved} task(s) and {drained.thoughts_moved} thought(s) "
+                f"from {args.occurrence_id}: "
+                + ", ".join(f"{k}={v}" for k, v in drained.per_target.items())
+                + f"\n{text}")
+    _emit(args, {"occurrence_id": occ.occurrence_id, "state": occ.state.value,
+                 "version": occ.version,
+                 "drained": drained.model_dump() if drained is not None else None}, text)
+    return 0
+
+
+async def _unfinished(store: Store, occurrence_id: str) -> int:
+    """Pending and active tasks: the work nobody would run once the occurrence is retired."""
+    scope = store.scope(occurrence_id)
+    return (await scope.count_tasks(TaskStatus.PENDING)
+            + await scope.count_tasks(TaskStatus.ACTIVE))
+
+
+async def _empty_before_retiring(store: Store, args: argparse.Namespace) -> DrainResult | None:
+    """Refuse to retire an occurrence that owns work, unless ``--force``: then drain the work
+    onto the other active occurrences of its agent first. ``None``: nothing had to move."""
+    occurrence_id = args.occurrence_id
+    owned = await _unfinished(store, occurrence_id)
+    if owned == 0:
+        return None
+    if not args.force:
+        raise StoreError(
+            f"occurrence {occurrence_id!r} owns {owned} pending or active task(s) that nobody "
+            f"would run once it is retired: drain it first with `occurrence-store drain --from "
+            f"{occurrence_id} --to ID[,ID...]`, or add --force to move them to the other "
+            "active occurrences of its agent"
+        )
+    row = await store.registry.get(occurrence_id)
+    if args.expected_version is not None and (row is None
+                                              or row.version != args.expected_version):
+        # checked before any work moves; set_state checks it again when it writes
+        raise VersionConflict(occurrence_id, args.expected_version,
+                              row.version if row is not None else None)
+    agent_id = row.agent_id if row is not None else DEFAULT_AGENT_ID
+    targets = [o.occurrence_id for o in await store.registry.list(
+        state=OccurrenceState.ACTIVE, agent_id=agent_id) if o.occurrence_id != occurrence_id]
+    if not targets:
+        agent = f"of its agent {agent_id!r}" if agent_id else "without an agent (it has none)"
+        raise StoreError(
+            f"cannot retire {occurrence_id!r} with --force: no other active occurrence "
+            f"{agent} can take its {owned} pending or active task(s); register or activate "
+            f"one, or drain it with `occurrence-store drain --from {occurrence_id} --to ID`"
+        )
+    result = await store.transfers.drain(
+        occurrence_id, targets, in_flight=InFlightPolicy.RELEASE, reason="retire --force")
+    left = await _unfinished(store, occurrence_id)
+    if left:
+        raise StoreError(
+            f"{left} task(s) reached {occurrence_id!r} while it was drained (moved: "
+            f"{result.tasks_moved}): not retired; run it again"
+        )
+    return result
+
+
 async def _cmd_tasks(store: Store, args: argparse.Namespace) -> int:
     if args.tasks_command == "show":
         return await _cmd_show(store, args)
     await _known(store, args.occurrence)
+    if args.tasks_command == "submit":
+        occ = await store.registry.get(args.occurrence)
+        if occ is not None and occ.state is OccurrenceState.RETIRED:
+            raise StoreError(
+                f"occurrence {args.occurrence!r} is retired: nothing would ever run its tasks; "
+                "submit to an active occurrence"
+            )
     scope = store.scope(args.occurrence)
     if args.tasks_command == "submit" and args.idempotency_key is not None:
         if args.count != 1:
@@ -326,7 +435,13 @@ async def _cmd_drain(store: Store, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "force", False) and args.state != OccurrenceState.RETIRED.value:
+        parser.error("--force applies only to `occurrences state ID retired`")
+    if getattr(args, "agent", None) is not None and args.occ_command is not None:
+        parser.error(f"--agent filters the listing: `occurrences {args.occ_command}` "
+                     "does not take it")
     try:
         return asyncio.run(_run(args))
     except StoreError as exc:
