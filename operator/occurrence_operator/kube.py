@@ -168,6 +168,17 @@ class Kube:
                 client_configuration=configuration)
         return cls(client.ApiClient(configuration), metrics, ObjectCache())
 
+    @classmethod
+    def from_kubeconfig(cls, path: str | None = None, context: str | None = None) -> Kube:
+        """A user's kubeconfig (`--kubeconfig`, else $KUBECONFIG, else ~/.kube/config) and
+        context (the plugin, from a laptop)."""
+        from kubernetes import client, config
+
+        configuration = client.Configuration()
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=path, context=context, client_configuration=configuration)
+        return cls(client.ApiClient(configuration))
+
     def close(self) -> None:
         self._client.close()
 

@@ -131,6 +131,11 @@ def plan(rollout: RolloutSpec, record: RolloutStatus | None, seen: Observed, now
     if rollout.strategy == "RollingUpdate":
         # No partition: the StatefulSet rolls every occurrence (also what a canary rollout
         # in progress had held back); status.rollout goes.
+        if seen.command is not None:  # removed like any command: say it did nothing
+            return RolloutDecision(0, None, events=(
+                ("Warning", "RolloutCommandIgnored",
+                 f"{ROLLOUT_ANNOTATION}={seen.command} does not apply: "
+                 "spec.rollout.strategy is RollingUpdate (no canary rollout)"),))
         return RolloutDecision(0, None)
     if seen.command is not None:
         return _command(rollout, record, seen, now, seen.command)

@@ -4,8 +4,9 @@ The golden file is every API write the operator made, in order, with times and t
 replica's name normalized. It was first recorded before the reconcile was split into pass /
 scheduling / migrations / status derivation, and re-recorded (UPDATE_GOLDEN=1) only where
 behaviour changed on purpose: the rendered NetworkPolicy and token Secret, the spec's
-maxima, `status.backlog` (in writes that were made anyway). A restructuring (the split, the drain's `Sizing`) leaves it byte for byte as it is;
-`git log` on the file names every re-recording and why.
+maxima, `status.backlog` (in writes that were made anyway). A restructuring (the split,
+the drain's `Sizing`) leaves it byte for byte as it is; `git log` on the file names every
+re-recording and why.
 """
 
 from __future__ import annotations

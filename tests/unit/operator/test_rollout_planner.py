@@ -446,3 +446,11 @@ def test_a_command_that_does_not_apply_changes_nothing_and_says_so(command: str)
 
 def _with_phase(record: RolloutStatus, phase: str) -> RolloutStatus:
     return record.model_copy(update={"phase": phase})
+
+
+def test_a_command_to_a_rolling_update_object_says_it_did_nothing() -> None:
+    seen = replace(FakeStatefulSet(4).seen("old"), command="promote")
+    decision = plan(RolloutSpec(), None, seen, T0)
+    assert decision.partition == 0 and decision.record is None
+    assert [(e[0], e[1]) for e in decision.events] == [("Warning", "RolloutCommandIgnored")]
+    assert "RollingUpdate" in decision.events[0][2]

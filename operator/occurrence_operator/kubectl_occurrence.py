@@ -1,0 +1,315 @@
+"""`kubectl occurrence`: a fleet at a glance, and the controls, from a laptop.
+
+A kubectl plugin (krew-style name: the console script `kubectl-occurrence` on PATH makes
+`kubectl occurrence …` work). It talks only to the API server, with the user's kubeconfig and
+RBAC: it reads the AgentDeployment (its status is what the operator measured in the shared
+database) and edits what the operator acts on — `spec.fencedOccurrences`, the
+`occurrence.dev/reconcile` pause annotation, the `occurrence.dev/rollout` command annotation.
+It never sees a database password.
+
+    kubectl occurrence status NAME            # one screen: size, backlog, occurrences, drain,
+                                              # rollout, conditions
+    kubectl occurrence fence NAME OCC...      # take occurrences out of work (any ordinal)
+    kubectl occurrence unfence NAME OCC...
+    kubectl occurrence pause NAME             # the operator keeps its hands off
+    kubectl occurrence resume NAME
+    kubectl occurrence rollout status|promote|abort|retry NAME
+
+`-o json|yaml` anywhere on the line prints the machine-readable form. Errors are one line on
+stderr, exit 1 (usage errors: exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from .agd_object import ad_path
+from .kube import ApiError, Kube
+from .naming import ordinal_of
+from .pause import PAUSED_VALUE, RECONCILE_ANNOTATION
+from .rollout.planner import COMMANDS, ROLLOUT_ANNOTATION
+
+EXIT_ERROR = 1
+OUTPUTS = ("text", "json", "yaml")
+
+
+class PluginError(Exception):
+    """A one-line error for the user."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubectl occurrence",
+        description="See and steer AgentDeployments (the occurrence operator) through the API "
+        "server, with your kubeconfig.")
+    _connection(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    status = sub.add_parser("status", help="size, backlog, occurrences, drain, rollout, "
+                            "conditions of one AgentDeployment")
+    status.add_argument("name")
+    for verb, text in (("fence", "take occurrences out of work while their pods keep running "
+                                 "(spec.fencedOccurrences)"),
+                       ("unfence", "give fenced occurrences their work back")):
+        fence = sub.add_parser(verb, help=text)
+        fence.add_argument("name")
+        fence.add_argument("occurrences", nargs="+", metavar="OCCURRENCE",
+                           help="occurrence id NAME-K, or the ordinal K")
+    for verb, text in (("pause", "the operator writes nothing for it (incident mode)"),
+                       ("resume", "the operator reconciles it again")):
+        sub.add_parser(verb, help=text).add_argument("name")
+    rollout = sub.add_parser("rollout", help="a canary rollout: status, promote, abort, retry")
+    rollout.add_argument("action", choices=("status", *COMMANDS))
+    rollout.add_argument("name")
+    for child in (status, rollout, *(sub.choices[v] for v in
+                                     ("fence", "unfence", "pause", "resume"))):
+        _connection(child, top=False)
+    return parser
+
+
+def _connection(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """Flags accepted before and after the command; the one after it wins."""
+    default = None if top else argparse.SUPPRESS
+    p.add_argument("-n", "--namespace", default=default,
+                   help="the AgentDeployment's namespace (default: the context's)")
+    p.add_argument("--context", default=default, help="kubeconfig context")
+    p.add_argument("--kubeconfig", default=default, help="kubeconfig file")
+    p.add_argument("-o", "--output", choices=OUTPUTS, default=default,
+                   help="text (default), json or yaml")
+
+
+def _context_namespace(kubeconfig: str | None, context: str | None) -> str:
+    from kubernetes import config
+
+    contexts, active = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+        config_file=kubeconfig)
+    chosen = next((c for c in contexts if c["name"] == context), None) if context else active
+    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+async def _get(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
+    try:
+        body = await kube.get(ad_path(namespace, name))
+    except ApiError as e:
+        raise _api_error(e, namespace, name) from None
+    if body is None:
+        raise PluginError(f"AgentDeployment {namespace}/{name} not found")
+    return body
+
+
+async def _patch(kube: Kube, namespace: str, name: str, patch: Mapping[str, Any]
+                 ) -> dict[str, Any]:
+    try:
+        return await kube.merge_patch(ad_path(namespace, name), patch)
+    except ApiError as e:
+        raise _api_error(e, namespace, name) from None
+
+
+def _api_error(e: ApiError, namespace: str, name: str) -> PluginError:
+    if e.status == 404:
+        return PluginError(f"AgentDeployment {namespace}/{name} not found")
+    if e.status == 409:
+        return PluginError(f"AgentDeployment {namespace}/{name} changed meanwhile: try again")
+    return PluginError(f"the API server refused ({e.status}): {e.message}")
+
+
+def fence_ids(name: str, requested: Sequence[str]) -> list[str]:
+    """`NAME-K` or `K` → `NAME-K`; anything else is refused before anything is written."""
+    ids = []
+    for text in requested:
+        occurrence = f"{name}-{text}" if text.isdigit() and text.isascii() else text
+        if ordinal_of(occurrence, name) is None:
+            raise PluginError(f"{text!r} is not an occurrence of {name} ({name}-K, or K)")
+        ids.append(occurrence)
+    return ids
+
+
+async def _fence(kube: Kube, namespace: str, name: str, requested: Sequence[str],
+                 *, fence: bool) -> dict[str, Any]:
+    wanted = fence_ids(name, requested)
+    body = await _get(kube, namespace, name)
+    current = list((body.get("spec") or {}).get("fencedOccurrences") or [])
+    after = sorted({*current, *wanted} if fence else set(current) - set(wanted),
+                   key=lambda o: ordinal_of(o, name) or 0)
+    if after == sorted(current, key=lambda o: ordinal_of(o, name) or 0):
+        return {"fencedOccurrences": current, "changed": False}
+    # the resourceVersion makes it a compare-and-swap: a concurrent edit is a 409, not lost
+    patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+             "spec": {"fencedOccurrences": after or None}}
+    await _patch(kube, namespace, name, patch)
+    return {"fencedOccurrences": after, "changed": True}
+
+
+async def _annotate(kube: Kube, namespace: str, name: str, key: str, value: str | None
+                    ) -> None:
+    await _get(kube, namespace, name)  # a clear "not found" before any write
+    await _patch(kube, namespace, name, {"metadata": {"annotations": {key: value}}})
+
+
+def summarize(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The machine-readable status: what `status` prints."""
+    meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+    status = body.get("status") or {}
+    annotations = meta.get("annotations") or {}
+    name = meta.get("name", "")
+    fenced = set(spec.get("fencedOccurrences") or ())
+    return {
+        "name": name,
+        "namespace": meta.get("namespace"),
+        "phase": status.get("phase"),
+        "image": spec.get("image"),
+        "replicas": {"desired": spec.get("replicas"), "ready": status.get("readyReplicas"),
+                     "draining": status.get("drainingReplicas") or 0,
+                     "fenced": status.get("fencedReplicas") or 0},
+        "backlog": status.get("backlog"),
+        "paused": annotations.get(RECONCILE_ANNOTATION) == PAUSED_VALUE,
+        "schema": status.get("lastMigration"),
+        "occurrences": [
+            {**row, "fenced": row.get("id") in fenced}
+            for row in status.get("occurrences") or ()],
+        "fencedOccurrences": sorted(fenced, key=lambda o: ordinal_of(o, name) or 0),
+        "scaleDown": status.get("scaleDown"),
+        "rollout": status.get("rollout"),
+        "conditions": status.get("conditions") or [],
+    }
+
+
+def render_status(summary: Mapping[str, Any]) -> str:
+    r = summary["replicas"]
+    ready: dict[str, Any] = next(
+        (c for c in summary["conditions"] if c.get("type") == "Ready"), {})
+    lines = [
+        f"AgentDeployment  {summary['namespace']}/{summary['name']}",
+        f"Phase            {summary['phase'] or '-'}"
+        + (f" ({ready.get('message')})" if ready.get("message") else ""),
+        f"Image            {summary['image']}",
+        f"Occurrences      desired {r['desired']}, ready {r['ready'] or 0}, "
+        f"draining {r['draining']}, fenced {r['fenced']}",
+        f"Backlog          {'-' if summary['backlog'] is None else summary['backlog']} "
+        "pending or active tasks",
+        "Reconcile        " + ("PAUSED (occurrence.dev/reconcile=paused)" if summary["paused"]
+                                else "on"),
+    ]
+    schema = summary["schema"] or {}
+    if schema:
+        lines.append(f"Schema           {schema.get('hash')} (Job {schema.get('jobName')})")
+    drain = summary["scaleDown"] or {}
+    if drain:
+        lines.append(f"Scale-down       {drain.get('phase')}: {drain.get('message') or ''} "
+                     f"({drain.get('transferred', 0)} tasks moved)".rstrip())
+    rollout = summary["rollout"] or {}
+    if rollout:
+        lines.append(f"Rollout          {rollout.get('phase')}: wave {rollout.get('wave')}, "
+                     f"{rollout.get('canaryOccurrences', 0)} canary "
+                     f"({rollout.get('canaryRevision')} over {rollout.get('stableRevision')})")
+    lines += ["", _table(("OCCURRENCE", "ORDINAL", "STATE", "PENDING", "HEARTBEAT", "FENCED"), [
+        (o.get("id"), o.get("ordinal"), o.get("state"), _dash(o.get("pendingTasks")),
+         _age(o.get("heartbeatAgeSeconds")), "yes" if o["fenced"] else "")
+        for o in summary["occurrences"]])]
+    lines += ["", _table(("CONDITION", "STATUS", "REASON", "MESSAGE"), [
+        (c.get("type"), c.get("status"), c.get("reason"), (c.get("message") or "")[:80])
+        for c in summary["conditions"]])]
+    return "\n".join(lines)
+
+
+def render_rollout(summary: Mapping[str, Any]) -> str:
+    rollout = summary["rollout"]
+    if not rollout:
+        return (f"{summary['namespace']}/{summary['name']}: no canary rollout "
+                "(spec.rollout.strategy is RollingUpdate, or no template change yet)")
+    lines = [f"{k:<18} {rollout.get(k)}" for k in (
+        "phase", "wave", "canaryOccurrences", "partition", "canaryRevision", "stableRevision",
+        "startedAt", "bakeStartedAt", "message") if rollout.get(k) is not None]
+    gates = rollout.get("gates") or []
+    if gates:
+        lines += ["", _table(("GATE", "VERDICT", "CANARY", "STABLE", "THRESHOLD", "SAMPLES"), [
+            (g.get("metric"), g.get("verdict"), _dash(g.get("canary")), _dash(g.get("stable")),
+             g.get("threshold"), g.get("samples")) for g in gates])]
+    return "\n".join(lines)
+
+
+def _dash(value: Any) -> Any:
+    return "-" if value is None else value
+
+
+def _age(seconds: Any) -> str:
+    return "-" if seconds is None else f"{seconds}s"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in cells)
+
+
+def _emit(output: str, payload: Any, text: Callable[[], str]) -> None:
+    if output == "json":
+        print(json.dumps(payload, indent=2, sort_keys=True))
+    elif output == "yaml":
+        print(yaml.safe_dump(payload, sort_keys=True), end="")
+    else:
+        print(text())
+
+
+async def run(args: argparse.Namespace, kube: Kube) -> int:
+    ns, name, out = args.namespace, args.name, args.output or "text"
+    if args.command == "status":
+        summary = summarize(await _get(kube, ns, name))
+        _emit(out, summary, lambda: render_status(summary))
+    elif args.command in ("fence", "unfence"):
+        result = await _fence(kube, ns, name, args.occurrences, fence=args.command == "fence")
+        listed = ", ".join(result["fencedOccurrences"]) or "none"
+        _emit(out, result, lambda: f"{ns}/{name}: fenced {listed}"
+              + ("" if result["changed"] else " (unchanged)"))
+    elif args.command in ("pause", "resume"):
+        value = PAUSED_VALUE if args.command == "pause" else None
+        await _annotate(kube, ns, name, RECONCILE_ANNOTATION, value)
+        _emit(out, {"paused": value is not None},
+              lambda: f"{ns}/{name}: " + ("paused: the operator writes nothing for it until "
+                                          "`kubectl occurrence resume`" if value else
+                                          "resumed: the operator reconciles it again"))
+    elif args.action == "status":
+        summary = summarize(await _get(kube, ns, name))
+        _emit(out, summary["rollout"], lambda: render_rollout(summary))
+    else:
+        await _annotate(kube, ns, name, ROLLOUT_ANNOTATION, args.action)
+        _emit(out, {"command": args.action},
+              lambda: f"{ns}/{name}: {ROLLOUT_ANNOTATION}={args.action} sent (the operator "
+              "acts on it and removes it; `kubectl occurrence rollout status` shows the result)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in ("fence", "unfence"):
+            fence_ids(args.name, args.occurrences)  # refuse a bad id before connecting
+        args.namespace = args.namespace or _context_namespace(args.kubeconfig, args.context)
+        kube = Kube.from_kubeconfig(args.kubeconfig, args.context)
+    except PluginError as e:
+        print(f"kubectl occurrence: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:  # kubeconfig missing or unreadable: one line, no traceback
+        print(f"kubectl occurrence: error: cannot load the kubeconfig: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        return asyncio.run(run(args, kube))
+    except PluginError as e:
+        print(f"kubectl occurrence: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        kube.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
