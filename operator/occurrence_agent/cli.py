@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from occurrence_agent.config import ConfigError, load_config
+from occurrence_agent.config import ENV_NAMES, ConfigError, load_config
 from occurrence_agent.logs import configure_logging
 from occurrence_agent.runtime import OccurrenceRuntime, StartupError
 
@@ -33,21 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every option also reads an environment variable (shown in brackets).",
         allow_abbrev=False)  # the operator refuses its own flags in spec.args by exact name
     add = p.add_argument
-    add("--occurrence-id", help="stable identity of this occurrence [AGENT_OCCURRENCE_ID]")
-    add("--ordinal", type=int, help="StatefulSet ordinal [AGENT_OCCURRENCE_ORDINAL]")
+    add("--occurrence-id", help="stable identity of this occurrence")
+    add("--ordinal", type=int, help="StatefulSet ordinal")
     add("--agent-id", help="the agent this occurrence belongs to, <namespace>/<name>: "
         "decisions and idempotency keys are per agent (default: the database's default "
-        "agent) [AGENT_ID]")
+        "agent)")
     add("--database-url", help="postgresql://... or sqlite:///path; default: the embedded "
-        "SQLite file shared by processes on this host [DATABASE_URL]")
-    add("--host", help="listen address (default: 0.0.0.0 with --token-dir, else 127.0.0.1) "
-        "[AGENT_HOST]")
-    add("--port", type=int, help="HTTP port, 0 picks a free one (default 8080) [AGENT_PORT]")
-    add("--port-file", type=Path, help="write the bound port here [AGENT_PORT_FILE]")
+        "SQLite file shared by processes on this host")
+    add("--host", help="listen address (default: 0.0.0.0 with --token-dir, else 127.0.0.1)")
+    add("--port", type=int, help="HTTP port, 0 picks a free one (default 8080)")
+    add("--port-file", type=Path, help="write the bound port here")
     mig = p.add_mutually_exclusive_group()
     mig.add_argument("--migrate", dest="migrate", action="store_const", const=True,
-                     help="apply migrations at start (default only for embedded SQLite) "
-                     "[AGENT_MIGRATE]")
+                     help="apply migrations at start (default only for embedded SQLite)")
     mig.add_argument("--no-migrate", dest="migrate", action="store_const", const=False)
     add("--max-active-tasks", type=int, help="active tasks at most (default 10)")
     add("--thought-concurrency", type=int, help="thoughts worked at once (default 4)")
@@ -60,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to finish in-flight work when draining or stopping (default 20)")
     add("--in-flight-recovery", choices=["retry", "fail"],
         help="stranded in-flight thoughts (the handler may have run): run again (retry, "
-        "default) or mark FAILED (fail) [AGENT_IN_FLIGHT_RECOVERY]")
+        "default) or mark FAILED (fail)")
     add("--max-thought-attempts", type=int,
         help="attempts per thought before it is FAILED (default 5)")
     add("--retry-backoff-seconds", type=float,
@@ -69,25 +67,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="longest wait between attempts (default 60)")
     add("--simulated-work-ms", type=int, help="default handler: work per thought (50)")
     add("--simulated-failure-ratio", type=float,
-        help="default handler: share of tasks it fails, to try a bad version (0) "
-             "[AGENT_SIMULATED_FAILURE_RATIO]")
+        help="default handler: share of tasks it fails, to try a bad version (0)")
     add("--wakeup-steps", type=int, help="default handler: wakeup steps (3)")
     add("--journal", dest="journal_path", type=Path,
-        help="append thought events (JSON lines) to this file [AGENT_JOURNAL]")
-    add("--log-level", help="DEBUG, INFO (default), WARNING, ERROR [AGENT_LOG_LEVEL]")
+        help="append thought events (JSON lines) to this file")
+    add("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
     add("--access-log", action="store_const", const=True, help="log every HTTP request")
     add("--token-dir", type=Path,
         help="directory of the API's bearer tokens, files 'work' and 'admin'; required "
-        "unless --host is a loopback address [AGENT_TOKEN_DIR]")
+        "unless --host is a loopback address")
     add("--submit-rate", type=float,
-        help="tasks one credential may submit per second, 0: no limit (default 200) "
-        "[AGENT_SUBMIT_RATE]")
+        help="tasks one credential may submit per second, 0: no limit (default 200)")
     add("--request-timeout", type=float,
-        help="longest an HTTP request may take, body included (default 30) "
-        "[AGENT_REQUEST_TIMEOUT]")
+        help="longest an HTTP request may take, body included (default 30)")
     add("--submit-burst", type=int,
-        help="submissions one credential may make at once (default 400) [AGENT_SUBMIT_BURST]")
+        help="submissions one credential may make at once (default 400)")
+    _name_the_variables(p)
     return p
+
+
+def _name_the_variables(parser: argparse.ArgumentParser) -> None:
+    """Every option's help ends with its environment variable, from the one map
+    (`config.ENV_NAMES`); an option without one is a bug (tests/agent/test_agent_units.py)."""
+    for action in parser._actions:
+        name = ENV_NAMES.get(action.dest)
+        if name is not None and action.option_strings and action.help is not None:
+            action.help = f"{action.help} [{name}]"
 
 
 def _fail(message: str, code: int) -> int:

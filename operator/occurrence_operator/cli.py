@@ -26,12 +26,18 @@ from collections.abc import Mapping
 
 from . import wellknown
 from .config import (
-    DEFAULT_LIVENESS,
-    DEFAULT_METRICS_ADDRESS,
     LIVENESS_ENV,
     METRICS_ADDRESS_ENV,
+    PEERING_LIFETIME_ENV,
+    POD_NAME_ENV,
+    POD_NAMESPACE_ENV,
+    POD_SERVICE_ACCOUNT_ENV,
+    RESYNC_SECONDS_ENV,
     OperatorConfig,
+    SettingsError,
 )
+
+EXIT_USAGE = 2
 
 PRIORITY_SPREAD = 1000
 """Room for the tie-breaker between replicas of the same `--priority` (see above)."""
@@ -44,13 +50,17 @@ def peering_priority(priority: int, tie_breaker: int | None = None) -> int:
     return priority * PRIORITY_SPREAD + tie_breaker % PRIORITY_SPREAD
 
 
-def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
-    """The CLI; flags without a value on the command line default from `environ`
-    (`os.environ` if None)."""
-    env = os.environ if environ is None else environ
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI; a flag not given defaults from the environment (`config.OperatorEnvironment`)."""
     parser = argparse.ArgumentParser(
         prog="occurrence-operator",
         description="Kubernetes operator for AgentDeployments (occurrence.dev/v1alpha1).",
+        epilog=f"Environment only: {RESYNC_SECONDS_ENV} (seconds between re-checks of "
+        f"every AgentDeployment, default 300), {PEERING_LIFETIME_ENV} (seconds after which a "
+        f"silent peer counts as dead, default Kopf's 60), {POD_NAME_ENV} (the Events' "
+        f"reporting instance, default the host name), {POD_NAMESPACE_ENV} and "
+        f"{POD_SERVICE_ACCOUNT_ENV} (the operator's own ServiceAccount, which agents may not "
+        "use). A bad value is a one-line error, exit 2.",
     )
     scope = parser.add_mutually_exclusive_group(required=True)
     scope.add_argument(
@@ -77,15 +87,15 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     parser.add_argument(
         "--liveness",
-        default=env.get(LIVENESS_ENV, DEFAULT_LIVENESS),
         metavar="URL",
-        help="liveness endpoint (empty: none). Default http://0.0.0.0:8080/healthz",
+        help="liveness endpoint (empty: none). Default http://0.0.0.0:8080/healthz "
+        f"[{LIVENESS_ENV}]",
     )
     parser.add_argument(
         "--metrics-address",
-        default=env.get(METRICS_ADDRESS_ENV, DEFAULT_METRICS_ADDRESS),
         metavar="HOST:PORT",
-        help="Prometheus /metrics address (empty: none). Default 0.0.0.0:9090",
+        help=f"Prometheus /metrics address (empty: none). Default 0.0.0.0:9090 "
+        f"[{METRICS_ADDRESS_ENV}]",
     )
     parser.add_argument(
         "--log-format",
@@ -102,13 +112,17 @@ def build_config(
 ) -> OperatorConfig:
     """The operator's configuration from its command line and environment."""
     env = os.environ if environ is None else environ
-    args = build_parser(env).parse_args(argv)
+    args = build_parser().parse_args(argv)
     priority = None if args.peering is None else peering_priority(args.priority)
     return OperatorConfig.from_args(args, env, priority=priority)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = build_config(argv)
+    try:
+        config = build_config(argv)
+    except SettingsError as e:
+        print(f"occurrence-operator: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
 
     import kopf
 

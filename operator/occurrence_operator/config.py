@@ -13,6 +13,10 @@ runtime objects from it. Nothing else reads the environment.
 | resync | — | `OCCURRENCE_OPERATOR_RESYNC_SECONDS` | 300 |
 | peer lifetime | — | `OCCURRENCE_OPERATOR_PEERING_LIFETIME` | Kopf's (60) |
 | event instance | — | `POD_NAME` | the host name |
+
+The environment is read by one pydantic-settings model, `OperatorEnvironment`: a bad value is
+one `SettingsError` line naming the variable, the value and what is allowed (the CLI prints it
+and exits 2), never a traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import socket
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 LIVENESS_ENV = "OCCURRENCE_OPERATOR_LIVENESS"
 METRICS_ADDRESS_ENV = "OCCURRENCE_OPERATOR_METRICS_ADDRESS"
@@ -37,6 +42,48 @@ DEFAULT_METRICS_ADDRESS = "0.0.0.0:9090"
 DEFAULT_RESYNC_SECONDS = 300.0
 
 LogFormat = Literal["json", "plain", "full"]
+
+
+class SettingsError(ValueError):
+    """A bad value in the operator's environment; the message is one line for the CLI."""
+
+
+class OperatorEnvironment(BaseSettings):
+    """What the operator reads from its environment (the chart sets the `POD_*` ones)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OCCURRENCE_OPERATOR_", case_sensitive=False, extra="ignore", frozen=True)
+
+    liveness: str = DEFAULT_LIVENESS
+    metrics_address: str = DEFAULT_METRICS_ADDRESS
+    resync_seconds: float = Field(DEFAULT_RESYNC_SECONDS, gt=0, le=86_400)
+    peering_lifetime: int | None = Field(None, gt=0, le=86_400)
+    pod_name: str | None = Field(None, validation_alias=POD_NAME_ENV)
+    pod_namespace: str | None = Field(None, validation_alias=POD_NAMESPACE_ENV)
+    pod_service_account: str | None = Field(None, validation_alias=POD_SERVICE_ACCOUNT_ENV)
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str]) -> OperatorEnvironment:
+        """From `environ` (the process's, or a test's); SettingsError for a bad value."""
+        source = EnvSettingsSource(cls)
+        # what `EnvSettingsSource` would read from os.environ (names folded), but an empty
+        # value means "the default" — except for the endpoints, where empty means "none"
+        source.env_vars = {k.lower(): v for k, v in environ.items()
+                           if v != "" or k in (LIVENESS_ENV, METRICS_ADDRESS_ENV)}
+        try:
+            return cls.model_validate(source())
+        except ValidationError as e:
+            raise SettingsError("; ".join(
+                f"{cls.variable(str(error['loc'][0]))}={str(error.get('input'))[:80]!r}: "
+                f"{error['msg']}" for error in e.errors())) from None
+
+    @classmethod
+    def variable(cls, field_or_alias: str) -> str:
+        """The environment variable of a field (errors name it by field or alias)."""
+        field = cls.model_fields.get(field_or_alias)
+        if field is None or field.validation_alias is not None:
+            return field_or_alias
+        return f"{cls.model_config.get('env_prefix', '')}{field_or_alias.upper()}"
 
 
 class OperatorConfig(BaseModel):
@@ -88,24 +135,23 @@ class OperatorConfig(BaseModel):
     def from_args(
         cls, args: argparse.Namespace, environ: Mapping[str, str], *, priority: int | None
     ) -> OperatorConfig:
-        """From the parsed CLI flags (`cli.build_parser`, whose defaults already come from
-        the environment) and the environment for what has no flag."""
-        lifetime = environ.get(PEERING_LIFETIME_ENV, "")
-        resync = environ.get(RESYNC_SECONDS_ENV, "")
+        """From the parsed CLI flags (`cli.build_parser`, whose defaults come from the
+        environment) and the environment for what has no flag (SettingsError: a bad value)."""
+        env = OperatorEnvironment.read(environ)
         return cls(
             namespaces=tuple(args.namespaces or ()),
             all_namespaces=bool(args.all_namespaces),
             peering=args.peering,
             priority=priority,
-            peering_lifetime=int(lifetime) if lifetime else None,
-            liveness=args.liveness or "",
-            metrics_address=args.metrics_address or "",
-            resync_seconds=float(resync) if resync else DEFAULT_RESYNC_SECONDS,
-            instance=environ.get(POD_NAME_ENV) or socket.gethostname(),
+            peering_lifetime=env.peering_lifetime,
+            liveness=env.liveness if args.liveness is None else args.liveness,
+            metrics_address=(env.metrics_address if args.metrics_address is None
+                             else args.metrics_address),
+            resync_seconds=env.resync_seconds,
+            instance=env.pod_name or socket.gethostname(),
             own_service_account=(
-                (environ[POD_NAMESPACE_ENV], environ[POD_SERVICE_ACCOUNT_ENV])
-                if environ.get(POD_NAMESPACE_ENV) and environ.get(POD_SERVICE_ACCOUNT_ENV)
-                else None),
+                (env.pod_namespace, env.pod_service_account)
+                if env.pod_namespace and env.pod_service_account else None),
             log_format=args.log_format,
             verbose=bool(args.verbose),
         )

@@ -178,3 +178,15 @@ def test_config_is_frozen() -> None:
     config = AgentConfig(occurrence_id="a")
     with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error type
         config.port = 1  # type: ignore[misc]
+
+
+def test_every_option_has_its_variable_in_the_help_and_every_variable_an_option() -> None:
+    from occurrence_agent.cli import build_parser
+    from occurrence_agent.config import ENV_NAMES
+    parser = build_parser()
+    options = {a.dest for a in parser._actions if a.option_strings and a.dest != "help"}
+    assert options == set(ENV_NAMES), options ^ set(ENV_NAMES)
+    assert set(ENV_NAMES) == set(AgentConfig.model_fields)  # and every setting has both
+    text = " ".join(parser.format_help().split())
+    for name in ENV_NAMES.values():
+        assert f"[{name}]" in text, name

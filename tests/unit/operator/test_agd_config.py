@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 from pydantic import ValidationError
 
-from occurrence_operator.cli import PRIORITY_SPREAD, build_config
-from occurrence_operator.config import OperatorConfig
+from occurrence_operator.cli import PRIORITY_SPREAD, build_config, build_parser
+from occurrence_operator.config import OperatorConfig, OperatorEnvironment, SettingsError
 
 
 def test_defaults() -> None:
@@ -66,7 +68,33 @@ def test_the_config_is_immutable_and_checked() -> None:
     config = build_config(["-n", "a"], {})
     with pytest.raises(ValidationError):
         config.resync_seconds = 1  # type: ignore[misc]
-    with pytest.raises(ValidationError):
+    with pytest.raises(SettingsError):
         build_config(["-n", "a"], {"OCCURRENCE_OPERATOR_RESYNC_SECONDS": "0"})
     with pytest.raises(ValidationError):
         OperatorConfig(instance="")
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("OCCURRENCE_OPERATOR_RESYNC_SECONDS", "abc",
+     "OCCURRENCE_OPERATOR_RESYNC_SECONDS='abc': Input should be a valid number, unable to "
+     "parse string as a number"),
+    ("OCCURRENCE_OPERATOR_RESYNC_SECONDS", "0",
+     "OCCURRENCE_OPERATOR_RESYNC_SECONDS='0': Input should be greater than 0"),
+    ("OCCURRENCE_OPERATOR_PEERING_LIFETIME", "1.5",
+     "OCCURRENCE_OPERATOR_PEERING_LIFETIME='1.5': Input should be a valid integer"),
+])
+def test_a_bad_environment_is_one_line_naming_the_variable_and_the_value(
+        name: str, value: str, message: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCCURRENCE_OPERATOR_")}
+    done = subprocess.run([sys.executable, "-m", "occurrence_operator.cli", "-n", "a"],
+                          env={**env, name: value}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"occurrence-operator: error: {message}"), done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_every_setting_is_in_the_help() -> None:
+    text = " ".join(build_parser().format_help().split())
+    for name, field in OperatorEnvironment.model_fields.items():
+        variable = OperatorEnvironment.variable(str(field.validation_alias or name))
+        assert variable in text, variable
