@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         "agent)")
     add("--database-url", help="postgresql://... or sqlite:///path; default: the embedded "
         "SQLite file shared by processes on this host")
+    add("--database-url-file", type=Path,
+        help="read the database URL from this file (a mounted Secret key) instead")
     add("--host", help="listen address (default: 0.0.0.0 with --token-dir, else 127.0.0.1)")
     add("--port", type=int, help="HTTP port, 0 picks a free one (default 8080)")
     add("--port-file", type=Path, help="write the bound port here")

@@ -33,6 +33,7 @@ ENV_NAMES: dict[str, str] = {
     "ordinal": "AGENT_OCCURRENCE_ORDINAL",
     "agent_id": "AGENT_ID",
     "database_url": "DATABASE_URL",
+    "database_url_file": "DATABASE_URL_FILE",
     "host": "AGENT_HOST",
     "port": "AGENT_PORT",
     "port_file": "AGENT_PORT_FILE",
@@ -77,6 +78,10 @@ class AgentConfig(BaseModel):
         "agent, and an occurrence id owned by another agent is refused at start.")
     database_url: str | None = Field(
         default=None, description="postgresql://... or sqlite:///path; None: embedded SQLite.")
+    database_url_file: Path | None = Field(
+        default=None, description="A file holding the database URL (a mounted Secret key), "
+        "read once at start; instead of database_url, which then stays out of the "
+        "environment and the process listing.")
     host: str | None = Field(
         default=None, description="Listen address. Default: 0.0.0.0 with a token_dir (in a "
         "pod), else 127.0.0.1 — an API without tokens never listens beyond this host.")
@@ -193,6 +198,30 @@ def _one_line(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+MAX_URL_FILE_BYTES = 64 * 1024
+
+
+def _read_url_file(path: Path) -> str:
+    """The URL in a mounted Secret file (one line; a trailing newline is not part of it)."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_URL_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"database_url_file (DATABASE_URL_FILE): cannot read {path}: "
+                          f"{exc.strerror or exc}") from None
+    if len(raw) > MAX_URL_FILE_BYTES:
+        raise ConfigError(f"database_url_file (DATABASE_URL_FILE): {path} is larger than "
+                          f"{MAX_URL_FILE_BYTES} bytes: not a database URL")
+    try:
+        url = raw.decode().strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"database_url_file (DATABASE_URL_FILE): {path} is not UTF-8 "
+                          "text") from None
+    if not url:
+        raise ConfigError(f"database_url_file (DATABASE_URL_FILE): {path} is empty")
+    return url
+
+
 def load_config(overrides: Mapping[str, Any] | None = None,
                 env: Mapping[str, str] | None = None) -> AgentConfig:
     """Merge ``overrides`` (CLI options; ``None`` values ignored) over the environment."""
@@ -205,6 +234,11 @@ def load_config(overrides: Mapping[str, Any] | None = None,
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = value
+    if values.get("database_url_file") is not None:
+        if values.get("database_url") is not None:
+            raise ConfigError("database_url (DATABASE_URL) and database_url_file "
+                              "(DATABASE_URL_FILE) are both set: give one")
+        values["database_url"] = _read_url_file(Path(values["database_url_file"]))
     if "occurrence_id" not in values:
         raise ConfigError(
             "occurrence id missing: set AGENT_OCCURRENCE_ID or pass --occurrence-id"

@@ -63,6 +63,12 @@ def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         merged = _convert(target, defs)
         merged.update(_convert(node, defs))  # the field's own description/default win
         return _ordered(merged)
+    if node.get("x-kubernetes-int-or-string"):
+        # a count or a percentage (IntOrString): the bounds of each form are a CEL rule of
+        # the model, a structural schema has no place for them
+        node.pop("anyOf", None)
+        return _ordered({k: (" ".join(v.split()) if k == "description" else v)
+                         for k, v in node.items() if k != "title"})
     if "anyOf" in node:
         options = [option for option in node.pop("anyOf") if option.get("type") != "null"]
         if len(options) != 1:

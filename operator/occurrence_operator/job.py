@@ -19,6 +19,7 @@ and its logs stay available.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from typing import Any
@@ -27,7 +28,7 @@ from . import naming, wellknown
 from .owner import Owner
 from .pod import database_url_env, scheduling, tmp_volume, tmp_volume_mount
 from .security import container_security_context, pod_security_context
-from .spec import AgentDeploymentSpec
+from .spec import AgentDeploymentSpec, ContainerSecurityContextOverride
 
 HASH_LENGTH = 10
 CONTAINER_NAME = "migrate"
@@ -57,6 +58,15 @@ def migration_hash(spec: AgentDeploymentSpec) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:HASH_LENGTH]
 
 
+def migrations_security(spec: AgentDeploymentSpec) -> ContainerSecurityContextOverride | None:
+    """The agent container's overrides without its added capabilities: the migrations need
+    none (a capability the agent needs, e.g. NET_BIND_SERVICE, is not the Job's to have)."""
+    override = spec.container_security_context
+    if override is None or override.capabilities is None:
+        return override
+    return override.model_copy(update={"capabilities": None})
+
+
 def build_migration_job(spec: AgentDeploymentSpec, owner: Owner) -> dict[str, Any] | None:
     """The Job manifest, or None when migrations are disabled."""
     if not spec.migrations.enabled:
@@ -73,9 +83,12 @@ def build_migration_job(spec: AgentDeploymentSpec, owner: Owner) -> dict[str, An
         "imagePullPolicy": spec.image_pull_policy,
         "command": migrations_command(spec),
         "env": [database_url_env(spec)],
-        "securityContext": container_security_context(spec.container_security_context),
+        "securityContext": container_security_context(migrations_security(spec)),
         "volumeMounts": [tmp_volume_mount()],
     }
+    resources = spec.migrations.resources or spec.resources
+    if resources:
+        container["resources"] = copy.deepcopy(resources)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -6,10 +6,12 @@ from typing import Any
 
 from . import naming
 from .owner import Owner
+from .spec import AgentDeploymentSpec
 
 
-def build_pdb(owner: Owner) -> dict[str, Any]:
-    """`maxUnavailable: 1` (valid at any replica count, including 0).
+def build_pdb(owner: Owner, spec: AgentDeploymentSpec) -> dict[str, Any]:
+    """`maxUnavailable` of `spec.podDisruptionBudget`, 1 by default (valid at any replica
+    count, including 0).
 
     An evicted pod comes back with the same occurrence id and takes its own work back, so no
     drain is needed, only a bound on how many are away at once. Unhealthy pods may always be
@@ -21,7 +23,7 @@ def build_pdb(owner: Owner) -> dict[str, Any]:
         "kind": "PodDisruptionBudget",
         "metadata": owner.child_metadata(naming.pdb_name(name), naming.common_labels(name)),
         "spec": {
-            "maxUnavailable": 1,
+            "maxUnavailable": spec.pod_disruption_budget.max_unavailable,
             "selector": {"matchLabels": naming.selector_labels(name)},
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },

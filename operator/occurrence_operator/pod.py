@@ -143,7 +143,8 @@ def agent_container(spec: AgentDeploymentSpec, agent_id: str) -> dict[str, Any]:
         probes.readiness.to_wire() if probes and probes.readiness else None
     )
     container["securityContext"] = container_security_context(spec.container_security_context)
-    container["volumeMounts"] = [tmp_volume_mount(), token_volume_mount()]
+    container["volumeMounts"] = [tmp_volume_mount(), token_volume_mount(),
+                                 *copy.deepcopy(spec.volume_mounts or [])]
     return container
 
 
@@ -162,12 +163,27 @@ def scheduling(spec: AgentDeploymentSpec) -> dict[str, Any]:
         fields["tolerations"] = copy.deepcopy(spec.tolerations)
     if spec.affinity:
         fields["affinity"] = copy.deepcopy(spec.affinity)
+    if spec.topology_spread_constraints:
+        fields["topologySpreadConstraints"] = copy.deepcopy(spec.topology_spread_constraints)
+    if spec.priority_class_name:
+        fields["priorityClassName"] = spec.priority_class_name
     return fields
+
+
+def pod_metadata(spec: AgentDeploymentSpec, name: str) -> dict[str, Any]:
+    """The user's pod labels and annotations under the operator's own labels (which win:
+    the StatefulSet's selector and the NetworkPolicy depend on them)."""
+    extra = spec.pod_metadata
+    metadata: dict[str, Any] = {
+        "labels": {**((extra.labels if extra else None) or {}), **naming.common_labels(name)}}
+    if extra is not None and extra.annotations:
+        metadata["annotations"] = dict(extra.annotations)
+    return metadata
 
 
 def agent_pod_template(spec: AgentDeploymentSpec, name: str, agent_id: str) -> dict[str, Any]:
     return {
-        "metadata": {"labels": naming.common_labels(name)},
+        "metadata": pod_metadata(spec, name),
         "spec": {
             # Service links inject one variable per Service in the namespace; agents use DNS.
             "enableServiceLinks": False,
@@ -175,6 +191,6 @@ def agent_pod_template(spec: AgentDeploymentSpec, name: str, agent_id: str) -> d
             "securityContext": pod_security_context(spec.pod_security_context),
             **scheduling(spec),
             "containers": [agent_container(spec, agent_id)],
-            "volumes": [tmp_volume(), token_volume(name)],
+            "volumes": [tmp_volume(), token_volume(name), *copy.deepcopy(spec.volumes or [])],
         },
     }

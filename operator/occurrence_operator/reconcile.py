@@ -45,7 +45,12 @@ from .render import render
 from .retention import retain_if_due
 from .rollout import Rollout
 from .secrets import SecretProblem, database_secret_path, database_url
-from .spec import DEFAULT_DRAIN_TIMEOUT_SECONDS, AgentDeploymentSpec, refuse_operator_account
+from .spec import (
+    DEFAULT_DRAIN_TIMEOUT_SECONDS,
+    AgentDeploymentSpec,
+    refuse_operator_account,
+    refuse_unsafe_pod_shape,
+)
 from .statefulset import StatefulSetSize, build_statefulset
 from .statusdoc import (
     DATABASE_UNAVAILABLE,
@@ -115,6 +120,7 @@ class ReconcilePass:
             naming.validate_name(self.name)
             naming.fenced_ordinals(spec.fenced_occurrences, self.name)
             refuse_operator_account(spec, self.namespace, self.context.own_service_account)
+            refuse_unsafe_pod_shape(spec)
         except (ValidationError, ValueError) as e:
             await self._stop_invalid(short_error(e))
             return None

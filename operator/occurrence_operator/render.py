@@ -40,7 +40,7 @@ def render(spec: AgentDeploymentSpec, owner: Owner, replicas: int) -> Rendered:
     return Rendered(
         statefulset=build_statefulset(spec, owner, replicas),
         service=build_service(spec, owner),
-        pdb=build_pdb(owner),
+        pdb=build_pdb(owner, spec),
         migration_job=build_migration_job(spec, owner),
         migration_hash=migration_hash(spec) if spec.migrations.enabled else None,
         selector=naming.selector_string(owner.name),

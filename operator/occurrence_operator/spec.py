@@ -7,6 +7,7 @@ field docstrings become `kubectl explain` text, so they are written for users.
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -249,6 +250,39 @@ class MigrationsSpec(CrdModel):
     pod_labels: dict[str, str] | None = None
     """Extra labels on the Job's pod (network policies, cost attribution...). The operator's
     own labels take precedence; they do not change the Job's name."""
+    resources: Passthrough | None = None
+    """core/v1 ResourceRequirements of the Job's container; defaults to spec.resources (in a
+    namespace with a ResourceQuota and no LimitRange a pod without them is refused, and
+    migrations would never run)."""
+
+
+class PodMetadata(CrdModel):
+    """Extra labels and annotations on the agent pods (service meshes, cost attribution,
+    monitoring). The operator's own labels take precedence; changing these rolls the pods."""
+
+    labels: dict[str, Annotated[str, Field(max_length=63)]] | None = None
+    annotations: dict[str, Annotated[str, Field(max_length=65_536)]] | None = None
+
+
+_PERCENT = r"^(100|[1-9]?[0-9])%$"
+
+
+class PodDisruptionBudgetSpec(CrdModel):
+    """The agent pods' PodDisruptionBudget."""
+
+    __cel_rules__ = (CelRule(
+        rule=f"type(self.maxUnavailable) == int ? self.maxUnavailable >= 0 && "
+        f"self.maxUnavailable <= {MAX_REPLICAS} : self.maxUnavailable.matches('{_PERCENT}')",
+        message=f"maxUnavailable must be a count from 0 to {MAX_REPLICAS} or a percentage "
+        "from 0% to 100%",
+        check=lambda s: (0 <= s.max_unavailable <= MAX_REPLICAS)
+        if isinstance(s.max_unavailable, int) else bool(re.match(_PERCENT, s.max_unavailable)),
+    ),)
+
+    max_unavailable: int | str = Field(1, json_schema_extra={"x-kubernetes-int-or-string": True})
+    """Occurrences a voluntary disruption (a node drain) may take away at once: a count
+    (0 blocks node drains) or a percentage. An evicted occurrence comes back with its id and
+    its own work; unhealthy pods may always be evicted."""
 
 
 class DrainSpec(CrdModel):
@@ -507,6 +541,21 @@ class AgentDeploymentSpec(CrdModel):
     node_selector: dict[str, str] | None = None
     tolerations: list[Passthrough] | None = None
     affinity: Passthrough | None = None
+    topology_spread_constraints: list[Passthrough] | None = Field(None, max_length=16)
+    """core/v1 TopologySpreadConstraint list (e.g. spread occurrences over zones)."""
+    priority_class_name: ObjectName | None = None
+    pod_metadata: PodMetadata | None = None
+    volumes: list[Passthrough] | None = Field(None, max_length=32)
+    """Extra core/v1 Volumes of the agent pods, of the kinds the restricted Pod Security
+    Standard allows (configMap, secret, emptyDir, projected, downwardAPI,
+    persistentVolumeClaim, ephemeral, csi); the names `tmp` and `agent-token` are the
+    operator's."""
+    volume_mounts: list[Passthrough] | None = Field(None, max_length=32)
+    """Extra core/v1 VolumeMounts of the agent container (not at /tmp or the token
+    directory, which the operator mounts)."""
+    pod_disruption_budget: PodDisruptionBudgetSpec = Field(
+        default_factory=lambda: PodDisruptionBudgetSpec.model_validate({}),
+        json_schema_extra={"default": {}})
     service_account_name: ObjectName | None = None
     automount_service_account_token: bool = False
     """Mount a Kubernetes API token into agent and migration pods. Off: neither calls the
@@ -556,3 +605,41 @@ def refuse_operator_account(spec: AgentDeploymentSpec, namespace: str,
             (namespace, spec.service_account_name) == operator_account):
         raise ValueError(f"spec.serviceAccountName {spec.service_account_name!r} is the "
                          "operator's own ServiceAccount: agents must not get its rights")
+
+
+RESTRICTED_VOLUME_SOURCES = ("configMap", "secret", "emptyDir", "projected", "downwardAPI",
+                             "persistentVolumeClaim", "ephemeral", "csi")
+"""The volume kinds the restricted Pod Security Standard allows."""
+OPERATOR_VOLUMES = ("tmp", "agent-token")
+
+
+def refuse_unsafe_pod_shape(spec: AgentDeploymentSpec) -> None:
+    """ValueError for extra volumes or mounts that would not pass the restricted Pod Security
+    Standard or would collide with the operator's own (the CRD passes core/v1 objects
+    through unchecked; a refused pod would only show up as StatefulSet events)."""
+    names: set[str] = set()
+    for k, volume in enumerate(spec.volumes or ()):
+        name = volume.get("name")
+        if not isinstance(name, str) or not re.fullmatch(DNS1123_LABEL, name):
+            raise ValueError(f"spec.volumes[{k}].name must be a DNS-1123 label, got {name!r}")
+        if name in OPERATOR_VOLUMES or name in names:
+            raise ValueError(f"spec.volumes[{k}].name {name!r} is taken"
+                             + (" by the operator" if name in OPERATOR_VOLUMES else ""))
+        names.add(name)
+        sources = sorted(set(volume) - {"name"})
+        if len(sources) != 1 or sources[0] not in RESTRICTED_VOLUME_SOURCES:
+            raise ValueError(
+                f"spec.volumes[{k}] ({name}) must have exactly one source of "
+                f"{', '.join(RESTRICTED_VOLUME_SOURCES)} (the restricted Pod Security "
+                f"Standard), got {', '.join(sources) or 'none'}")
+    for k, mount in enumerate(spec.volume_mounts or ()):
+        name, path = mount.get("name"), mount.get("mountPath")
+        if name not in names:
+            raise ValueError(f"spec.volumeMounts[{k}].name {name!r} is not one of spec.volumes")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError(f"spec.volumeMounts[{k}].mountPath must be an absolute path")
+        taken = ("/tmp", wellknown.TOKEN_MOUNT_PATH)
+        if any(path.rstrip("/") == t or path.startswith(t + "/") or t.startswith(
+                path.rstrip("/") + "/") for t in taken):
+            raise ValueError(f"spec.volumeMounts[{k}].mountPath {path!r} overlaps "
+                             f"{' or '.join(taken)}, which the operator mounts")

@@ -190,3 +190,22 @@ def test_every_option_has_its_variable_in_the_help_and_every_variable_an_option(
     text = " ".join(parser.format_help().split())
     for name in ENV_NAMES.values():
         assert f"[{name}]" in text, name
+
+
+def test_the_database_url_from_a_mounted_secret_file(tmp_path: Path) -> None:
+    secret = tmp_path / "url"
+    secret.write_text("postgresql://u:hunter2@db:5432/x\n")
+    config = load_config(env={"AGENT_OCCURRENCE_ID": "a-0", "DATABASE_URL_FILE": str(secret)})
+    assert config.database_url == "postgresql://u:hunter2@db:5432/x"
+    assert "hunter2" not in config.redacted_database_url
+    for env, needle in (
+            ({"DATABASE_URL_FILE": str(tmp_path / "missing")}, "cannot read"),
+            ({"DATABASE_URL_FILE": str(secret), "DATABASE_URL": "sqlite:///x.db"},
+             "both set"),
+    ):
+        with pytest.raises(ConfigError, match=needle) as info:
+            load_config(env={"AGENT_OCCURRENCE_ID": "a-0", **env})
+        assert "hunter2" not in str(info.value)
+    secret.write_text("mysql://nope")
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        load_config(env={"AGENT_OCCURRENCE_ID": "a-0", "DATABASE_URL_FILE": str(secret)})

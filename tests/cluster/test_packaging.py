@@ -37,7 +37,7 @@ from operator_support import condition, free_port, get, install_crd, wait_for
 
 from occurrence_operator.owner import Owner
 from occurrence_operator.render import render as render_agd
-from occurrence_operator.spec import AgentDeploymentSpec
+from occurrence_operator.spec import AgentDeploymentSpec, refuse_unsafe_pod_shape
 from occurrence_store import Store
 from tests.support.scripts import load_hack_script
 
@@ -390,7 +390,55 @@ def _pod_specs() -> dict[str, dict[str, Any]]:
     specs["example agent StatefulSet"] = rendered.statefulset["spec"]["template"]["spec"]
     assert rendered.migration_job is not None
     specs["example migrations Job"] = rendered.migration_job["spec"]["template"]["spec"]
+    shaped = AgentDeploymentSpec.model_validate({**example["spec"], **SHAPED})
+    refuse_unsafe_pod_shape(shaped)
+    rendered = render_agd(shaped, owner, shaped.replicas)
+    specs["shaped agent StatefulSet"] = rendered.statefulset["spec"]["template"]["spec"]
+    assert rendered.migration_job is not None
+    specs["shaped migrations Job"] = rendered.migration_job["spec"]["template"]["spec"]
     return specs
+
+
+SHAPED: dict[str, Any] = {
+    "podMetadata": {"labels": {"team": "research"},
+                    "annotations": {"sidecar.istio.io/inject": "false"}},
+    "volumes": [{"name": "prompts", "configMap": {"name": "prompts"}},
+                {"name": "cache", "emptyDir": {"sizeLimit": "1Gi"}},
+                {"name": "info", "downwardAPI": {"items": [
+                    {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+                {"name": "creds", "projected": {"sources": [{"secret": {"name": "creds"}}]}}],
+    "volumeMounts": [{"name": "prompts", "mountPath": "/etc/prompts", "readOnly": True},
+                     {"name": "cache", "mountPath": "/var/cache/agent"},
+                     {"name": "info", "mountPath": "/etc/podinfo"},
+                     {"name": "creds", "mountPath": "/var/run/creds", "readOnly": True}],
+    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                   "whenUnsatisfiable": "ScheduleAnyway"}],
+    "podDisruptionBudget": {"maxUnavailable": "50%"},
+    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+    "migrations": {"resources": {"requests": {"cpu": "10m"}, "limits": {"memory": "64Mi"}}},
+    "containerSecurityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"]}},
+}
+"""Every pod-shaping field at once (but priorityClassName, which needs a PriorityClass):
+what it renders must still pass the restricted Pod Security Standard."""
+
+
+def test_every_pod_shaping_field_is_accepted_by_the_api_server(
+    kube_cluster: KubeCluster, crd: None, test_namespace: str
+) -> None:
+    body = {"apiVersion": "occurrence.dev/v1alpha1", "kind": "AgentDeployment",
+            "metadata": {"name": "shaped", "namespace": test_namespace},
+            "spec": {"replicas": 2, "image": "registry.example/agent:1",
+                     "database": {"secretRef": {"name": "db"}},
+                     "priorityClassName": "agents-high", **SHAPED}}
+    done = kube_cluster.kubectl("create", "--dry-run=server", "-f", "-",
+                                input=json.dumps(body), check=False)
+    assert done.returncode == 0, done.stderr
+    for bad, message in (("101%", "maxUnavailable must be a count from 0 to 1000"),
+                         (-1, "maxUnavailable must be a count from 0 to 1000")):
+        body["spec"]["podDisruptionBudget"] = {"maxUnavailable": bad}
+        refused = kube_cluster.kubectl("create", "--dry-run=server", "-f", "-",
+                                       input=json.dumps(body), check=False)
+        assert refused.returncode != 0 and message in refused.stderr, refused.stderr
 
 
 POD_SPECS = _pod_specs()

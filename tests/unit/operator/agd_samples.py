@@ -49,6 +49,19 @@ FULL: dict[str, Any] = {
             ]
         }
     },
+    "topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+         "whenUnsatisfiable": "ScheduleAnyway",
+         "labelSelector": {"matchLabels": {"occurrence.dev/agentdeployment": "thinker"}}},
+    ],
+    "priorityClassName": "agents-high",
+    "podMetadata": {"labels": {"team": "research", "app.kubernetes.io/name": "mine"},
+                    "annotations": {"sidecar.istio.io/inject": "false"}},
+    "volumes": [{"name": "prompts", "configMap": {"name": "thinker-prompts"}},
+                {"name": "cache", "emptyDir": {"sizeLimit": "1Gi"}}],
+    "volumeMounts": [{"name": "prompts", "mountPath": "/etc/prompts", "readOnly": True},
+                     {"name": "cache", "mountPath": "/var/cache/agent"}],
+    "podDisruptionBudget": {"maxUnavailable": "25%"},
     "serviceAccountName": "thinker-agent",
     "podSecurityContext": {"runAsUser": 2000, "fsGroup": 2000},
     "containerSecurityContext": {
@@ -66,6 +79,8 @@ FULL: dict[str, Any] = {
         "command": ["occurrence-store", "migrate", "--verbose"],
         "backoffLimit": 4,
         "activeDeadlineSeconds": 900,
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                      "limits": {"memory": "128Mi"}},
     },
     "drain": {
         "timeoutSeconds": 300,

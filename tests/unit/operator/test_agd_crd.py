@@ -71,9 +71,12 @@ def test_schema_is_structural() -> None:
         "maxLength", "pattern", "minItems", "maxItems", "required", "properties",
         "additionalProperties", "items", "nullable", "x-kubernetes-preserve-unknown-fields",
         "x-kubernetes-validations", "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
+        "x-kubernetes-int-or-string",
     }  # fmt: skip
     for path, node in _walk(_root()):
-        assert "type" in node, f"{path}: every node needs a type"
+        # an IntOrString (a count or a percentage) is the one node without a type
+        assert "type" in node or node.get("x-kubernetes-int-or-string"), (
+            f"{path}: every node needs a type")
         assert not set(node) - allowed, f"{path}: {set(node) - allowed}"
         assert not ("properties" in node and "additionalProperties" in node), path
         if node.get("x-kubernetes-list-type") == "map":
@@ -161,6 +164,9 @@ _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool}
 
 def _violations(schema: dict[str, Any], value: Any, path: str = "spec") -> list[str]:
     """The OpenAPI checks the API server runs (not CEL), enough for our own schema."""
+    if schema.get("x-kubernetes-int-or-string"):
+        ok = isinstance(value, int | str) and not isinstance(value, bool)
+        return [] if ok else [f"{path}: not an integer or a string"]
     kind = schema["type"]
     if kind == "integer":
         if not isinstance(value, int) or isinstance(value, bool):

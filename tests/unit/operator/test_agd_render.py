@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from occurrence_operator.agent_token import build_token_secret, new_tokens
 from occurrence_operator.job import build_migration_job, migration_hash
 from occurrence_operator.owner import Owner
 from occurrence_operator.render import render
+from occurrence_operator.spec import refuse_unsafe_pod_shape
 from occurrence_operator.statefulset import build_statefulset
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
@@ -340,5 +342,45 @@ def test_service_and_pdb() -> None:
     rendered = render(spec_of(FULL), OWNER, replicas=5)
     assert rendered.service["spec"]["clusterIP"] == "None"
     assert rendered.service["spec"]["ports"][0]["port"] == 9090
-    assert rendered.pdb["spec"]["maxUnavailable"] == 1
+    assert rendered.pdb["spec"]["maxUnavailable"] == "25%"
+    assert render(spec_of(MINIMAL), OWNER, replicas=1).pdb["spec"]["maxUnavailable"] == 1
     assert rendered.service["spec"]["selector"] == rendered.pdb["spec"]["selector"]["matchLabels"]
+
+
+def test_pod_shaping_keeps_the_operators_labels_mounts_and_restricted_volumes() -> None:
+    rendered = render(spec_of(FULL), OWNER, replicas=5)
+    template = rendered.statefulset["spec"]["template"]
+    labels = template["metadata"]["labels"]
+    assert labels["team"] == "research"
+    assert labels["app.kubernetes.io/name"] == "occurrence-agent"  # the operator's wins
+    assert template["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+    pod = template["spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["tmp", "agent-token", "prompts", "cache"]
+    mounts = [m["mountPath"] for m in pod["containers"][0]["volumeMounts"]]
+    assert mounts[:1] == ["/tmp"] and mounts[-2:] == ["/etc/prompts", "/var/cache/agent"]
+    assert pod["priorityClassName"] == "agents-high"
+    job = rendered.migration_job
+    assert job is not None
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"] == {"memory": "128Mi"}
+    # the agent's added capability is not the migrations Job's
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"volumes": [{"name": "host", "hostPath": {"path": "/"}}]},
+     "spec.volumes[0] (host) must have exactly one source of configMap"),
+    ({"volumes": [{"name": "tmp", "emptyDir": {}}]}, "spec.volumes[0].name 'tmp' is taken"),
+    ({"volumes": [{"name": "a", "emptyDir": {}, "secret": {"secretName": "s"}}]},
+     "must have exactly one source"),
+    ({"volumes": [{"name": "a", "emptyDir": {}}],
+      "volumeMounts": [{"name": "b", "mountPath": "/x"}]},
+     "spec.volumeMounts[0].name 'b' is not one of spec.volumes"),
+    ({"volumes": [{"name": "a", "emptyDir": {}}],
+      "volumeMounts": [{"name": "a", "mountPath": "/tmp/x"}]}, "overlaps /tmp"),
+    ({"volumes": [{"name": "a", "emptyDir": {}}],
+      "volumeMounts": [{"name": "a", "mountPath": "/var/run"}]}, "overlaps"),
+])
+def test_unsafe_pod_shapes_are_refused(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        refuse_unsafe_pod_shape(spec_of({**MINIMAL, **change}))
