@@ -61,6 +61,8 @@ class OperatorEnvironment(BaseSettings):
     pod_name: str | None = Field(None, validation_alias=POD_NAME_ENV)
     pod_namespace: str | None = Field(None, validation_alias=POD_NAMESPACE_ENV)
     pod_service_account: str | None = Field(None, validation_alias=POD_SERVICE_ACCOUNT_ENV)
+    kubernetes_service_host: str | None = Field(None, validation_alias="KUBERNETES_SERVICE_HOST")
+    """Set by the kubelet in every pod: the operator runs in the cluster."""
 
     @classmethod
     def read(cls, environ: Mapping[str, str]) -> OperatorEnvironment:
@@ -118,6 +120,8 @@ class OperatorConfig(BaseModel):
     own_service_account: tuple[str, str] | None = None
     """(namespace, name) of the operator's own ServiceAccount (`POD_NAMESPACE`,
     `POD_SERVICE_ACCOUNT`, set by the chart): an AgentDeployment may not run its pods as it."""
+    in_cluster: bool = False
+    """Running in a pod (`KUBERNETES_SERVICE_HOST`): tenants' sqlite:/// URLs are refused."""
     log_format: LogFormat = "json"
     """`--log-format`."""
     verbose: bool = False
@@ -152,6 +156,7 @@ class OperatorConfig(BaseModel):
             own_service_account=(
                 (env.pod_namespace, env.pod_service_account)
                 if env.pod_namespace and env.pod_service_account else None),
+            in_cluster=env.kubernetes_service_host is not None,
             log_format=args.log_format,
             verbose=bool(args.verbose),
         )

@@ -91,7 +91,8 @@ class Runtime:
         kube = Kube.from_environment(metrics)
         stores = Stores()
         context = PassContext(kube, stores, metrics, config.instance,
-                              config.own_service_account, resync_seconds=config.resync_seconds)
+                              config.own_service_account, allow_sqlite=not config.in_cluster,
+                              resync_seconds=config.resync_seconds)
         return cls(config, metrics, kube, stores, Reconciler(context, config.resync_seconds))
 
     def start_informers(self) -> None:

@@ -24,6 +24,8 @@ class PassContext:
     retention_runs: dict[str, float] = field(default_factory=dict)
     autoscalers: dict[str, autoscaling.Memory] = field(default_factory=dict)
     """The autoscaler's memory per AgentDeployment uid."""
+    allow_sqlite: bool = True
+    """False in a pod: a tenant's sqlite:/// URL would be a file in the operator's pod."""
     resync_seconds: float | None = None
     """How old a read of a Secret may be (Secrets are read by name, never watched or
     listed): one resync, so a changed database Secret or a deleted token Secret is seen

@@ -126,7 +126,8 @@ class ReconcilePass:
             return None
         try:
             url = await database_url(self.kube, self.namespace, spec.database.secret_ref,
-                                     max_age=self.context.resync_seconds)
+                                     max_age=self.context.resync_seconds,
+                                     allow_sqlite=self.context.allow_sqlite)
         except SecretProblem as e:
             self.conditions.set(DEGRADED, "True", e.reason, str(e))
             await self._write(problem_status(self.conditions, before=self.before))
@@ -172,7 +173,7 @@ class ReconcilePass:
         store: Store | None = None
         if sizing.statefulset is not None or migrated:
             try:
-                store = await self.context.stores.get(url)
+                store = await self.context.stores.get(url, user=(self.namespace, self.name))
                 spec, self.autoscaled = await autoscaling.autoscale(
                     self.agd, spec, store, self.context.autoscalers, self.context.metrics,
                     agent_id=self.agent_id, draining=sizing.draining)

@@ -42,6 +42,14 @@ operator start, a shared Secret changed, a mass scale-down) queue here instead o
 database pool, where waits past its acquire timeout would read as an unavailable database."""
 
 
+PASS_DEADLINE_SECONDS = 300
+"""Longest one pass may hold a slot. A tenant whose database stalls every statement (or a
+bug) would otherwise hold one of the `MAX_CONCURRENT_PASSES` for as long as it likes, and
+every other AgentDeployment's passes queue behind it. Statements are bounded too (the
+operator's `lock_timeout`/`statement_timeout`, the pool's acquire timeout); this bounds
+the sum."""
+
+
 class Reconciler:
     def __init__(self, context: PassContext, resync_seconds: float,
                  max_concurrent: int = MAX_CONCURRENT_PASSES) -> None:
@@ -50,6 +58,8 @@ class Reconciler:
         """Periodic re-check of every AgentDeployment, also when nothing woke it up."""
         self._wake_states: dict[tuple[str, str], _WakeState] = {}
         self._slots = asyncio.Semaphore(max_concurrent)
+        self._closing: set[asyncio.Task[None]] = set()
+        """Pools of deleted AgentDeployments being closed (held: the loop keeps weak refs)."""
 
     async def serve(
         self, namespace: str, name: str, stopped: Any, resync_seconds: float | None = None
@@ -85,9 +95,16 @@ class Reconciler:
         metrics = self.context.metrics
         try:
             async with self._slots:
-                requeue = await self._reconcile(namespace, name)
+                async with asyncio.timeout(PASS_DEADLINE_SECONDS):
+                    requeue = await self._reconcile(namespace, name)
             metrics.reconciled("success")
             return requeue
+        except TimeoutError:
+            log.warning("reconcile of %s/%s ran past its %ss deadline: stopped, retrying "
+                        "(every step is idempotent; a drain resumes from its record)",
+                        namespace, name, PASS_DEADLINE_SECONDS)
+            metrics.reconciled("timeout")
+            return RETRY_SECONDS
         except (asyncio.CancelledError, gate.Interrupted):
             raise
         except Exception:
@@ -100,8 +117,14 @@ class Reconciler:
         self._wake_state(namespace, name).signal.set()
 
     def forget(self, namespace: str, name: str) -> None:
+        """The AgentDeployment is gone (the informer's DELETED, on the loop): its wake state,
+        its gauges and, if nobody else uses it, its database pool go too."""
         self._wake_states.pop((namespace, name), None)
         self.context.metrics.forget(namespace, name)
+        task = asyncio.get_running_loop().create_task(
+            self.context.stores.forget(namespace, name))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         """Nothing of ours runs outside the Kopf daemons (which Kopf stops at exit)."""

@@ -31,13 +31,17 @@ def database_secret_path(namespace: str, ref: SecretKeyRef) -> str:
 
 
 async def database_url(kube: Kube, namespace: str, ref: SecretKeyRef,
-                       max_age: float | None = None) -> str:
+                       max_age: float | None = None, *, allow_sqlite: bool = True) -> str:
     """The Secret's URL as the operator must use it to reach what the namespace's pods reach
     (a bare Service name qualified with the namespace: see `pod_dns`).
 
     `max_age`: a read of the Secret at most that old will do (Secrets are read by name, never
     watched or listed); the pass forgets it when the database fails, so a changed URL is
-    read at once then, and otherwise within `max_age`."""
+    read at once then, and otherwise within `max_age`.
+
+    `allow_sqlite` False (an operator running in a pod): a `sqlite:///` URL would name a
+    file in the operator's own pod — not what the agents use, and a tenant could fill the
+    operator's disk with it — so it is refused."""
     secret = await kube.get(database_secret_path(namespace, ref), max_age=max_age)
     if secret is None:
         raise SecretProblem(
@@ -68,6 +72,11 @@ async def database_url(kube: Kube, namespace: str, ref: SecretKeyRef,
             "InvalidDatabaseURL",
             f"Secret {namespace}/{ref.name} key {ref.key!r} does not hold a database URL",
         ) from None
+    if not allow_sqlite and url.startswith("sqlite:"):
+        raise SecretProblem(
+            "InvalidDatabaseURL",
+            f"Secret {namespace}/{ref.name} key {ref.key!r} holds a sqlite:/// URL: in a "
+            "cluster each pod would get its own file, so an AgentDeployment needs PostgreSQL")
     return qualify_service_hosts(url, namespace)
 
 

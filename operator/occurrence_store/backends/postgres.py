@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
@@ -285,10 +285,13 @@ class PostgresDatabase(Database):
         cls, url: DatabaseURL, *, clock: DatabaseClock, min_size: int = 1, max_size: int = 10,
         timeout: float = 10.0, application_name: str | None = None,
         acquire_timeout: float = ACQUIRE_TIMEOUT_SECONDS,
+        session_settings: Mapping[str, str] | None = None,
     ) -> PostgresDatabase:
         """``application_name`` names this process's sessions in ``pg_stat_activity`` (an
-        agent uses its occurrence id: an operator sees at once whose backend is whose)."""
-        settings = dict(SESSION_BOUNDS)
+        agent uses its occurrence id: an operator sees at once whose backend is whose).
+        ``session_settings``: more server settings of every session (the operator bounds
+        its lock waits with ``lock_timeout``)."""
+        settings = {**SESSION_BOUNDS, **(session_settings or {})}
         if application_name:
             settings["application_name"] = application_name[:63]
         try:

@@ -98,3 +98,8 @@ def test_every_setting_is_in_the_help() -> None:
     for name, field in OperatorEnvironment.model_fields.items():
         variable = OperatorEnvironment.variable(str(field.validation_alias or name))
         assert variable in text, variable
+
+
+def test_in_a_pod_a_tenants_sqlite_url_is_refused() -> None:
+    assert build_config(["-n", "a"], {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}).in_cluster
+    assert not build_config(["-n", "a"], {}).in_cluster

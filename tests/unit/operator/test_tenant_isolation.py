@@ -1,0 +1,116 @@
+"""One tenant's database cannot stall another's: opening is per URL, a pool nobody uses is
+closed, and a pass has a deadline. Real sockets and real SQLite files; the Kubernetes side of
+the deadline test is `FakeKube`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_kube import FakeKube
+
+from occurrence_operator import scheduling
+from occurrence_operator.metrics import OperatorMetrics
+from occurrence_operator.passcontext import PassContext
+from occurrence_operator.scheduling import Reconciler
+from occurrence_operator.stores import Stores
+from occurrence_store import Store
+
+
+@pytest.fixture
+async def silent_server() -> AsyncIterator[int]:
+    """A TCP server that accepts connections and never answers (a hung database host)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
+
+
+async def test_a_database_that_never_answers_does_not_hold_up_another(
+        tmp_path: Path, silent_server: int) -> None:
+    stores = Stores()
+    healthy = f"sqlite:///{tmp_path / 'healthy.db'}"
+    await (await Store.open(healthy, migrate=True)).close()
+    bad = f"postgresql://u@127.0.0.1:{silent_server}/db"
+    try:
+        stuck = asyncio.create_task(stores.get(bad, user=("a", "bad")))
+        await asyncio.sleep(0.2)  # the bad open is under way, holding its own lock
+        t0 = time.monotonic()
+        store = await stores.get(healthy, user=("b", "good"))
+        waited = time.monotonic() - t0
+        assert await store.registry.list() == []
+        assert not stuck.done() and waited < 5, waited  # (before: the whole connect timeout)
+        stuck.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stuck
+    finally:
+        await stores.close()
+
+
+async def test_a_pool_nobody_uses_any_more_is_closed(tmp_path: Path) -> None:
+    stores = Stores()
+    first, second = (f"sqlite:///{tmp_path / n}" for n in ("first.db", "second.db"))
+    try:
+        a = await stores.get(first, user=("ns", "a"))
+        assert await stores.get(first, user=("ns", "b")) is a
+        await stores.get(second, user=("ns", "a"))  # a moved to another database
+        assert stores.open_urls == 2  # b still uses the first
+        await stores.forget("ns", "b")  # b deleted: nobody uses the first
+        assert stores.open_urls == 1
+        await stores.forget("ns", "a")
+        assert stores.open_urls == 0
+        assert await stores.get(first, user=("ns", "c")) is not a  # reopened on demand
+    finally:
+        await stores.close()
+
+
+class _StalledKube(FakeKube):
+    """Reading the AgentDeployment never finishes (a stalled pass)."""
+
+    async def get(self, path: str, **_: Any) -> dict[str, Any] | None:
+        await asyncio.sleep(3600)
+        return None
+
+
+async def test_a_stalled_pass_gives_its_slot_back_at_its_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scheduling, "PASS_DEADLINE_SECONDS", 0.3)
+    metrics = OperatorMetrics()
+    context = PassContext(_StalledKube(), Stores(), metrics, "op-0")  # type: ignore[arg-type]
+    reconciler = Reconciler(context, resync_seconds=300, max_concurrent=1)
+    t0 = time.monotonic()
+    assert await reconciler.run_once("ns", "stuck") == scheduling.RETRY_SECONDS
+    assert time.monotonic() - t0 < 2
+    assert 'occurrence_operator_reconciles_total{result="timeout"} 1.0' in metrics.render()
+    # the one slot is free again: the next pass of another object gets it at once
+    assert await asyncio.wait_for(reconciler.run_once("ns", "next"), 2) == \
+        scheduling.RETRY_SECONDS
+
+
+async def test_an_operator_in_a_pod_refuses_a_tenants_sqlite_url() -> None:
+    import base64
+
+    from occurrence_operator.secrets import SecretProblem, database_url
+    from occurrence_operator.spec import SecretKeyRef
+
+    kube = FakeKube()
+    kube.put("/api/v1/namespaces/t/secrets/db", {"metadata": {"name": "db"}, "data": {
+        "url": base64.b64encode(b"sqlite:////tmp/fill-the-operators-disk.db").decode()}})
+    ref = SecretKeyRef(name="db")
+    assert (await database_url(kube, "t", ref)).startswith("sqlite:")  # a local operator
+    with pytest.raises(SecretProblem) as refused:
+        await database_url(kube, "t", ref, allow_sqlite=False)  # type: ignore[arg-type]
+    assert refused.value.reason == "InvalidDatabaseURL"
+    assert "an AgentDeployment needs PostgreSQL" in str(refused.value)
