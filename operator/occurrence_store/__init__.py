@@ -21,6 +21,7 @@ from occurrence_store.errors import (
 from occurrence_store.models import (
     FINISHED_TASK_STATUSES,
     SHARED_OCCURRENCE_ID,
+    TRANSFERABLE_TASK_STATUSES,
     DrainResult,
     InFlightPolicy,
     InFlightRecovery,
@@ -37,6 +38,7 @@ from occurrence_store.store import ScopedStore, Store
 __all__ = [
     "FINISHED_TASK_STATUSES",
     "SHARED_OCCURRENCE_ID",
+    "TRANSFERABLE_TASK_STATUSES",
     "DatabaseUnavailable",
     "DrainResult",
     "InFlightPolicy",

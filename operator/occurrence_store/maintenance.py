@@ -33,7 +33,12 @@ _EXPIRED_OF_AGENT = (f"SELECT task_id FROM tasks WHERE agent_id = :agent AND {_F
 _EXPIRED_TRANSFERS = (
     "SELECT transfer_id FROM task_transfers t WHERE transferred_at < "
     f"{after_sql(':retention')} AND NOT EXISTS "
-    "(SELECT 1 FROM tasks k WHERE k.task_id = t.task_id) ORDER BY transfer_id LIMIT :batch")
+    "(SELECT 1 FROM tasks k WHERE k.task_id = t.task_id) AND EXISTS "
+    "(SELECT 1 FROM occurrences o WHERE o.occurrence_id = t.from_occurrence_id "
+    "AND o.agent_id = :agent) ORDER BY transfer_id LIMIT :batch")
+"""One agent's expired transfer records: those moved off its occurrences (the registry says
+whose an occurrence is). On a shared database another agent's shorter ``auditDays`` must not
+delete this one's audit trail; a record of an occurrence nobody owns any more is kept."""
 RETENTION_BATCH = 1000
 """Rows deleted per statement: a batch holds its locks briefly, and never all at once."""
 
@@ -105,8 +110,9 @@ class Maintenance:
         batch: int = RETENTION_BATCH,
     ) -> Retained:
         """Delete one agent's finished tasks (with their thoughts) last updated more than
-        ``finished_seconds`` ago, then transfer records older than ``audit_seconds`` whose task
-        is gone — in batches of ``batch`` rows, each its own short transaction."""
+        ``finished_seconds`` ago, then its transfer records (moves off its occurrences) older
+        than ``audit_seconds`` whose task is gone — in batches of ``batch`` rows, each its own
+        short transaction."""
         tasks = thoughts = transfers = 0
         while True:
             async with self.db.transaction() as conn:
@@ -126,7 +132,8 @@ class Maintenance:
             async with self.db.transaction() as conn:
                 deleted = len(await conn.fetch(
                     f"DELETE FROM task_transfers WHERE transfer_id IN ({_EXPIRED_TRANSFERS}) "
-                    "RETURNING transfer_id", retention=-float(audit_seconds), batch=batch))
+                    "RETURNING transfer_id", retention=-float(audit_seconds), batch=batch,
+                    agent=agent_id))
             transfers += deleted
             if deleted < batch:
                 break

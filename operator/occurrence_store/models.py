@@ -61,8 +61,11 @@ class TaskStatus(StrEnum):
     REJECTED = "rejected"
 
 
-TRANSFERABLE_TASK_STATUSES: tuple[TaskStatus, ...] = (TaskStatus.PENDING, TaskStatus.ACTIVE)
-"""What a drain moves: work not yet finished. Finished work stays with whoever did it."""
+TRANSFERABLE_TASK_STATUSES: tuple[TaskStatus, ...] = (
+    TaskStatus.PENDING, TaskStatus.ACTIVE, TaskStatus.DEFERRED)
+"""What a drain moves: work not yet finished — deferred work too (it waits for a decision
+and must not be stranded on an occurrence that retires). Finished work stays with whoever
+did it."""
 
 FINISHED_TASK_STATUSES: tuple[TaskStatus, ...] = (
     TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.REJECTED)

@@ -78,3 +78,26 @@ async def test_retention_deletes_one_agents_old_finished_work_in_batches(store: 
         "ns/old", finished_seconds=3600, audit_seconds=30 * 86400, batch=1)
     assert retained.transfer_records == 2
     assert await store.transfers.transfers_for_task(finished[0].task_id) == []
+
+
+async def test_retention_of_one_agent_keeps_another_agents_audit_trail(store: Store) -> None:
+    """On a shared database agent A's short auditDays must not delete agent B's records."""
+    for occ, agent in (("a-0", "ns/a"), ("a-1", "ns/a"), ("b-0", "ns/b"), ("b-1", "ns/b")):
+        await store.registry.register(occ, agent_id=agent)
+    moved = {}
+    for prefix in ("a", "b"):
+        task = await store.scope(f"{prefix}-0").add_task(f"{prefix}'s")
+        assert await store.transfers.transfer_task_ownership(
+            task.task_id, f"{prefix}-0", f"{prefix}-1")
+        await store.scope(f"{prefix}-1").update_task_status(task.task_id, TaskStatus.COMPLETED)
+        moved[prefix] = task.task_id
+    store.clock.advance(days=2)
+    # B: finished work kept an hour, its audit trail 30 days: the task goes, its record stays
+    retained = await store.maintenance.apply_retention(
+        "ns/b", finished_seconds=3600, audit_seconds=30 * 86400)
+    assert (retained.tasks, retained.transfer_records) == (1, 0)
+    retained = await store.maintenance.apply_retention(
+        "ns/a", finished_seconds=3600, audit_seconds=86400)  # A: auditDays 1
+    assert (retained.tasks, retained.transfer_records) == (1, 1)
+    assert await store.transfers.transfers_for_task(moved["a"]) == []
+    assert len(await store.transfers.transfers_for_task(moved["b"])) == 1  # B's stays

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from occurrence_store import (
+    TRANSFERABLE_TASK_STATUSES,
     InFlightPolicy,
     InFlightRecovery,
     OccurrenceState,
     Store,
-    TaskStatus,
     ThoughtStatus,
 )
 
@@ -130,13 +130,13 @@ async def observe(
 
 
 async def _occupancy(store: Store, name: str, ordinal: int) -> tuple[int, bool, bool]:
-    """(pending + active tasks, quiet, dead) of a fenced occurrence: quiet when it holds no
+    """(unfinished tasks — pending, active, deferred —, quiet, dead) of an occurrence
+    leaving work (departing or fenced): quiet when it holds no
     in-flight (PROCESSING) work or acknowledged the fence, dead when its lease expired (or it
     never registered)."""
     occ = occurrence_id(name, ordinal)
     scoped = store.scope(occ)
-    work = (await scoped.count_tasks(TaskStatus.PENDING)
-            + await scoped.count_tasks(TaskStatus.ACTIVE))
+    work = sum([await scoped.count_tasks(status) for status in TRANSFERABLE_TASK_STATUSES])
     if await scoped.count_thoughts(ThoughtStatus.PROCESSING) == 0:
         return work, True, False
     row = await store.registry.get(occ)

@@ -352,3 +352,20 @@ async def test_a_fenced_middle_ordinal_is_emptied_kept_fenced_and_released_on_re
     await _drive(store, port, 3)  # removed from the spec: un-fenced
     assert await _state(store, 1) == OccurrenceState.ACTIVE
     assert port.reasons()[-1] == "OccurrencesUnfenced"
+
+
+async def test_deferred_work_leaves_with_its_departing_occurrence(store: Store) -> None:
+    """A task waiting for a decision (deferred) is unfinished work: a drain moves it (it was
+    stranded on the retired occurrence, and nothing would ever take it up)."""
+    await _occurrences(store, 3, {})
+    departing = store.scope(_id(2))
+    task = await departing.add_task("waits for a person")
+    await departing.update_task_status(task.task_id, TaskStatus.DEFERRED)
+    port = _port(3)
+    await _drive(store, port, 2)
+    assert port.persisted is not None and port.persisted.phase == "Done"
+    assert await departing.count_tasks(TaskStatus.DEFERRED) == 0
+    moved = [await store.scope(_id(k)).get_task(task.task_id) for k in (0, 1)]
+    kept = [t for t in moved if t is not None]
+    assert len(kept) == 1 and kept[0].status == TaskStatus.DEFERRED
+    assert len(await store.transfers.transfers_for_task(task.task_id)) == 1
