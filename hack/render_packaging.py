@@ -259,7 +259,7 @@ def helm_template(
 ) -> list[dict[str, Any]]:
     """`helm template` of the chart; the rendered objects in order."""
     with tempfile.TemporaryDirectory() as tmp:
-        args = [helm, "template", release, str(chart), "--namespace", namespace]
+        args = [helm, "template", release, str(chart), "--namespace", namespace, "--skip-tests"]
         if values:
             vfile = Path(tmp) / "values.yaml"
             vfile.write_text(yaml.safe_dump(dict(values)))

@@ -119,6 +119,11 @@ install_operator() {  # $1: helm | kustomize
     h upgrade --install "$RELEASE" charts/occurrence-operator --namespace "$OPERATOR_NS" \
       --set image.repository="$repo" --set image.tag="$tag" --set "watchNamespaces={$NS}" \
       --wait --timeout "${TIMEOUT}s" >/dev/null
+    local tested
+    tested="$(h test "$RELEASE" --namespace "$OPERATOR_NS" --timeout "${TIMEOUT}s" --logs 2>&1)" ||
+      { echo "$tested" >&2; fail "helm test $RELEASE"; }
+    grep -q "^ok: the operator answers" <<<"$tested" || { echo "$tested" >&2; fail "helm test said nothing"; }
+    note "helm test: $(grep -m1 -o 'Phase: *[A-Za-z]*' <<<"$tested" | tr -s ' ') — the operator answers on its metrics Service, the API server serves the AgentDeployment API"
   else
     step "operator: kubectl apply -k manifests/base (image overridden)"
     mkdir -p "$WORK/base"

@@ -271,8 +271,9 @@ class PodDisruptionBudgetSpec(CrdModel):
     """The agent pods' PodDisruptionBudget."""
 
     __cel_rules__ = (CelRule(
-        rule=f"type(self.maxUnavailable) == int ? self.maxUnavailable >= 0 && "
-        f"self.maxUnavailable <= {MAX_REPLICAS} : self.maxUnavailable.matches('{_PERCENT}')",
+        rule=f"!has(self.maxUnavailable) || (type(self.maxUnavailable) == int ? "
+        f"self.maxUnavailable >= 0 && self.maxUnavailable <= {MAX_REPLICAS} : "
+        f"self.maxUnavailable.matches('{_PERCENT}'))",
         message=f"maxUnavailable must be a count from 0 to {MAX_REPLICAS} or a percentage "
         "from 0% to 100%",
         check=lambda s: (0 <= s.max_unavailable <= MAX_REPLICAS)

@@ -99,12 +99,15 @@ async def test_a_new_template_reaches_the_highest_ordinals_first_wave_by_wave(
         # the new template only ever runs on a suffix of the ordinals: the highest first
         assert on_new == list(range(4 - len(on_new), 4)), images
         # The record is persisted before the partition moves, so pods can only be ahead of a
-        # record that moved while they were listed: judge the readings it held still over.
+        # record that moved while they were listed: count the pods of the readings it held
+        # still over (every wave is named; the last one may pass too fast to be held).
         held = _rollout(cluster, ns, name) == record
-        if held and record.get("phase") == "Progressing" and record.get("canaryTemplate"):
+        if record.get("phase") == "Progressing" and record.get("canaryTemplate"):
             wave = record["wave"]
-            assert len(on_new) <= record["canaryOccurrences"], (record, images)
-            seen[wave] = max(seen.get(wave, 0), len(on_new))
+            seen.setdefault(wave, 0)
+            if held:
+                assert len(on_new) <= record["canaryOccurrences"], (record, images)
+                seen[wave] = max(seen[wave], len(on_new))
         if _settled(cluster, ns, name, 4, "Complete", NEW):
             break
         await asyncio.sleep(0.3)

@@ -203,3 +203,30 @@ def test_make_fragment_defines_the_targets() -> None:
     for wrapper in ("e2e-kind.sh", "e2e-local.sh"):
         assert "hack/e2e/scenario.sh" in (REPO / "hack" / wrapper).read_text(), wrapper
     assert "hack/e2e-local.sh" in (REPO / "Makefile").read_text(), "make test runs the scenario"
+
+
+def test_the_keda_and_cloudnativepg_examples_target_the_agentdeployment() -> None:
+    (scaled,) = _objects(REPO / "manifests" / "autoscaling" / "keda-scaledobject.yaml")
+    assert scaled["kind"] == "ScaledObject"
+    assert scaled["spec"]["scaleTargetRef"] == {
+        "apiVersion": wellknown.API_VERSION, "kind": wellknown.KIND, "name": "demo-agent"}
+    (trigger,) = scaled["spec"]["triggers"]
+    assert "occurrence_operator_backlog_tasks" in trigger["metadata"]["query"]
+    cluster, agd = _objects(REPO / "manifests" / "cloudnativepg" / "agents-on-cloudnativepg.yaml")
+    assert cluster["kind"] == "Cluster" and agd["kind"] == wellknown.KIND
+    spec = AgentDeploymentSpec.model_validate(agd["spec"])
+    # CloudNativePG's application Secret: <cluster>-app, key uri
+    assert (spec.database.secret_ref.name, spec.database.secret_ref.key) == (
+        f"{cluster['metadata']['name']}-app", "uri")
+
+
+def test_the_chart_shows_a_valid_agentdeployment_on_artifact_hub() -> None:
+    chart = yaml.safe_load((REPO / "charts" / "occurrence-operator" / "Chart.yaml").read_text())
+    annotations = chart["annotations"]
+    (example,) = yaml.safe_load(annotations["artifacthub.io/crdsExamples"])
+    assert (example["apiVersion"], example["kind"]) == (wellknown.API_VERSION, wellknown.KIND)
+    AgentDeploymentSpec.model_validate(example["spec"])
+    (crd,) = yaml.safe_load(annotations["artifacthub.io/crds"])
+    assert crd["name"] == wellknown.CRD_NAME
+    assert all(link["url"].startswith("https://")
+               for link in yaml.safe_load(annotations["artifacthub.io/links"]))
