@@ -11,7 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import naming, wellknown
-from .security import container_security_context, pod_security_context
+from .security import (
+    DEFAULT_CONTAINER_SECURITY_CONTEXT,
+    container_security_context,
+    deep_merge,
+    pod_security_context,
+)
 from .spec import AgentDeploymentSpec
 
 CONTAINER_NAME = "agent"
@@ -170,6 +175,16 @@ def scheduling(spec: AgentDeploymentSpec) -> dict[str, Any]:
     return fields
 
 
+def restricted_container(container: Mapping[str, Any]) -> dict[str, Any]:
+    """A user's sidecar or init container with the restricted defaults under its own
+    security context (what it sets wins; `spec.refuse_unsafe_pod_shape` refused anything
+    that would break the standard)."""
+    rendered = copy.deepcopy(dict(container))
+    rendered["securityContext"] = deep_merge(DEFAULT_CONTAINER_SECURITY_CONTEXT,
+                                             container.get("securityContext") or {})
+    return rendered
+
+
 def pod_metadata(spec: AgentDeploymentSpec, name: str) -> dict[str, Any]:
     """The user's pod labels and annotations under the operator's own labels (which win:
     the StatefulSet's selector and the NetworkPolicy depend on them)."""
@@ -190,7 +205,10 @@ def agent_pod_template(spec: AgentDeploymentSpec, name: str, agent_id: str) -> d
             "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
             "securityContext": pod_security_context(spec.pod_security_context),
             **scheduling(spec),
-            "containers": [agent_container(spec, agent_id)],
+            "containers": [agent_container(spec, agent_id),
+                           *(restricted_container(c) for c in spec.sidecars or ())],
+            **({"initContainers": [restricted_container(c) for c in spec.init_containers]}
+               if spec.init_containers else {}),
             "volumes": [tmp_volume(), token_volume(name), *copy.deepcopy(spec.volumes or [])],
         },
     }

@@ -57,6 +57,9 @@ def pod_security_context(override: PodSecurityContextOverride | None) -> dict[st
     if override is None:
         return base
     wire = override.to_wire()
+    if wire.pop("userFromPlatform", False):  # ours, not a core/v1 field
+        base.pop("runAsUser")
+        base.pop("runAsGroup")
     return _seccomp_fixup(deep_merge(base, wire), wire)
 
 

@@ -135,12 +135,26 @@ class PodSecurityContextOverride(CrdModel):
     """Fields merged over the pod's secure defaults (runAsNonRoot, runAsUser/runAsGroup 10001,
     seccompProfile RuntimeDefault)."""
 
-    __cel_rules__ = (_NON_ROOT_RULE,)
+    __cel_rules__ = (
+        _NON_ROOT_RULE,
+        CelRule(
+            rule="!has(self.userFromPlatform) || !self.userFromPlatform || "
+            "(!has(self.runAsUser) && !has(self.runAsGroup))",
+            message="userFromPlatform leaves runAsUser and runAsGroup to the platform: set "
+            "neither with it",
+            check=lambda s: not s.user_from_platform or (
+                s.run_as_user is None and s.run_as_group is None),
+        ),
+    )
 
     run_as_non_root: bool | None = None
     run_as_user: int | None = Field(None, ge=1)
     """UID to run as; 0 (root) is not allowed."""
     run_as_group: int | None = Field(None, ge=0)
+    user_from_platform: bool | None = None
+    """True: the pods set no runAsUser/runAsGroup, the platform assigns them (OpenShift's
+    restricted-v2 SCC picks a UID from the namespace's range and refuses any other);
+    runAsNonRoot stays true."""
     fs_group: int | None = Field(None, ge=0)
     fs_group_change_policy: Literal["OnRootMismatch", "Always"] | None = None
     supplemental_groups: list[Annotated[int, Field(ge=0)]] | None = None
@@ -554,6 +568,13 @@ class AgentDeploymentSpec(CrdModel):
     volume_mounts: list[Passthrough] | None = Field(None, max_length=32)
     """Extra core/v1 VolumeMounts of the agent container (not at /tmp or the token
     directory, which the operator mounts)."""
+    sidecars: list[Passthrough] | None = Field(None, max_length=8)
+    """Extra core/v1 Containers of the agent pods, beside the agent (a log shipper, a proxy).
+    Each runs with the restricted security context defaults under its own settings, which
+    may not break the restricted Pod Security Standard; `agent` is the operator's name."""
+    init_containers: list[Passthrough] | None = Field(None, max_length=8)
+    """core/v1 init Containers of the agent pods (native sidecars too: restartPolicy
+    Always), under the same rules as `sidecars`."""
     pod_disruption_budget: PodDisruptionBudgetSpec = Field(
         default_factory=lambda: PodDisruptionBudgetSpec.model_validate({}),
         json_schema_extra={"default": {}})
@@ -633,6 +654,7 @@ def refuse_unsafe_pod_shape(spec: AgentDeploymentSpec) -> None:
                 f"spec.volumes[{k}] ({name}) must have exactly one source of "
                 f"{', '.join(RESTRICTED_VOLUME_SOURCES)} (the restricted Pod Security "
                 f"Standard), got {', '.join(sources) or 'none'}")
+    _refuse_unsafe_containers(spec, names)
     for k, mount in enumerate(spec.volume_mounts or ()):
         name, path = mount.get("name"), mount.get("mountPath")
         if name not in names:
@@ -644,3 +666,48 @@ def refuse_unsafe_pod_shape(spec: AgentDeploymentSpec) -> None:
                 path.rstrip("/") + "/") for t in taken):
             raise ValueError(f"spec.volumeMounts[{k}].mountPath {path!r} overlaps "
                              f"{' or '.join(taken)}, which the operator mounts")
+
+
+def _refuse_unsafe_containers(spec: AgentDeploymentSpec, volumes: set[str]) -> None:
+    """Sidecars and init containers: named, with an image, mounting only the pod's volumes,
+    and nothing the restricted Pod Security Standard refuses."""
+    seen = {"agent"}
+    for field, containers in (("sidecars", spec.sidecars), ("initContainers",
+                                                             spec.init_containers)):
+        for k, container in enumerate(containers or ()):
+            where = f"spec.{field}[{k}]"
+            name = container.get("name")
+            if not isinstance(name, str) or not re.fullmatch(DNS1123_LABEL, name):
+                raise ValueError(f"{where}.name must be a DNS-1123 label, got {name!r}")
+            if name in seen:
+                raise ValueError(f"{where}.name {name!r} is taken")
+            seen.add(name)
+            if not isinstance(container.get("image"), str) or not container["image"]:
+                raise ValueError(f"{where} ({name}) needs an image")
+            if any(isinstance(p, dict) and p.get("hostPort") for p in container.get("ports")
+                   or ()):
+                raise ValueError(f"{where} ({name}): hostPort is not allowed (Pod Security)")
+            for mount in container.get("volumeMounts") or ():
+                if mount.get("name") not in volumes | {"tmp"}:
+                    raise ValueError(f"{where} ({name}) mounts {mount.get('name')!r}, which is "
+                                     "not one of spec.volumes (or tmp)")
+            problem = _unrestricted(container.get("securityContext") or {})
+            if problem:
+                raise ValueError(f"{where} ({name}).securityContext: {problem} (the restricted "
+                                 "Pod Security Standard)")
+
+
+def _unrestricted(context: dict[str, Any]) -> str | None:
+    """What in a container's security context the restricted standard refuses, if anything."""
+    if context.get("privileged") is True:
+        return "privileged cannot be true"
+    if context.get("allowPrivilegeEscalation") is True:
+        return "allowPrivilegeEscalation cannot be true"
+    if context.get("runAsNonRoot") is False or context.get("runAsUser") == 0:
+        return "it cannot run as root"
+    added = set((context.get("capabilities") or {}).get("add") or ()) - {"NET_BIND_SERVICE"}
+    if added:
+        return f"capabilities {sorted(added)} cannot be added (only NET_BIND_SERVICE)"
+    if (context.get("seccompProfile") or {}).get("type") == "Unconfined":
+        return "seccompProfile cannot be Unconfined"
+    return None

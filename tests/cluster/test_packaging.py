@@ -428,6 +428,13 @@ SHAPED: dict[str, Any] = {
     "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
     "migrations": {"resources": {"requests": {"cpu": "10m"}, "limits": {"memory": "64Mi"}}},
     "containerSecurityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"]}},
+    "sidecars": [{"name": "shipper", "image": "registry.example/shipper:1",
+                  "volumeMounts": [{"name": "cache", "mountPath": "/var/log/agent"}]}],
+    "initContainers": [{"name": "warm", "image": "registry.example/warm:1",
+                        "securityContext": {"readOnlyRootFilesystem": False}},
+                       {"name": "proxy", "image": "registry.example/proxy:1",
+                        "restartPolicy": "Always"}],
+    "podSecurityContext": {"userFromPlatform": True},
 }
 """Every pod-shaping field at once (but priorityClassName, which needs a PriorityClass):
 what it renders must still pass the restricted Pod Security Standard."""

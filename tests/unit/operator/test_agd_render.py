@@ -384,3 +384,51 @@ def test_pod_shaping_keeps_the_operators_labels_mounts_and_restricted_volumes() 
 def test_unsafe_pod_shapes_are_refused(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         refuse_unsafe_pod_shape(spec_of({**MINIMAL, **change}))
+
+
+SIDECAR = {"name": "shipper", "image": "registry.example/shipper:1",
+           "volumeMounts": [{"name": "cache", "mountPath": "/var/log/agent"}]}
+
+
+def test_sidecars_and_init_containers_run_restricted_beside_the_agent() -> None:
+    spec = spec_of({**MINIMAL, "volumes": [{"name": "cache", "emptyDir": {}}],
+                    "sidecars": [SIDECAR],
+                    "initContainers": [{"name": "warm", "image": "registry.example/warm:1",
+                                        "securityContext": {"readOnlyRootFilesystem": False}}],
+                    "podSecurityContext": {"userFromPlatform": True}})
+    refuse_unsafe_pod_shape(spec)
+    pod = render(spec, OWNER, replicas=1).statefulset["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["agent", "shipper"]
+    shipper = pod["containers"][1]["securityContext"]
+    assert shipper["allowPrivilegeEscalation"] is False and shipper["runAsNonRoot"] is True
+    assert shipper["capabilities"] == {"drop": ["ALL"]}
+    warm = pod["initContainers"][0]["securityContext"]
+    assert warm["readOnlyRootFilesystem"] is False  # its own setting wins
+    assert warm["seccompProfile"] == {"type": "RuntimeDefault"}
+    # OpenShift's restricted-v2 assigns the user: none is set, non-root still is
+    assert pod["securityContext"] == {"runAsNonRoot": True,
+                                      "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+@pytest.mark.parametrize(("container", "message"), [
+    ({**SIDECAR, "name": "agent"}, "spec.sidecars[0].name 'agent' is taken"),
+    ({**SIDECAR, "image": ""}, "needs an image"),
+    ({**SIDECAR, "securityContext": {"privileged": True}}, "privileged cannot be true"),
+    ({**SIDECAR, "securityContext": {"runAsUser": 0}}, "cannot run as root"),
+    ({**SIDECAR, "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}},
+     "capabilities ['SYS_ADMIN'] cannot be added"),
+    ({**SIDECAR, "ports": [{"containerPort": 80, "hostPort": 80}]}, "hostPort"),
+    ({**SIDECAR, "volumeMounts": [{"name": "agent-token", "mountPath": "/t"}]},
+     "mounts 'agent-token'"),
+])
+def test_unsafe_sidecars_are_refused(container: dict[str, Any], message: str) -> None:
+    spec = spec_of({**MINIMAL, "volumes": [{"name": "cache", "emptyDir": {}}],
+                    "sidecars": [container]})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        refuse_unsafe_pod_shape(spec)
+
+
+def test_user_from_platform_excludes_a_user_of_ones_own() -> None:
+    with pytest.raises(ValueError, match="userFromPlatform leaves runAsUser"):
+        spec_of({**MINIMAL, "podSecurityContext": {"userFromPlatform": True,
+                                                   "runAsUser": 1000}})

@@ -1,0 +1,249 @@
+"""What a user feels: tasks through real agent processes, from the HTTP submit to the finish.
+
+K `occurrence-agent` processes (the real runtime: HTTP API, worker, heartbeat, journal) on one
+PostgreSQL started here; the default handler with no simulated work (`--simulated-work-ms
+0`), so what is measured is the machinery, not the work. Two phases per K:
+
+- **latency** — one client per agent submits one task at a time (`POST /tasks`, then the next
+  after `--gap` seconds); submit → start is the time from sending the request to the agent's
+  journal event `thought_started` of the task (one clock: same host). Percentiles over all.
+- **throughput** — every agent gets `--tasks` tasks submitted with 16 requests in flight
+  each; tasks/s is the count over the time from the first request to the last
+  `task_finished`.
+
+Beside it, the **bare bound**, side by side in the same run: the same per-task database work
+done in-process by K asyncio workers on the store (add the task, activate it, add its thought,
+claim it, complete the thought, complete the task) — no HTTP, no process, no polling. The
+ratio agents / bound is the cost of the runtime around the store.
+
+    .venv/bin/python -m benchmarks.agent_e2e [--ks 1,2,4] [--tasks 1000] [--latency 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from benchmarks.common import append_results, median, percentile
+from occurrence_agent.journal import read_journal
+from occurrence_store import Store, TaskStatus, ThoughtStatus
+from tests.support.postgres import postgres_server
+
+IN_FLIGHT = 16
+"""Requests in flight per agent in the throughput phase."""
+
+
+class Agents:
+    """K agent processes on one database, each with its journal and port file."""
+
+    def __init__(self, url: str, k: int, workdir: Path, run: str) -> None:
+        self.url, self.workdir = url, workdir
+        self.ids = [f"{run}-{i}" for i in range(k)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.ports: dict[str, int] = {}
+
+    def journal(self, occ: str) -> Path:
+        return self.workdir / f"{occ}.journal"
+
+    def _spawn(self) -> None:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("AGENT_") and k != "DATABASE_URL"}
+        for occ in self.ids:
+            args = [sys.executable, "-m", "occurrence_agent.cli", "--occurrence-id", occ,
+                    "--database-url", self.url, "--host", "127.0.0.1", "--port", "0",
+                    "--port-file", str(self.workdir / f"{occ}.port"),
+                    "--journal", str(self.journal(occ)), "--simulated-work-ms", "0",
+                    "--submit-rate", "0", "--log-level", "WARNING"]
+            with open(self.workdir / f"{occ}.log", "wb") as log:
+                self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                                   env=env))
+
+    async def __aenter__(self) -> Agents:
+        self._spawn()
+        deadline = time.monotonic() + 60
+        async with aiohttp.ClientSession() as session:
+            for occ in self.ids:
+                while True:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{occ} not ready: "
+                                           f"{(self.workdir / f'{occ}.log').read_text()[-2000:]}")
+                    with contextlib.suppress(OSError, ValueError, aiohttp.ClientError):
+                        port = int((self.workdir / f"{occ}.port").read_text())
+                        async with session.get(f"http://127.0.0.1:{port}/readyz") as r:
+                            if r.status == 200:
+                                self.ports[occ] = port
+                                break
+                    await asyncio.sleep(0.1)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def events(self, kind: str) -> dict[str, float]:
+        """task id -> time of its first `kind` journal event, over every agent."""
+        seen: dict[str, float] = {}
+        for occ in self.ids:
+            for event in read_journal(self.journal(occ)):
+                if event["event"] == kind and event.get("task_id") not in seen:
+                    seen[event["task_id"]] = float(event["t"])
+        return seen
+
+
+async def _post(session: aiohttp.ClientSession, port: int, text: str) -> str:
+    async with session.post(f"http://127.0.0.1:{port}/tasks",
+                            json={"description": text}) as resp:
+        body = await resp.json()
+        if resp.status != 201:
+            raise RuntimeError(f"submit refused: {resp.status} {body}")
+        return str(body["task_id"])
+
+
+async def _wait_finished(agents: Agents, ids: set[str], timeout: float) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    while True:
+        finished = agents.events("task_finished")
+        if ids <= set(finished):
+            return finished
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(ids - set(finished))} of {len(ids)} tasks unfinished")
+        await asyncio.sleep(0.2)
+
+
+async def latency(agents: Agents, count: int, gap: float) -> list[float]:
+    sent: dict[str, float] = {}
+
+    async def client(occ: str) -> None:
+        async with aiohttp.ClientSession() as session:
+            for n in range(count // len(agents.ids)):
+                t0 = time.time()
+                sent[await _post(session, agents.ports[occ], f"latency {n}")] = t0
+                await asyncio.sleep(gap)
+
+    await asyncio.gather(*(client(occ) for occ in agents.ids))
+    await _wait_finished(agents, set(sent), 120)
+    started = agents.events("thought_started")
+    return [started[task] - t0 for task, t0 in sent.items()]
+
+
+async def throughput(agents: Agents, per_agent: int) -> tuple[float, float]:
+    """(tasks/s end to end, tasks/s accepted by the API)."""
+    ids: set[str] = set()
+
+    async def client(occ: str) -> None:
+        queue = iter(range(per_agent))
+        async with aiohttp.ClientSession() as session:
+            async def lane() -> None:
+                for n in queue:
+                    ids.add(await _post(session, agents.ports[occ], f"bulk {n}"))
+            await asyncio.gather(*(lane() for _ in range(IN_FLIGHT)))
+
+    t0 = time.time()
+    await asyncio.gather(*(client(occ) for occ in agents.ids))
+    submitted = time.time() - t0
+    finished = await _wait_finished(agents, ids, 600)
+    elapsed = max(finished[t] for t in ids) - t0
+    return len(ids) / elapsed, len(ids) / submitted
+
+
+async def bound(url: str, k: int, per_worker: int, run: str) -> float:
+    """tasks/s of the same database work per task, in-process, K concurrent workers."""
+    stores = [await Store.open(url) for _ in range(k)]
+    try:
+        async def worker(i: int) -> None:
+            scope = stores[i].scope(f"{run}-bound-{i}")
+            for n in range(per_worker):
+                task = await scope.add_task(f"bound {n}")
+                (active,) = await scope.activate_pending_tasks(1)
+                await scope.add_thought(active.task_id, "think")
+                (thought,) = await scope.claim_pending_thoughts(1)
+                await scope.update_thought_status(thought.thought_id, ThoughtStatus.COMPLETED)
+                await scope.update_task_status(task.task_id, TaskStatus.COMPLETED)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(k)))
+        return k * per_worker / (time.perf_counter() - t0)
+    finally:
+        for store in stores:
+            await store.close()
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+async def main_async(ks: list[int], per_agent: int, latency_count: int, gap: float
+                     ) -> list[dict[str, Any]]:
+    rows = []
+    with postgres_server() as pg, tempfile.TemporaryDirectory() as tmp:
+        url = pg.url()
+        await (await Store.open(url, migrate=True)).close()
+        for k in ks:
+            run = f"k{k}"
+            workdir = Path(tmp) / run
+            workdir.mkdir()
+            async with Agents(url, k, workdir, run) as agents:
+                lat = await latency(agents, latency_count, gap)
+                e2e, accepted = await throughput(agents, per_agent)
+            bare = await bound(url, k, per_agent, run)
+            row = {"k": k, "tasks": k * per_agent, "p50_ms": 1000 * median(lat),
+                   "p95_ms": 1000 * percentile(lat, 95), "p99_ms": 1000 * percentile(lat, 99),
+                   "e2e": e2e, "accepted": accepted, "bound": bare, "load": load_average()}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    lines = [
+        f"K `occurrence-agent` processes on one PostgreSQL, default handler with no simulated "
+        f"work. Latency: {args.latency} tasks submitted one at a time ({args.gap:g} s apart per "
+        "client), submit → `thought_started` (journal, same host clock). Throughput: "
+        f"{args.tasks} tasks per agent, {IN_FLIGHT} requests in flight per agent, first request "
+        "→ last `task_finished`. Bound: the same per-task store calls in-process (add, activate, "
+        "add thought, claim, complete thought, complete task), K workers, measured in the same "
+        "run right after.",
+        "",
+        "| K | tasks | submit→start p50 ms | p95 ms | p99 ms | accepted /s | end-to-end tasks/s "
+        "| bound tasks/s | agents / bound | load avg after |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['k']} | {r['tasks']:,} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+                     f"{r['p99_ms']:.1f} | {r['accepted']:,.0f} | {r['e2e']:,.0f} | "
+                     f"{r['bound']:,.0f} | {r['e2e'] / r['bound']:.2f}x | {r['load']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ks", default="1,2,4")
+    parser.add_argument("--tasks", type=int, default=1000, help="per agent (throughput)")
+    parser.add_argument("--latency", type=int, default=200, help="tasks, over all agents")
+    parser.add_argument("--gap", type=float, default=0.05)
+    args = parser.parse_args()
+    rows = asyncio.run(main_async([int(k) for k in args.ks.split(",")], args.tasks,
+                                  args.latency, args.gap))
+    append_results("Tasks through real agent processes (benchmarks/agent_e2e.py)",
+                   report(rows, args))
+
+
+if __name__ == "__main__":
+    main()
