@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from .adoption import check_owned
 from .agd_object import AgentDeploymentObject
 from .kube import ApiError, collection_path, object_path
+from .never_adopt import check_owned
 from .render import Rendered
 from .statusdoc import Migration
 from .timeutil import format_time

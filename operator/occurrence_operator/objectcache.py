@@ -11,7 +11,7 @@ What it answers and what it does not:
 - an object it holds is a hit; an object it does not hold is a miss too, unless the reader
   asks only about objects the watch selects (`ours_only`): a watch is label-selected, so
   "not here" proves only that no object *with our labels* exists, and a same-named object
-  somebody else made (which `adoption` must see to refuse it) is not in it;
+  somebody else made (which `never_adopt` must see to refuse it) is not in it;
 - versions only move forward: an event older than what a write already put (resource
   versions compared as integers, which is what etcd-backed API servers issue) is ignored.
 """

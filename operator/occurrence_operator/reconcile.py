@@ -5,10 +5,10 @@ AgentDeployment it just read; the pass reads everything it owns and converges:
 
 1. validate the spec (failures: condition + Warning event, no crash loop);
 2. read the database URL from the Secret (missing: condition + Warning event, retry);
-3. the token Secret, Service, PDB and NetworkPolicy (owned.py; never another's object);
+3. the token Secret, Service, PDB and NetworkPolicy (owned_objects.py; never another's object);
 4. migrations (migrations.py): create the Job for the current hash if absent (never patch
    it), record `status.lastMigration` when it succeeds, `MigrationsFailed` when it fails;
-5. ownership: claim the occurrence ids `<name>-0..` in the registry; ids another
+5. occurrence ids (occurrence_ids.py): claim `<name>-0..` in the registry; ids another
    AgentDeployment owns stop everything below (`Degraded`/`OccurrenceIdConflict`);
 6. size (drain/): scale-up, the scale-down drain protocol, creation; the opt-in rebalance
    after a scale-up; the skip-drain bypass with the database unreachable; retention;
@@ -30,14 +30,14 @@ from occurrence_store import OccurrenceState, Store
 from occurrence_store.unreachable import STORE_ERRORS, is_unreachable
 
 from . import autoscaling, drain, gate, naming
-from .adoption import NAME_CONFLICT, NameConflict
 from .agd_object import AgentDeploymentObject
 from .conditions import DEGRADED, READY
 from .kube import ApiError, needs_apply, rejected_as_invalid
 from .migrations import track_migrations
-from .owned import apply_owned_objects
+from .never_adopt import NAME_CONFLICT, NameConflict
+from .occurrence_ids import claim_occurrence_ids, own_occurrences
+from .owned_objects import apply_owned_objects
 from .owner import Owner
-from .ownership import claim_occurrence_ids, own_occurrences
 from .passcontext import PassContext
 from .pause import PAUSED, REASON_UNKNOWN_VALUE
 from .pause import read_request as read_pause_request

@@ -10,9 +10,9 @@ from occurrence_store.redact import redact_url
 from occurrence_store.urls import parse_database_url
 
 from . import naming
-from .adoption import check_owned
 from .agent_token import build_token_secret, new_tokens
 from .kube import Kube, collection_path, object_path
+from .never_adopt import check_owned
 from .owner import Owner
 from .pod_dns import qualify_service_hosts
 from .spec import SecretKeyRef

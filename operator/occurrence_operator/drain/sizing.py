@@ -22,11 +22,11 @@ from typing import Any
 
 from occurrence_store import Store
 
-from ..adoption import check_owned
 from ..agd_object import AgentDeploymentObject
 from ..kube import object_path
 from ..metrics import OperatorMetrics
 from ..naming import fenced_ordinals
+from ..never_adopt import check_owned
 from ..owner import Owner
 from ..spec import AgentDeploymentSpec
 from ..statefulset import StatefulSetSize

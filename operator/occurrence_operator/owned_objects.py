@@ -1,6 +1,6 @@
 """The objects beside the StatefulSet: the token Secret, Service, PDB and NetworkPolicy.
 
-Each is written only if it is this AgentDeployment's (`adoption.check_owned`: an object
+Each is written only if it is this AgentDeployment's (`never_adopt.check_owned`: an object
 somebody else made with the same name raises `NameConflict` and is left untouched), and only
 if it differs from the rendering (`needs_apply`): a no-op pass writes nothing.
 """
@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import naming
-from .adoption import check_owned, owned_by
 from .events import EventType
 from .kube import Kube, needs_apply, object_path
+from .never_adopt import check_owned, owned_by
 from .owner import Owner
 from .render import Rendered
 from .secrets import ensure_token_secret
