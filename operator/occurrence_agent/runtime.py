@@ -53,6 +53,10 @@ from occurrence_store.unreachable import DATABASE_ERRORS
 
 log = logging.getLogger("occurrence_agent.runtime")
 
+WORK_GAUGES_TTL_SECONDS = 5.0
+"""How long the task and thought counts of `/metrics` are reused (scrapes come every 15-60 s;
+a burst of scrapers shares one count)."""
+
 
 class StartupError(RuntimeError):
     """The runtime cannot start (database, schema, wakeup); the message is one line."""
@@ -70,6 +74,9 @@ class OccurrenceRuntime:
         self.store: Store | None = None
         self.presence: Presence | None = None
         self.worker: Worker | None = None
+        self._work_gauges_cache: tuple[float, list[tuple[str, dict[str, str], float]]] | None
+        self._work_gauges_cache = None
+        self._work_gauges_lock = asyncio.Lock()
         self.shutdown: ShutdownCoordinator | None = None
         self.wakeup: WakeupOutcome | None = None
         self.port: int | None = None
@@ -184,6 +191,23 @@ class OccurrenceRuntime:
         return self.metrics.render(extra)
 
     async def _work_gauges(self) -> list[tuple[str, dict[str, str], float]]:
+        """The database-derived gauges, counted at most once per `WORK_GAUGES_TTL_SECONDS`
+        however many scrape at once: `/metrics` is open (no token), and each count set is
+        a dozen COUNTs on the pool the worker uses — four parallel scrapers quadrupled an
+        authorized request's latency."""
+        loop = asyncio.get_running_loop()
+        cached = self._work_gauges_cache
+        if cached is not None and loop.time() - cached[0] < WORK_GAUGES_TTL_SECONDS:
+            return cached[1]
+        async with self._work_gauges_lock:  # the others wait for one count, not their own
+            cached = self._work_gauges_cache
+            if cached is not None and loop.time() - cached[0] < WORK_GAUGES_TTL_SECONDS:
+                return cached[1]
+            gauges = await self._count_work()
+            self._work_gauges_cache = (loop.time(), gauges)
+            return gauges
+
+    async def _count_work(self) -> list[tuple[str, dict[str, str], float]]:
         scoped = self.scoped
         gauges: list[tuple[str, dict[str, str], float]] = []
         for status in TaskStatus:
