@@ -344,29 +344,39 @@ def test_bare_word_in_secret_is_not_a_database_url(
     assert (cond["status"], cond["reason"]) == ("True", "InvalidDatabaseURL"), cond
 
 
+@pytest.mark.parametrize("migrations_resources", [None, {"limits": {"memory": "64Mi"}}],
+                         ids=["job-inherits-the-bad-value", "job-has-its-own"])
 def test_pass_through_field_the_api_server_rejects_later(
-    kube_cluster: Any, operator_ns: tuple[str, Path]
+    kube_cluster: Any, operator_ns: tuple[str, Path], migrations_resources: Any
 ) -> None:
+    """spec.resources is passed through unchecked; the API server refuses it. The migrations
+    Job inherits spec.resources unless spec.migrations.resources is set: then the Job is the
+    object refused; otherwise the Job runs and the StatefulSet is refused. Either way the
+    user is told (Degraded InvalidSpec and a Warning event) and no StatefulSet exists."""
     ns, scratch = operator_ns
-    name = "lots"
-    url = asyncio.run(_migrated(scratch / "lots.db"))
+    name = "lots" if migrations_resources is None else "lots-own"
+    url = asyncio.run(_migrated(scratch / f"{name}.db"))
     create_db_secret(kube_cluster, ns, url, name)
-    kube_cluster.apply(_agd(ns, name, name, resources={"limits": {"memory": "lots"}}))
-    wait_for(
-        lambda: any(
-            (j.get("status") or {}).get("succeeded")
-            for j in kube_cluster.kubectl_json("-n", ns, "get", "jobs")["items"]
-            if j["metadata"]["name"].startswith(f"{name}-migrate-")
-        ),
-        timeout=TIMEOUT,
-        message="migrations Job succeeded",
-    )
-    # What we want: the user is told (Degraded InvalidSpec and a Warning event).
+    extra: dict[str, Any] = {"resources": {"limits": {"memory": "lots"}}}
+    if migrations_resources is not None:
+        extra["migrations"] = {"resources": migrations_resources}
+    kube_cluster.apply(_agd(ns, name, name, **extra))
+    if migrations_resources is not None:
+        wait_for(
+            lambda: any(
+                (j.get("status") or {}).get("succeeded")
+                for j in kube_cluster.kubectl_json("-n", ns, "get", "jobs")["items"]
+                if j["metadata"]["name"].startswith(f"{name}-migrate-")
+            ),
+            timeout=TIMEOUT,
+            message="migrations Job succeeded",
+        )
     cond = wait_for(
-        lambda: _degraded(kube_cluster, ns, name), timeout=20, message=f"{name} Degraded"
+        lambda: _degraded(kube_cluster, ns, name), timeout=TIMEOUT, message=f"{name} Degraded"
     )
     assert cond["reason"] == "InvalidSpec", cond
     assert any(e["type"] == "Warning" for e in events(kube_cluster, ns, name))
+    assert get(kube_cluster, "sts", name, ns) is None
 
 
 NASTY_PASSWORDS = ("Pa/SS@W0RD?X#Y:1", "A@B@C%40D", "ZZ:Q?PASSWORD=@XQZ", "#SECRET/../ETC")
