@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--agent-id", help="the agent this occurrence belongs to, <namespace>/<name>: "
         "decisions and idempotency keys are per agent (default: the database's default "
         "agent)")
+    add("--revision", help="the revision this process runs (the operator sets the pod's "
+        "controller-revision-hash): stamped on every status it sets")
     add("--database-url", help="postgresql://... or sqlite:///path; default: the embedded "
         "SQLite file shared by processes on this host")
     add("--database-url-file", type=Path,

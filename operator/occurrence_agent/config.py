@@ -32,6 +32,7 @@ ENV_NAMES: dict[str, str] = {
     "occurrence_id": "AGENT_OCCURRENCE_ID",
     "ordinal": "AGENT_OCCURRENCE_ORDINAL",
     "agent_id": "AGENT_ID",
+    "revision": "AGENT_REVISION",
     "database_url": "DATABASE_URL",
     "database_url_file": "DATABASE_URL_FILE",
     "host": "AGENT_HOST",
@@ -76,6 +77,11 @@ class AgentConfig(BaseModel):
         description="The agent this occurrence belongs to (the operator sets "
         "<namespace>/<AgentDeployment name>): shared decisions and idempotency keys are per "
         "agent, and an occurrence id owned by another agent is refused at start.")
+    revision: str | None = Field(
+        default=None, min_length=1, max_length=253,
+        description="The revision this process runs (in Kubernetes the pod's "
+        "controller-revision-hash, set by the operator): every status it sets in the database "
+        "is stamped with it, so a rollout judges and gives back work per revision.")
     database_url: str | None = Field(
         default=None, description="postgresql://... or sqlite:///path; None: embedded SQLite.")
     database_url_file: Path | None = Field(

@@ -25,6 +25,7 @@ StateCallback = Callable[[Occurrence], Awaitable[None]]
 class Presence:
     def __init__(self, store: Store, occurrence_id: str, *, ordinal: int | None,
                  lease_seconds: float, interval: float, agent_id: str = DEFAULT_AGENT_ID,
+                 revision: str | None = None,
                  on_error: Callable[[BaseException], None] | None = None) -> None:
         self.store = store
         self.occurrence_id = occurrence_id
@@ -32,6 +33,7 @@ class Presence:
         self.lease_seconds = lease_seconds
         self.interval = interval
         self.agent_id = agent_id
+        self.revision = revision
         self.current: Occurrence | None = None
         self._last_ok: float | None = None
         self._on_error = on_error
@@ -42,7 +44,7 @@ class Presence:
         the id belongs to another agent."""
         self.current = await self.store.registry.register(
             self.occurrence_id, ordinal=self.ordinal, lease_seconds=self.lease_seconds,
-            agent_id=self.agent_id)
+            agent_id=self.agent_id, revision=self.revision)
         self._last_ok = asyncio.get_running_loop().time()
         log.info("registered (state %s, version %d)", self.current.state.value,
                  self.current.version,
@@ -69,7 +71,7 @@ class Presence:
                         extra={"event": "registry.reregister", "occurrence_id": self.occurrence_id})
             occurrence = await self.store.registry.register(
                 self.occurrence_id, ordinal=self.ordinal, lease_seconds=self.lease_seconds,
-                agent_id=self.agent_id)
+                agent_id=self.agent_id, revision=self.revision)
         self._last_ok = asyncio.get_running_loop().time()
         if self.current is not None and occurrence.state != self.current.state:
             log.info("registry state %s -> %s", self.current.state.value, occurrence.state.value,

@@ -256,7 +256,7 @@ class OccurrenceRuntime:
         self.presence = Presence(self.store, self.occurrence_id, ordinal=config.ordinal,
                                  lease_seconds=config.lease_seconds,
                                  interval=config.effective_heartbeat_interval,
-                                 agent_id=config.agent_id,
+                                 agent_id=config.agent_id, revision=config.revision,
                                  on_error=lambda exc: self._count_error("heartbeat"))
         try:
             occurrence = await self.presence.register()

@@ -58,6 +58,17 @@ def operator_env(spec: AgentDeploymentSpec, agent_id: str) -> list[dict[str, Any
                 }
             },
         },
+        {
+            # the revision this pod was created from: the agent stamps it on every status it
+            # sets, so a rollout counts and gives back work per revision
+            "name": wellknown.ENV_REVISION,
+            "valueFrom": {
+                "fieldRef": {
+                    "apiVersion": "v1",
+                    "fieldPath": f"metadata.labels['{wellknown.REVISION_LABEL}']",
+                }
+            },
+        },
         database_url_env(spec),
         {"name": wellknown.ENV_PORT, "value": str(spec.port)},
         {"name": wellknown.ENV_AGENT_ID, "value": agent_id},

@@ -46,13 +46,17 @@ ENV_PORT = "AGENT_PORT"
 ENV_AGENT_ID = "AGENT_ID"
 ENV_IN_FLIGHT_RECOVERY = "AGENT_IN_FLIGHT_RECOVERY"
 ENV_TOKEN_DIR = "AGENT_TOKEN_DIR"
+ENV_REVISION = "AGENT_REVISION"
 RESERVED_ENV = (ENV_OCCURRENCE_ID, ENV_OCCURRENCE_ORDINAL, ENV_DATABASE_URL, ENV_PORT,
-                ENV_AGENT_ID, ENV_IN_FLIGHT_RECOVERY, ENV_TOKEN_DIR)
+                ENV_AGENT_ID, ENV_IN_FLIGHT_RECOVERY, ENV_TOKEN_DIR, ENV_REVISION)
+
+# Set by the StatefulSet controller on every pod: the revision it was created from.
+REVISION_LABEL = "controller-revision-hash"
 
 # occurrence-agent flags that would override what the operator sets (argparse abbreviations
 # are off in the agent, so only these spellings and `--flag=value` reach them).
 RESERVED_AGENT_FLAGS = ("--occurrence-id", "--ordinal", "--agent-id", "--database-url",
-                        "--port", "--in-flight-recovery", "--token-dir")
+                        "--port", "--in-flight-recovery", "--token-dir", "--revision")
 
 # The agent API's bearer tokens: one Secret per AgentDeployment, mounted read-only.
 TOKEN_KEYS = ("work", "admin")

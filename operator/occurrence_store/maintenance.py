@@ -39,6 +39,12 @@ _EXPIRED_TRANSFERS = (
 """One agent's expired transfer records: those moved off its occurrences (the registry says
 whose an occurrence is). On a shared database another agent's shorter ``auditDays`` must not
 delete this one's audit trail; a record of an occurrence nobody owns any more is kept."""
+_EXPIRED_REQUEUES = (
+    "SELECT task_id, revision FROM task_requeues r WHERE agent_id = :agent AND requeued_at < "
+    f"{after_sql(':retention')} AND NOT EXISTS "
+    "(SELECT 1 FROM tasks k WHERE k.task_id = r.task_id) ORDER BY requeued_at LIMIT :batch")
+"""One agent's expired requeue records (rollbacks that gave failed work back) whose task is
+gone."""
 RETENTION_BATCH = 1000
 """Rows deleted per statement: a batch holds its locks briefly, and never all at once."""
 
@@ -50,6 +56,7 @@ class Retained:
     tasks: int = 0
     thoughts: int = 0
     transfer_records: int = 0
+    requeue_records: int = 0
 
 
 class Maintenance:
@@ -111,8 +118,8 @@ class Maintenance:
     ) -> Retained:
         """Delete one agent's finished tasks (with their thoughts) last updated more than
         ``finished_seconds`` ago, then its transfer records (moves off its occurrences) older
-        than ``audit_seconds`` whose task is gone — in batches of ``batch`` rows, each its own
-        short transaction."""
+        than ``audit_seconds`` whose task is gone, and its requeue records likewise — in
+        batches of ``batch`` rows, each its own short transaction."""
         tasks = thoughts = transfers = 0
         while True:
             async with self.db.transaction() as conn:
@@ -137,4 +144,15 @@ class Maintenance:
             transfers += deleted
             if deleted < batch:
                 break
-        return Retained(tasks, thoughts, transfers)
+        requeues = 0
+        while True:
+            async with self.db.transaction() as conn:
+                expired = await conn.fetch(_EXPIRED_REQUEUES, retention=-float(audit_seconds),
+                                           batch=batch, agent=agent_id)
+                for row in expired:
+                    await conn.execute("DELETE FROM task_requeues WHERE task_id = $1 "
+                                       "AND revision = $2", row["task_id"], row["revision"])
+            requeues += len(expired)
+            if len(expired) < batch:
+                break
+        return Retained(tasks, thoughts, transfers, requeues)

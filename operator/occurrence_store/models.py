@@ -213,6 +213,9 @@ class Occurrence(_Row):
     """UID of the AgentDeployment that claimed the id."""
     drain_grace_seconds: float | None = None
     """Set with a fence: how long in-flight work may go on before it is released."""
+    revision: str | None = None
+    """The revision its process runs (the pod's controller-revision-hash), as reported when it
+    registered; None outside Kubernetes."""
     observed_at: datetime
     """The database's time when this row was read: ages and expiry are measured from it,
     never from the reader's clock."""

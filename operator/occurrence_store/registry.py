@@ -17,7 +17,12 @@ from collections.abc import Sequence
 
 from occurrence_store.clock import NOW_SQL, after_sql
 from occurrence_store.database import Connection, Database, Row
-from occurrence_store.errors import OccurrenceIdConflict, UnknownOccurrence, VersionConflict
+from occurrence_store.errors import (
+    OccurrenceIdConflict,
+    StoreError,
+    UnknownOccurrence,
+    VersionConflict,
+)
 from occurrence_store.models import (
     DEFAULT_AGENT_ID,
     Occurrence,
@@ -33,7 +38,7 @@ NOTIFY_CHANNEL = "occurrence_registry"
 _COLUMNS = (
     "o.occurrence_id, o.state, o.version, o.ordinal, o.registered_at, o.heartbeat_at, "
     "o.lease_expires_at, o.state_changed_at, o.quiesced, o.agent_id, o.owner_uid, "
-    "o.drain_grace_seconds"
+    "o.drain_grace_seconds, o.revision"
 )
 _WITH_COUNTS = (
     f"SELECT {_COLUMNS}, {NOW_SQL} AS observed_at, "
@@ -55,9 +60,10 @@ _GET = _WITH_COUNTS + " WHERE o.occurrence_id = :occurrence_id"
 _REGISTER = (
     "INSERT INTO occurrences AS o (occurrence_id, state, version, ordinal, "
     "registered_at, heartbeat_at, lease_expires_at, state_changed_at, quiesced, "
-    f"agent_id) VALUES (:occurrence_id, :active, 1, :ordinal, {NOW_SQL}, {NOW_SQL}, "
-    f"{after_sql(':lease')}, {NOW_SQL}, :quiesced, :agent_id) "
+    f"agent_id, revision) VALUES (:occurrence_id, :active, 1, :ordinal, {NOW_SQL}, {NOW_SQL}, "
+    f"{after_sql(':lease')}, {NOW_SQL}, :quiesced, :agent_id, :revision) "
     "ON CONFLICT (occurrence_id) DO UPDATE SET "
+    "  revision = excluded.revision, "
     "  heartbeat_at = excluded.heartbeat_at, "
     "  lease_expires_at = excluded.lease_expires_at, "
     "  ordinal = COALESCE(excluded.ordinal, o.ordinal), "
@@ -114,6 +120,18 @@ _LIVE_COUNT = (f"SELECT COUNT(*) FROM occurrences WHERE state <> :retired "
                f"AND lease_expires_at >= {NOW_SQL}")
 
 
+MAX_REVISION = 253
+"""The longest revision kept (a Kubernetes label value is at most 63; room for others)."""
+
+
+def _revision(revision: str | None) -> str | None:
+    if revision is None or revision == "":
+        return None
+    if len(revision) > MAX_REVISION or not revision.isprintable():
+        raise StoreError(f"revision must be 1-{MAX_REVISION} printable characters")
+    return revision
+
+
 def _occurrence(row: Row) -> Occurrence:
     return Occurrence.model_validate(row)
 
@@ -125,13 +143,16 @@ class Registry:
     async def register(
         self, occurrence_id: str, *, ordinal: int | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS, agent_id: str = DEFAULT_AGENT_ID,
+        revision: str | None = None,
     ) -> Occurrence:
         """Insert or refresh this occurrence's row and start its lease.
 
         A ``draining`` state survives re-registration (a pod restarting mid-drain must stay
         fenced); a ``retired`` occurrence that comes back (scale-up reusing its ordinal)
         becomes ``active`` again with a new version. An id owned by another agent raises
-        :class:`OccurrenceIdConflict` and changes nothing.
+        :class:`OccurrenceIdConflict` and changes nothing. ``revision`` is what the process
+        runs (its pod's controller-revision-hash): every status it sets from now on is
+        stamped with it.
         """
         validate_occurrence_id(occurrence_id)
         retired, draining = OccurrenceState.RETIRED.value, OccurrenceState.DRAINING.value
@@ -139,7 +160,7 @@ class Registry:
             await conn.execute(
                 _REGISTER, occurrence_id=occurrence_id, active=OccurrenceState.ACTIVE.value,
                 ordinal=ordinal, lease=float(lease_seconds), quiesced=False, agent_id=agent_id,
-                draining=draining, retired=retired,
+                draining=draining, retired=retired, revision=_revision(revision),
             )
             row = await self._get(conn, occurrence_id)
         assert row is not None

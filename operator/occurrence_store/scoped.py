@@ -40,6 +40,10 @@ log = logging.getLogger("occurrence_store.scoped")
 MAX_IDEMPOTENCY_KEY = 255
 _NO_LIMIT = 2**31 - 1
 
+# The revision of the occurrence's process (registry), stamped on every status it sets: a
+# finished row keeps the revision that finished it (NULL when unregistered or unknown).
+_REVISION_OF = ("(SELECT o.revision FROM occurrences o "
+                "WHERE o.occurrence_id = :occurrence_id)")
 # The agent of a new task is its occurrence's agent in the registry ('' when unregistered).
 _AGENT_OF = ("COALESCE((SELECT o.agent_id FROM occurrences o "
              "WHERE o.occurrence_id = :occurrence_id), '')")
@@ -67,7 +71,7 @@ _ALL_TASKS = (f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_occurrence_id = $1 
 _COUNT_TASKS = "SELECT COUNT(*) FROM tasks WHERE agent_occurrence_id = $1"
 _COUNT_TASKS_BY_STATUS = _COUNT_TASKS + " AND status = $2"
 _SET_TASK_STATUS = (
-    f"UPDATE tasks SET status = :status, updated_at = {NOW_SQL}, "
+    f"UPDATE tasks SET status = :status, updated_at = {NOW_SQL}, revision = {_REVISION_OF}, "
     "outcome_json = COALESCE(:outcome, outcome_json) "
     "WHERE task_id = :task_id AND agent_occurrence_id = :occurrence_id RETURNING task_id"
 )
@@ -88,7 +92,8 @@ _ACTIVATE = Claim(
 
 def complete_tasks_sql(db: Database) -> str:
     """The one statement of :meth:`ScopedStore.complete_tasks` (guarded by the owner)."""
-    return (f"UPDATE tasks SET status = :status, updated_at = {NOW_SQL} "
+    return (f"UPDATE tasks SET status = :status, updated_at = {NOW_SQL}, "
+            f"revision = {_REVISION_OF} "
             f"WHERE {db.in_ids('task_id', ':ids')} "
             "AND agent_occurrence_id = :occurrence_id RETURNING task_id")
 
@@ -139,7 +144,7 @@ _CLAIM_THOUGHTS = Claim(
     still_claimable="agent_occurrence_id = :occurrence_id AND status = :pending",
 )
 _SET_THOUGHT_STATUS = (
-    f"UPDATE thoughts SET status = :status, updated_at = {NOW_SQL}, "
+    f"UPDATE thoughts SET status = :status, updated_at = {NOW_SQL}, revision = {_REVISION_OF}, "
     "final_action_json = COALESCE(:final_action, final_action_json) "
     "WHERE thought_id = :thought_id AND agent_occurrence_id = :occurrence_id"
 )
@@ -151,7 +156,7 @@ _RELEASE_THOUGHTS = (
     f"ELSE {after_sql(':backoff')} END, "
     "final_action_json = CASE WHEN attempts >= :max_attempts THEN :failed_action "
     "ELSE final_action_json END, "
-    f"last_error = :reason, updated_at = {NOW_SQL} "
+    f"last_error = :reason, updated_at = {NOW_SQL}, revision = {_REVISION_OF} "
     "WHERE agent_occurrence_id = :occurrence_id AND status = :processing"
 )
 _COUNT_THOUGHTS = "SELECT COUNT(*) FROM thoughts WHERE agent_occurrence_id = $1"

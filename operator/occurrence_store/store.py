@@ -13,6 +13,7 @@ from occurrence_store.migrations import Migrator
 from occurrence_store.models import DEFAULT_AGENT_ID, validate_occurrence_id
 from occurrence_store.outcomes import Outcomes
 from occurrence_store.registry import Registry
+from occurrence_store.requeue import Requeues
 from occurrence_store.scoped import ScopedStore
 from occurrence_store.shared import SharedTasks
 from occurrence_store.transfer import Transfers
@@ -34,6 +35,7 @@ class Store:
     - ``store.locks``: named locks (one drain driver per AgentDeployment);
     - ``store.maintenance``: cleanup; ``store.migrator``: schema;
     - ``store.outcomes``: what some occurrences' work came to lately (rollout gates).
+    - ``store.requeues``: the tasks a rolled-back revision failed, given back once.
 
     Time is the database's (:mod:`occurrence_store.clock`); ``store.clock`` can shift it.
     """
@@ -49,6 +51,7 @@ class Store:
         self.maintenance = Maintenance(db)
         self.migrator = Migrator(db)
         self.outcomes = Outcomes(db)
+        self.requeues = Requeues(db)
 
     @classmethod
     async def open(cls, url: str | DatabaseURL | None = None, *, migrate: bool = False,

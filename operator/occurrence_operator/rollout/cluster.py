@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .. import naming
+from .. import naming, wellknown
 from ..agd_object import AgentDeploymentObject
 from ..events import EventType
 from ..metrics import OperatorMetrics
@@ -15,8 +15,7 @@ from ..status import RolloutStatus
 
 log = logging.getLogger(__name__)
 
-REVISION_LABEL = "controller-revision-hash"
-"""The StatefulSet controller's label: the revision a pod was created from."""
+REVISION_LABEL = wellknown.REVISION_LABEL
 
 
 def read_rollout(wire: Any) -> RolloutStatus | None:
