@@ -21,7 +21,7 @@ from typing import Any
 
 from occurrence_agent.handlers import Handler
 from occurrence_agent.metrics import AgentMetrics
-from occurrence_store import FINISHED_TASK_STATUSES, Store
+from occurrence_store import FINISHED_TASK_STATUSES, NotEligibleToDecide, Store
 from occurrence_store.models import DEFAULT_AGENT_ID, Task, TaskStatus
 from occurrence_store.shared import SharedTasks
 
@@ -93,10 +93,24 @@ async def wake_up(store: Store, occurrence_id: str, handler: Handler, *, timeout
     counted_conflict = False
     shared = store.shared_for(agent_id)
     while True:
-        task, won = await shared.try_claim_shared_task(
-            WAKEUP, occurrence_id, lease_seconds=lease_seconds,
-            description="Wakeup performed once on behalf of all occurrences",
-        )
+        try:
+            task, won = await shared.try_claim_shared_task(
+                WAKEUP, occurrence_id, lease_seconds=lease_seconds,
+                description="Wakeup performed once on behalf of all occurrences",
+            )
+        except NotEligibleToDecide as exc:
+            # a canary during a rollout: a stable occurrence performs the wakeup, we follow
+            if not counted_conflict:
+                counted_conflict = True
+                metrics.inc("occurrence_claim_conflicts_total", kind="shared_task")
+                metrics.set("occurrence_wakeup_waiting_since_timestamp_seconds", time.time())
+                log.info("waiting for a stable occurrence to perform the wakeup: %s", exc,
+                         extra={"event": "wakeup.waiting_for_stable"})
+            if loop.time() >= deadline:
+                raise WakeupTimeout(f"no stable occurrence performed the wakeup within "
+                                    f"{timeout:g}s ({exc})") from None
+            await asyncio.sleep(min(poll_interval, max(0.0, deadline - loop.time())))
+            continue
         if task.status in _FINISHED:
             return _joined(task, occurrence_id, loop.time() - started, metrics)
         if won or task.claimed_by == occurrence_id:

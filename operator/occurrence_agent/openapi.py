@@ -106,6 +106,9 @@ def openapi_document(occurrence_id: str) -> dict[str, Any]:
                     "schema": {"$ref": "#/components/schemas/ShutdownRequest"}}}},
                 "responses": {"200": _json(_OBJ, "Decided"),
                               "202": _json(_OBJ, "Another occurrence is still deciding"),
+                              "409": _json(_OBJ, "A canary rollout is under way and this "
+                                           "occurrence is not on the stable revision: ask "
+                                           "one that is"),
                               **_errors(400, 422)}}},
             "/status": {"get": {"summary": "This occurrence's state",
                                 "responses": {"200": _json(_OBJ, "State")}}},

@@ -37,7 +37,7 @@ from occurrence_agent.retry import RetryPolicy
 from occurrence_agent.schemas import ShutdownRequest, TaskCreate
 from occurrence_agent.worker import Worker
 from occurrence_store import Store
-from occurrence_store.errors import OccurrenceIdConflict, StoreError
+from occurrence_store.errors import NotEligibleToDecide, OccurrenceIdConflict, StoreError
 from occurrence_store.models import (
     InFlightRecovery,
     Occurrence,
@@ -166,8 +166,11 @@ class OccurrenceRuntime:
         log.warning("shutdown of every occurrence requested through the API (%s credential): "
                     "%s", requested_by, body.reason,
                     extra={"event": "api.shutdown_requested", "caller": requested_by})
-        decision = await self.shutdown.request(body.reason, wait=body.wait_seconds,
-                                               caller=requested_by)
+        try:
+            decision = await self.shutdown.request(body.reason, wait=body.wait_seconds,
+                                                   caller=requested_by)
+        except NotEligibleToDecide as exc:  # a canary during a rollout: ask a stable one
+            return 409, {"decided": False, "reason": str(exc)}
         if decision is None:
             return 202, {"decided": False, "reason": "another occurrence is still deciding"}
         self._obey(decision)

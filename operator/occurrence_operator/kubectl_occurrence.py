@@ -234,6 +234,13 @@ def render_rollout(summary: Mapping[str, Any]) -> str:
         lines += ["", _table(("GATE", "VERDICT", "CANARY", "STABLE", "THRESHOLD", "SAMPLES"), [
             (g.get("metric"), g.get("verdict"), _dash(g.get("canary")), _dash(g.get("stable")),
              g.get("threshold"), g.get("samples")) for g in gates])]
+    failed_work = rollout.get("failedWork") or {}
+    if failed_work:
+        lines += ["", f"{'failedWork':<18} {failed_work.get('requeued', 0)} task(s) revision "
+                  f"{failed_work.get('revision')} failed went back to pending"
+                  + ("" if failed_work.get("complete") else " (still giving back)")
+                  + "; list them: occurrence-store requeues --agent "
+                  f"{summary['namespace']}/{summary['name']}"]
     return "\n".join(lines)
 
 

@@ -43,11 +43,16 @@ class OperatorMetrics:
         self._api_writes = Counter(f"{PREFIX}_api_writes_total",
                                    "Kubernetes API writes by verb.", ("verb", "resource"),
                                    registry=r)
+        self._rollout_requeued = Counter(
+            f"{PREFIX}_rollout_requeued_tasks_total",
+            "Tasks a rolled-back revision had failed that went back to pending "
+            "(spec.rollout.retryFailedOnRollback).", _AGD, registry=r)
         self._rollout_events = Counter(
             f"{PREFIX}_rollout_events_total",
             "Canary rollout events (RolloutStarted, WavePassed, RolloutRolledBack, "
-            "RolloutInconclusive, RolloutComplete...) and gate measurements that failed "
-            "(MeasurementFailed).", (*_AGD, "event"), registry=r)
+            "RolloutInconclusive, RolloutComplete...), gate measurements that failed "
+            "(MeasurementFailed) and givings back of failed work that failed "
+            "(GiveBackFailed).", (*_AGD, "event"), registry=r)
         self._rollout_phase = Gauge(
             f"{PREFIX}_rollout_phase",
             "1 for the phase of the AgentDeployment's canary rollout (status.rollout.phase: "
@@ -112,6 +117,10 @@ class OperatorMetrics:
 
     def rollout_event(self, namespace: str, name: str, event: str) -> None:
         self._rollout_events.labels(namespace, name, event).inc()
+
+    def rollout_requeued(self, namespace: str, name: str, tasks: int) -> None:
+        if tasks:
+            self._rollout_requeued.labels(namespace, name).inc(tasks)
 
     def transferred(self, namespace: str, name: str, tasks: int) -> None:
         if tasks:

@@ -210,6 +210,7 @@ class ReconcilePass:
                 sts = await self.kube.apply(desired_sts)
                 self.agd.event("Normal", "StatefulSetUpdated", "StatefulSet template applied")
             await rollout.partition_applied()
+            self.want_requeue(rollout.requeue_after)  # giving back failed work: soon again
         await sizing.finish()
         occurrences = None if problem is not None else await own_occurrences(
             self.context.stores, url, self.name, self.agent_id)

@@ -498,6 +498,12 @@ class RolloutSpec(CrdModel):
     """Consecutive failing evaluations of one gate that roll the rollout back."""
     analysis_interval_seconds: int = Field(30, ge=1, le=3600)
     """How often the gates are evaluated while a wave bakes."""
+    retry_failed_on_rollback: bool = True
+    """On a rollback (a failed gate or `occurrence.dev/rollout=abort`), the tasks the
+    rolled-back revision finished as failed since the rollout started go back to pending,
+    once each, on the occurrence that owns them (an audit record names the revision);
+    `status.rollout.failedWork` counts them. A task that fails again on the stable revision
+    stays failed."""
 
     @model_validator(mode="after")
     def _waves_grow(self) -> RolloutSpec:

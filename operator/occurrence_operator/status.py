@@ -151,6 +151,21 @@ class GateStatus(CrdModel):
     evaluated_at: Timestamp
 
 
+class FailedWorkStatus(CrdModel):
+    """The tasks a rolled-back revision failed, given back to pending
+    (`spec.rollout.retryFailedOnRollback`)."""
+
+    revision: str
+    """The rolled-back revision (controller-revision-hash) whose failed tasks go back."""
+    since: Timestamp
+    """When its rollout started: only tasks it failed from then on go back."""
+    requeued: int = Field(0, ge=0)
+    """Tasks given back so far (each once: `occurrence-store requeues` lists them)."""
+    complete: bool = False
+    """The revision runs on no occurrence any more and nothing it failed is left to give
+    back."""
+
+
 class RolloutStatus(CrdModel):
     """The current (or last) canary rollout of a pod template (`spec.rollout`); the operator
     resumes from it after a restart."""
@@ -186,6 +201,12 @@ class RolloutStatus(CrdModel):
     completed_at: Timestamp | None = None
     gates: list[GateStatus] | None = None
     """The current wave's gates as last evaluated (kept after a rollback: why it happened)."""
+    failed_work: FailedWorkStatus | None = None
+    """After a rollback: the tasks the rolled-back revision failed, given back to pending."""
+    decisions_pinned: bool = False
+    """The agent's shared decisions (wakeup, shutdown) are pinned to the stable revision in
+    the database: while the rollout is under way (or a rolled-back revision still runs) only
+    occurrences on the stable revision claim them; canaries follow."""
     message: str | None = None
 
 

@@ -99,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("task_id", metavar="TASK_ID")
     _output(show)
 
+    requeues = sub.add_parser(
+        "requeues", help="tasks a rolled-back revision failed that went back to pending")
+    requeues.add_argument("--agent", metavar="NAMESPACE/NAME", required=True,
+                          help="the agent (AgentDeployment) whose rollbacks to list")
+    requeues.add_argument("--revision", help="only those of this revision")
+    requeues.add_argument("--limit", type=_positive_int, default=100,
+                          help="newest first, at most this many (at most 1000; default 100)")
+    _output(requeues)
+
     drain = sub.add_parser("drain", help="move an occurrence's pending work to survivors")
     drain.add_argument("--from", dest="source", required=True)
     drain.add_argument("--to", dest="targets", required=True,
@@ -175,7 +184,7 @@ def _read_only(args: argparse.Namespace) -> bool:
         return getattr(args, "occ_command", None) is None
     if args.command == "tasks":
         return args.tasks_command in ("list", "show")
-    return False
+    return bool(args.command == "requeues")
 
 
 def _require_database(url: DatabaseURL) -> None:
@@ -203,6 +212,8 @@ async def _run(args: argparse.Namespace) -> int:
             return await _cmd_tasks(store, args)
         if args.command == "drain":
             return await _cmd_drain(store, args)
+        if args.command == "requeues":
+            return await _cmd_requeues(store, args)
         raise AssertionError(args.command)
     finally:
         await store.close()
@@ -375,6 +386,17 @@ async def _cmd_tasks(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_requeues(store: Store, args: argparse.Namespace) -> int:
+    records = await store.requeues.records(args.agent, revision=args.revision,
+                                           limit=min(args.limit, 1000))
+    payload = {"agent_id": args.agent, "requeues": [
+        r.model_dump(mode="json") for r in records]}
+    rows = [(r.task_id, r.occurrence_id, r.revision, r.requeued_at.isoformat(timespec="seconds"),
+             r.reason[:60]) for r in records]
+    _emit(args, payload, _table(("TASK", "OCCURRENCE", "REVISION", "REQUEUED", "REASON"), rows))
+    return 0
+
+
 async def _cmd_show(store: Store, args: argparse.Namespace) -> int:
     report = await store.unscoped.find_task(args.task_id)
     if report is None:
@@ -439,7 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "force", False) and args.state != OccurrenceState.RETIRED.value:
         parser.error("--force applies only to `occurrences state ID retired`")
-    if getattr(args, "agent", None) is not None and args.occ_command is not None:
+    if args.command == "occurrences" and args.agent is not None and (
+            args.occ_command is not None):
         parser.error(f"--agent filters the listing: `occurrences {args.occ_command}` "
                      "does not take it")
     try:

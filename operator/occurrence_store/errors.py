@@ -65,6 +65,21 @@ class InvalidTaskId(StoreError):
     """A task id an ordinary occurrence may not use (the form of a shared decision's id)."""
 
 
+class NotEligibleToDecide(StoreError):
+    """A canary rollout of the agent is under way and this occurrence is not on its stable
+    revision: it may not claim a shared decision, only follow one a stable occurrence claimed
+    (none has yet)."""
+
+    def __init__(self, occurrence_id: str, revision: str | None, stable_revision: str) -> None:
+        self.occurrence_id = occurrence_id
+        self.revision = revision
+        self.stable_revision = stable_revision
+        super().__init__(
+            f"occurrence {occurrence_id!r} runs revision {revision or 'unknown'}, not the stable "
+            f"{stable_revision} of a rollout under way: it follows the shared decisions of the "
+            "stable occurrences")
+
+
 class OccurrenceIdConflict(StoreError):
     """An occurrence id is owned by another agent (another AgentDeployment on this database);
     nothing of that agent's was changed."""

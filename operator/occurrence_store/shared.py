@@ -22,11 +22,12 @@ from typing import Any
 
 from occurrence_store.clock import NOW_SQL, after_sql
 from occurrence_store.database import Database, fetch_now
-from occurrence_store.errors import StoreError
+from occurrence_store.errors import NotEligibleToDecide, StoreError
 from occurrence_store.models import (
     DEFAULT_AGENT_ID,
     FINISHED_TASK_STATUSES,
     SHARED_OCCURRENCE_ID,
+    OccurrenceState,
     Task,
     TaskStatus,
     validate_occurrence_id,
@@ -73,6 +74,21 @@ _LATEST = (
     "AND substr(task_id, 1, :prefix_length) = :prefix AND agent_id = :agent_id "
     "ORDER BY created_at DESC, task_id DESC LIMIT 1"
 )
+
+# While a canary rollout is under way (a row in agent_rollouts), only an occurrence on the
+# stable revision may claim: no row when none is under way — or when no live occurrence of
+# the agent runs the stable revision (then nobody would decide: anyone may) — else the
+# stable revision and the claimant's own.
+_PINNED = ("SELECT r.stable_revision, (SELECT o.revision FROM occurrences o "
+           "WHERE o.occurrence_id = :claimer) AS revision "
+           "FROM agent_rollouts r WHERE r.agent_id = :agent_id AND EXISTS ("
+           "SELECT 1 FROM occurrences s WHERE s.agent_id = :agent_id "
+           "AND s.revision = r.stable_revision AND s.state <> :retired "
+           f"AND s.lease_expires_at >= {NOW_SQL})")
+_PIN = ("INSERT INTO agent_rollouts (agent_id, stable_revision) VALUES (:agent_id, :revision) "
+        "ON CONFLICT (agent_id) DO UPDATE SET stable_revision = excluded.stable_revision")
+_UNPIN = "DELETE FROM agent_rollouts WHERE agent_id = $1"
+_PINNED_TO = "SELECT stable_revision FROM agent_rollouts WHERE agent_id = $1"
 
 _OLDEST_UNFINISHED = (
     f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_occurrence_id = :shared "
@@ -121,6 +137,11 @@ class SharedTasks:
 
         ``was_created`` is True for exactly one caller per lease: the one whose insert
         landed, or the one that took over an expired lease of an unfinished task.
+
+        While a canary rollout of the agent is under way (:meth:`pin_to_stable`), only an
+        occurrence on the stable revision claims: another one gets the decision to follow
+        (``was_created`` False) or, when nobody claimed it yet, :class:`NotEligibleToDecide`
+        — old and new versions never decide the same thing differently.
         """
         validate_occurrence_id(occurrence_id)
         kind = _kind(task_type)
@@ -129,6 +150,15 @@ class SharedTasks:
         async with self.db.transaction() as conn:
             task_id = self.task_id(kind, await fetch_now(conn))  # the database's day
             lease = float(lease_seconds)
+            pinned = await conn.fetchrow(_PINNED, claimer=occurrence_id, agent_id=self.agent_id,
+                                         retired=OccurrenceState.RETIRED.value)
+            if pinned is not None and pinned["revision"] != pinned["stable_revision"]:
+                row = await conn.fetchrow(_SHARED_TASK, task_id=task_id,
+                                          shared=SHARED_OCCURRENCE_ID)
+                if row is None:
+                    raise NotEligibleToDecide(occurrence_id, pinned["revision"],
+                                              pinned["stable_revision"])
+                return task_from_row(row), False
             created = await conn.fetchrow(
                 create, task_id=task_id, shared=SHARED_OCCURRENCE_ID, channel_id=channel_id,
                 description=description, active=TaskStatus.ACTIVE.value, priority=priority,
@@ -156,6 +186,21 @@ class SharedTasks:
                     "refused); rename or delete it")
             raise StoreError(f"shared task {task_id} vanished right after the claim")
         return task_from_row(row), won
+
+    async def pin_to_stable(self, stable_revision: str | None) -> None:
+        """A canary rollout of this agent is under way on top of ``stable_revision``: only its
+        occurrences claim shared decisions from now on (None: no rollout, anyone claims)."""
+        async with self.db.connection() as conn:
+            if stable_revision is None:
+                await conn.execute(_UNPIN, self.agent_id)
+            else:
+                await conn.execute(_PIN, agent_id=self.agent_id, revision=stable_revision)
+
+    async def pinned_to(self) -> str | None:
+        """The stable revision shared decisions are pinned to (None: not pinned)."""
+        async with self.db.connection() as conn:
+            value = await conn.fetchval(_PINNED_TO, self.agent_id)
+        return None if value is None else str(value)
 
     async def renew_lease(self, task_id: str, occurrence_id: str,
                           lease_seconds: float = DEFAULT_LEASE_SECONDS) -> bool:

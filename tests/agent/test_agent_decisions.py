@@ -121,3 +121,40 @@ async def test_late_joiner_waits_for_the_wakeup_in_progress(url: str) -> None:
         assert await first.scoped.get_task(task.task_id) is None
     finally:
         await asyncio.gather(first.stop(), second.stop())
+
+
+@pytest.mark.timeout(60)
+async def test_during_a_rollout_a_canary_follows_the_stable_occurrences_decisions(
+        url: str) -> None:
+    """Mixed versions: with the agent's decisions pinned to the stable revision (a canary
+    rollout under way), a canary occurrence never performs the wakeup or decides a shutdown:
+    it waits for a stable occurrence and follows it."""
+    agent = "ns/mixed"
+    store = await Store.open(url)
+    try:
+        # the stable occurrence is live (registered) before either starts: it will decide
+        await store.registry.register("mixed-0", agent_id=agent, revision="stable")
+        await store.shared_for(agent).pin_to_stable("stable")
+        canary = OccurrenceRuntime(_config("mixed-1", url, agent_id=agent, revision="canary"))
+        stable = OccurrenceRuntime(_config("mixed-0", url, agent_id=agent, revision="stable"))
+        canary_start = asyncio.create_task(canary.start())
+        try:
+            await asyncio.sleep(1.0)
+            assert not canary_start.done()  # waiting for a stable occurrence's wakeup
+            await stable.start()
+            await asyncio.wait_for(canary_start, 20)
+            day = await store.shared_for(agent).now()
+            wakeup = await store.shared_for(agent).get_shared_task(
+                store.shared_for(agent).task_id("wakeup", day))
+            assert wakeup is not None and wakeup.claimed_by == "mixed-0"
+            assert wakeup.status is TaskStatus.COMPLETED
+            status, body = await _post(canary, "/shutdown", {"reason": "from a canary"})
+            assert status == 409 and not body["decided"], body
+            assert "stable" in body["reason"]
+            assert canary.ready and stable.ready
+        finally:
+            canary_start.cancel()
+            await asyncio.wait_for(asyncio.gather(
+                *(r.stop("test over") for r in (canary, stable)), return_exceptions=True), 20)
+    finally:
+        await store.close()

@@ -161,22 +161,68 @@ async def test_a_killed_operator_resumes_the_wave_pause_holds_it_and_the_stable_
     assert sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"] == 0
 
 
-async def _work(store: Store, name: str, replicas: int, failing: set[int],
-                stop: asyncio.Event) -> dict[str, int]:
-    """A stand-in for the agents: each occurrence keeps finishing tasks in the shared
-    database; those of the ordinals in `failing` fail 4 of 5. Returns finished per status."""
-    counts = {"completed": 0, "failed": 0}
+class Pods:
+    """What the stand-in agents know of their pods, as a real agent would: the revision each
+    ordinal's live pod was created from (None: no pod there, or it is terminating — a real
+    agent stops claiming once its pod is being deleted). Refreshed from the API server."""
+
+    def __init__(self, cluster: Any, ns: str, name: str) -> None:
+        self.cluster, self.ns, self.name = cluster, ns, name
+        self.revisions: dict[int, str | None] = {}
+
+    def refresh(self) -> None:
+        pods = self.cluster.kubectl_json(
+            "-n", self.ns, "get", "pods", "-l",
+            f"occurrence.dev/agentdeployment={self.name},occurrence.dev/component=agent")
+        revisions: dict[int, str | None] = {}
+        for pod in pods["items"]:
+            meta = pod["metadata"]
+            ordinal = int(meta["name"].rsplit("-", 1)[1])
+            live = not meta.get("deletionTimestamp")
+            revisions[ordinal] = meta["labels"].get("controller-revision-hash") if live else None
+        self.revisions = revisions
+
+
+async def _work(store: Store, ns: str, name: str, replicas: int, pods: Pods, stable: str,
+                bad: bool, stop: asyncio.Event) -> dict[str, int]:
+    """Stand-in agents: tasks keep arriving on every occurrence; each occurrence works its
+    pending tasks, stamped with the revision its pod runs (registered as a real agent does).
+    With `bad`, a revision other than `stable` fails 4 tasks of 5. Returns tasks submitted
+    and finished per status; after `stop`, works off what is pending."""
+    counts = {"submitted": 0, "completed": 0, "failed": 0}
+    registered: dict[int, str | None] = {}
     i = 0
-    while not stop.is_set():
-        for k in range(replicas):
-            scoped = store.scope(f"{name}-{k}")
-            task = await scoped.add_task(f"work {i}")
-            failed = k in failing and i % 5 != 0
+
+    async def work_off(k: int) -> int:
+        revision = pods.revisions.get(k)
+        if revision is None:
+            return 0
+        if registered.get(k) != revision:
+            await store.registry.register(f"{name}-{k}", agent_id=f"{ns}/{name}",
+                                          revision=revision)
+            registered[k] = revision
+        scoped = store.scope(f"{name}-{k}")
+        done = 0
+        for task in await scoped.activate_pending_tasks(50):
+            failed = bad and revision != stable and hash(task.task_id) % 5 != 0
             await scoped.update_task_status(
                 task.task_id, TaskStatus.FAILED if failed else TaskStatus.COMPLETED)
             counts["failed" if failed else "completed"] += 1
+            done += 1
+        return done
+
+    while not stop.is_set():
+        await asyncio.to_thread(pods.refresh)
+        for k in range(replicas):
+            await store.scope(f"{name}-{k}").add_task(f"work {i}")
+            counts["submitted"] += 1
+            await work_off(k)
         i += 1
         await asyncio.sleep(0.05)
+    for _ in range(100):  # what is still pending (tasks given back included)
+        await asyncio.to_thread(pods.refresh)
+        if not sum([await work_off(k) for k in range(replicas)]):
+            break
     return counts
 
 
@@ -197,6 +243,10 @@ async def _until(check: Any, timeout: float, message: str) -> Any:
 async def test_gates_judge_the_canary_on_its_work_in_the_database(
     kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str, bad: bool
 ) -> None:
+    """The canary is judged on the work it did; a bad one is rolled back and every task it
+    failed goes back to pending once and is completed on the stable revision: at the end,
+    from the database, every task submitted exists once and is completed, and each one the
+    bad revision failed has its requeue record."""
     ns, cluster, name = namespace, kube_cluster, "gated"
     store = await Store.open(pg_url, migrate=True)
     stop = asyncio.Event()
@@ -206,8 +256,10 @@ async def test_gates_judge_the_canary_on_its_work_in_the_database(
                   "gates": [GATE]},
                  {"name": "general", "percent": 100, "bakeSeconds": 1}]
         extra = {"analysisIntervalSeconds": 2, "failureLimit": 2}
-        await _steady(cluster, ns, name, pg_url, start_operator, waves, **extra)
-        worker = asyncio.create_task(_work(store, name, 4, {3} if bad else set(), stop))
+        _, steady = await _steady(cluster, ns, name, pg_url, start_operator, waves, **extra)
+        stable = steady["status"]["currentRevision"]
+        pods = Pods(cluster, ns, name)
+        worker = asyncio.create_task(_work(store, ns, name, 4, pods, stable, bad, stop))
         cluster.apply(_canary(name, ns, NEW, waves, **extra))
         if bad:
             sts = await _until(lambda: _settled(cluster, ns, name, 4, "RolledBack", STABLE),
@@ -222,21 +274,39 @@ async def test_gates_judge_the_canary_on_its_work_in_the_database(
             assert "taskFailureRatio" in warnings[0]["message"]
             await _until(lambda: (condition(get(cluster, "agd", name, ns), "Ready") or {}).get(
                 "status") == "True", 60, "Ready on the stable revision")
+            work = await _until(lambda: (_rollout(cluster, ns, name).get("failedWork") or {})
+                                if (_rollout(cluster, ns, name).get("failedWork") or {}).get(
+                                    "complete") else None, 60, "failed work all given back")
+            assert work["revision"] == record["canaryRevision"] != stable
+            assert "FailedWorkRequeued" in {e["reason"] for e in events(cluster, ns, name)}
         else:
             await _until(lambda: _settled(cluster, ns, name, 4, "Complete", NEW), TIMEOUT,
                          "promoted through both waves")
             record = _rollout(cluster, ns, name)
             assert record["stableTemplate"] == record["canaryTemplate"]
+            assert "failedWork" not in record
             assert not [e for e in events(cluster, ns, name) if e["type"] == "Warning"]
     finally:
         stop.set()
         if worker is not None:
             counts = await worker
-            # nothing the stand-in finished was lost or counted twice
-            finished = await store.outcomes.finished([f"{name}-{k}" for k in range(4)],
-                                                     seconds=3600)
-            assert (finished.tasks_completed, finished.tasks_failed) == (
-                counts["completed"], counts["failed"])
+        await store.close()
+    # from the database: every task once, every one completed (none left failed by the bad
+    # revision), each failure of the bad revision given back once, with its record
+    store = await Store.open(pg_url)
+    try:
+        tasks = [t for k in range(4) for t in await store.scope(f"{name}-{k}").get_all_tasks()]
+        assert len(tasks) == len({t.task_id for t in tasks}) == counts["submitted"]
+        assert {t.status for t in tasks} == {TaskStatus.COMPLETED}, \
+            sorted((t.agent_occurrence_id, t.status.value) for t in tasks
+                   if t.status is not TaskStatus.COMPLETED)
+        records = await store.requeues.records(f"{ns}/{name}", limit=1000)
+        assert len(records) == counts["failed"] == len({r.task_id for r in records})
+        if bad:
+            assert counts["failed"] > 0
+            assert _rollout(cluster, ns, name)["failedWork"]["requeued"] == counts["failed"]
+            assert {r.occurrence_id for r in records} == {f"{name}-3"}  # the canary's own
+    finally:
         await store.close()
 
 

@@ -416,3 +416,34 @@ def test_occurrences_of_one_agent(db_url: str) -> None:
     misuse = run(db_url, "occurrences", "--agent", "ns/x", "register", "x-9")
     assert misuse.returncode == 2 and "--agent filters the listing" in misuse.stderr
     assert len(json.loads(ok(db_url, "occurrences", "-o", "json").stdout)["occurrences"]) == 4
+
+
+def test_requeues_lists_what_a_rollback_gave_back(db_url: str) -> None:
+    ok(db_url, "migrate")
+
+    async def rollback() -> list[str]:
+        store = await Store.open(db_url)
+        try:
+            await store.registry.register("w-1", agent_id="ns/w", revision="bad")
+            scoped = store.scope("w-1")
+            for i in range(3):
+                task = await scoped.add_task(f"work {i}")
+                await scoped.update_task_status(task.task_id, TaskStatus.FAILED,
+                                                outcome={"error": "boom"})
+            return await store.requeues.give_back("ns/w", "bad", ["w-1"], since_seconds=60,
+                                                  reason="revision bad rolled back")
+        finally:
+            await store.close()
+
+    back = asyncio.run(rollback())
+    listed = json.loads(ok(db_url, "requeues", "--agent", "ns/w", "-o", "json").stdout)
+    assert sorted(r["task_id"] for r in listed["requeues"]) == back
+    assert {(r["revision"], r["occurrence_id"]) for r in listed["requeues"]} == {("bad", "w-1")}
+    assert listed["requeues"][0]["previous_outcome"] == {"error": "boom"}
+    text = ok(db_url, "requeues", "--agent", "ns/w", "--revision", "bad").stdout
+    assert text.splitlines()[0].split()[:3] == ["TASK", "OCCURRENCE", "REVISION"]
+    assert len(text.splitlines()) == 4
+    none = json.loads(ok(db_url, "requeues", "--agent", "ns/other", "-o", "json").stdout)
+    assert none["requeues"] == []
+    missing = run(db_url, "requeues")
+    assert missing.returncode == 2 and "--agent" in missing.stderr

@@ -60,3 +60,9 @@ class KubeRolloutPort:
 
     def measurement_failed(self) -> None:
         self.metrics.rollout_event(self.agd.namespace, self.agd.name, "MeasurementFailed")
+
+    def requeued(self, tasks: int) -> None:
+        self.metrics.rollout_requeued(self.agd.namespace, self.agd.name, tasks)
+
+    def database_failed(self, what: str) -> None:
+        self.metrics.rollout_event(self.agd.namespace, self.agd.name, what)

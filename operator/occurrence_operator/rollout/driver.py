@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from occurrence_store import Store
+from occurrence_store.requeue import MAX_BATCH
 from occurrence_store.unreachable import STORE_ERRORS
 
 from ..events import EventType
@@ -23,7 +24,7 @@ from ..kube import is_subset
 from ..naming import occurrence_id
 from ..spec import RolloutSpec
 from ..statefulset import StatefulSetSize
-from ..status import RolloutStatus
+from ..status import FailedWorkStatus, RolloutStatus
 from ..timeutil import parse_time
 from .planner import Observed, RolloutDecision, is_active, plan
 
@@ -46,6 +47,13 @@ class RolloutPort(Protocol):
 
     def measurement_failed(self) -> None:
         """Count a gate measurement the database did not answer."""
+
+    def requeued(self, tasks: int) -> None:
+        """Count tasks a rolled-back revision failed that went back to pending."""
+
+    def database_failed(self, what: str) -> None:
+        """Count a rollout step the database did not answer (`GiveBackFailed`,
+        `PinFailed`: tried again next pass)."""
 
 
 def template_hash(statefulset: Mapping[str, Any]) -> str:
@@ -118,3 +126,112 @@ async def return_to_stable(decision: RolloutDecision, port: RolloutPort, name: s
     elif deleted := await port.delete_pods_off(stable, below=decision.partition):
         log.info("%s: deleted %d pods below the partition not on the stable revision %s",
                  name, deleted, stable)
+
+
+SINCE_MARGIN_SECONDS = 30.0
+"""Slack on "failed since the rollout started": the operator's clock stamped the start, the
+database's clock stamps the failures. (The revision alone already selects the work.)"""
+
+
+def runs_nowhere(revision: str, seen: Observed) -> bool:
+    """No pod of the StatefulSet runs `revision` any more: every ordinal has a ready pod on
+    another one (a pod that ends is replaced under the same name only once it is gone)."""
+    if not seen.observed:
+        return False
+    if seen.replicas == 0:
+        return True
+    if seen.ready < seen.replicas:
+        return False
+    if seen.update_revision == revision:
+        return seen.updated == 0
+    return seen.updated >= seen.replicas
+
+
+async def give_back_failed(store: Store | None, name: str, agent_id: str,
+                           record: RolloutStatus | None, seen: Observed, port: RolloutPort,
+                           now: datetime) -> RolloutStatus | None:
+    """After a rollback (`record.failed_work`): the tasks the rolled-back revision failed go
+    back to pending, a bounded batch per pass, until it runs on no pod and nothing it failed
+    is left — then the record says so and the passes stop asking. Every task goes back once
+    (the store's audit rows), so an operator restarted half-way repeats nothing."""
+    work = record.failed_work if record is not None else None
+    if store is None or record is None or work is None or work.complete:
+        return record
+    settled = runs_nowhere(work.revision, seen)  # seen before the batch: nothing after it
+    ids = [occurrence_id(name, k) for k in range(seen.replicas)]
+    since = max(0.0, (now - parse_time(work.since)).total_seconds()) + SINCE_MARGIN_SECONDS
+    try:
+        back = await store.requeues.give_back(
+            agent_id, work.revision, ids, since_seconds=since,
+            reason=f"revision {work.revision} rolled back (rollout started {work.since})")
+    except STORE_ERRORS as e:
+        log.warning("%s: failed work of revision %s not given back (next pass tries again): "
+                    "%s: %s", name, work.revision, type(e).__name__, e)
+        port.database_failed("GiveBackFailed")
+        return record
+    complete = settled and len(back) < MAX_BATCH
+    if not back and not complete:
+        return record
+    updated = replace_failed_work(record, work.model_copy(
+        update={"requeued": work.requeued + len(back), "complete": complete}))
+    if back:
+        port.requeued(len(back))
+        port.queue_event("Normal", "FailedWorkRequeued",
+                         f"{len(back)} task(s) revision {work.revision} failed went back to "
+                         f"pending ({updated.failed_work.requeued if updated.failed_work else 0}"
+                         " so far); each is worked again on the stable revision")
+        log.info("%s: %d task(s) revision %s failed went back to pending", name, len(back),
+                 work.revision)
+    await port.persist(updated)
+    return updated
+
+
+def replace_failed_work(record: RolloutStatus, work: FailedWorkStatus) -> RolloutStatus:
+    return record.model_copy(update={"failed_work": work})
+
+
+def pin_wanted(record: RolloutStatus, seen: Observed) -> bool:
+    """Shared decisions stay with the stable revision while a rollout is under way, and
+    after a rollback while the rolled-back revision still runs somewhere."""
+    if not record.stable_revision:
+        return False
+    if is_active(record):
+        return True
+    return record.phase == "RolledBack" and bool(record.canary_revision) and not runs_nowhere(
+        record.canary_revision or "", seen)
+
+
+async def pin_decisions(store: Store | None, name: str, agent_id: str,
+                        record: RolloutStatus | None, seen: Observed, port: RolloutPort
+                        ) -> RolloutStatus | None:
+    """Pin (or unpin) the agent's shared decisions to the stable revision in the database
+    when that changes; the record remembers it, so a steady pass writes nothing."""
+    if store is None or record is None:
+        return record
+    want = pin_wanted(record, seen)
+    if want == record.decisions_pinned:
+        return record
+    if not await set_pin(store, name, agent_id, record.stable_revision if want else None, port):
+        return record
+    updated = record.model_copy(update={"decisions_pinned": want})
+    await port.persist(updated)
+    return updated
+
+
+async def set_pin(store: Store | None, name: str, agent_id: str, stable: str | None,
+                  port: RolloutPort) -> bool:
+    """Write the pin (None: remove it); False when the database did not answer (counted,
+    logged: the next pass tries again)."""
+    if store is None:
+        return False
+    try:
+        await store.shared_for(agent_id).pin_to_stable(stable)
+    except STORE_ERRORS as e:
+        log.warning("%s: shared decisions not %s (next pass tries again): %s: %s", name,
+                    "pinned to the stable revision" if stable else "unpinned",
+                    type(e).__name__, e)
+        port.database_failed("PinFailed")
+        return False
+    log.info("%s: shared decisions %s", name,
+             f"pinned to the stable revision {stable}" if stable else "unpinned")
+    return True

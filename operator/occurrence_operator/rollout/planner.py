@@ -37,7 +37,7 @@ from occurrence_store.outcomes import WorkOutcome
 
 from ..events import EventType
 from ..spec import RolloutSpec, WaveSpec
-from ..status import ACTIVE_ROLLOUT_PHASES, GateStatus, RolloutStatus
+from ..status import ACTIVE_ROLLOUT_PHASES, FailedWorkStatus, GateStatus, RolloutStatus
 from ..timeutil import format_time, parse_time
 from ..wellknown import GROUP
 from .gates import evaluate
@@ -203,7 +203,8 @@ def _start(rollout: RolloutSpec, record: RolloutStatus | None, seen: Observed, n
         phase="Paused" if rollout.paused else "Progressing", wave=waves[0].name, wave_index=0,
         canary_occurrences=size, partition=partition, canary_template=seen.template,
         stable_template=stable_template, stable_revision=stable_revision,
-        started_at=format_time(now), message=message)
+        started_at=format_time(now), message=message,
+        failed_work=_unfinished(record.failed_work if record is not None else None))
     if seen.replicas == 0:
         return _complete(started, seen, now, events)
     return RolloutDecision(partition, started, tuple(events), delete_canaries=restarted)
@@ -255,7 +256,7 @@ def _continue(rollout: RolloutSpec, record: RolloutStatus, seen: Observed, now: 
         current = _judged(wave, current, seen, now, interval or 0.0)
         failed = [g for g in current.gates or [] if g.failures >= rollout.failure_limit]
         if failed:
-            return _roll_back(current, seen, now, failed, events)
+            return _roll_back(rollout, current, seen, now, failed, events)
     if baked < wave.bake_seconds:
         return RolloutDecision(partition, current, tuple(events),
                                _sooner(wave.bake_seconds - baked, interval))
@@ -301,6 +302,12 @@ def _complete(record: RolloutStatus, seen: Observed, now: datetime, events: list
     return RolloutDecision(0, done, (*events, ("Normal", "RolloutComplete", message)))
 
 
+def _unfinished(failed_work: FailedWorkStatus | None) -> FailedWorkStatus | None:
+    """A rolled-back revision's failed work still being given back goes on being given back
+    in the next rollout (kept in its record until complete)."""
+    return failed_work if failed_work is not None and not failed_work.complete else None
+
+
 def _with(record: RolloutStatus, **changes: Any) -> RolloutStatus:
     return record.model_copy(update=changes)
 
@@ -324,20 +331,29 @@ def _judged(wave: WaveSpec, record: RolloutStatus, seen: Observed, now: datetime
     return _with(record, gates=gates)
 
 
-def _roll_back(record: RolloutStatus, seen: Observed, now: datetime, failed: list[GateStatus],
-               events: list[Event], why: str | None = None) -> RolloutDecision:
+def _roll_back(rollout: RolloutSpec, record: RolloutStatus, seen: Observed, now: datetime,
+               failed: list[GateStatus], events: list[Event], why: str | None = None
+               ) -> RolloutDecision:
     """A gate failed failureLimit evaluations in a row (or a person aborted): every ordinal
     back on the stable revision (partition at the size, canary pods deleted to be recreated
-    there)."""
+    there), and — with retryFailedOnRollback — the tasks the canary revision failed since
+    the rollout started marked to go back to pending (`failed_work`, carried out by the
+    driver until the revision runs nowhere)."""
     cause = why or ("wave {} failed its gates ({})".format(record.wave, "; ".join(
         f"{g.metric} {g.canary} against {g.threshold}"
         + (f" (stable {g.stable})" if g.stable is not None else "")
         + f", {g.failures} evaluations in a row" for g in failed)))
     message = (f"{cause}: every occurrence goes back to revision "
                f"{record.stable_revision or 'stable'}")
+    failed_work = record.failed_work
+    if rollout.retry_failed_on_rollback and record.canary_revision and (
+            record.canary_revision != record.stable_revision):
+        failed_work = FailedWorkStatus.from_fields(
+            revision=record.canary_revision, since=record.started_at or format_time(now))
     rolled_back = _with(record, phase="RolledBack", partition=seen.replicas,
                         canary_occurrences=0, bake_started_at=None,
-                        completed_at=format_time(now), message=message)
+                        completed_at=format_time(now), failed_work=failed_work,
+                        message=message)
     return RolloutDecision(seen.replicas, rolled_back,
                            (*events, ("Warning", "RolloutRolledBack", message)),
                            delete_canaries=True)
@@ -360,8 +376,8 @@ def _command(rollout: RolloutSpec, record: RolloutStatus | None, seen: Observed,
             record is not None and seen.template == record.canary_template):
         if command == "abort":
             message = f"aborted ({ROLLOUT_ANNOTATION}=abort) in wave {record.wave}"
-            return _roll_back(record, seen, now, [], [("Normal", "RolloutAborted", message)],
-                              why=message)
+            return _roll_back(rollout, record, seen, now, [],
+                              [("Normal", "RolloutAborted", message)], why=message)
         return _promote(rollout, record, seen, now)
     decision = plan(rollout, record, unchanged, now)
     phase = "no rollout" if record is None else f"phase {record.phase}"

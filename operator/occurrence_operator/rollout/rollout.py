@@ -13,9 +13,13 @@ from ..metrics import OperatorMetrics
 from ..spec import RolloutSpec
 from ..status import RolloutStatus
 from ..timeutil import utcnow
+from ..wellknown import agent_id
 from . import driver
 from .cluster import KubeRolloutPort, read_rollout
-from .planner import COMMANDS, ROLLOUT_ANNOTATION, RolloutDecision
+from .planner import COMMANDS, ROLLOUT_ANNOTATION, Observed, RolloutDecision
+
+GIVE_BACK_SECONDS = 5.0
+"""While a rolled-back revision's failed work is being given back: the next pass within."""
 
 
 class Rollout:
@@ -27,9 +31,12 @@ class Rollout:
         self.spec = spec
         self.port = KubeRolloutPort(agd, metrics)
         self.record: RolloutStatus | None = read_rollout(agd.status.get("rollout"))
+        self._before = self.record
         """`.status.rollout` as persisted (after `partition_for`: as this pass left it)."""
         self.requeue_after: float | None = None
         self._decision: RolloutDecision | None = None
+        self._seen: Observed | None = None
+        self._store: Store | None = None
 
     async def partition_for(self, rendered: Mapping[str, Any], live: Mapping[str, Any],
                             store: Store | None) -> int:
@@ -51,6 +58,7 @@ class Rollout:
         self.record = decision.record
         self.requeue_after = decision.requeue_after
         self._decision = decision
+        self._seen, self._store = seen, store
         return decision.partition
 
     async def partition_applied(self) -> None:
@@ -58,3 +66,17 @@ class Rollout:
         stable revision go."""
         if self._decision is not None:
             await driver.return_to_stable(self._decision, self.port, self.agd.name)
+        agent = agent_id(self.agd.namespace, self.agd.name)
+        if self.record is None and self._before is not None and self._before.decisions_pinned:
+            # the rollout's record went (strategy RollingUpdate): its pin must go too
+            await driver.set_pin(self._store, self.agd.name, agent, None, self.port)
+        if self._seen is not None and self.spec.strategy == "Canary":
+            self.record = await driver.give_back_failed(
+                self._store, self.agd.name, agent, self.record, self._seen, self.port,
+                utcnow())
+            self.record = await driver.pin_decisions(
+                self._store, self.agd.name, agent, self.record, self._seen, self.port)
+            if self.record is not None and self.record.failed_work is not None and (
+                    not self.record.failed_work.complete):
+                self.requeue_after = min(self.requeue_after or GIVE_BACK_SECONDS,
+                                         GIVE_BACK_SECONDS)

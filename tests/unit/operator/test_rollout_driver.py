@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,3 +130,133 @@ async def test_pods_go_back_to_the_stable_revision_only_when_it_is_known(
     await driver.return_to_stable(replace(RolloutDecision(4, record), delete_canaries=False),
                                   port, "agd")
     assert port.deleted == expected
+
+
+@dataclass
+class GivingBackPort(FakePort):
+    requeued_tasks: int = 0
+    give_back_failures: int = 0
+    pin_failures: int = 0
+
+    def requeued(self, tasks: int) -> None:
+        self.requeued_tasks += tasks
+
+    def database_failed(self, what: str) -> None:
+        self.give_back_failures += what == "GiveBackFailed"
+        self.pin_failures += what == "PinFailed"
+
+
+def rolled_back(revision: str = "rev-bad") -> RolloutStatus:
+    return RolloutStatus.from_fields(
+        phase="RolledBack", partition=3, canary_template="new", stable_template="old",
+        stable_revision="rev-old", canary_revision=revision,
+        started_at=format_time(utcnow() - timedelta(minutes=5)),
+        failed_work={"revision": revision, "since": format_time(utcnow() - timedelta(minutes=5))})
+
+
+async def _fail_on(store: Store, occurrence: str, revision: str, count: int) -> None:
+    await store.registry.register(occurrence, agent_id="ns/web", revision=revision)
+    scoped = store.scope(occurrence)
+    for i in range(count):
+        task = await scoped.add_task(f"{revision} {i}")
+        await scoped.update_task_status(task.task_id, TaskStatus.FAILED)
+
+
+async def test_failed_work_goes_back_until_the_revision_runs_nowhere(tmp_path: Path) -> None:
+    store = await Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}", migrate=True)
+    try:
+        await _fail_on(store, "web-2", "rev-bad", 4)
+        await _fail_on(store, "web-0", "rev-old", 2)  # the stable revision's failures stay
+        port = GivingBackPort()
+        # the canary pod is still on the bad revision (updated 1): give back, not complete
+        running = Observed(template="new", template_changed=False, replicas=3, ready=3,
+                           updated=1, update_revision="rev-bad", current_revision="rev-old")
+        record = await driver.give_back_failed(store, "web", "ns/web", rolled_back(), running,
+                                               port, utcnow())
+        assert record is not None and record.failed_work is not None
+        assert (record.failed_work.requeued, record.failed_work.complete) == (4, False)
+        assert port.requeued_tasks == 4 and port.persisted[-1] == record
+        assert [e[1] for e in port.events] == ["FailedWorkRequeued"]
+        # it fails one more before its pod goes; then every pod is on the stable revision
+        await store.registry.register("web-2", agent_id="ns/web", revision="rev-bad")
+        pending = await store.scope("web-2").get_tasks_by_status(TaskStatus.PENDING)
+        assert len(pending) == 4
+        await store.scope("web-2").update_task_status(pending[0].task_id, TaskStatus.FAILED)
+        gone = replace(running, updated=0)
+        record = await driver.give_back_failed(store, "web", "ns/web", record, gone, port,
+                                               utcnow())
+        assert record is not None and record.failed_work is not None
+        assert (record.failed_work.requeued, record.failed_work.complete) == (4, True)
+        assert port.requeued_tasks == 4  # that task went back once already: it stays failed
+        # complete: nothing asked of the database any more, nothing persisted
+        persisted = len(port.persisted)
+        await store.close()
+        again = await driver.give_back_failed(store, "web", "ns/web", record, gone, port,
+                                              utcnow())
+        assert again == record and len(port.persisted) == persisted
+    finally:
+        await store.close()
+
+
+async def test_an_unready_fleet_is_not_settled_and_a_database_error_is_counted(
+        tmp_path: Path) -> None:
+    seen = Observed(template="old", template_changed=False, replicas=3, ready=2, updated=3,
+                    update_revision="rev-old")
+    assert not driver.runs_nowhere("rev-bad", seen)
+    assert driver.runs_nowhere("rev-bad", replace(seen, ready=3))
+    assert not driver.runs_nowhere("rev-bad", replace(seen, ready=3, observed=False))
+    assert driver.runs_nowhere("rev-bad", replace(seen, replicas=0, ready=0, updated=0))
+
+    class Unreachable:
+        class requeues:
+            @staticmethod
+            async def give_back(*args: object, **kwargs: object) -> list[str]:
+                raise StoreUnavailable("down")
+
+    port = GivingBackPort()
+    record = rolled_back()
+    same = await driver.give_back_failed(Unreachable(), "web", "ns/web",  # type: ignore[arg-type]
+                                         record, replace(seen, ready=3), port, utcnow())
+    assert same == record and port.give_back_failures == 1 and not port.persisted
+
+
+async def test_shared_decisions_are_pinned_while_a_rollout_is_under_way(tmp_path: Path) -> None:
+    store = await Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}", migrate=True)
+    try:
+        port = GivingBackPort()
+        shared = store.shared_for("ns/web")
+        seen = Observed(template="new", template_changed=False, replicas=4, ready=4, updated=1,
+                        update_revision="rev-new", current_revision="rev-old")
+        record = baking_record(10)
+        pinned = await driver.pin_decisions(store, "web", "ns/web", record, seen, port)
+        assert pinned is not None and pinned.decisions_pinned
+        assert await shared.pinned_to() == "rev-old" and port.persisted == [pinned]
+        # steady: nothing written
+        assert await driver.pin_decisions(store, "web", "ns/web", pinned, seen, port) == pinned
+        assert len(port.persisted) == 1
+        # rolled back, the bad revision still on a pod: still pinned; once gone: unpinned
+        back = pinned.model_copy(update={"phase": "RolledBack", "canary_revision": "rev-new"})
+        assert (await driver.pin_decisions(store, "web", "ns/web", back, seen, port)) == back
+        settled = replace(seen, updated=0)
+        unpinned = await driver.pin_decisions(store, "web", "ns/web", back, settled, port)
+        assert unpinned is not None and not unpinned.decisions_pinned
+        assert await shared.pinned_to() is None
+        # no stable revision known: nothing to pin to
+        unknown = baking_record(10).model_copy(update={"stable_revision": None})
+        assert await driver.pin_decisions(store, "web", "ns/web", unknown, seen, port) == unknown
+
+
+        class Unreachable:
+            @staticmethod
+            def shared_for(agent_id: str) -> Any:
+                class Shared:
+                    @staticmethod
+                    async def pin_to_stable(revision: str | None) -> None:
+                        raise StoreUnavailable("down")
+                return Shared()
+
+        failing = await driver.pin_decisions(Unreachable(), "web", "ns/web",  # type: ignore[arg-type]
+                                             record, seen, port)
+        assert failing == record and port.pin_failures == 1
+    finally:
+        await store.close()

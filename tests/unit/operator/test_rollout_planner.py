@@ -454,3 +454,31 @@ def test_a_command_to_a_rolling_update_object_says_it_did_nothing() -> None:
     assert decision.partition == 0 and decision.record is None
     assert [(e[0], e[1]) for e in decision.events] == [("Warning", "RolloutCommandIgnored")]
     assert "RollingUpdate" in decision.events[0][2]
+
+
+@pytest.mark.parametrize("retry", [True, False])
+def test_a_rollback_marks_the_failed_work_of_the_canary_revision_to_go_back(retry: bool) -> None:
+    rollout = canary(GATED, retryFailedOnRollback=retry)
+    sts = FakeStatefulSet(4)
+    record = baking(rollout, sts)
+    assert record.canary_revision == "rev-new" and record.started_at is not None
+    aborted = plan(rollout, record, replace(sts.seen("new"), command="abort"), T0)
+    assert aborted.record is not None and aborted.record.phase == "RolledBack"
+    work = aborted.record.failed_work
+    if not retry:
+        assert work is None
+        return
+    assert work is not None and (work.revision, work.since) == ("rev-new", record.started_at)
+    assert (work.requeued, work.complete) == (0, False)
+    # held, reverted, or retried: the unfinished giving back stays in the record
+    held = plan(rollout, aborted.record, sts.seen("new"), T0 + timedelta(minutes=1))
+    assert held.record is not None and held.record.failed_work == work
+    reverted = plan(rollout, aborted.record, sts.seen("old"), T0 + timedelta(minutes=1))
+    assert reverted.record is not None and reverted.record.failed_work == work
+    retried = plan(rollout, aborted.record, replace(sts.seen("new"), command="retry"), T0)
+    assert retried.record is not None and retried.record.failed_work == work
+    # once complete, a new rollout starts without it
+    done = aborted.record.model_copy(update={"failed_work": work.model_copy(
+        update={"complete": True, "requeued": 7})})
+    fresh = plan(rollout, done, sts.seen("fixed"), T0 + timedelta(minutes=2))
+    assert fresh.record is not None and fresh.record.failed_work is None

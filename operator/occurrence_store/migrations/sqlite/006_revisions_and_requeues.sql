@@ -25,3 +25,11 @@ CREATE INDEX IF NOT EXISTS idx_task_requeues_agent ON task_requeues (agent_id, r
 -- Giving back looks for one agent's failed tasks of one revision.
 CREATE INDEX IF NOT EXISTS idx_tasks_agent_failed_revision ON tasks (agent_id, revision)
     WHERE status = 'failed';
+
+-- While a canary rollout is under way, only occurrences on the agent's stable revision
+-- claim its shared decisions (wakeup, shutdown); a canary follows them. The operator sets
+-- the row when a rollout starts and deletes it when none is under way.
+CREATE TABLE IF NOT EXISTS agent_rollouts (
+    agent_id         TEXT PRIMARY KEY,
+    stable_revision  TEXT NOT NULL
+);
