@@ -302,9 +302,17 @@ assert_database() {  # $1: departed occurrence ids (SQL list), $2: survivors (SQ
   wait_until "every submitted task to finish" "$TIMEOUT" all_finished
   check_zero "submitted tasks missing from the database" \
     "SELECT count(*) FROM e2e_submitted s WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = s.task_id)"
-  check_zero "submitted tasks not completed (but those the bad canary revision failed)" \
-    "SELECT count(*) FROM e2e_submitted s JOIN tasks t USING (task_id) WHERE t.status <> 'completed'
-       AND NOT (t.status = 'failed' AND t.agent_occurrence_id IN (${CANARY_OCCURRENCE:-''}))"
+  # the tasks the bad canary revision failed went back to pending on its rollback and were
+  # completed on the stable revision: none is left failed
+  check_zero "submitted tasks not completed" \
+    "SELECT count(*) FROM e2e_submitted s JOIN tasks t USING (task_id) WHERE t.status <> 'completed'"
+  check_zero "tasks a thought failed on, completed without a requeue record" \
+    "SELECT count(*) FROM e2e_submitted s WHERE EXISTS (SELECT 1 FROM e2e_thought_events e
+       WHERE e.task_id = s.task_id AND e.new_status = 'failed') AND NOT EXISTS
+       (SELECT 1 FROM task_requeues r WHERE r.task_id = s.task_id)"
+  check_zero "tasks given back more than once for one revision" \
+    "SELECT count(*) FROM (SELECT task_id FROM task_requeues GROUP BY task_id, revision
+       HAVING count(*) > 1) twice"
   check_zero "tasks created twice for one submission (same idempotency key)" \
     "SELECT count(*) FROM tasks t WHERE t.context_json::jsonb ? 'e2e_seq'
        AND NOT EXISTS (SELECT 1 FROM e2e_submitted s WHERE s.task_id = t.task_id)"
@@ -338,11 +346,14 @@ assert_database() {  # $1: departed occurrence ids (SQL list), $2: survivors (SQ
   transfers="$(sql "SELECT count(*) FROM task_transfers")"
   twice="$(sql "SELECT count(*) FROM (SELECT thought_id FROM e2e_thought_events WHERE new_status = 'processing'
                 GROUP BY thought_id HAVING count(*) > 1) t")"
-  local failed
-  failed="$(sql "SELECT count(*) FROM e2e_submitted s JOIN tasks t USING (task_id) WHERE t.status = 'failed'")"
+  local requeued
+  requeued="$(sql "SELECT count(*) FROM e2e_submitted s JOIN task_requeues r USING (task_id)")"
   local outcome="all completed"
   [[ -z "${CANARY_OCCURRENCE:-}" ]] ||
-    outcome="$failed failed, all by the bad canary revision's occurrence $CANARY_OCCURRENCE, every other completed"
+    outcome="all completed; $requeued failed by the bad canary revision on $CANARY_OCCURRENCE went back to pending on its rollback, each once, and were completed on the stable one"
+  if [[ -n "${CANARY_OCCURRENCE:-}" ]] && ((requeued == 0)); then
+    fail "the bad canary revision failed no task that went back: the rollback proved nothing"
+  fi
   note "database: $submitted tasks submitted, each finished exactly once ($outcome); $moved ended on another occurrence; $transfers transfer record(s)"
   ((moved > 0)) || fail "no task was moved: the scale-down caught no work (raise the burst)"
   note "database: $twice thought(s) ran more than once (released or retried in flight); 0 completed twice"
@@ -439,9 +450,12 @@ canary_bad_revision_rolls_back() {  # $1: replicas
   gate="$(k -n "$NS" get agd "$AGD" -o jsonpath='{range .status.rollout.gates[*]}{.metric}: canary {.canary} vs stable {.stable} ({.threshold}), {.samples} samples, {.failures} failing evaluations{end}')"
   k -n "$NS" describe agd "$AGD" | grep -q RolloutRolledBack || fail "no RolloutRolledBack event"
   note "canary: AGENT_SIMULATED_FAILURE_RATIO=0.8 on the explorer ($AGD-$(($1 - 1))) rolled back by itself in $((SECONDS - t))s — $gate; every pod back on $stable"
+  wait_until "the failed work of the bad revision given back" "$TIMEOUT" failed_work_given_back
+  note "canary: $(rollout_field failedWork.requeued) task(s) the bad revision failed went back to pending (status.rollout.failedWork), $((SECONDS - t))s after the bad template was applied"
   set_agent_env '[]'  # the stable template back in the spec: nothing held back any more
   wait_until "the partition back to 0" "$TIMEOUT" partition_is 0
 }
+failed_work_given_back() { [[ "$(rollout_field failedWork.complete)" == "true" ]]; }
 partition_is() { [[ "$(k -n "$NS" get sts "$AGD" -o jsonpath='{.spec.updateStrategy.rollingUpdate.partition}')" == "$1" ]]; }
 
 canary_good_revision_promotes() {  # $1: replicas

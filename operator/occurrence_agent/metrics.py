@@ -70,6 +70,10 @@ FAMILIES: dict[str, _Family] = {
     "occurrence_wakeup_performed": _Family(
         Gauge, "1 if this occurrence performed the wakeup on behalf of all."),
     "occurrence_ready": _Family(Gauge, "1 when ready to take work."),
+    "occurrence_revision_info": _Family(
+        Gauge, "1, labelled with the revision this process runs (AGENT_REVISION, the pod's "
+        "controller-revision-hash): join on occurrence_id to count any metric per revision.",
+        ("revision",)),
     "occurrence_draining": _Family(Gauge, "1 while draining or shutting down."),
     "occurrence_tasks": _Family(
         Gauge, "This occurrence's tasks by status (read at scrape time).", ("status",)),

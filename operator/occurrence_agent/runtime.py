@@ -70,6 +70,8 @@ class OccurrenceRuntime:
             config.simulated_work_ms, config.wakeup_steps,
             failure_ratio=config.simulated_failure_ratio)
         self.metrics = AgentMetrics(config.occurrence_id)
+        if config.revision:
+            self.metrics.set("occurrence_revision_info", 1, revision=config.revision)
         self.journal = Journal(config.journal_path, config.occurrence_id)
         self.store: Store | None = None
         self.presence: Presence | None = None

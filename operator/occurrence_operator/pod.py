@@ -201,7 +201,8 @@ def pod_metadata(spec: AgentDeploymentSpec, name: str) -> dict[str, Any]:
     the StatefulSet's selector and the NetworkPolicy depend on them)."""
     extra = spec.pod_metadata
     metadata: dict[str, Any] = {
-        "labels": {**((extra.labels if extra else None) or {}), **naming.common_labels(name)}}
+        "labels": {**((extra.labels if extra else None) or {}), **naming.common_labels(name),
+                   wellknown.LABEL_TRACK: wellknown.TRACK_STABLE}}
     if extra is not None and extra.annotations:
         metadata["annotations"] = dict(extra.annotations)
     return metadata

@@ -70,8 +70,9 @@ RULES: list[dict[str, Any]] = [
     },
     # The drain waits for departing pods to be gone; a canary rollout rolled back deletes
     # its pods still on the bad revision (a StatefulSet never replaces a pod below its
-    # partition by itself).
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
+    # partition by itself); during a rollout the pods are labelled occurrence.dev/track.
+    {"apiGroups": [""], "resources": ["pods"],
+     "verbs": ["get", "list", "watch", "delete", "patch"]},
     # The database URL (spec.database.secretRef), read by name only; the agent API's token
     # Secret (<name>-agent-token), created once (never patched, never listed).
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]},

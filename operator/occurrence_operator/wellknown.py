@@ -28,6 +28,11 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_AGENTDEPLOYMENT = f"{GROUP}/agentdeployment"
 LABEL_OCC_COMPONENT = f"{GROUP}/component"
 LABEL_MIGRATION_HASH = f"{GROUP}/migration-hash"
+# canary|stable: which side of a canary rollout an agent pod is on. Pods start as stable
+# (the pod template's value); during a rollout the operator relabels those on the canary
+# revision (and back once it is over). Not in any selector: relabelling restarts nothing.
+LABEL_TRACK = f"{GROUP}/track"
+TRACK_STABLE, TRACK_CANARY = "stable", "canary"
 
 APP_NAME = "occurrence-agent"
 MANAGER = "occurrence-operator"

@@ -39,6 +39,9 @@ async def test_a_bad_revisions_failures_go_back_and_the_good_one_completes_them(
             await wait_for(all_failed, 60, "the bad revision to fail every task")
             row = await store.registry.get("rev-0")
             assert row is not None and row.revision == "bad"
+            status, text = await agent.get(http, "/metrics")
+            assert status == 200
+            assert 'occurrence_revision_info{occurrence_id="rev-0",revision="bad"} 1.0' in text
             await stop_agents([agent], 15)
 
             back = await store.requeues.give_back(AGENT_ID, "bad", ["rev-0"],

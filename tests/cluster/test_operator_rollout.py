@@ -55,6 +55,16 @@ def _settled(cluster: Any, ns: str, name: str, replicas: int, phase: str, image:
     return None
 
 
+def _tracks(cluster: Any, ns: str, name: str, replicas: int) -> list[str | None]:
+    """Ordinal -> the occurrence.dev/track label of the live pod there."""
+    out: list[str | None] = []
+    for k in range(replicas):
+        pod = get(cluster, "pod", f"{name}-{k}", ns)
+        live = pod is not None and not pod["metadata"].get("deletionTimestamp")
+        out.append(pod["metadata"]["labels"].get("occurrence.dev/track") if live else None)
+    return out
+
+
 async def _migrated(url: str) -> None:
     await (await Store.open(url, migrate=True)).close()
 
@@ -280,8 +290,13 @@ async def test_gates_judge_the_canary_on_its_work_in_the_database(
             assert work["revision"] == record["canaryRevision"] != stable
             assert "FailedWorkRequeued" in {e["reason"] for e in events(cluster, ns, name)}
         else:
+            # the explorer (the highest ordinal) is labelled canary while its wave bakes
+            await _until(lambda: _tracks(cluster, ns, name, 4) == [
+                "stable", "stable", "stable", "canary"], TIMEOUT, "the explorer labelled canary")
             await _until(lambda: _settled(cluster, ns, name, 4, "Complete", NEW), TIMEOUT,
                          "promoted through both waves")
+            await _until(lambda: _tracks(cluster, ns, name, 4) == ["stable"] * 4, 30,
+                         "every pod labelled stable once it is over")
             record = _rollout(cluster, ns, name)
             assert record["stableTemplate"] == record["canaryTemplate"]
             assert "failedWork" not in record

@@ -58,6 +58,26 @@ class KubeRolloutPort:
                 f"/api/v1/namespaces/{agd.namespace}/pods/{pod['metadata']['name']}")
         return len(off)
 
+    async def label_tracks(self, canary_revision: str | None) -> int:
+        agd = self.agd
+        pods = await agd.kube.list(f"/api/v1/namespaces/{agd.namespace}/pods",
+                                   naming.selector_string(agd.name))
+        changed = 0
+        for pod in pods:
+            meta = pod["metadata"]
+            labels = meta.get("labels") or {}
+            if meta.get("deletionTimestamp"):
+                continue
+            on_canary = canary_revision is not None and (
+                labels.get(REVISION_LABEL) == canary_revision)
+            want = wellknown.TRACK_CANARY if on_canary else wellknown.TRACK_STABLE
+            if labels.get(wellknown.LABEL_TRACK) != want:
+                await agd.kube.merge_patch(
+                    f"/api/v1/namespaces/{agd.namespace}/pods/{meta['name']}",
+                    {"metadata": {"labels": {wellknown.LABEL_TRACK: want}}})
+                changed += 1
+        return changed
+
     def measurement_failed(self) -> None:
         self.metrics.rollout_event(self.agd.namespace, self.agd.name, "MeasurementFailed")
 

@@ -48,6 +48,10 @@ class RolloutPort(Protocol):
     def measurement_failed(self) -> None:
         """Count a gate measurement the database did not answer."""
 
+    async def label_tracks(self, canary_revision: str | None) -> int:
+        """Label the AgentDeployment's pods `occurrence.dev/track`: canary those on
+        `canary_revision`, stable the others (None: all stable); returns how many changed."""
+
     def requeued(self, tasks: int) -> None:
         """Count tasks a rolled-back revision failed that went back to pending."""
 
@@ -235,3 +239,15 @@ async def set_pin(store: Store | None, name: str, agent_id: str, stable: str | N
     log.info("%s: shared decisions %s", name,
              f"pinned to the stable revision {stable}" if stable else "unpinned")
     return True
+
+
+def canary_revision_running(record: RolloutStatus | None, seen: Observed) -> str | None:
+    """The revision whose pods are labelled canary: the rollout's while it is under way, or
+    while a rolled-back one still runs somewhere; None: every pod is stable."""
+    if record is None or not record.canary_revision:
+        return None
+    if is_active(record):
+        return record.canary_revision
+    if record.phase == "RolledBack" and not runs_nowhere(record.canary_revision, seen):
+        return record.canary_revision
+    return None

@@ -76,6 +76,12 @@ class Rollout:
                 utcnow())
             self.record = await driver.pin_decisions(
                 self._store, self.agd.name, agent, self.record, self._seen, self.port)
+            canary = driver.canary_revision_running(self.record, self._seen)
+            if canary is not None or driver.canary_revision_running(
+                    self._before, self._seen) is not None:
+                # pods are listed only around a rollout: the first pass after it relabels
+                # the last canaries stable
+                await self.port.label_tracks(canary)
             if self.record is not None and self.record.failed_work is not None and (
                     not self.record.failed_work.complete):
                 self.requeue_after = min(self.requeue_after or GIVE_BACK_SECONDS,

@@ -25,6 +25,7 @@ class FakePort:
     events: list[tuple[str, str, str]] = field(default_factory=list)
     deleted: list[tuple[str, int]] = field(default_factory=list)
     failed_measurements: int = 0
+    labelled: list[str | None] = field(default_factory=list)
 
     async def persist(self, record: RolloutStatus | None) -> None:
         self.persisted.append(record)
@@ -38,6 +39,10 @@ class FakePort:
 
     def measurement_failed(self) -> None:
         self.failed_measurements += 1
+
+    async def label_tracks(self, canary_revision: str | None) -> int:
+        self.labelled.append(canary_revision)
+        return 0
 
 
 GATED = RolloutSpec.model_validate({"strategy": "Canary", "waves": [
