@@ -60,8 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"silent peer counts as dead, default Kopf's 60), {POD_NAME_ENV} (the Events' "
         f"reporting instance, default the host name), {POD_NAMESPACE_ENV} and "
         f"{POD_SERVICE_ACCOUNT_ENV} (the operator's own ServiceAccount, which agents may not "
-        "use), KUBERNETES_SERVICE_HOST (set in every pod: there, a tenant's sqlite:/// URL "
-        "is refused). A bad value is a one-line error, exit 2.",
+        "use), OCCURRENCE_OPERATOR_PROMETHEUS_URLS (comma-separated base URLs a canary "
+        "rollout's prometheus gate may query; default none), KUBERNETES_SERVICE_HOST (set in "
+        "every pod: there, a tenant's sqlite:/// URL is refused). A bad value is a one-line "
+        "error, exit 2.",
     )
     scope = parser.add_mutually_exclusive_group(required=True)
     scope.add_argument(

@@ -61,6 +61,8 @@ class OperatorEnvironment(BaseSettings):
     pod_name: str | None = Field(None, validation_alias=POD_NAME_ENV)
     pod_namespace: str | None = Field(None, validation_alias=POD_NAMESPACE_ENV)
     pod_service_account: str | None = Field(None, validation_alias=POD_SERVICE_ACCOUNT_ENV)
+    prometheus_urls: str = ""
+    """Comma-separated base URLs a Prometheus rollout gate may query (empty: none)."""
     kubernetes_service_host: str | None = Field(None, validation_alias="KUBERNETES_SERVICE_HOST")
     """Set by the kubelet in every pod: the operator runs in the cluster."""
 
@@ -122,6 +124,10 @@ class OperatorConfig(BaseModel):
     `POD_SERVICE_ACCOUNT`, set by the chart): an AgentDeployment may not run its pods as it."""
     in_cluster: bool = False
     """Running in a pod (`KUBERNETES_SERVICE_HOST`): tenants' sqlite:/// URLs are refused."""
+    prometheus_urls: tuple[str, ...] = ()
+    """Base URLs a `prometheus` rollout gate may query (`OCCURRENCE_OPERATOR_PROMETHEUS_URLS`,
+    comma-separated): the operator fetches them from its own network position, so a tenant
+    names only what the platform allows; none by default."""
     log_format: LogFormat = "json"
     """`--log-format`."""
     verbose: bool = False
@@ -157,6 +163,8 @@ class OperatorConfig(BaseModel):
                 (env.pod_namespace, env.pod_service_account)
                 if env.pod_namespace and env.pod_service_account else None),
             in_cluster=env.kubernetes_service_host is not None,
+            prometheus_urls=tuple(u.strip() for u in env.prometheus_urls.split(",")
+                                  if u.strip()),
             log_format=args.log_format,
             verbose=bool(args.verbose),
         )

@@ -92,7 +92,8 @@ class Runtime:
         stores = Stores()
         context = PassContext(kube, stores, metrics, config.instance,
                               config.own_service_account, allow_sqlite=not config.in_cluster,
-                              resync_seconds=config.resync_seconds)
+                              resync_seconds=config.resync_seconds,
+                              prometheus_urls=config.prometheus_urls)
         return cls(config, metrics, kube, stores, Reconciler(context, config.resync_seconds))
 
     def start_informers(self) -> None:

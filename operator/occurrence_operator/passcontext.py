@@ -24,6 +24,8 @@ class PassContext:
     retention_runs: dict[str, float] = field(default_factory=dict)
     autoscalers: dict[str, autoscaling.Memory] = field(default_factory=dict)
     """The autoscaler's memory per AgentDeployment uid."""
+    prometheus_urls: tuple[str, ...] = ()
+    """Base URLs a Prometheus rollout gate may query (`OperatorConfig.prometheus_urls`)."""
     allow_sqlite: bool = True
     """False in a pod: a tenant's sqlite:/// URL would be a file in the operator's pod."""
     resync_seconds: float | None = None

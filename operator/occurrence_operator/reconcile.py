@@ -199,7 +199,8 @@ class ReconcilePass:
             self.want_requeue(sizing.requeue_after)
         sts = sizing.statefulset
         conflict = problem is not None and problem.reason == OCCURRENCE_ID_CONFLICT
-        rollout = Rollout(self.agd, spec.rollout, self.context.metrics)
+        rollout = Rollout(self.agd, spec.rollout, self.context.metrics,
+                          prometheus_urls=self.context.prometheus_urls)
         if migrated and sts is not None and not conflict:
             replicas = StatefulSetSize.of(sts).replicas
             partition = await rollout.partition_for(build_statefulset(spec, owner, replicas), sts,

@@ -400,9 +400,43 @@ class AutoscalingSpec(CrdModel):
     minute of the last scale."""
 
 
+PROMETHEUS_VARIABLES = ("canaryRevision", "stableRevision", "canaryOccurrences",
+                        "stableOccurrences", "namespace", "name", "bakeSeconds")
+"""What `{{...}}` a Prometheus gate's query may use (occurrences: a regex alternation of the
+ids, for `occurrence_id=~"..."`; bakeSeconds: how long the wave has baked, for a range)."""
+
+
+class PrometheusGate(CrdModel):
+    """A gate read from Prometheus: one PromQL query that returns one number."""
+
+    url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s@]+$")
+    """Base URL of the Prometheus HTTP API (`http://prometheus.monitoring:9090`); it must
+    start with one the operator allows (`OCCURRENCE_OPERATOR_PROMETHEUS_URLS`, chart value
+    `prometheusURLs`): otherwise the gate is Inconclusive. No credentials in it."""
+    query: str = Field(min_length=1, max_length=4096)
+    """PromQL returning one sample (a scalar, or a vector of one). `{{canaryRevision}}`,
+    `{{stableRevision}}`, `{{canaryOccurrences}}`, `{{stableOccurrences}}` (regex
+    alternations of occurrence ids), `{{namespace}}`, `{{name}}` and `{{bakeSeconds}}` are
+    replaced first. No value, an error, or no answer within `timeoutSeconds` is
+    Inconclusive — never a pass."""
+    timeout_seconds: int = Field(5, ge=1, le=30)
+    """How long the operator waits for Prometheus per evaluation."""
+
+    @field_validator("query")
+    @classmethod
+    def _known_variables(cls, query: str) -> str:
+        unknown = sorted(set(re.findall(r"\{\{\s*([^}]*?)\s*\}\}", query))
+                         - set(PROMETHEUS_VARIABLES))
+        if unknown:
+            raise ValueError(f"unknown query variables {unknown}: use "
+                             + ", ".join("{{" + v + "}}" for v in PROMETHEUS_VARIABLES))
+        return query
+
+
 class GateSpec(CrdModel):
-    """A health check of a wave, on the work its canary occurrences finished while it bakes,
-    against the stable occurrences over the same time (read from the shared database)."""
+    """A health check of a wave: on the work its canary occurrences finished while it bakes,
+    against the stable occurrences over the same time (read from the shared database), or a
+    number from Prometheus."""
 
     __cel_rules__ = (
         CelRule(
@@ -411,11 +445,24 @@ class GateSpec(CrdModel):
             check=lambda g: g.max is not None or g.min is not None
             or g.max_increase_over_stable is not None,
         ),
+        CelRule(
+            rule="has(self.metric) != has(self.prometheus)",
+            message="a rollout gate sets exactly one of metric and prometheus",
+            check=lambda g: (g.metric is None) != (g.prometheus is None),
+        ),
+        CelRule(
+            rule="!has(self.prometheus) || !has(self.maxIncreaseOverStable)",
+            message="a prometheus gate takes max or min (compare with the stable revision in "
+            "the query itself: {{stableRevision}})",
+            check=lambda g: g.prometheus is None or g.max_increase_over_stable is None,
+        ),
     )
 
-    metric: GateMetric
+    metric: GateMetric | None = None
     """`taskFailureRatio`: failed / finished tasks. `thoughtErrorRatio`: failed / finished
     thoughts. `completionsPerOccurrencePerMinute`: completed tasks per occurrence per minute."""
+    prometheus: PrometheusGate | None = None
+    """Instead of `metric`: the gate's value is a PromQL query's (`max` / `min` apply)."""
     max: float | None = Field(None, ge=0)
     """The canary's value must not exceed this."""
     min: float | None = Field(None, ge=0)

@@ -149,6 +149,8 @@ class GateStatus(CrdModel):
     failures: int = Field(0, ge=0)
     """Consecutive failing evaluations (failureLimit of them roll back)."""
     evaluated_at: Timestamp
+    message: str | None = None
+    """A Prometheus gate without a value: why (no data, an error, no answer...)."""
 
 
 class FailedWorkStatus(CrdModel):

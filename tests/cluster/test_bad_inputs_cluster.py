@@ -96,6 +96,17 @@ CASES: dict[str, dict[str, Any] | list[str]] = {
         "strategy": "Canary", "waves": [{"name": "a", "percent": 101}]}},
     "crd-rollout-bake-negative": {"spec.rollout": {
         "strategy": "Canary", "waves": [{"name": "a", "percent": 100, "bakeSeconds": -1}]}},
+    "crd-rollout-gate-metric-and-prometheus": {"spec.rollout": {
+        "strategy": "Canary", "waves": [{"name": "a", "percent": 100, "gates": [
+            {"metric": "taskFailureRatio", "max": 0.1,
+             "prometheus": {"url": "http://p:9090", "query": "vector(0)"}}]}]}},
+    "crd-rollout-gate-prometheus-over-stable": {"spec.rollout": {
+        "strategy": "Canary", "waves": [{"name": "a", "percent": 100, "gates": [
+            {"maxIncreaseOverStable": 0.1,
+             "prometheus": {"url": "http://p:9090", "query": "vector(0)"}}]}]}},
+    "crd-rollout-gate-prometheus-url": {"spec.rollout": {
+        "strategy": "Canary", "waves": [{"name": "a", "percent": 100, "gates": [
+            {"max": 1, "prometheus": {"url": "file:///etc/passwd", "query": "vector(0)"}}]}]}},
     "crd-drain-timeout-max": {"spec.drain.timeoutSeconds": 86401},
     "crd-grace-max": {"spec.terminationGracePeriodSeconds": 86401},
     "crd-args-reserved": {"spec.args": ["--database-url=postgresql://x@h/db"]},

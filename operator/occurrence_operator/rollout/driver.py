@@ -7,10 +7,11 @@ Kubernetes side (an in-memory fake in tests/unit/operator/test_rollout_driver.py
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -26,6 +27,7 @@ from ..spec import RolloutSpec
 from ..statefulset import StatefulSetSize
 from ..status import FailedWorkStatus, RolloutStatus
 from ..timeutil import parse_time
+from . import prometheus
 from .planner import Observed, RolloutDecision, is_active, plan
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,10 @@ class RolloutPort(Protocol):
         `PinFailed`: tried again next pass)."""
 
 
+async def _no_reading() -> prometheus.PrometheusReading | None:
+    return None
+
+
 def template_hash(statefulset: Mapping[str, Any]) -> str:
     """A short, stable hash of a rendered StatefulSet's pod template."""
     template = (statefulset.get("spec") or {}).get("template") or {}
@@ -82,18 +88,34 @@ def observe(desired: Mapping[str, Any], live: Mapping[str, Any]) -> Observed:
 
 async def measure(store: Store | None, name: str, rollout: RolloutSpec,
                   record: RolloutStatus | None, seen: Observed, port: RolloutPort,
-                  now: datetime) -> Observed:
+                  now: datetime, *, namespace: str = "",
+                  prometheus_urls: Sequence[str] = ()) -> Observed:
     """`seen` with what the canary and the stable occurrences finished since the wave
-    started baking, when it bakes and has gates (and the database answers)."""
-    if store is None or record is None or not is_active(record) or not record.bake_started_at:
+    started baking (when the database answers) and its Prometheus gates' readings, when it
+    bakes and has gates."""
+    if record is None or not is_active(record) or not record.bake_started_at:
         return seen
     waves = rollout.wave_list()
-    if not waves[min(record.wave_index, len(waves) - 1)].gates:
+    gates = waves[min(record.wave_index, len(waves) - 1)].gates or []
+    if not gates:
         return seen
     seconds = (now - parse_time(record.bake_started_at)).total_seconds()
     split = min(record.partition, seen.replicas)
     canary_ids = [occurrence_id(name, k) for k in range(split, seen.replicas)]
     stable_ids = [occurrence_id(name, k) for k in range(split)]
+    if any(g.prometheus is not None for g in gates):
+        variables = {
+            "canaryRevision": record.canary_revision or "",
+            "stableRevision": record.stable_revision or "",
+            "canaryOccurrences": prometheus.alternation(canary_ids),
+            "stableOccurrences": prometheus.alternation(stable_ids),
+            "namespace": namespace, "name": name, "bakeSeconds": str(max(1, int(seconds)))}
+        readings = await asyncio.gather(*(
+            prometheus.read(g.prometheus, variables, prometheus_urls) if g.prometheus
+            else _no_reading() for g in gates))
+        seen = replace(seen, prometheus=tuple(readings))
+    if store is None or not any(g.metric is not None for g in gates):
+        return seen
     try:
         canary = await store.outcomes.finished(canary_ids, seconds=seconds)
         stable = await store.outcomes.finished(stable_ids, seconds=seconds) \

@@ -3,7 +3,9 @@ baked, against the stable occurrences over the same time (`spec.rollout.waves[].
 
 The counts come from the shared database (`store.outcomes`): what a canary *did*, not
 whether its pod is ready. A gate is Inconclusive below `minSamples`, Skipped when it compares
-with the stable occurrences and the wave has none, and counts its consecutive failures.
+with the stable occurrences and the wave has none, and counts its consecutive failures. A
+Prometheus gate (`prometheus:`) takes its value from a query instead (`.prometheus`): no
+value is Inconclusive.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from occurrence_store.outcomes import WorkOutcome
 from ..spec import GateMetric, GateSpec
 from ..status import GateStatus
 from ..timeutil import format_time
+from .prometheus import PrometheusReading
 
 
 def value_of(metric: GateMetric, outcome: WorkOutcome) -> tuple[float | None, int]:
@@ -42,14 +45,31 @@ def threshold_text(gate: GateSpec) -> str:
     return ", ".join(parts)
 
 
-def evaluate(gate: GateSpec, canary: WorkOutcome, stable: WorkOutcome | None,
-             previous: GateStatus | None, now: datetime) -> GateStatus:
-    """One evaluation of `gate`; `previous` is its last one in this wave (failures carry)."""
-    value, samples = value_of(gate.metric, canary)
-    stable_value = None if stable is None or not stable.occurrences else \
-        value_of(gate.metric, stable)[0]
+def gate_name(gate: GateSpec, index: int) -> str:
+    """How the status names a gate: its metric, or `prometheus[i]` (its place in the wave)."""
+    return gate.metric if gate.metric is not None else f"prometheus[{index}]"
+
+
+def evaluate(gate: GateSpec, canary: WorkOutcome | None, stable: WorkOutcome | None,
+             previous: GateStatus | None, now: datetime, *, index: int = 0,
+             reading: PrometheusReading | None = None) -> GateStatus:
+    """One evaluation of `gate` (the `index`-th of its wave); `previous` is its last one in
+    this wave (failures carry). A metric gate reads `canary` and `stable`, a Prometheus gate
+    its `reading`."""
+    message = None
+    if gate.metric is None:
+        value = reading.value if reading is not None else None
+        samples = 0 if value is None else 1
+        message = reading.error if reading is not None else "not measured"
+        stable_value = None
+        min_samples = 1
+    else:
+        value, samples = value_of(gate.metric, canary) if canary is not None else (None, 0)
+        stable_value = None if stable is None or not stable.occurrences else \
+            value_of(gate.metric, stable)[0]
+        min_samples = gate.min_samples
     verdict = "Pass"
-    if samples < gate.min_samples or value is None:
+    if samples < min_samples or value is None:
         verdict = "Inconclusive"
     elif (gate.max is not None and value > gate.max) or (
             gate.min is not None and value < gate.min):
@@ -62,9 +82,9 @@ def evaluate(gate: GateSpec, canary: WorkOutcome, stable: WorkOutcome | None,
     failures = (previous.failures if previous is not None else 0) + 1 \
         if verdict == "Fail" else 0
     return GateStatus.from_fields(
-        metric=gate.metric, verdict=verdict, canary=_rounded(value),
+        metric=gate_name(gate, index), verdict=verdict, canary=_rounded(value),
         stable=_rounded(stable_value), threshold=threshold_text(gate), samples=samples,
-        failures=failures, evaluated_at=format_time(now))
+        failures=failures, evaluated_at=format_time(now), message=message)
 
 
 def _rounded(value: float | None) -> float | None:

@@ -40,7 +40,8 @@ from ..spec import RolloutSpec, WaveSpec
 from ..status import ACTIVE_ROLLOUT_PHASES, FailedWorkStatus, GateStatus, RolloutStatus
 from ..timeutil import format_time, parse_time
 from ..wellknown import GROUP
-from .gates import evaluate
+from .gates import evaluate, gate_name
+from .prometheus import PrometheusReading
 
 Event = tuple[EventType, str, str]
 
@@ -75,6 +76,9 @@ class Observed:
     since the wave started baking; None: not measured (no bake, no gates, no database)."""
     stable: WorkOutcome | None = None
     """What the stable occurrences finished over the same time."""
+    prometheus: tuple[PrometheusReading | None, ...] | None = None
+    """The current wave's Prometheus gates' readings, by gate (None where the gate is a
+    metric's); None: not measured."""
     command: Command | None = None
     """The `occurrence.dev/rollout` annotation's command, if set."""
 
@@ -262,9 +266,9 @@ def _continue(rollout: RolloutSpec, record: RolloutStatus, seen: Observed, now: 
                                _sooner(wave.bake_seconds - baked, interval))
     undecided = [g for g in current.gates or [] if g.verdict in ("Fail", "Inconclusive")]
     if wave.gates and not current.gates:  # never measured (no database yet): no evidence
-        undecided = [GateStatus.from_fields(metric=g.metric, verdict="Inconclusive",
+        undecided = [GateStatus.from_fields(metric=gate_name(g, i), verdict="Inconclusive",
                                             threshold="", evaluated_at=format_time(now))
-                     for g in wave.gates]
+                     for i, g in enumerate(wave.gates)]
     if undecided:
         if baked < wave.bake_limit() or any(g.verdict == "Fail" for g in undecided):
             return RolloutDecision(partition, current, tuple(events), interval)
@@ -324,11 +328,16 @@ def _judged(wave: WaveSpec, record: RolloutStatus, seen: Observed, now: datetime
     latest = max((parse_time(g.evaluated_at) for g in last.values()), default=None)
     if latest is not None and (now - latest).total_seconds() < interval:
         return record
-    if seen.canary is None:
+    gates = wave.gates or []
+    if seen.canary is None and any(g.metric is not None for g in gates):
         return record
-    gates = [evaluate(gate, seen.canary, seen.stable, last.get(gate.metric), now)
-             for gate in wave.gates or []]
-    return _with(record, gates=gates)
+    if seen.prometheus is None and any(g.prometheus is not None for g in gates):
+        return record
+    readings = seen.prometheus or ()
+    judged = [evaluate(gate, seen.canary, seen.stable, last.get(gate_name(gate, i)), now,
+                       index=i, reading=readings[i] if i < len(readings) else None)
+              for i, gate in enumerate(gates)]
+    return _with(record, gates=judged)
 
 
 def _roll_back(rollout: RolloutSpec, record: RolloutStatus, seen: Observed, now: datetime,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -26,9 +26,10 @@ class Rollout:
     """The pod template's rollout for one pass over one AgentDeployment."""
 
     def __init__(self, agd: AgentDeploymentObject, spec: RolloutSpec,
-                 metrics: OperatorMetrics) -> None:
+                 metrics: OperatorMetrics, *, prometheus_urls: Sequence[str] = ()) -> None:
         self.agd = agd
         self.spec = spec
+        self.prometheus_urls = tuple(prometheus_urls)
         self.port = KubeRolloutPort(agd, metrics)
         self.record: RolloutStatus | None = read_rollout(agd.status.get("rollout"))
         self._before = self.record
@@ -50,7 +51,9 @@ class Rollout:
                                   f"{ROLLOUT_ANNOTATION}={raw[:64]!r} is not one of "
                                   f"{', '.join(COMMANDS)}")
         seen = replace(await driver.measure(store, self.agd.name, self.spec, self.record,
-                                            driver.observe(rendered, live), self.port, now),
+                                            driver.observe(rendered, live), self.port, now,
+                                            namespace=self.agd.namespace,
+                                            prometheus_urls=self.prometheus_urls),
                        command=command)
         decision = await driver.step(self.spec, self.record, seen, self.port, now)
         if raw is not None:  # one-shot: acted on (or refused, with a Warning saying why)
