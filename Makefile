@@ -22,6 +22,7 @@ E2E ?= 1
 test: lint
 	bash hack/ensure-postgres.sh
 	bash hack/ensure-promtool.sh >/dev/null
+	bash hack/ensure-promtool.sh --server >/dev/null
 	$(BIN)/pytest $(PYTEST_ARGS)
 	@if [ "$(E2E)" = 1 ]; then bash hack/e2e-local.sh; else echo "E2E=0: whole-system scenario skipped"; fi
 
