@@ -231,9 +231,11 @@ def render_rollout(summary: Mapping[str, Any]) -> str:
         "startedAt", "bakeStartedAt", "message") if rollout.get(k) is not None]
     gates = rollout.get("gates") or []
     if gates:
-        lines += ["", _table(("GATE", "VERDICT", "CANARY", "STABLE", "THRESHOLD", "SAMPLES"), [
+        lines += ["", _table(("GATE", "VERDICT", "CANARY", "STABLE", "THRESHOLD", "SAMPLES",
+                              "MESSAGE"), [
             (g.get("metric"), g.get("verdict"), _dash(g.get("canary")), _dash(g.get("stable")),
-             g.get("threshold"), g.get("samples")) for g in gates])]
+             g.get("threshold"), g.get("samples"), (g.get("message") or "")[:80])
+            for g in gates])]
     failed_work = rollout.get("failedWork") or {}
     if failed_work:
         lines += ["", f"{'failedWork':<18} {failed_work.get('requeued', 0)} task(s) revision "
