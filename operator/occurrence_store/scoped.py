@@ -71,8 +71,8 @@ _ALL_TASKS = (f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_occurrence_id = $1 
 _COUNT_TASKS = "SELECT COUNT(*) FROM tasks WHERE agent_occurrence_id = $1"
 _COUNT_TASKS_BY_STATUS = _COUNT_TASKS + " AND status = $2"
 _SET_TASK_STATUS = (
-    f"UPDATE tasks SET status = :status, updated_at = {NOW_SQL}, revision = {_REVISION_OF}, "
-    "outcome_json = COALESCE(:outcome, outcome_json) "
+    f"UPDATE tasks SET status = :status, updated_at = {NOW_SQL}, "
+    f"outcome_json = COALESCE(:outcome, outcome_json), revision = {_REVISION_OF} "
     "WHERE task_id = :task_id AND agent_occurrence_id = :occurrence_id RETURNING task_id"
 )
 _PENDING_FOR_ACTIVATION = (
@@ -144,8 +144,9 @@ _CLAIM_THOUGHTS = Claim(
     still_claimable="agent_occurrence_id = :occurrence_id AND status = :pending",
 )
 _SET_THOUGHT_STATUS = (
-    f"UPDATE thoughts SET status = :status, updated_at = {NOW_SQL}, revision = {_REVISION_OF}, "
-    "final_action_json = COALESCE(:final_action, final_action_json) "
+    f"UPDATE thoughts SET status = :status, updated_at = {NOW_SQL}, "
+    f"final_action_json = COALESCE(:final_action, final_action_json), "
+    f"revision = {_REVISION_OF} "
     "WHERE thought_id = :thought_id AND agent_occurrence_id = :occurrence_id"
 )
 # Out of processing: back to pending after the backoff, or FAILED once out of attempts.
