@@ -20,6 +20,7 @@ DEFAULT = {
     "scoped_query": [],
     "operator_scale": [],
     "autoscale": [],
+    "rollout": [],
     "operator_idle": ["--count", "200", "--idle", "300", "--scale-down", "20"],
 }
 FULL = {
@@ -28,6 +29,7 @@ FULL = {
     "scoped_query": ["--tasks", "1000000,10000000", "--occurrences", "10,100"],
     "operator_scale": [],
     "autoscale": [],
+    "rollout": [],
     "operator_idle": [],  # 1,000 AgentDeployments x 3, 10 minutes idle, 100 drained at once
 }
 

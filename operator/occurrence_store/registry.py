@@ -310,14 +310,19 @@ class Registry:
             value = await conn.fetchval(_BACKLOG, **_COUNTED, agent_id=agent_id)
         return int(value or 0)
 
-    async def live_count(self, agent_id: str | None = None) -> int:
-        """How many occurrences (of ``agent_id`` when given) hold a live lease and are not
-        retired: the number of occurrences a shared decision is taken for."""
+    async def live_count(self, agent_id: str | None = None, *,
+                         revision: str | None = None) -> int:
+        """How many occurrences (of ``agent_id`` when given; registered on ``revision`` when
+        given) hold a live lease and are not retired: the number of occurrences a shared
+        decision is taken for, or whether a revision still runs anywhere."""
         sql = _LIVE_COUNT
         params: dict[str, object] = {"retired": OccurrenceState.RETIRED.value}
         if agent_id is not None:
             sql += " AND agent_id = :agent_id"
             params["agent_id"] = agent_id
+        if revision is not None:
+            sql += " AND revision = :revision"
+            params["revision"] = revision
         async with self.db.connection() as conn:
             value = await conn.fetchval(sql, **params)
         return int(value or 0)

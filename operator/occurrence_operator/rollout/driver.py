@@ -177,16 +177,21 @@ async def give_back_failed(store: Store | None, name: str, agent_id: str,
                            record: RolloutStatus | None, seen: Observed, port: RolloutPort,
                            now: datetime) -> RolloutStatus | None:
     """After a rollback (`record.failed_work`): the tasks the rolled-back revision failed go
-    back to pending, a bounded batch per pass, until it runs on no pod and nothing it failed
-    is left — then the record says so and the passes stop asking. Every task goes back once
+    back to pending, a bounded batch per pass, until it runs on no pod, no live occurrence is
+    registered on it, and nothing it failed is left — then the record says so and the passes
+    stop asking. Every task goes back once
     (the store's audit rows), so an operator restarted half-way repeats nothing."""
     work = record.failed_work if record is not None else None
     if store is None or record is None or work is None or work.complete:
         return record
-    settled = runs_nowhere(work.revision, seen)  # seen before the batch: nothing after it
     ids = [occurrence_id(name, k) for k in range(seen.replicas)]
     since = max(0.0, (now - parse_time(work.since)).total_seconds()) + SINCE_MARGIN_SECONDS
     try:
+        # settled before the batch is taken, so nothing it fails can come after the batch:
+        # no pod on the revision (the StatefulSet says so) and no process on it either (the
+        # registry: a pod's replacement can be Ready while the old process still ends)
+        settled = runs_nowhere(work.revision, seen) and not await store.registry.live_count(
+            agent_id, revision=work.revision)
         back = await store.requeues.give_back(
             agent_id, work.revision, ids, since_seconds=since,
             reason=f"revision {work.revision} rolled back (rollout started {work.since})")

@@ -188,6 +188,12 @@ async def test_failed_work_goes_back_until_the_revision_runs_nowhere(tmp_path: P
         assert len(pending) == 4
         await store.scope("web-2").update_task_status(pending[0].task_id, TaskStatus.FAILED)
         gone = replace(running, updated=0)
+        # its pod replaced, but the old process not yet gone from the registry: not complete
+        record = await driver.give_back_failed(store, "web", "ns/web", record, gone, port,
+                                               utcnow())
+        assert record is not None and record.failed_work is not None
+        assert not record.failed_work.complete
+        await store.registry.register("web-2", agent_id="ns/web", revision="rev-old")
         record = await driver.give_back_failed(store, "web", "ns/web", record, gone, port,
                                                utcnow())
         assert record is not None and record.failed_work is not None
@@ -213,6 +219,11 @@ async def test_an_unready_fleet_is_not_settled_and_a_database_error_is_counted(
     assert driver.runs_nowhere("rev-bad", replace(seen, replicas=0, ready=0, updated=0))
 
     class Unreachable:
+        class registry:
+            @staticmethod
+            async def live_count(*args: object, **kwargs: object) -> int:
+                return 0
+
         class requeues:
             @staticmethod
             async def give_back(*args: object, **kwargs: object) -> list[str]:
