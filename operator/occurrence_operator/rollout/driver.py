@@ -176,22 +176,25 @@ def runs_nowhere(revision: str, seen: Observed) -> bool:
 async def give_back_failed(store: Store | None, name: str, agent_id: str,
                            record: RolloutStatus | None, seen: Observed, port: RolloutPort,
                            now: datetime) -> RolloutStatus | None:
-    """After a rollback (`record.failed_work`): the tasks the rolled-back revision failed go
-    back to pending, a bounded batch per pass, until it runs on no pod, no live occurrence is
-    registered on it, and nothing it failed is left — then the record says so and the passes
-    stop asking. Every task goes back once
-    (the store's audit rows), so an operator restarted half-way repeats nothing."""
+    """After a rollback (`record.failed_work`): once the rolled-back revision runs on no pod
+    and no live occurrence is registered on it, the tasks it failed go back to pending, a
+    bounded batch per pass, until nothing it failed is left — then the record says so and
+    the passes stop asking. Not before: a canary still shutting down would claim a task given
+    back and fail it again (a bad version fails the same task the same way), and a task goes
+    back once per revision. Every task goes back once (the store's audit rows), so an
+    operator restarted half-way repeats nothing."""
     work = record.failed_work if record is not None else None
     if store is None or record is None or work is None or work.complete:
+        return record
+    if not runs_nowhere(work.revision, seen):  # its pods still run: wait for them to go
         return record
     ids = [occurrence_id(name, k) for k in range(seen.replicas)]
     since = max(0.0, (now - parse_time(work.since)).total_seconds()) + SINCE_MARGIN_SECONDS
     try:
-        # settled before the batch is taken, so nothing it fails can come after the batch:
-        # no pod on the revision (the StatefulSet says so) and no process on it either (the
-        # registry: a pod's replacement can be Ready while the old process still ends)
-        settled = runs_nowhere(work.revision, seen) and not await store.registry.live_count(
-            agent_id, revision=work.revision)
+        # no process on it either (the registry: a pod's replacement can be Ready while the
+        # old process still ends); checked before the batch, so nothing comes after it
+        if await store.registry.live_count(agent_id, revision=work.revision):
+            return record
         back = await store.requeues.give_back(
             agent_id, work.revision, ids, since_seconds=since,
             reason=f"revision {work.revision} rolled back (rollout started {work.since})")
@@ -200,7 +203,7 @@ async def give_back_failed(store: Store | None, name: str, agent_id: str,
                     "%s: %s", name, work.revision, type(e).__name__, e)
         port.database_failed("GiveBackFailed")
         return record
-    complete = settled and len(back) < MAX_BATCH
+    complete = len(back) < MAX_BATCH
     if not back and not complete:
         return record
     updated = replace_failed_work(record, work.model_copy(

@@ -167,38 +167,38 @@ async def _fail_on(store: Store, occurrence: str, revision: str, count: int) -> 
         await scoped.update_task_status(task.task_id, TaskStatus.FAILED)
 
 
-async def test_failed_work_goes_back_until_the_revision_runs_nowhere(tmp_path: Path) -> None:
+async def test_failed_work_goes_back_once_the_revision_runs_nowhere(tmp_path: Path) -> None:
     store = await Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}", migrate=True)
     try:
         await _fail_on(store, "web-2", "rev-bad", 4)
         await _fail_on(store, "web-0", "rev-old", 2)  # the stable revision's failures stay
         port = GivingBackPort()
-        # the canary pod is still on the bad revision (updated 1): give back, not complete
+        # the canary pod is still on the bad revision (updated 1): nothing yet — it would
+        # claim what went back and fail it again
         running = Observed(template="new", template_changed=False, replicas=3, ready=3,
                            updated=1, update_revision="rev-bad", current_revision="rev-old")
-        record = await driver.give_back_failed(store, "web", "ns/web", rolled_back(), running,
+        initial = rolled_back()
+        record = await driver.give_back_failed(store, "web", "ns/web", initial, running,
                                                port, utcnow())
-        assert record is not None and record.failed_work is not None
-        assert (record.failed_work.requeued, record.failed_work.complete) == (4, False)
-        assert port.requeued_tasks == 4 and port.persisted[-1] == record
-        assert [e[1] for e in port.events] == ["FailedWorkRequeued"]
-        # it fails one more before its pod goes; then every pod is on the stable revision
-        await store.registry.register("web-2", agent_id="ns/web", revision="rev-bad")
-        pending = await store.scope("web-2").get_tasks_by_status(TaskStatus.PENDING)
-        assert len(pending) == 4
-        await store.scope("web-2").update_task_status(pending[0].task_id, TaskStatus.FAILED)
+        assert record == initial and port.requeued_tasks == 0 and not port.persisted
+        # its pod replaced, but the old process still registered on it: still nothing
         gone = replace(running, updated=0)
-        # its pod replaced, but the old process not yet gone from the registry: not complete
         record = await driver.give_back_failed(store, "web", "ns/web", record, gone, port,
                                                utcnow())
         assert record is not None and record.failed_work is not None
-        assert not record.failed_work.complete
+        assert record.failed_work.requeued == 0 and not port.persisted
+        # the new process registered on the stable revision: all of it goes back, complete
         await store.registry.register("web-2", agent_id="ns/web", revision="rev-old")
         record = await driver.give_back_failed(store, "web", "ns/web", record, gone, port,
                                                utcnow())
         assert record is not None and record.failed_work is not None
         assert (record.failed_work.requeued, record.failed_work.complete) == (4, True)
-        assert port.requeued_tasks == 4  # that task went back once already: it stays failed
+        assert port.requeued_tasks == 4 and port.persisted[-1] == record
+        assert [e[1] for e in port.events] == ["FailedWorkRequeued"]
+        pending = await store.scope("web-2").get_tasks_by_status(TaskStatus.PENDING)
+        assert len(pending) == 4
+        stable_failed = await store.scope("web-0").get_tasks_by_status(TaskStatus.FAILED)
+        assert len(stable_failed) == 2
         # complete: nothing asked of the database any more, nothing persisted
         persisted = len(port.persisted)
         await store.close()
