@@ -114,6 +114,11 @@ class Worker:
     def last_error(self) -> str:
         return self._last_error
 
+    @property
+    def loops(self) -> int:
+        """Rounds of the work loop so far (the first sweep runs before the first)."""
+        return self._loops
+
     def pause(self) -> None:
         """Take no new work (in-flight work goes on); :meth:`quiesce` also waits for it."""
         self._paused = True

@@ -109,6 +109,9 @@ async def _strand(runtime: Any, task_id: str) -> None:
 @pytest.mark.parametrize("recovery", ["retry", "fail"])
 async def test_the_sweep_reclaims_a_thought_nobody_works_on(url: str, recovery: str) -> None:
     async with runtimes(url, [f"sweep-{recovery}"], in_flight_recovery=recovery) as (runtime,):
+        # the first sweep runs before the loop, whether paused or not: let it pass first (it
+        # would seed a thought of its own for the task activated below)
+        await wait_for(lambda: runtime.worker.loops >= 1, 20, "the worker's first round")
         runtime.worker.pause()
         await runtime.worker.settled()  # a step already running would seed a thought of its own
         task = await runtime.scoped.add_task("stranded")
