@@ -139,7 +139,7 @@ async def scenario(cluster: Any, api: Api, pg: Any, label: str, replicas: int,
             create_db_secret(cluster, ns, url)
             cluster.apply(agd_manifest(name, ns, replicas=replicas,
                                        migrations={"enabled": False}, **extra))
-            await wait(lambda: _ready(api, ns, name, replicas), 120, f"{label} ready")
+            await wait(lambda: agd_ready(api, ns, name, replicas), 120, f"{label} ready")
             await wait(lambda: _registered(store, name, spread), 60, f"{label} agents up")
             prefix = f"burst-{label}"
             per = -(-args.tasks // spread)
@@ -189,7 +189,7 @@ async def scenario(cluster: Any, api: Api, pg: Any, label: str, replicas: int,
             drop_namespace(cluster, ns)
 
 
-async def _ready(api: Api, ns: str, name: str, replicas: int) -> bool:
+async def agd_ready(api: Api, ns: str, name: str, replicas: int) -> bool:
     status = (await api.agd(ns, name)).get("status") or {}
     return status.get("readyReplicas") == replicas and status.get("phase") == "Running"
 

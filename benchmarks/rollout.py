@@ -43,6 +43,7 @@ from typing import Any
 
 import asyncpg
 
+from benchmarks.autoscale import agd_ready
 from benchmarks.common import append_results
 from benchmarks.operator_scale import Api, log, new_database, wait
 from occurrence_store import Store
@@ -85,7 +86,6 @@ class RevisionFollower:
         self.workdir, self.work_ms = workdir, work_ms
         self.agents: dict[str, tuple[str, Agent]] = {}
         self.retired: list[Agent] = []
-        self.first_ready: dict[str, float] = {}
 
     def _pods(self) -> dict[str, dict[str, Any]]:
         listed = self.cluster.kubectl_json(
@@ -177,7 +177,7 @@ async def scenario(cluster: Any, api: Api, pg: Any, strategy: str,
             manifest = {"replicas": args.replicas, "migrations": {"enabled": False},
                         "rollout": rollout}
             cluster.apply(agd_manifest(name, ns, image=STABLE_IMAGE, **manifest))
-            await wait(lambda: _ready(api, ns, name, args.replicas), 180, f"{strategy} ready")
+            await wait(lambda: agd_ready(api, ns, name, args.replicas), 180, f"{strategy} ready")
             sts = await asyncio.to_thread(cluster.kubectl_json, "-n", ns, "get", "sts", name)
             stable = sts["status"]["currentRevision"]
             loading = asyncio.create_task(
@@ -238,11 +238,6 @@ async def scenario(cluster: Any, api: Api, pg: Any, strategy: str,
             op.stop()
             await store.close()
             drop_namespace(cluster, ns)
-
-
-async def _ready(api: Api, ns: str, name: str, replicas: int) -> bool:
-    status = (await api.agd(ns, name)).get("status") or {}
-    return status.get("readyReplicas") == replicas and status.get("phase") == "Running"
 
 
 async def _settled(url: str, prefix: str, submitted: int) -> bool:

@@ -24,6 +24,7 @@ from occurrence_store.clock import after_sql
 from occurrence_store.database import Database, fetch_now
 from occurrence_store.errors import StoreError
 from occurrence_store.models import TaskStatus, validate_occurrence_id
+from occurrence_store.registry import MAX_REVISION
 from occurrence_store.sql import compile_named
 
 MAX_BATCH = 1000
@@ -47,8 +48,8 @@ class RequeueRecord(BaseModel):
 
 
 def _check(agent_id: str, revision: str) -> None:
-    if not isinstance(revision, str) or not revision or len(revision) > 253:
-        raise StoreError("revision must be 1-253 characters")
+    if not isinstance(revision, str) or not revision or len(revision) > MAX_REVISION:
+        raise StoreError(f"revision must be 1-{MAX_REVISION} characters")
     if not isinstance(agent_id, str) or len(agent_id) > 253:
         raise StoreError("agent id must be at most 253 characters")
 

@@ -25,10 +25,10 @@ from ..kube import is_subset
 from ..naming import occurrence_id
 from ..spec import RolloutSpec
 from ..statefulset import StatefulSetSize
-from ..status import FailedWorkStatus, RolloutStatus
+from ..status import RolloutStatus
 from ..timeutil import parse_time
 from . import prometheus
-from .planner import Observed, RolloutDecision, is_active, plan
+from .planner import Observed, RolloutDecision, gates_due, is_active, plan
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,8 @@ async def measure(store: Store | None, name: str, rollout: RolloutSpec,
         return seen
     waves = rollout.wave_list()
     gates = waves[min(record.wave_index, len(waves) - 1)].gates or []
-    if not gates:
-        return seen
+    if not gates or not gates_due(record, float(rollout.analysis_interval_seconds), now):
+        return seen  # nothing the planner would evaluate this pass: ask nobody
     seconds = (now - parse_time(record.bake_started_at)).total_seconds()
     split = min(record.partition, seen.replicas)
     canary_ids = [occurrence_id(name, k) for k in range(split, seen.replicas)]
@@ -206,8 +206,8 @@ async def give_back_failed(store: Store | None, name: str, agent_id: str,
     complete = len(back) < MAX_BATCH
     if not back and not complete:
         return record
-    updated = replace_failed_work(record, work.model_copy(
-        update={"requeued": work.requeued + len(back), "complete": complete}))
+    updated = record.model_copy(update={"failed_work": work.model_copy(
+        update={"requeued": work.requeued + len(back), "complete": complete})})
     if back:
         port.requeued(len(back))
         port.queue_event("Normal", "FailedWorkRequeued",
@@ -220,19 +220,11 @@ async def give_back_failed(store: Store | None, name: str, agent_id: str,
     return updated
 
 
-def replace_failed_work(record: RolloutStatus, work: FailedWorkStatus) -> RolloutStatus:
-    return record.model_copy(update={"failed_work": work})
-
-
 def pin_wanted(record: RolloutStatus, seen: Observed) -> bool:
     """Shared decisions stay with the stable revision while a rollout is under way, and
     after a rollback while the rolled-back revision still runs somewhere."""
-    if not record.stable_revision:
-        return False
-    if is_active(record):
-        return True
-    return record.phase == "RolledBack" and bool(record.canary_revision) and not runs_nowhere(
-        record.canary_revision or "", seen)
+    return bool(record.stable_revision) and (
+        is_active(record) or canary_revision_running(record, seen) is not None)
 
 
 async def pin_decisions(store: Store | None, name: str, agent_id: str,

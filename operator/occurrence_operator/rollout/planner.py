@@ -320,14 +320,20 @@ def _sooner(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else min(a, b)
 
 
+def gates_due(record: RolloutStatus, interval: float, now: datetime) -> bool:
+    """The wave's gates are due an evaluation: none yet, or the last `interval` ago (what to
+    measure for them is asked only then)."""
+    latest = max((parse_time(g.evaluated_at) for g in record.gates or []), default=None)
+    return latest is None or (now - latest).total_seconds() >= interval
+
+
 def _judged(wave: WaveSpec, record: RolloutStatus, seen: Observed, now: datetime,
             interval: float) -> RolloutStatus:
     """The record with its gates evaluated, at most once per `interval` (a failure counts
     once per evaluation, however often the pass runs)."""
-    last = {g.metric: g for g in record.gates or []}
-    latest = max((parse_time(g.evaluated_at) for g in last.values()), default=None)
-    if latest is not None and (now - latest).total_seconds() < interval:
+    if not gates_due(record, interval, now):
         return record
+    last = {g.metric: g for g in record.gates or []}
     gates = wave.gates or []
     if seen.canary is None and any(g.metric is not None for g in gates):
         return record

@@ -32,8 +32,8 @@ class Rollout:
         self.prometheus_urls = tuple(prometheus_urls)
         self.port = KubeRolloutPort(agd, metrics)
         self.record: RolloutStatus | None = read_rollout(agd.status.get("rollout"))
-        self._before = self.record
         """`.status.rollout` as persisted (after `partition_for`: as this pass left it)."""
+        self._before = self.record
         self.requeue_after: float | None = None
         self._decision: RolloutDecision | None = None
         self._seen: Observed | None = None
