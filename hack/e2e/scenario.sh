@@ -394,11 +394,13 @@ rolled_out() {  # $1: replicas
   local s
   # observedGeneration first: right after a template change the status still describes the
   # previous one (current == update revision, all replicas "updated")
-  s="$(k -n "$NS" get sts "$AGD" -o jsonpath='{.metadata.generation} {.status.observedGeneration} {.status.currentRevision} {.status.updateRevision} {.status.updatedReplicas} {.status.readyReplicas}')"
-  local gen observed cur upd updated ready
-  read -r gen observed cur upd updated ready <<<"$s"
-  [[ "$gen" == "$observed" && "$cur" == "$upd" && "$updated" == "$1" && "$ready" == "$1" ]] &&
-    [[ "$(k -n "$NS" get sts "$AGD" -o jsonpath='{.spec.template.spec.containers[0].image}')" == "$ROLL_IMAGE" ]]
+  # one read: status and image from two reads can straddle the template change (the old
+  # generation's settled status, then the new image)
+  s="$(k -n "$NS" get sts "$AGD" -o jsonpath='{.metadata.generation} {.status.observedGeneration} {.status.currentRevision} {.status.updateRevision} {.status.updatedReplicas} {.status.readyReplicas} {.spec.template.spec.containers[0].image}')"
+  local gen observed cur upd updated ready image
+  read -r gen observed cur upd updated ready image <<<"$s"
+  [[ "$gen" == "$observed" && "$cur" == "$upd" && "$updated" == "$1" && "$ready" == "$1" &&
+     "$image" == "$ROLL_IMAGE" ]]
 }
 
 roll_image() {  # $1: replicas
