@@ -415,7 +415,7 @@ cmd_up() {
     node_ensure_packages
     PAUSE_IMAGE="$(bash "$HACK_DIR/images.sh" build pause | sed -n 's/^PAUSE_IMAGE=//p')"
     [[ -n "$PAUSE_IMAGE" ]] || die "no pause image"
-    ip link show "$NODE_BRIDGE" >/dev/null 2>&1 && die "bridge $NODE_BRIDGE exists: another cluster runs (or was not torn down: ip link delete $NODE_BRIDGE)"
+    node_claim_bridge
   fi
   local tb=$SECONDS
 

@@ -422,6 +422,19 @@ node_restore_sysctls() {
   done <"$NODE_DIR/sysctl.saved"
 }
 
+# The bridge is one per machine. A live node of any checkout (its processes run below a
+# /tmp/occurrence-cluster.*/node/ directory) owns it: refuse. A bridge no live node owns was left
+# by a run that was killed before `down` (a stopped session, a lost VM): clean it and its rules.
+node_claim_bridge() {
+  ip link show "$NODE_BRIDGE" >/dev/null 2>&1 || return 0
+  if pgrep -f "occurrence-cluster\.[A-Za-z0-9]+/node/" >/dev/null 2>&1; then
+    die "bridge $NODE_BRIDGE exists and a node runs: $(pgrep -af "occurrence-cluster\.[A-Za-z0-9]+/node/" | head -2 | tr '\n' ';')"
+  fi
+  log "bridge $NODE_BRIDGE left by a node that no longer runs: removing it and its rules"
+  ip link delete "$NODE_BRIDGE" || die "could not delete the stale bridge $NODE_BRIDGE"
+  node_remove_rules
+}
+
 node_down() {
   [[ -n "${NODE_DIR:-}" ]] || return 0
   local rc=0
