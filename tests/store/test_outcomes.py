@@ -43,3 +43,54 @@ async def test_no_occurrences_or_no_window_counts_nothing(store: Store) -> None:
     assert (await store.outcomes.finished(["a-0"], seconds=0)).tasks_finished == 0
     with pytest.raises(ValueError, match="at most 1000"):
         await store.outcomes.finished([f"a-{k}" for k in range(1001)], seconds=60)
+
+
+AGENT = "ns/web"
+
+
+async def test_by_revision_counts_the_work_a_revision_did_on_whichever_pod(store: Store) -> None:
+    # web-2 runs the canary and fails its work; then the rollout moves on and web-1 takes the
+    # canary revision too, while web-2 is rolled back to stable — same ids, other revisions
+    await store.registry.register("web-0", agent_id=AGENT, revision="stable")
+    await store.registry.register("web-1", agent_id=AGENT, revision="stable")
+    await store.registry.register("web-2", agent_id=AGENT, revision="canary")
+    await _finish(store, "web-0", 4, 0)
+    await _finish(store, "web-1", 3, 1)
+    await _finish(store, "web-2", 1, 3)
+    await store.registry.register("web-1", agent_id=AGENT, revision="canary")
+    await store.registry.register("web-2", agent_id=AGENT, revision="stable")
+    await _finish(store, "web-1", 0, 2)
+    await _finish(store, "web-2", 5, 0)
+    # another agent on the same database with a revision of the same name
+    await store.registry.register("other-0", agent_id="ns/other", revision="canary")
+    await _finish(store, "other-0", 0, 7)
+
+    canary = await store.outcomes.finished(["web-1", "web-2"], seconds=300, agent_id=AGENT,
+                                           revision="canary")
+    assert (canary.tasks_completed, canary.tasks_failed) == (1, 5)
+    assert (canary.thoughts_completed, canary.thoughts_failed) == (1, 5)
+    assert canary.occurrences == 2
+    stable = await store.outcomes.finished(["web-0"], seconds=300, agent_id=AGENT,
+                                           revision="stable")
+    assert (stable.tasks_completed, stable.tasks_failed) == (12, 1)
+    # by pod, web-2 mixes both revisions' work
+    by_pod = await store.outcomes.finished(["web-2"], seconds=300)
+    assert (by_pod.tasks_completed, by_pod.tasks_failed) == (6, 3)
+
+
+async def test_work_with_no_revision_falls_back_to_the_occurrences_named(store: Store) -> None:
+    # the stable image predates revisions: its occurrences register none
+    await store.registry.register("web-0", agent_id=AGENT)
+    await store.registry.register("web-1", agent_id=AGENT, revision="canary")
+    await _finish(store, "web-0", 6, 2)
+    await _finish(store, "web-1", 1, 1)
+    stable = await store.outcomes.finished(["web-0"], seconds=300, agent_id=AGENT,
+                                           revision="stable")
+    assert (stable.tasks_completed, stable.tasks_failed) == (6, 2)
+    canary = await store.outcomes.finished(["web-1"], seconds=300, agent_id=AGENT,
+                                           revision="canary")
+    assert (canary.tasks_completed, canary.tasks_failed) == (1, 1)
+    with pytest.raises(ValueError, match="go together"):
+        await store.outcomes.finished(["web-0"], seconds=60, revision="stable")
+    with pytest.raises(ValueError, match="empty"):
+        await store.outcomes.finished(["web-0"], seconds=60, agent_id=AGENT, revision=" ")

@@ -27,6 +27,7 @@ from ..spec import RolloutSpec
 from ..statefulset import StatefulSetSize
 from ..status import RolloutStatus
 from ..timeutil import parse_time
+from ..wellknown import agent_id
 from . import prometheus
 from .planner import Observed, RolloutDecision, gates_due, is_active, plan
 
@@ -88,7 +89,7 @@ def observe(desired: Mapping[str, Any], live: Mapping[str, Any]) -> Observed:
 
 async def measure(store: Store | None, name: str, rollout: RolloutSpec,
                   record: RolloutStatus | None, seen: Observed, port: RolloutPort,
-                  now: datetime, *, namespace: str = "",
+                  now: datetime, *, namespace: str,
                   prometheus_urls: Sequence[str] = ()) -> Observed:
     """`seen` with what the canary and the stable occurrences finished since the wave
     started baking (when the database answers) and its Prometheus gates' readings, when it
@@ -116,9 +117,12 @@ async def measure(store: Store | None, name: str, rollout: RolloutSpec,
         seen = replace(seen, prometheus=tuple(readings))
     if store is None or not any(g.metric is not None for g in gates):
         return seen
+    agent = agent_id(namespace, name)
     try:
-        canary = await store.outcomes.finished(canary_ids, seconds=seconds)
-        stable = await store.outcomes.finished(stable_ids, seconds=seconds) \
+        canary = await store.outcomes.finished(
+            canary_ids, seconds=seconds, **by_revision(agent, record.canary_revision))
+        stable = await store.outcomes.finished(
+            stable_ids, seconds=seconds, **by_revision(agent, record.stable_revision)) \
             if stable_ids else None
     except STORE_ERRORS as e:
         log.warning("%s: rollout gates not measured (the wave keeps baking): %s: %s", name,
@@ -126,6 +130,12 @@ async def measure(store: Store | None, name: str, rollout: RolloutSpec,
         port.measurement_failed()
         return seen
     return replace(seen, canary=canary, stable=stable)
+
+
+def by_revision(agent: str, revision: str | None) -> dict[str, str]:
+    """The outcome count's scope: the track's revision when the record knows it (the work
+    that revision did, on whichever pod), else the track's pods alone."""
+    return {"agent_id": agent, "revision": revision} if revision else {}
 
 
 async def step(rollout: RolloutSpec, record: RolloutStatus | None, seen: Observed,

@@ -81,23 +81,24 @@ async def test_gates_are_measured_only_while_a_gated_wave_bakes(tmp_path: Path) 
         port = FakePort()
         seen = Observed(template="new", template_changed=False, replicas=4)
         measured = await driver.measure(store, "agd", GATED, baking_record(30), seen, port,
-                                        utcnow())
+                                        utcnow(), namespace="ns")
         assert measured.canary is not None and measured.stable is not None
         assert (measured.canary.tasks_failed, measured.canary.tasks_completed) == (4, 1)
         assert measured.canary.occurrences == 1 and measured.stable.occurrences == 3
         assert measured.stable.tasks_completed == 5
         not_baking = baking_record(30).model_copy(update={"bake_started_at": None})
         assert await driver.measure(store, "agd", GATED, not_baking, seen, port,
-                                    utcnow()) == seen
+                                    utcnow(), namespace="ns") == seen
         ungated = RolloutSpec.model_validate({"strategy": "Canary"})
         assert await driver.measure(store, "agd", ungated, baking_record(30), seen, port,
-                                    utcnow()) == seen
+                                    utcnow(), namespace="ns") == seen
     finally:
         await store.close()
 
 
 class _DownOutcomes:
-    async def finished(self, occurrence_ids: object, *, seconds: float) -> object:
+    async def finished(self, occurrence_ids: object, *, seconds: float,
+                       **scope: object) -> object:
         raise StoreUnavailable("cannot connect to the database")
 
 
@@ -109,7 +110,7 @@ async def test_a_database_that_does_not_answer_is_counted_and_the_wave_keeps_bak
     port = FakePort()
     seen = Observed(template="new", template_changed=False, replicas=4)
     down = await driver.measure(_DownStore(), "agd", GATED, baking_record(30),  # type: ignore[arg-type]
-                                seen, port, utcnow())
+                                seen, port, utcnow(), namespace="ns")
     assert down == seen and port.failed_measurements == 1
 
 
