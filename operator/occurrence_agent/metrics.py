@@ -74,6 +74,11 @@ FAMILIES: dict[str, _Family] = {
         Gauge, "1, labelled with the revision this process runs (AGENT_REVISION, the pod's "
         "controller-revision-hash): join on occurrence_id to count any metric per revision.",
         ("revision",)),
+    "occurrence_track": _Family(
+        Gauge, "1 on the track this occurrence is on, 0 on the other: canary while a canary "
+        "rollout is under way and it does not run the stable revision, else stable (from the "
+        "database on every heartbeat; the pod's occurrence.dev/track label says the same).",
+        ("track",)),
     "occurrence_draining": _Family(Gauge, "1 while draining or shutting down."),
     "occurrence_tasks": _Family(
         Gauge, "This occurrence's tasks by status (read at scrape time).", ("status",)),

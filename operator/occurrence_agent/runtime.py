@@ -45,6 +45,7 @@ from occurrence_store.models import (
     Task,
     TaskStatus,
     ThoughtStatus,
+    Track,
 )
 from occurrence_store.notify import Listener
 from occurrence_store.registry import NOTIFY_CHANNEL
@@ -72,6 +73,8 @@ class OccurrenceRuntime:
         self.metrics = AgentMetrics(config.occurrence_id)
         if config.revision:
             self.metrics.set("occurrence_revision_info", 1, revision=config.revision)
+        self.track: Track = "stable"
+        """The rollout track the registry last reported (see :attr:`Occurrence.track`)."""
         self.journal = Journal(config.journal_path, config.occurrence_id)
         self.store: Store | None = None
         self.presence: Presence | None = None
@@ -136,6 +139,7 @@ class OccurrenceRuntime:
             "occurrence_id": self.occurrence_id, "ordinal": self.config.ordinal,
             "pid": os.getpid(), "port": self.port, "ready": ready, "reason": reason,
             "registry_state": current.state.value if current else None,
+            "revision": self.config.revision or None, "track": self.track,
             "draining": self._draining, "quiesced": self._drained, "stopping": self._stopping,
             "wakeup": None if self.wakeup is None else {
                 "task_id": self.wakeup.task_id, "performed": self.wakeup.performed,
@@ -268,6 +272,7 @@ class OccurrenceRuntime:
         except OccurrenceIdConflict as exc:
             raise StartupError(str(exc)) from None
         self._draining = occurrence.state != OccurrenceState.ACTIVE
+        self._follow_track(occurrence.track)
         self.worker = Worker(self.scoped, self.handler, max_active_tasks=config.max_active_tasks,
                              concurrency=config.thought_concurrency,
                              poll_interval=config.poll_interval, metrics=self.metrics,
@@ -368,6 +373,14 @@ class OccurrenceRuntime:
         if self.config.port_file is not None:
             _write_atomically(self.config.port_file, f"{self.port}\n")
 
+    def _follow_track(self, track: Track) -> None:
+        """Follow the rollout track the registry reports (logged when it changes)."""
+        if track != self.track:
+            log.info("on the %s track", track, extra={"event": "runtime.track"})
+            self.track = track
+        for each in ("canary", "stable"):
+            self.metrics.set("occurrence_track", 1 if each == track else 0, track=each)
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._background.add(task)
@@ -376,6 +389,7 @@ class OccurrenceRuntime:
     async def _on_state(self, occurrence: Occurrence) -> None:
         if self._stopping:
             return
+        self._follow_track(occurrence.track)
         if occurrence.state != OccurrenceState.ACTIVE:
             if not self._draining:
                 self._draining = True

@@ -6,7 +6,7 @@ import json
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -20,6 +20,9 @@ DEFAULT_OCCURRENCE_ID = "default"
 
 DEFAULT_AGENT_ID = ""
 """The agent of rows written before agents were told apart (one agent per database)."""
+
+Track = Literal["canary", "stable"]
+"""Which side of a canary rollout an occurrence is on."""
 
 _SHARED_TASK_ID_RE = re.compile(r"^[A-Z0-9_]+_SHARED_[0-9]{8}(@.+)?$")
 
@@ -216,9 +219,22 @@ class Occurrence(_Row):
     revision: str | None = None
     """The revision its process runs (the pod's controller-revision-hash), as reported when it
     registered; None outside Kubernetes."""
+    pinned_revision: str | None = None
+    """While a canary rollout of its agent is under way: the stable revision the operator
+    pinned the agent's shared decisions to (None: no rollout under way)."""
     observed_at: datetime
     """The database's time when this row was read: ages and expiry are measured from it,
     never from the reader's clock."""
+
+    @property
+    def track(self) -> Track:
+        """``canary`` while a canary rollout is under way and this occurrence does not run its
+        stable revision, else ``stable`` — what the pod's ``occurrence.dev/track`` label says,
+        as the database knows it (a label cannot reach the process: an environment variable is
+        fixed when the container starts, before the operator labels the pod)."""
+        if self.pinned_revision is not None and self.revision != self.pinned_revision:
+            return "canary"
+        return "stable"
 
     def heartbeat_age(self, now: datetime | None = None) -> float:
         return max(0.0, ((now or self.observed_at) - self.heartbeat_at).total_seconds())

@@ -45,7 +45,9 @@ _WITH_COUNTS = (
     "(SELECT COUNT(*) FROM tasks t WHERE t.agent_occurrence_id = o.occurrence_id "
     " AND t.status = :pending) AS pending_tasks, "
     "(SELECT COUNT(*) FROM tasks t WHERE t.agent_occurrence_id = o.occurrence_id "
-    " AND t.status = :active) AS active_tasks "
+    " AND t.status = :active) AS active_tasks, "
+    "(SELECT r.stable_revision FROM agent_rollouts r WHERE r.agent_id = o.agent_id) "
+    " AS pinned_revision "
     "FROM occurrences o"
 )
 _COUNTED = {"pending": TaskStatus.PENDING.value, "active": TaskStatus.ACTIVE.value}

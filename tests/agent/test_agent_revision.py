@@ -71,3 +71,36 @@ async def test_a_bad_revisions_failures_go_back_and_the_good_one_completes_them(
     finally:
         await stop_agents([agent], 15)
         await store.close()
+
+
+async def test_an_agent_follows_its_track_from_the_database(pg_url: str, tmp_path: Path) -> None:
+    """The operator pins the agent's decisions to the stable revision while a canary rollout
+    is under way: a process on another revision reports the canary track (status, metric)
+    from its next heartbeat, and the stable track once the pin is gone."""
+    await migrate(pg_url)
+    agent_id = "team/track"
+    agent = Agent("trk-0", pg_url, tmp_path, {
+        "--agent-id": agent_id, "--revision": "v2", "--heartbeat-interval": "0.3"})
+    store = await Store.open(pg_url)
+    try:
+        async with aiohttp.ClientSession() as http:
+            agent.start()
+            await agent.wait_ready(http)
+
+            async def track_is(track: str) -> bool:
+                status, body = await agent.get(http, "/status")
+                _, text = await agent.get(http, "/metrics")
+                return (status == 200 and body["track"] == track and body["revision"] == "v2"
+                        and f'occurrence_track{{occurrence_id="trk-0",track="{track}"}} 1.0'
+                        in text)
+
+            await wait_for(lambda: track_is("stable"), 30, "stable: no rollout under way")
+            await store.shared_for(agent_id).pin_to_stable("v1")
+            await wait_for(lambda: track_is("canary"), 30, "canary: not on the stable revision")
+            row = await store.registry.get("trk-0")
+            assert row is not None and (row.pinned_revision, row.track) == ("v1", "canary")
+            await store.shared_for(agent_id).pin_to_stable(None)
+            await wait_for(lambda: track_is("stable"), 30, "stable again once the pin is gone")
+    finally:
+        await stop_agents([agent], 15)
+        await store.close()

@@ -19,7 +19,7 @@ from operator_support import (
     wait_for,
 )
 
-from occurrence_store import Store, TaskStatus
+from occurrence_store import OccurrenceState, Store, TaskStatus
 
 pytestmark = pytest.mark.cluster
 
@@ -195,22 +195,35 @@ class Pods:
 
 async def _work(store: Store, ns: str, name: str, replicas: int, pods: Pods, stable: str,
                 bad: bool, stop: asyncio.Event) -> dict[str, int]:
-    """Stand-in agents: tasks keep arriving on every occurrence; each occurrence works its
-    pending tasks, stamped with the revision its pod runs (registered as a real agent does).
-    With `bad`, a revision other than `stable` fails 4 tasks of 5. Returns tasks submitted
-    and finished per status; after `stop`, works off what is pending."""
+    """Stand-in agents: tasks keep arriving on every occurrence whose pod runs; each
+    occurrence works its pending tasks, stamped with the revision its pod runs (registered as
+    a real agent does). Fenced for a drain, one takes no work and reports quiesced (pending
+    work is then the drain's). With `bad`, a revision other than `stable` fails 4 tasks of 5.
+    Returns tasks submitted and finished per status; after `stop`, works off what is
+    pending."""
     counts = {"submitted": 0, "completed": 0, "failed": 0}
     registered: dict[int, str | None] = {}
     i = 0
 
-    async def work_off(k: int) -> int:
+    async def active(k: int) -> bool:
+        """Registered on its pod's revision, heartbeating; False once fenced or retired."""
         revision = pods.revisions.get(k)
         if revision is None:
-            return 0
+            return False
+        occurrence = f"{name}-{k}"
         if registered.get(k) != revision:
-            await store.registry.register(f"{name}-{k}", agent_id=f"{ns}/{name}",
+            await store.registry.register(occurrence, agent_id=f"{ns}/{name}",
                                           revision=revision)
             registered[k] = revision
+        row = await store.registry.heartbeat(occurrence)
+        if row.state is OccurrenceState.DRAINING and not row.quiesced:
+            await store.registry.set_quiesced(occurrence, True)
+        return row.state is OccurrenceState.ACTIVE
+
+    async def work_off(k: int) -> int:
+        if not await active(k):
+            return 0
+        revision = pods.revisions.get(k)
         scoped = store.scope(f"{name}-{k}")
         done = 0
         for task in await scoped.activate_pending_tasks(50):
@@ -224,8 +237,10 @@ async def _work(store: Store, ns: str, name: str, replicas: int, pods: Pods, sta
     while not stop.is_set():
         await asyncio.to_thread(pods.refresh)
         for k in range(replicas):
-            await store.scope(f"{name}-{k}").add_task(f"work {i}")
-            counts["submitted"] += 1
+            # submitted only while it is active, and before it can report quiesced below
+            if await active(k):
+                await store.scope(f"{name}-{k}").add_task(f"work {i}")
+                counts["submitted"] += 1
             await work_off(k)
         i += 1
         await asyncio.sleep(0.05)
@@ -234,6 +249,17 @@ async def _work(store: Store, ns: str, name: str, replicas: int, pods: Pods, sta
         if not sum([await work_off(k) for k in range(replicas)]):
             break
     return counts
+
+
+async def _every_task_once_and_completed(store: Store, name: str, counts: dict[str, int]
+                                         ) -> None:
+    """From the database: every task the stand-ins submitted exists once, on one of the 4
+    occurrences, and is completed (none stranded pending, none left failed)."""
+    tasks = [t for k in range(4) for t in await store.scope(f"{name}-{k}").get_all_tasks()]
+    assert len(tasks) == len({t.task_id for t in tasks}) == counts["submitted"]
+    assert {t.status for t in tasks} == {TaskStatus.COMPLETED}, \
+        sorted((t.agent_occurrence_id, t.status.value) for t in tasks
+               if t.status is not TaskStatus.COMPLETED)
 
 
 GATE = {"metric": "taskFailureRatio", "maxIncreaseOverStable": 0.2, "minSamples": 5}
@@ -310,11 +336,7 @@ async def test_gates_judge_the_canary_on_its_work_in_the_database(
     # revision), each failure of the bad revision given back once, with its record
     store = await Store.open(pg_url)
     try:
-        tasks = [t for k in range(4) for t in await store.scope(f"{name}-{k}").get_all_tasks()]
-        assert len(tasks) == len({t.task_id for t in tasks}) == counts["submitted"]
-        assert {t.status for t in tasks} == {TaskStatus.COMPLETED}, \
-            sorted((t.agent_occurrence_id, t.status.value) for t in tasks
-                   if t.status is not TaskStatus.COMPLETED)
+        await _every_task_once_and_completed(store, name, counts)
         records = await store.requeues.records(f"{ns}/{name}", limit=1000)
         assert len(records) == counts["failed"] == len({r.task_id for r in records})
         if bad:
@@ -388,3 +410,64 @@ async def test_the_rollout_annotation_aborts_and_retries_once_each(
     for reason in ("RolloutAborted", "RolloutRolledBack", "RolloutRetried",
                    "RolloutCommandIgnored", "RolloutComplete"):
         assert reason in reasons, reasons
+
+
+async def test_scaling_mid_rollout_drains_first_and_the_partition_follows_the_size(
+    kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str
+) -> None:
+    """4 → 2 while the explorer (ordinal 3) bakes: the departing occurrences are drained to
+    the survivors before their pods go, then the partition follows the new size — the
+    explorer is now ordinal 1, ordinal 0 stays stable. 2 → 3: the explorer moves up to
+    ordinal 2 and ordinal 1 goes back to the stable revision. The rollout then completes.
+    From the database: every task submitted exists once and is completed, nothing is left on
+    the occurrences that left."""
+    ns, cluster, name = namespace, kube_cluster, "shrinking"
+    store = await Store.open(pg_url, migrate=True)
+    stop = asyncio.Event()
+    worker = None
+    try:
+        waves = [{"name": "explorer", "occurrences": 1, "bakeSeconds": 3600},
+                 {"name": "general", "percent": 100, "bakeSeconds": 0}]
+        _, steady = await _steady(cluster, ns, name, pg_url, start_operator, waves)
+        pods = Pods(cluster, ns, name)
+        worker = asyncio.create_task(_work(store, ns, name, 4, pods,
+                                           steady["status"]["currentRevision"], False, stop))
+        cluster.apply(_canary(name, ns, NEW, waves))
+        await _until(lambda: _tracks(cluster, ns, name, 4) == [
+            "stable", "stable", "stable", "canary"] and _rollout(cluster, ns, name).get(
+            "bakeStartedAt"), TIMEOUT, "the explorer (ordinal 3) baking")
+        cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=2")
+
+        def shrunk() -> bool:
+            sts = get(cluster, "sts", name, ns) or {}
+            record = _rollout(cluster, ns, name)
+            return (sts.get("spec", {}).get("replicas") == 2
+                    and sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"] == 1
+                    and record.get("phase") == "Progressing"
+                    and record.get("wave") == "explorer"
+                    and _images(cluster, ns, name, 4) == {0: STABLE, 1: NEW, 2: None, 3: None}
+                    and _tracks(cluster, ns, name, 2) == ["stable", "canary"])
+
+        await _until(shrunk, TIMEOUT, "2 occurrences, the explorer now ordinal 1")
+        reasons = [e["reason"] for e in events(cluster, ns, name)]
+        assert "DrainComplete" in reasons, reasons
+        # 2 -> 3: the explorer moves up to ordinal 2, ordinal 1 goes back to the stable one
+        cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=3")
+        await _until(lambda: _images(cluster, ns, name, 4) == {0: STABLE, 1: STABLE, 2: NEW,
+                                                                3: None}
+                     and _tracks(cluster, ns, name, 3) == ["stable", "stable", "canary"],
+                     TIMEOUT, "3 occurrences, the explorer now ordinal 2 alone")
+        cluster.kubectl("-n", ns, "annotate", "agd", name, "occurrence.dev/rollout=promote")
+        await _until(lambda: _settled(cluster, ns, name, 3, "Complete", NEW), TIMEOUT,
+                     "promoted at the new size")
+    finally:
+        stop.set()
+        if worker is not None:
+            counts = await worker
+        await store.close()
+    store = await Store.open(pg_url)
+    try:
+        await _every_task_once_and_completed(store, name, counts)
+        assert counts["submitted"] > 0 and counts["failed"] == 0
+    finally:
+        await store.close()

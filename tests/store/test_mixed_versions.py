@@ -59,3 +59,19 @@ async def test_no_live_stable_occurrence_lets_a_canary_decide(store: Store) -> N
         await store.registry.set_state(occurrence, OccurrenceState.RETIRED)
     _, won = await shared.try_claim_shared_task("wakeup", "web-2")
     assert won  # nobody on the stable revision is left to decide: nobody waits forever
+
+
+async def test_each_occurrence_reads_its_track_with_its_registry_row(store: Store) -> None:
+    await _fleet(store)
+    await store.registry.register("other-0", agent_id="ns/other", revision="canary")
+    rows = {o.occurrence_id: o for o in await store.registry.list()}
+    assert {o: r.track for o, r in rows.items()} == {
+        "web-0": "stable", "web-1": "stable", "web-2": "stable", "other-0": "stable"}
+    await store.shared_for(AGENT).pin_to_stable("stable")
+    rows = {o.occurrence_id: o for o in await store.registry.list()}
+    assert {o: r.track for o, r in rows.items()} == {
+        "web-0": "stable", "web-1": "stable", "web-2": "canary", "other-0": "stable"}
+    beat = await store.registry.heartbeat("web-2")
+    assert (beat.pinned_revision, beat.track) == ("stable", "canary")
+    await store.shared_for(AGENT).pin_to_stable(None)
+    assert (await store.registry.heartbeat("web-2")).track == "stable"

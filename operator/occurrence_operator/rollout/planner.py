@@ -148,7 +148,13 @@ def plan(rollout: RolloutSpec, record: RolloutStatus | None, seen: Observed, now
             return _start(rollout, record, seen, now)
         return RolloutDecision(0, _steady(seen))
     if is_active(record) and seen.template == record.canary_template:
-        return _continue(rollout, record, seen, now)
+        decision = _continue(rollout, record, seen, now)
+        if seen.observed and seen.updated > seen.replicas - decision.partition:
+            # more pods on the new revision than the ordinals at or above the partition: a
+            # scale-up raised it over a canary, which goes back to the stable revision (the
+            # wave keeps its number of canaries, on the highest ordinals)
+            decision = replace(decision, delete_canaries=True)
+        return decision
     if record.phase == "RolledBack" and seen.template == record.canary_template:
         # the rolled-back template stays in the spec: hold every ordinal on the stable one
         return RolloutDecision(seen.replicas, _with(record, partition=seen.replicas),

@@ -258,6 +258,24 @@ def test_a_scale_down_mid_wave_keeps_the_waves_share() -> None:
     assert decision.record.canary_occurrences == 2
 
 
+def test_a_scale_up_mid_wave_sends_a_canary_below_the_raised_partition_back() -> None:
+    rollout = canary([{"name": "one", "occurrences": 1, "bakeSeconds": 600},
+                      {"name": "all", "percent": 100, "bakeSeconds": 60}])
+    sts = FakeStatefulSet(4)
+    record = started(rollout, sts, "new")
+    sts.apply("new", record.partition)
+    steady = plan(rollout, record, sts.seen("new"), T0)
+    assert steady.partition == 3 and not steady.delete_canaries
+    # 4 -> 6: the explorer moves to ordinal 5; ordinal 3 still runs the new revision
+    grown = replace(sts, replicas=6).seen("new")
+    both = replace(grown, updated=2)  # ordinals 3 and 5
+    decision = plan(rollout, record, both, T0)
+    assert decision.partition == 5 and decision.delete_canaries
+    assert decision.record is not None and decision.record.canary_occurrences == 1
+    only_new = replace(grown, updated=1)  # ordinal 5 alone
+    assert not plan(rollout, record, only_new, T0).delete_canaries
+
+
 @pytest.mark.parametrize(("waves", "message"), [
     ([{"name": "a", "occurrences": 2}, {"name": "b", "occurrences": 1},
       {"name": "c", "percent": 100}], "must grow"),
