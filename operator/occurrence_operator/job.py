@@ -13,8 +13,9 @@ migrations command, and the database Secret reference (name and key). So:
 
 The Secret's *content* is not covered (the operator never reads the URL); to re-run the
 migrations after changing the URL in place, point `database.secretRef` at a new Secret.
-Finished Jobs are kept (no `ttlSecondsAfterFinished`): `status.lastMigration` names the Job,
-and its logs stay available.
+No `ttlSecondsAfterFinished`: the Job that last succeeded is kept (`status.lastMigration`
+names it, its logs stay available); the operator deletes the finished ones before it once a
+newer one succeeds (migrations.py).
 """
 
 from __future__ import annotations

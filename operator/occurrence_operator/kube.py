@@ -179,6 +179,12 @@ class Kube:
             config_file=path, context=context, client_configuration=configuration)
         return cls(client.ApiClient(configuration))
 
+    @property
+    def api_client(self) -> Any:
+        """The official client's ApiClient (for what it does that a JSON call cannot: the
+        plugin's port-forward)."""
+        return self._client
+
     def close(self) -> None:
         self._client.close()
 
@@ -330,9 +336,13 @@ class Kube:
             query={"fieldManager": FIELD_MANAGER},
         )
 
-    async def delete(self, path: str) -> None:
+    async def delete(self, path: str, *, propagation: str | None = None) -> None:
+        """Delete (gone already is fine). `propagation`: ``Background`` to have the garbage
+        collector remove what the object owns (a Job's pods; the API's default for a Job
+        leaves them orphaned)."""
+        query = {"propagationPolicy": propagation} if propagation else None
         try:
-            await self._write("DELETE", path)
+            await self._write("DELETE", path, query=query)
         except ApiError as e:
             if e.status != 404:
                 raise

@@ -105,12 +105,20 @@ class OperatorMetrics:
             "server's 410: listed again), `error` (a failed stream, logged: listed again "
             "after a backoff), `handler` (handling an event failed, logged).",
             ("resource", "reason"), registry=r)
+        self._housekeeping_errors = Counter(
+            f"{PREFIX}_housekeeping_errors_total",
+            "Housekeeping that failed and was logged, the pass going on (it is retried when "
+            "next due), by task: `migration_job_cleanup` (deleting superseded migrations "
+            "Jobs).", ("task",), registry=r)
         self._conditions_shown: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
 
     # -- recording -----------------------------------------------------------------------
 
     def reconciled(self, result: str) -> None:
         self._reconciles.labels(result).inc()
+
+    def housekeeping_failed(self, task: str) -> None:
+        self._housekeeping_errors.labels(task).inc()
 
     def drain_event(self, namespace: str, name: str, event: str) -> None:
         self._drains.labels(namespace, name, event).inc()

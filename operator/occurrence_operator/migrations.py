@@ -2,15 +2,20 @@
 
 One Job per migration hash (image, command, database Secret reference): created if absent,
 never patched; `.status.lastMigration` records the hash once it succeeded, so the same
-inputs never migrate twice and the StatefulSet template is applied only after it. A Job with
+inputs never migrate twice and the StatefulSet template is applied only after it. When a Job
+succeeds, the finished Jobs before it (superseded hashes, failed attempts) are deleted with
+their pods: one Job per AgentDeployment is kept, the last that succeeded (its logs). A Job with
 that (predictable) name that this AgentDeployment does not own is never trusted: its
 "Complete" would roll pods out on an unmigrated schema (`NameConflict`, nothing rolled out).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
+from typing import Any
 
+from . import naming, wellknown
 from .agd_object import AgentDeploymentObject
 from .kube import ApiError, collection_path, object_path
 from .never_adopt import check_owned
@@ -21,6 +26,8 @@ from .timeutil import format_time
 MIGRATION_POLL_SECONDS = 5.0
 RUNNING_REQUEUE_SECONDS = MIGRATION_POLL_SECONDS * 6
 """Re-check of a running Job; its events wake the worker sooner."""
+
+log = logging.getLogger(__name__)
 
 
 async def track_migrations(
@@ -59,6 +66,7 @@ async def track_migrations(
         if cond.get("type") == "Complete":
             completed = job_status.get("completionTime") or format_time(now)
             new_last = {"hash": digest, "jobName": job_name, "completedAt": completed}
+            await remove_superseded_jobs(agd, job_name, owner_uid)
             return Migration("Succeeded", last=new_last), None
         if cond.get("type") == "Failed":
             reason = cond.get("reason") or "Failed"
@@ -68,3 +76,38 @@ async def track_migrations(
         Migration("Running", "JobRunning", f"Job {job_name} is running", last),
         RUNNING_REQUEUE_SECONDS,
     )
+
+
+def _finished(job: dict[str, Any]) -> bool:
+    return any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+               for c in (job.get("status") or {}).get("conditions") or ())
+
+
+async def remove_superseded_jobs(agd: AgentDeploymentObject, kept: str, owner_uid: str) -> int:
+    """Delete this AgentDeployment's finished migrations Jobs other than `kept` (the one that
+    just succeeded), pods included; a Job still running is left alone. Only Jobs it owns:
+    a label anyone can set is no proof. A failure is logged and counted, never fatal: the
+    migration succeeded, the next success cleans up again. How many were deleted."""
+    selector = ",".join(f"{k}={v}" for k, v in sorted(
+        naming.selector_labels(agd.name, wellknown.COMPONENT_MIGRATIONS).items()))
+    deleted = 0
+    try:
+        jobs = await agd.kube.list(collection_path("batch/v1", "Job", agd.namespace), selector)
+        for job in jobs:
+            meta = job.get("metadata") or {}
+            owners = meta.get("ownerReferences") or ()
+            if meta.get("name") == kept or not _finished(job) or \
+                    not any(o.get("uid") == owner_uid for o in owners):
+                continue
+            await agd.kube.delete(object_path("batch/v1", "Job", agd.namespace, meta["name"]),
+                                  propagation="Background")
+            deleted += 1
+    except ApiError as e:
+        agd.kube.metrics.housekeeping_failed("migration_job_cleanup")
+        log.warning("%s/%s: superseded migrations Jobs not deleted (%d were): %s",
+                    agd.namespace, agd.name, deleted, e)
+        return deleted
+    if deleted:
+        log.info("%s/%s: deleted %d superseded migrations Job(s); kept %s", agd.namespace,
+                 agd.name, deleted, kept)
+    return deleted

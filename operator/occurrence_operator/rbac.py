@@ -40,8 +40,9 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["list"]},
     {"apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "verbs": ["list"]},
     # Owned objects: server-side apply (patch; create when the apply creates the object),
-    # the Job's create (never patched). The informers (informer.py) list and watch each
-    # owned kind, label-selected, to keep the cache passes read from and wake the owner.
+    # the Job's create (never patched; deleted once a newer one succeeded, migrations.py).
+    # The informers (informer.py) list and watch each owned kind, label-selected, to keep
+    # the cache passes read from and wake the owner.
     {
         "apiGroups": ["apps"],
         "resources": ["statefulsets"],
@@ -50,7 +51,7 @@ RULES: list[dict[str, Any]] = [
     {
         "apiGroups": ["batch"],
         "resources": ["jobs"],
-        "verbs": ["get", "list", "watch", "create"],
+        "verbs": ["get", "list", "watch", "create", "delete"],
     },
     {
         "apiGroups": [""],

@@ -356,3 +356,58 @@ async def test_delete_garbage_collects_owned_objects_and_keeps_work(
         assert await store.scope("gone-0").count_tasks() == 1
     finally:
         await store.close()
+
+
+async def test_a_migration_that_succeeds_removes_the_finished_jobs_before_it(
+    kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str
+) -> None:
+    """v1's migrations Job fails; v2's succeeds and v1's goes (with its pod); v3's succeeds
+    and v2's goes. One Job is kept, the last that succeeded. A finished Job wearing the same
+    labels that the AgentDeployment does not own is never touched."""
+    ns, cluster, name = namespace, kube_cluster, "tidy"
+    create_db_secret(cluster, ns, pg_url)
+    start_operator()
+    selector = f"occurrence.dev/agentdeployment={name},occurrence.dev/component=migrations"
+    foreign = {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "not-the-operators", "namespace": ns, "labels": {
+            "occurrence.dev/agentdeployment": name, "occurrence.dev/component": "migrations"}},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "x", "image": "registry.example/x:1"}]}}}}
+    cluster.apply(yaml.safe_dump(foreign))
+
+    def jobs() -> dict[str, str]:
+        """Job name -> Complete, Failed or running."""
+        out = {}
+        for job in cluster.kubectl_json("-n", ns, "get", "jobs", "-l", selector)["items"]:
+            done = [c["type"] for c in (job.get("status") or {}).get("conditions") or ()
+                    if c["status"] == "True" and c["type"] in ("Complete", "Failed")]
+            out[job["metadata"]["name"]] = done[0] if done else "running"
+        return out
+
+    def last_job() -> str | None:
+        agd = get(cluster, "agd", name, ns) or {}
+        return ((agd.get("status") or {}).get("lastMigration") or {}).get("jobName")
+
+    failing = {"podLabels": {"kwok.occurrence.dev/outcome": "fail"}, "backoffLimit": 0}
+    cluster.apply(agd_manifest(name, ns, replicas=1, image="registry.example/agent:1",
+                               migrations=failing))
+    first = wait_for(lambda: next((j for j, s in jobs().items()
+                                   if s == "Failed" and j != "not-the-operators"), None),
+                     timeout=READY_TIMEOUT, message="v1's migrations Job failed")
+    wait_for(lambda: jobs().get("not-the-operators") == "Complete", timeout=READY_TIMEOUT,
+             message="the foreign Job finished")
+    cluster.apply(agd_manifest(name, ns, replicas=1, image="registry.example/agent:2"))
+    second = wait_for(lambda: (j := last_job()) and j != first and j, timeout=READY_TIMEOUT,
+                      message="v2's migrations succeeded")
+    wait_for(lambda: set(jobs()) == {second, "not-the-operators"}, timeout=READY_TIMEOUT,
+             message="v1's failed Job deleted")
+    wait_for(lambda: not cluster.kubectl_json(
+        "-n", ns, "get", "pods", "-l", f"job-name={first}")["items"], timeout=READY_TIMEOUT,
+        message="v1's Job pod deleted with it")
+    cluster.apply(agd_manifest(name, ns, replicas=1, image="registry.example/agent:3"))
+    third = wait_for(lambda: (j := last_job()) and j not in (first, second) and j,
+                     timeout=READY_TIMEOUT, message="v3's migrations succeeded")
+    wait_for(lambda: jobs() == {third: "Complete", "not-the-operators": "Complete"},
+             timeout=READY_TIMEOUT, message="v2's Job deleted, v3's kept, the foreign one kept")

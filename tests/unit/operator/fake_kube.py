@@ -2,8 +2,8 @@
 
 Objects live in a dict keyed by their API path; `get`, `list` (with equality label
 selectors), `create` (with `generateName`), `apply` (keeps the status, bumps the
-generation when the spec changes), `merge_patch` (RFC 7386, `/status` patches the status)
-behave like the API server for what the operator does with them. Every write is logged.
+generation when the spec changes), `merge_patch` (RFC 7386, `/status` patches the status),
+`delete` behave like the API server for what the operator does with them. Every write is logged.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from occurrence_operator.kube import ApiError, manifest_path
+from occurrence_operator.metrics import OperatorMetrics
 
 Write = tuple[str, str, Any]
 """(verb, path, body) of one write."""
@@ -37,6 +38,7 @@ class FakeKube:
         self.objects: dict[str, dict[str, Any]] = {}
         self.writes: list[Write] = []
         self._names = itertools.count(1)
+        self.metrics = OperatorMetrics()
 
     def put(self, path: str, body: dict[str, Any]) -> None:
         """Set an object as the cluster has it (no write logged)."""
@@ -72,6 +74,10 @@ class FakeKube:
             if all(labels.get(k) == v for k, v in wanted.items()):
                 items.append(copy.deepcopy(body))
         return items
+
+    async def delete(self, path: str, *, propagation: str | None = None) -> None:
+        self.writes.append(("DELETE", path, propagation))
+        self.objects.pop(path, None)
 
     async def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         self.writes.append(("POST", path, copy.deepcopy(dict(body))))
