@@ -24,6 +24,7 @@
 #   E2E_PG_FAULTS         1 (default): terminate the agents' PostgreSQL backends between steps
 #   E2E_REPORT            also write the report to this file
 #   E2E_TIMEOUT           seconds for each wait (default 240)
+#   PLUGIN                the kubectl-occurrence to run (default: .venv/bin/kubectl-occurrence)
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$REPO"
@@ -41,6 +42,7 @@ OPERATOR_NS=occurrence-system
 RELEASE=occurrence-operator
 NS=agents
 AGD=demo-agent
+PLUGIN=${PLUGIN:-$REPO/.venv/bin/kubectl-occurrence}
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/occurrence-e2e.XXXXXX")"
 REPORT=()
 T0=$SECONDS
@@ -524,6 +526,38 @@ fence_middle_occurrence() {  # $1: replicas. Under load: $AGD-1 out of work, its
   note "un-fence $occ: active and Ready again after $((SECONDS - t))s in all"
 }
 
+# `kubectl occurrence tasks|task` from the host, as a user at a laptop: a port-forward the API
+# server opens to each agent, the work token from the AgentDeployment's Secret. What the
+# agents answer must be what the database holds.
+plugin() {
+  local args=()
+  [[ -n "$KUBE_CONTEXT" ]] && args+=(--context "$KUBE_CONTEXT")
+  "$PLUGIN" "${args[@]}" -n "$NS" "$@"
+}
+
+plugin_reads_the_agents() {  # $@: the occurrences that stay
+  local occ json want got id owner thoughts
+  for occ in "$@"; do
+    json="$(plugin tasks "$AGD" --occurrence "$occ" --status completed --limit 3 -o json)" \
+      || fail "kubectl occurrence tasks --occurrence $occ: exit $?"
+    want="$(sql "SELECT count(*) FROM tasks WHERE agent_occurrence_id = '$occ' AND status = 'completed'")"
+    got="$(python3 -c 'import json,sys; p=json.loads(sys.argv[1])["occurrences"][sys.argv[2]]
+print(p["total"], len(p["tasks"]), len({t["status"] for t in p["tasks"]} - {"completed"}))' "$json" "$occ")"
+    [[ "$got" == "$want 3 0" ]] || fail "kubectl occurrence tasks $occ: total, shown, not completed = $got (database: $want completed)"
+  done
+  id="$(sql "SELECT s.task_id FROM e2e_submitted s JOIN tasks t USING (task_id) ORDER BY t.updated_at DESC LIMIT 1")"
+  owner="$(sql "SELECT agent_occurrence_id FROM tasks WHERE task_id = '$id'")"
+  thoughts="$(sql "SELECT count(*) FROM thoughts WHERE source_task_id = '$id'")"
+  json="$(plugin task "$AGD" "$id" -o json)" || fail "kubectl occurrence task $id: exit $?"
+  got="$(python3 -c 'import json,sys; r=json.loads(sys.argv[1])
+print(r["occurrence"], r["task"]["status"], len(r["thoughts"]))' "$json")"
+  [[ "$got" == "$owner completed $thoughts" ]] || fail "kubectl occurrence task $id: $got (database: $owner completed $thoughts)"
+  plugin task "$AGD" no-such-task >/dev/null 2>&1 && fail "kubectl occurrence task no-such-task succeeded"
+  plugin tasks "$AGD" --limit 2 | sed 's/^/   | /'  # what a user sees
+  plugin task "$AGD" "$id" | sed 's/^/   | /'
+  note "kubectl occurrence tasks/task: each agent's answer (through a port-forward, with its token) matches the database ($id on $owner, $thoughts thought(s))"
+}
+
 # --- the passes -----------------------------------------------------------------------------
 
 pass_helm() {
@@ -572,6 +606,8 @@ pass_kustomize() {
   pg_fault "after the drain"
   stop_load
   assert_database "'$AGD-2'" "'$AGD-0','$AGD-1'"
+  step "kubectl occurrence tasks / task: the agents' own answers, from the host"
+  plugin_reads_the_agents "$AGD-0" "$AGD-1"
   step "clean up the kustomize pass"
   delete_example
   uninstall_operator kustomize

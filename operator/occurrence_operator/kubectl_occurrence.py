@@ -14,6 +14,12 @@ It never sees a database password.
     kubectl occurrence pause NAME             # the operator keeps its hands off
     kubectl occurrence resume NAME
     kubectl occurrence rollout status|promote|abort|retry NAME
+    kubectl occurrence tasks NAME [--occurrence OCC] [--status S] [--limit N]
+    kubectl occurrence task NAME TASK_ID [--occurrence OCC]   # a task and its thoughts
+
+`tasks` and `task` ask the agents themselves (their HTTP API, through a port-forward the API
+server opens, with the AgentDeployment's work token read from its Secret): your RBAC needs
+`pods/portforward` create and `secrets` get in the namespace (see :mod:`.agent_api`).
 
 `-o json|yaml` anywhere on the line prints the machine-readable form. Errors are one line on
 stderr, exit 1 (usage errors: exit 2).
@@ -26,13 +32,26 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from occurrence_store.models import TaskStatus
+
 from .agd_object import ad_path
+from .agent_api import (
+    AgentApi,
+    AgentApiError,
+    Answer,
+    agent_pod_ok,
+    owned_by,
+    path_of,
+    read_token,
+    task_path,
+)
 from .kube import ApiError, Kube
-from .naming import ordinal_of
+from .naming import ordinal_of, selector_string
 from .pause import PAUSED_VALUE, RECONCILE_ANNOTATION
 from .rollout.planner import COMMANDS, ROLLOUT_ANNOTATION
 
@@ -67,10 +86,37 @@ def build_parser() -> argparse.ArgumentParser:
     rollout = sub.add_parser("rollout", help="a canary rollout: status, promote, abort, retry")
     rollout.add_argument("action", choices=("status", *COMMANDS))
     rollout.add_argument("name")
-    for child in (status, rollout, *(sub.choices[v] for v in
-                                     ("fence", "unfence", "pause", "resume"))):
+    tasks = sub.add_parser("tasks", help="tasks of each occurrence, newest first, as its "
+                           "agent answers (one page per occurrence)")
+    tasks.add_argument("name")
+    tasks.add_argument("--status", choices=[s.value for s in TaskStatus])
+    tasks.add_argument("--limit", type=_page_size, default=20,
+                       help=f"tasks per occurrence, 1-{MAX_TASKS} (default 20)")
+    task = sub.add_parser("task", help="one task and its thoughts, from the occurrence that "
+                          "owns it")
+    task.add_argument("name")
+    task.add_argument("task_id", metavar="TASK_ID")
+    for child in (tasks, task):
+        child.add_argument("--occurrence", metavar="OCCURRENCE",
+                           help="ask only this occurrence (NAME-K, or K)")
+    for child in (status, rollout, tasks, task, *(sub.choices[v] for v in
+                                                  ("fence", "unfence", "pause", "resume"))):
         _connection(child, top=False)
     return parser
+
+
+MAX_TASKS = 1000
+"""The most tasks asked of one occurrence (the agent's page bound)."""
+
+
+def _page_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= value <= MAX_TASKS:
+        raise argparse.ArgumentTypeError(f"must be 1-{MAX_TASKS}, got {value}")
+    return value
 
 
 def _connection(p: argparse.ArgumentParser, *, top: bool) -> None:
@@ -147,6 +193,133 @@ async def _fence(kube: Kube, namespace: str, name: str, requested: Sequence[str]
              "spec": {"fencedOccurrences": after or None}}
     await _patch(kube, namespace, name, patch)
     return {"fencedOccurrences": after, "changed": True}
+
+
+@dataclass
+class Agents:
+    """The agent pods of one AgentDeployment that may be asked, and the API to ask them."""
+
+    api: AgentApi
+    pods: list[str]
+    """Pod names (= occurrence ids), by ordinal."""
+    skipped: dict[str, str]
+    """Pods not asked, and why."""
+
+
+async def _agents(kube: Kube, namespace: str, name: str, only: str | None) -> Agents:
+    """The AgentDeployment's running agent pods (only `only` when given) and its work token —
+    each checked to be the AgentDeployment's before a token goes anywhere."""
+    agd = await _get(kube, namespace, name)
+    if only is not None:
+        (only,) = fence_ids(name, [only])
+    try:
+        token = await read_token(kube, namespace, agd)
+        sts = await kube.get(f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}")
+        if sts is None or not owned_by(sts, agd["metadata"]["uid"]):
+            raise PluginError(f"StatefulSet {namespace}/{name} is missing or not the "
+                              "AgentDeployment's: no agent is asked")
+        pods = await kube.list(f"/api/v1/namespaces/{namespace}/pods", selector_string(name))
+    except AgentApiError as e:
+        raise PluginError(str(e)) from None
+    except ApiError as e:
+        raise PluginError(f"the API server refused ({e.status}): {e.message}") from None
+    asked: list[tuple[int, str]] = []
+    skipped: dict[str, str] = {}
+    for pod in pods:
+        pod_name = pod["metadata"]["name"]
+        ordinal = ordinal_of(pod_name, name)
+        if ordinal is None or (only is not None and pod_name != only):
+            continue
+        if why := agent_pod_ok(pod, name, sts["metadata"]["uid"]):
+            skipped[pod_name] = why
+        else:
+            asked.append((ordinal, pod_name))
+    if only is not None and not asked:
+        raise PluginError(f"{only}: {skipped.get(only, 'no such pod')}")
+    port = int((agd.get("spec") or {}).get("port") or 8080)
+    return Agents(AgentApi(kube, namespace, port, token), [p for _, p in sorted(asked)],
+                  skipped)
+
+
+def _refused(pod: str, answer: Answer) -> str:
+    body = answer.body
+    detail = body.get("error") if isinstance(body, dict) else body
+    return f"{pod}: the agent answered {answer.status}: {str(detail or '')[:200]}".rstrip(": ")
+
+
+async def _tasks(kube: Kube, namespace: str, name: str, only: str | None, status: str | None,
+                 limit: int) -> dict[str, Any]:
+    agents = await _agents(kube, namespace, name, only)
+    path = path_of("/tasks", {"status": status, "limit": limit})
+    occurrences: dict[str, Any] = {}
+    errors = dict(agents.skipped)
+    for pod in agents.pods:
+        try:
+            answer = await agents.api.get(pod, path)
+        except AgentApiError as e:
+            errors[pod] = str(e)
+            continue
+        if answer.status != 200 or not isinstance(answer.body, dict):
+            errors[pod] = _refused(pod, answer)
+            continue
+        occurrences[pod] = {"total": answer.body.get("total"),
+                            "tasks": answer.body.get("tasks") or []}
+    return {"occurrences": occurrences, "errors": errors}
+
+
+async def _task(kube: Kube, namespace: str, name: str, only: str | None, task_id: str
+                ) -> dict[str, Any]:
+    agents = await _agents(kube, namespace, name, only)
+    errors = dict(agents.skipped)
+    for pod in agents.pods:
+        try:
+            answer = await agents.api.get(pod, task_path(task_id))
+            if answer.status == 404:
+                continue
+            if answer.status != 200:
+                errors[pod] = _refused(pod, answer)
+                continue
+            thoughts = await agents.api.get(pod, task_path(task_id, thoughts=True))
+        except AgentApiError as e:
+            errors[pod] = str(e)
+            continue
+        listed = thoughts.body.get("thoughts") if isinstance(thoughts.body, dict) else None
+        return {"occurrence": pod, "task": answer.body, "thoughts": listed or [],
+                "errors": errors}
+    where = "; ".join(f"{pod}: {why}" for pod, why in errors.items())
+    raise PluginError(f"task {task_id!r} not found on any occurrence of {namespace}/{name} "
+                      f"that answered" + (f" (not asked: {where})" if where else ""))
+
+
+def render_tasks(result: Mapping[str, Any]) -> str:
+    rows = [(pod, t.get("task_id"), t.get("status"), t.get("priority"), t.get("updated_at"),
+             (t.get("description") or "")[:60])
+            for pod, page in result["occurrences"].items() for t in page["tasks"]]
+    lines = [_table(("OCCURRENCE", "TASK", "STATUS", "PRIORITY", "UPDATED", "DESCRIPTION"),
+                    rows)] if rows else ["no tasks"]
+    lines += [f"{pod}: {len(page['tasks'])} shown of {_dash(page['total'])}"
+              for pod, page in result["occurrences"].items()]
+    return "\n".join(lines)
+
+
+def render_task(result: Mapping[str, Any]) -> str:
+    task = result["task"]
+    lines = [f"{k:<18} {task.get(k)}" for k in (
+        "task_id", "status", "priority", "description", "created_at", "updated_at",
+        "agent_occurrence_id", "correlation_id") if task.get(k) not in (None, "")]
+    if task.get("outcome"):
+        lines.append(f"{'outcome':<18} {json.dumps(task['outcome'], sort_keys=True)[:300]}")
+    lines += ["", _table(("THOUGHT", "STATUS", "ROUND", "UPDATED"), [
+        (t.get("thought_id"), t.get("status"), _dash(t.get("round_number")),
+         t.get("updated_at")) for t in result["thoughts"]]) if result["thoughts"]
+        else "no thoughts"]
+    return "\n".join(lines)
+
+
+def _warn(errors: Mapping[str, str]) -> None:
+    for pod, why in errors.items():
+        one_line = " ".join(why.removeprefix(pod + ": ").split())
+        print(f"kubectl occurrence: warning: {pod}: {one_line}", file=sys.stderr)
 
 
 async def _annotate(kube: Kube, namespace: str, name: str, key: str, value: str | None
@@ -287,6 +460,15 @@ async def run(args: argparse.Namespace, kube: Kube) -> int:
               lambda: f"{ns}/{name}: " + ("paused: the operator writes nothing for it until "
                                           "`kubectl occurrence resume`" if value else
                                           "resumed: the operator reconciles it again"))
+    elif args.command == "tasks":
+        result = await _tasks(kube, ns, name, args.occurrence, args.status, args.limit)
+        _emit(out, result, lambda: render_tasks(result))
+        _warn(result["errors"])
+        return EXIT_ERROR if result["errors"] else 0
+    elif args.command == "task":
+        found = await _task(kube, ns, name, args.occurrence, args.task_id)
+        _emit(out, found, lambda: render_task(found))
+        _warn(found["errors"])
     elif args.action == "status":
         summary = summarize(await _get(kube, ns, name))
         _emit(out, summary["rollout"], lambda: render_rollout(summary))
@@ -303,6 +485,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in ("fence", "unfence"):
             fence_ids(args.name, args.occurrences)  # refuse a bad id before connecting
+        if args.command in ("tasks", "task") and args.occurrence is not None:
+            fence_ids(args.name, [args.occurrence])
         args.namespace = args.namespace or _context_namespace(args.kubeconfig, args.context)
         kube = Kube.from_kubeconfig(args.kubeconfig, args.context)
     except PluginError as e:

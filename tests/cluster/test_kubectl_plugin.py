@@ -73,6 +73,18 @@ async def test_status_fence_pause_and_rollout_from_a_laptop(
         assert summary["replicas"]["desired"] == 3 and summary["backlog"] == 3
         assert summary["paused"] is False and summary["rollout"] is None
 
+        # tasks/task ask the agents through a port-forward; kwok pods run none, so each
+        # occurrence is one warning naming it, the exit is 1 and nothing is made up
+        done = plugin(cluster, "-n", ns, "tasks", name)
+        assert done.returncode == 1 and done.stdout == "no tasks\n", done
+        warned = done.stderr.splitlines()
+        assert [line.split(": ")[2:3] for line in warned] == [
+            [f"{name}-{k}"] for k in range(3)], done.stderr
+        assert all(line.startswith("kubectl occurrence: warning: ") for line in warned)
+        missing = plugin(cluster, "-n", ns, "task", name, "t-1", "--occurrence", "7")
+        assert missing.returncode == 1
+        assert missing.stderr == f"kubectl occurrence: error: {name}-7: no such pod\n"
+
         # fence by ordinal: the operator takes it out of work, its pod stays
         fenced = yaml.safe_load(ok(cluster, "-n", ns, "fence", name, "2", "-o", "yaml"))
         assert fenced == {"fencedOccurrences": [f"{name}-2"], "changed": True}
