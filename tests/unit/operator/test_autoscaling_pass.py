@@ -119,3 +119,31 @@ async def test_turning_autoscaling_off_removes_its_status(world: Any) -> None:
     del kube.objects[AD]["spec"]["autoscaling"]
     await _pass(kube, context)
     assert "autoscaling" not in _status(kube)
+
+
+
+async def test_a_standing_conflict_is_looked_at_again_every_10s_not_every_interval(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from occurrence_operator.agd_object import AgentDeploymentObject
+    from occurrence_operator.autoscaling import controller
+    from occurrence_operator.spec import AutoscalingSpec
+
+    looks: list[float] = []
+
+    async def other_autoscaler(kube: object, namespace: str, name: str) -> str:
+        looks.append(now)
+        return f"HorizontalPodAutoscaler {namespace}/other"
+
+    monkeypatch.setattr(controller, "find_other_autoscaler", other_autoscaler)
+    agd = AgentDeploymentObject(FakeKube(), {"metadata": {  # type: ignore[arg-type]
+        "name": NAME, "namespace": NS, "uid": "ad-uid"}}, "test")
+    memory = controller.Memory()
+    spec = AutoscalingSpec.model_validate(AUTOSCALING)  # intervalSeconds 1
+    reasons = set()
+    for now in (1000.0 + second for second in range(25)):  # a pass every second
+        report = await controller.Autoscaler(agd, spec, memory, OperatorMetrics(),
+                                             f"{NS}/{NAME}").run(
+            None, current=1, draining=False, now=now)  # type: ignore[arg-type]
+        reasons.add(report.status.reason if report.status else None)
+    assert looks == [1000.0, 1010.0, 1020.0]  # two LISTs each time, not every second
+    assert reasons == {"AutoscalerConflict"}
