@@ -178,6 +178,11 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # Named namespaces only: no scanning of the cluster's namespaces and CRDs (Kopf would
+    # list and watch both cluster-wide). The AgentDeployment resource is found once at
+    # startup through API discovery, so a namespaced install needs no ClusterRole at all;
+    # a CRD version added later is served after a restart (a chart upgrade restarts it).
+    settings.scanning.disabled = bool(informer_namespaces(config))
     if config.peering_lifetime is not None:
         settings.peering.lifetime = config.peering_lifetime
     runtime = Runtime.build(config)

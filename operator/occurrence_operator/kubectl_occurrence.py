@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollout = sub.add_parser("rollout", help="a canary rollout: status, promote, abort, retry")
     rollout.add_argument("action", choices=("status", *COMMANDS))
     rollout.add_argument("name")
-    tasks = sub.add_parser("tasks", help="tasks of each occurrence, newest first, as its "
+    tasks = sub.add_parser("tasks", help="tasks of each occurrence, oldest first, as its "
                            "agent answers (one page per occurrence)")
     tasks.add_argument("name")
     tasks.add_argument("--status", choices=[s.value for s in TaskStatus])
@@ -304,11 +304,13 @@ def render_tasks(result: Mapping[str, Any]) -> str:
 
 def render_task(result: Mapping[str, Any]) -> str:
     task = result["task"]
-    lines = [f"{k:<18} {task.get(k)}" for k in (
+    fields = [(k, task.get(k)) for k in (
         "task_id", "status", "priority", "description", "created_at", "updated_at",
         "agent_occurrence_id", "correlation_id") if task.get(k) not in (None, "")]
     if task.get("outcome"):
-        lines.append(f"{'outcome':<18} {json.dumps(task['outcome'], sort_keys=True)[:300]}")
+        fields.append(("outcome", json.dumps(task["outcome"], sort_keys=True)[:300]))
+    width = max(len(k) for k, _ in fields) + 1
+    lines = [f"{k:<{width}} {v}" for k, v in fields]
     lines += ["", _table(("THOUGHT", "STATUS", "ROUND", "UPDATED"), [
         (t.get("thought_id"), t.get("status"), _dash(t.get("round_number")),
          t.get("updated_at")) for t in result["thoughts"]]) if result["thoughts"]

@@ -79,7 +79,9 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]},
     # Milestone and warning events (events.py).
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    # Kopf: discovers the CRD, and with --namespace globs / --all-namespaces lists namespaces.
+    # Kopf, cluster-wide only (--all-namespaces, --namespace globs): watches the CRDs and
+    # namespaces as they come and go. With named namespaces its scanning is off
+    # (kopf_handlers.startup) and a namespaced install grants neither.
     {
         "apiGroups": ["apiextensions.k8s.io"],
         "resources": ["customresourcedefinitions"],

@@ -181,9 +181,10 @@ def test_helm_template(kube_cluster: KubeCluster, values: Path) -> None:
         assert sorted(r["metadata"]["namespace"] for r in by_kind["Role"]) == watched
         assert len(by_kind["RoleBinding"]) == len(watched)
         assert by_kind["Role"][0]["rules"] == rules["namespacedRules"]
-        assert operator_roles[0]["rules"] == rules["clusterRules"]
-        # Secrets are read only where AgentDeployments live, never cluster-wide
-        assert not any("secrets" in rule["resources"] for rule in operator_roles[0]["rules"])
+        # named namespaces: Kopf scans no CRDs or namespaces, so no ClusterRole at all
+        # (Secrets, and everything else, only where AgentDeployments live)
+        assert operator_roles == [], [r["rules"] for r in operator_roles]
+        assert "ClusterRoleBinding" not in by_kind
     assert not any("kopf.dev" in rule["apiGroups"] for role in by_kind.get("Role", []) +
                    operator_roles for rule in role["rules"]), "peering RBAC without peering"
     (policy,) = by_kind["NetworkPolicy"]  # the operator takes ingress on /metrics only

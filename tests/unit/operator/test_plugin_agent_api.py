@@ -158,7 +158,8 @@ def test_rendering_lists_each_occurrences_page_and_a_task_with_its_thoughts() ->
              "thoughts": [{"thought_id": "th1", "status": "failed", "round_number": 2,
                            "updated_at": "2026-12-07T10:00:01Z"}]}
     text = plugin.render_task(found)
-    assert "status             failed" in text and '{"error": "boom"}' in text
+    assert text.splitlines()[1].split() == ["status", "failed"]
+    assert text.splitlines()[2].split() == ["outcome", '{"error":', '"boom"}']
     assert "th1" in text and "no thoughts" not in text
 
 
