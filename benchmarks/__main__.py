@@ -21,6 +21,7 @@ DEFAULT = {
     "operator_scale": [],
     "autoscale": [],
     "rollout": [],
+    "agent_e2e": [],
     "operator_idle": ["--count", "200", "--idle", "300", "--scale-down", "20"],
 }
 FULL = {
@@ -30,6 +31,7 @@ FULL = {
     "operator_scale": [],
     "autoscale": [],
     "rollout": [],
+    "agent_e2e": ["--ks", "1,2,4,8"],
     "operator_idle": [],  # 1,000 AgentDeployments x 3, 10 minutes idle, 100 drained at once
 }
 
