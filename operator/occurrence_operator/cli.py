@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"reporting instance, default the host name), {POD_NAMESPACE_ENV} and "
         f"{POD_SERVICE_ACCOUNT_ENV} (the operator's own ServiceAccount, which agents may not "
         "use), OCCURRENCE_OPERATOR_PROMETHEUS_URLS (comma-separated base URLs a canary "
-        "rollout's prometheus gate may query; default none), KUBERNETES_SERVICE_HOST (set in "
+        "rollout's prometheus gate may query; default none), "
+        "OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM (a JSON list of NetworkPolicyPeers every "
+        "agent NetworkPolicy admits beside its own: the platform's Prometheus; default none), "
+        "KUBERNETES_SERVICE_HOST (set in "
         "every pod: there, a tenant's sqlite:/// URL is refused). A bad value is a one-line "
         "error, exit 2.",
     )

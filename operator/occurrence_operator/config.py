@@ -13,6 +13,8 @@ runtime objects from it. Nothing else reads the environment.
 | resync | — | `OCCURRENCE_OPERATOR_RESYNC_SECONDS` | 300 |
 | peer lifetime | — | `OCCURRENCE_OPERATOR_PEERING_LIFETIME` | Kopf's (60) |
 | event instance | — | `POD_NAME` | the host name |
+| Prometheus gate URLs | — | `OCCURRENCE_OPERATOR_PROMETHEUS_URLS` | none |
+| scrapers of every agent | — | `OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM` (JSON) | none |
 
 The environment is read by one pydantic-settings model, `OperatorEnvironment`: a bad value is
 one `SettingsError` line naming the variable, the value and what is allowed (the CLI prints it
@@ -22,9 +24,10 @@ and exits 2), never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
@@ -48,6 +51,32 @@ class SettingsError(ValueError):
     """A bad value in the operator's environment; the message is one line for the CLI."""
 
 
+MAX_PEERS = 16
+PEER_KEYS = frozenset({"podSelector", "namespaceSelector", "ipBlock"})
+METRICS_ALLOWED_FROM_ENV = "OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM"
+
+
+def network_policy_peers(text: str) -> tuple[dict[str, Any], ...]:
+    """`OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM`: a JSON list of at most 16 core/v1
+    NetworkPolicyPeers (podSelector, namespaceSelector, ipBlock); SettingsError naming the
+    variable otherwise (the API server would refuse the policy on every pass)."""
+    if not text.strip():
+        return ()
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise SettingsError(f"{METRICS_ALLOWED_FROM_ENV}: not JSON: {e}") from None
+    if not isinstance(value, list) or len(value) > MAX_PEERS:
+        raise SettingsError(f"{METRICS_ALLOWED_FROM_ENV}: a JSON list of at most {MAX_PEERS} "
+                            "NetworkPolicyPeers")
+    for peer in value:
+        if not isinstance(peer, dict) or not peer or not set(peer) <= PEER_KEYS or \
+                not all(isinstance(v, dict) for v in peer.values()):
+            raise SettingsError(f"{METRICS_ALLOWED_FROM_ENV}: {json.dumps(peer)[:80]} is not a "
+                                f"NetworkPolicyPeer (objects under {', '.join(sorted(PEER_KEYS))})")
+    return tuple(value)
+
+
 class OperatorEnvironment(BaseSettings):
     """What the operator reads from its environment (the chart sets the `POD_*` ones)."""
 
@@ -63,6 +92,8 @@ class OperatorEnvironment(BaseSettings):
     pod_service_account: str | None = Field(None, validation_alias=POD_SERVICE_ACCOUNT_ENV)
     prometheus_urls: str = ""
     """Comma-separated base URLs a Prometheus rollout gate may query (empty: none)."""
+    metrics_allowed_from: str = ""
+    """JSON list of NetworkPolicyPeers added to every agent NetworkPolicy (empty: none)."""
     kubernetes_service_host: str | None = Field(None, validation_alias="KUBERNETES_SERVICE_HOST")
     """Set by the kubelet in every pod: the operator runs in the cluster."""
 
@@ -128,6 +159,10 @@ class OperatorConfig(BaseModel):
     """Base URLs a `prometheus` rollout gate may query (`OCCURRENCE_OPERATOR_PROMETHEUS_URLS`,
     comma-separated): the operator fetches them from its own network position, so a tenant
     names only what the platform allows; none by default."""
+    metrics_allowed_from: tuple[dict[str, Any], ...] = ()
+    """NetworkPolicyPeers admitted to every agent's port beside what each AgentDeployment's
+    `spec.networkPolicy` allows (`OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM`, a JSON list; chart
+    value `metrics.allowFrom`): the platform's Prometheus, set once for every tenant."""
     log_format: LogFormat = "json"
     """`--log-format`."""
     verbose: bool = False
@@ -165,6 +200,7 @@ class OperatorConfig(BaseModel):
             in_cluster=env.kubernetes_service_host is not None,
             prometheus_urls=tuple(u.strip() for u in env.prometheus_urls.split(",")
                                   if u.strip()),
+            metrics_allowed_from=network_policy_peers(env.metrics_allowed_from),
             log_format=args.log_format,
             verbose=bool(args.verbose),
         )

@@ -93,7 +93,8 @@ class Runtime:
         context = PassContext(kube, stores, metrics, config.instance,
                               config.own_service_account, allow_sqlite=not config.in_cluster,
                               resync_seconds=config.resync_seconds,
-                              prometheus_urls=config.prometheus_urls)
+                              prometheus_urls=config.prometheus_urls,
+                              metrics_allowed_from=config.metrics_allowed_from)
         return cls(config, metrics, kube, stores, Reconciler(context, config.resync_seconds))
 
     def start_informers(self) -> None:

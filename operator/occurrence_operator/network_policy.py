@@ -3,7 +3,10 @@
 Without one, every pod in the cluster can call every agent's API (tokens still apply, but a
 leaked token then works from anywhere). The default peer is the AgentDeployment's own
 namespace; `spec.networkPolicy.allowedFrom` replaces it with core/v1 NetworkPolicyPeers
-(a monitoring namespace for Prometheus, the clients' pods...). Kubelet probes are not
+(a monitoring namespace for Prometheus, the clients' pods...); the operator's
+`OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM` (chart `metrics.allowFrom`) adds the platform's
+scrapers to every policy. One port serves the API and `/metrics`, so a scraper reaches the
+API too — which still wants a token. Kubelet probes are not
 affected: traffic from the pod's own node is always allowed by NetworkPolicy semantics.
 Ingress only: what the agents connect to (the database) is the user's to restrict.
 """
@@ -11,6 +14,7 @@ Ingress only: what the agents connect to (the database) is the user's to restric
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import naming
@@ -20,13 +24,18 @@ from .spec import AgentDeploymentSpec
 SAME_NAMESPACE_PEER: dict[str, Any] = {"podSelector": {}}
 
 
-def build_network_policy(spec: AgentDeploymentSpec, owner: Owner) -> dict[str, Any] | None:
-    """The policy, or ``None`` when `spec.networkPolicy.enabled` is false."""
+def build_network_policy(spec: AgentDeploymentSpec, owner: Owner,
+                         platform_peers: Sequence[Mapping[str, Any]] = ()
+                         ) -> dict[str, Any] | None:
+    """The policy, or ``None`` when `spec.networkPolicy.enabled` is false. `platform_peers`
+    (the operator's `metrics_allowed_from`, e.g. the cluster's Prometheus) are admitted
+    beside the spec's peers, whatever they are."""
     policy = spec.network_policy
     if not policy.enabled:
         return None
     name = owner.name
     peers = copy.deepcopy(policy.allowed_from) if policy.allowed_from else [SAME_NAMESPACE_PEER]
+    peers += [copy.deepcopy(dict(p)) for p in platform_peers if dict(p) not in peers]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

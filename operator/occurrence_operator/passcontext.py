@@ -4,6 +4,7 @@ and the memory kept between passes (the autoscaler's, the retention runs')."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import autoscaling
 from .kube import Kube
@@ -26,6 +27,8 @@ class PassContext:
     """The autoscaler's memory per AgentDeployment uid."""
     prometheus_urls: tuple[str, ...] = ()
     """Base URLs a Prometheus rollout gate may query (`OperatorConfig.prometheus_urls`)."""
+    metrics_allowed_from: tuple[dict[str, Any], ...] = ()
+    """Peers every agent NetworkPolicy admits (`OperatorConfig.metrics_allowed_from`)."""
     allow_sqlite: bool = True
     """False in a pod: a tenant's sqlite:/// URL would be a file in the operator's pod."""
     resync_seconds: float | None = None

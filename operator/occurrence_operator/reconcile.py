@@ -161,7 +161,7 @@ class ReconcilePass:
     async def _converge(self, spec: AgentDeploymentSpec, url: str) -> StatusInputs:
         """Steps 3 to 7; what the status is derived from."""
         owner = Owner.from_body(self.agd.body)
-        rendered = render(spec, owner, 0)
+        rendered = render(spec, owner, 0, self.context.metrics_allowed_from)
         for event in await apply_owned_objects(self.kube, owner, rendered,
                                                self.context.resync_seconds):
             self.agd.event(*event)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +35,11 @@ class Rendered:
         return [obj for obj in ordered if obj is not None]
 
 
-def render(spec: AgentDeploymentSpec, owner: Owner, replicas: int) -> Rendered:
-    """Render all objects; `replicas` is the StatefulSet size the drain planner allows now."""
+def render(spec: AgentDeploymentSpec, owner: Owner, replicas: int,
+           platform_peers: Sequence[Mapping[str, Any]] = ()) -> Rendered:
+    """Render all objects; `replicas` is the StatefulSet size the drain planner allows now;
+    `platform_peers` are admitted to every agent's port (the operator's
+    `metrics_allowed_from`)."""
     naming.validate_name(owner.name)
     return Rendered(
         statefulset=build_statefulset(spec, owner, replicas),
@@ -44,5 +48,5 @@ def render(spec: AgentDeploymentSpec, owner: Owner, replicas: int) -> Rendered:
         migration_job=build_migration_job(spec, owner),
         migration_hash=migration_hash(spec) if spec.migrations.enabled else None,
         selector=naming.selector_string(owner.name),
-        network_policy=build_network_policy(spec, owner),
+        network_policy=build_network_policy(spec, owner, platform_peers),
     )

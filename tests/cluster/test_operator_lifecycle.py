@@ -9,6 +9,7 @@ labelled `kwok.occurrence.dev/outcome: fail`).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -411,3 +412,29 @@ async def test_a_migration_that_succeeds_removes_the_finished_jobs_before_it(
                      timeout=READY_TIMEOUT, message="v3's migrations succeeded")
     wait_for(lambda: jobs() == {third: "Complete", "not-the-operators": "Complete"},
              timeout=READY_TIMEOUT, message="v2's Job deleted, v3's kept, the foreign one kept")
+
+
+async def test_the_platforms_scrapers_reach_every_agent_network_policy(
+    kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str
+) -> None:
+    """`OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM` (chart `metrics.allowFrom`): the operator adds
+    the platform's Prometheus to the NetworkPolicy of every AgentDeployment, beside the peers
+    its own spec names."""
+    ns, cluster = namespace, kube_cluster
+    prometheus = {"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "monitoring"}}}
+    create_db_secret(cluster, ns, pg_url)
+    start_operator(env={"OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM": json.dumps([prometheus])})
+    clients = {"podSelector": {"matchLabels": {"role": "client"}}}
+    cluster.apply(agd_manifest("plain", ns, replicas=1, migrations={"enabled": False}))
+    cluster.apply(agd_manifest("named", ns, replicas=1, migrations={"enabled": False},
+                               networkPolicy={"allowedFrom": [clients]}))
+
+    def peers(name: str) -> list[Any] | None:
+        policy = get(cluster, "networkpolicy", name, ns)
+        return None if policy is None else policy["spec"]["ingress"][0]["from"]
+
+    assert wait_for(lambda: peers("plain"), timeout=READY_TIMEOUT,
+                    message="plain's NetworkPolicy") == [{"podSelector": {}}, prometheus]
+    assert wait_for(lambda: peers("named"), timeout=READY_TIMEOUT,
+                    message="named's NetworkPolicy") == [clients, prometheus]

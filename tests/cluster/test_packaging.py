@@ -198,6 +198,7 @@ def test_helm_template(kube_cluster: KubeCluster, values: Path) -> None:
     assert ("AgentDeployment" in by_kind) == (values.stem == "example-values")
     assert ("ServiceMonitor" in by_kind) == (values.stem == "servicemonitor-values")
     monitoring = values.stem == "monitoring-values"
+    assert ("OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM" in json.dumps(container)) == monitoring
     assert ("PrometheusRule" in by_kind) == monitoring
     assert ("PodMonitor" in by_kind) == monitoring
     assert ("ConfigMap" in by_kind) == monitoring  # the dashboard, nothing else
@@ -211,6 +212,9 @@ def test_helm_template(kube_cluster: KubeCluster, values: Path) -> None:
             (CHART / "files" / "dashboard.json").read_text())
         (pods,) = by_kind["PodMonitor"]
         assert pods["spec"]["selector"]["matchLabels"] == {"occurrence.dev/component": "agent"}
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert json.loads(env["OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM"]) == [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
         assert pods["spec"]["namespaceSelector"] == {"matchNames": ["occurrence-system"]}
     if values.stem == "example-values":
         (agd,) = by_kind["AgentDeployment"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -82,6 +83,13 @@ def test_the_config_is_immutable_and_checked() -> None:
      "OCCURRENCE_OPERATOR_RESYNC_SECONDS='0': Input should be greater than 0"),
     ("OCCURRENCE_OPERATOR_PEERING_LIFETIME", "1.5",
      "OCCURRENCE_OPERATOR_PEERING_LIFETIME='1.5': Input should be a valid integer"),
+    ("OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM", "[{",
+     "OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM: not JSON"),
+    ("OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM", '[{"namespaceSelector": {}, "ports": []}]',
+     'OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM: {"namespaceSelector": {}, "ports": []} is not '
+     "a NetworkPolicyPeer"),
+    ("OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM", '{"podSelector": {}}',
+     "OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM: a JSON list of at most 16"),
 ])
 def test_a_bad_environment_is_one_line_naming_the_variable_and_the_value(
         name: str, value: str, message: str) -> None:
@@ -103,3 +111,14 @@ def test_every_setting_is_in_the_help() -> None:
 def test_in_a_pod_a_tenants_sqlite_url_is_refused() -> None:
     assert build_config(["-n", "a"], {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}).in_cluster
     assert not build_config(["-n", "a"], {}).in_cluster
+
+
+def test_the_platforms_scrapers_are_a_list_of_network_policy_peers() -> None:
+    monitoring = {"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "monitoring"}}}
+    env = {"OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM": json.dumps([monitoring])}
+    assert build_config(["-n", "a"], env).metrics_allowed_from == (monitoring,)
+    assert build_config(["-n", "a"], {}).metrics_allowed_from == ()
+    with pytest.raises(SettingsError, match="at most 16"):
+        build_config(["-n", "a"], {"OCCURRENCE_OPERATOR_METRICS_ALLOWED_FROM":
+                                   json.dumps([monitoring] * 17)})

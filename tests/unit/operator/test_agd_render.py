@@ -283,6 +283,19 @@ def test_network_policy_admits_the_namespace_or_the_named_peers_to_the_agent_por
     assert "NetworkPolicy" not in [o["kind"] for o in render(off, OWNER, 1).objects()]
 
 
+def test_the_platforms_scrapers_are_admitted_beside_each_agentdeployments_peers() -> None:
+    prometheus = {"namespaceSelector": {"matchLabels": {"name": "monitoring"}},
+                  "podSelector": {"matchLabels": {"app": "prometheus"}}}
+    (rule,) = render(spec_of(MINIMAL), OWNER, 1, [prometheus]).network_policy[
+        "spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {}}, prometheus]
+    named = spec_of({**MINIMAL, "networkPolicy": {"allowedFrom": [prometheus]}})
+    (rule,) = render(named, OWNER, 1, [prometheus]).network_policy["spec"]["ingress"]
+    assert rule["from"] == [prometheus]  # named by both: once
+    off = spec_of({**MINIMAL, "networkPolicy": {"enabled": False}})
+    assert render(off, OWNER, 1, [prometheus]).network_policy is None  # the tenant's choice
+
+
 def test_the_token_secret_is_owned_and_holds_both_scopes() -> None:
     tokens = new_tokens()
     assert set(tokens) == {"work", "admin"} and tokens["work"] != tokens["admin"]
