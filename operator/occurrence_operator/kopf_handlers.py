@@ -95,7 +95,9 @@ class Runtime:
                               resync_seconds=config.resync_seconds,
                               prometheus_urls=config.prometheus_urls,
                               metrics_allowed_from=config.metrics_allowed_from)
-        return cls(config, metrics, kube, stores, Reconciler(context, config.resync_seconds))
+        one_namespace = len(informer_namespaces(config)) == 1
+        return cls(config, metrics, kube, stores,
+                   Reconciler(context, config.resync_seconds, one_namespace=one_namespace))
 
     def start_informers(self) -> None:
         """The watches that keep `kube.cache` current and wake the workers."""

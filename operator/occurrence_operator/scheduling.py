@@ -42,6 +42,15 @@ operator start, a shared Secret changed, a mass scale-down) queue here instead o
 database pool, where waits past its acquire timeout would read as an unavailable database."""
 
 
+def namespace_share(max_concurrent: int) -> int:
+    """Slots one namespace (one tenant) may hold at once when the operator serves several:
+    half of them (at least one). A tenant whose database is slow or unreachable — every pass
+    of its AgentDeployments waiting out timeouts — then only ever holds its share; the other
+    half stays for everyone else. (Serving one namespace, it has them all: no one to share
+    with.)"""
+    return max(1, max_concurrent // 2)
+
+
 PASS_DEADLINE_SECONDS = 300
 """Longest one pass may hold a slot. A tenant whose database stalls every statement (or a
 bug) would otherwise hold one of the `MAX_CONCURRENT_PASSES` for as long as it likes, and
@@ -52,12 +61,17 @@ the sum."""
 
 class Reconciler:
     def __init__(self, context: PassContext, resync_seconds: float,
-                 max_concurrent: int = MAX_CONCURRENT_PASSES) -> None:
+                 max_concurrent: int = MAX_CONCURRENT_PASSES, *,
+                 one_namespace: bool = False) -> None:
         self.context = context
         self.resync_seconds = resync_seconds
         """Periodic re-check of every AgentDeployment, also when nothing woke it up."""
         self._wake_states: dict[tuple[str, str], _WakeState] = {}
         self._slots = asyncio.Semaphore(max_concurrent)
+        self._share = max_concurrent if one_namespace else namespace_share(max_concurrent)
+        self._namespace_slots: dict[str, asyncio.Semaphore] = {}
+        """Per watched namespace: its share of the slots, taken before a global one (so a
+        namespace waiting on its share holds none of the others)."""
         self._closing: set[asyncio.Task[None]] = set()
         """Pools of deleted AgentDeployments being closed (held: the loop keeps weak refs)."""
 
@@ -94,7 +108,9 @@ class Reconciler:
         """One reconcile; returns the requeue delay it asks for (None: just resync)."""
         metrics = self.context.metrics
         try:
-            async with self._slots:
+            share = self._namespace_slots.setdefault(namespace,
+                                                     asyncio.Semaphore(self._share))
+            async with share, self._slots:
                 async with asyncio.timeout(PASS_DEADLINE_SECONDS):
                     requeue = await self._reconcile(namespace, name)
             metrics.reconciled("success")

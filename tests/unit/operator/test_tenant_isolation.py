@@ -114,3 +114,41 @@ async def test_an_operator_in_a_pod_refuses_a_tenants_sqlite_url() -> None:
         await database_url(kube, "t", ref, allow_sqlite=False)  # type: ignore[arg-type]
     assert refused.value.reason == "InvalidDatabaseURL"
     assert "an AgentDeployment needs PostgreSQL" in str(refused.value)
+
+
+class _NamespaceStalls:
+    """Every read in namespace `slow` stalls (its database, say, never answers); in any
+    other namespace the AgentDeployment is gone at once (a pass that ends)."""
+
+    def __init__(self) -> None:
+        self.stalled = 0
+
+    async def get(self, path: str, **_: Any) -> dict[str, Any] | None:
+        if "/namespaces/slow/" in path:
+            self.stalled += 1
+            await asyncio.sleep(3600)
+        return None
+
+
+async def test_one_namespace_holds_at_most_its_share_of_the_slots() -> None:
+    kube = _NamespaceStalls()
+    context = PassContext(kube, Stores(), OperatorMetrics(), "op-0")  # type: ignore[arg-type]
+    reconciler = Reconciler(context, resync_seconds=300, max_concurrent=4)
+    assert scheduling.namespace_share(4) == 2 and scheduling.namespace_share(1) == 1
+    stuck = [asyncio.create_task(reconciler.run_once("slow", f"a{i}")) for i in range(10)]
+    try:
+        await asyncio.sleep(0.2)
+        assert kube.stalled == 2  # its share; the eight others wait for it, holding nothing
+        # another tenant's passes still run, two at a time and more
+        done = await asyncio.wait_for(asyncio.gather(
+            *(reconciler.run_once("fast", f"b{i}") for i in range(5))), 2)
+        assert done == [None] * 5
+        # serving one namespace, it is nobody's share: all four slots for it
+        alone = Reconciler(context, resync_seconds=300, max_concurrent=4, one_namespace=True)
+        stuck += [asyncio.create_task(alone.run_once("slow", f"c{i}")) for i in range(6)]
+        await asyncio.sleep(0.2)
+        assert kube.stalled == 2 + 4
+    finally:
+        for task in stuck:
+            task.cancel()
+        await asyncio.gather(*stuck, return_exceptions=True)
