@@ -33,9 +33,8 @@ from .decision import History, ScaleDecision, decide
 log = logging.getLogger(__name__)
 
 CONFLICT_CHECK_SECONDS = 60.0
-CONFLICT_RECHECK_SECONDS = 10.0
-"""While a second autoscaler stands, how often it is looked for again (its removal is seen
-within this): two LISTs of the namespace each time, so never every 1 s interval."""
+"""How often a second autoscaler is looked for (two LISTs of the namespace each time), also
+while one stands: its removal is seen within a minute; never every 1 s interval."""
 DRAIN_IN_PROGRESS = "DrainInProgress"
 BACKLOG_UNKNOWN = "BacklogUnknown"
 
@@ -79,10 +78,7 @@ class Autoscaler:
     async def run(self, store: Store, *, current: int, draining: bool, now: float) -> Report:
         """Measure when due and scale if the decision says so (not while draining)."""
         memory = self.memory
-        await self._look_for_conflict(now, within=CONFLICT_CHECK_SECONDS
-                                      if memory.conflict is None else max(
-                                          float(self.spec.interval_seconds),
-                                          CONFLICT_RECHECK_SECONDS))
+        await self._look_for_conflict(now, within=CONFLICT_CHECK_SECONDS)
         requeue = float(self.spec.interval_seconds)
         if memory.conflict is not None:
             return self._conflicted(current, requeue)
