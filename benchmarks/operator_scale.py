@@ -40,7 +40,7 @@ import asyncpg
 
 from benchmarks.common import append_results, median, percentile
 from occurrence_store import Store
-from tests.support.postgres import postgres_server
+from tests.support.postgres import create_database, postgres_server
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "cluster"))
@@ -128,13 +128,8 @@ def ready(agd: dict[str, Any], replicas: int) -> bool:
 
 
 async def new_database(pg: Any) -> str:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(pg.url())
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return pg.url(name)
+    """The URL of a new, empty database on `pg`."""
+    return str(pg.url(await create_database(pg)))
 
 
 async def seed_pending(url: str, owners: str | list[str], n: int) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import asyncpg
 import pytest
 
 from occurrence_store import Store
-from tests.support.postgres import PostgresServer, postgres_server
+from tests.support.postgres import PostgresServer, create_database, postgres_server
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -19,16 +18,6 @@ BACKENDS = ("sqlite", "postgresql")
 def pg_server() -> Iterator[PostgresServer]:
     with postgres_server() as server:
         yield server
-
-
-async def _create_database(server: PostgresServer) -> str:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server.url())
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return name
 
 
 async def _drop_database(server: PostgresServer, name: str) -> None:
@@ -42,7 +31,7 @@ async def _drop_database(server: PostgresServer, name: str) -> None:
 @pytest.fixture
 async def pg_url(pg_server: PostgresServer) -> AsyncIterator[str]:
     """A fresh, empty database on the session's server; dropped afterwards."""
-    name = await _create_database(pg_server)
+    name = await create_database(pg_server)
     yield pg_server.url(name)
     await _drop_database(pg_server, name)
 
@@ -55,7 +44,7 @@ async def db_url(
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
-    name = await _create_database(pg_server)
+    name = await create_database(pg_server)
     yield pg_server.url(name)
     await _drop_database(pg_server, name)
 

@@ -14,6 +14,7 @@ It never sees a database password.
     kubectl occurrence pause NAME             # the operator keeps its hands off
     kubectl occurrence resume NAME
     kubectl occurrence rollout status|promote|abort|retry NAME
+    kubectl occurrence drain NAME --from OCC [--timeout S]   # fence, wait until it is empty
     kubectl occurrence tasks NAME [--occurrence OCC] [--status S] [--limit N]
     kubectl occurrence task NAME TASK_ID [--occurrence OCC]   # a task and its thoughts
 
@@ -31,6 +32,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     rollout = sub.add_parser("rollout", help="a canary rollout: status, promote, abort, retry")
     rollout.add_argument("action", choices=("status", *COMMANDS))
     rollout.add_argument("name")
+    drain = sub.add_parser("drain", help="fence an occurrence and wait until the operator has "
+                           "moved its pending and active work to the others (it stays fenced "
+                           "until `unfence`, like a cordoned node)")
+    drain.add_argument("name")
+    drain.add_argument("--from", dest="source", required=True, metavar="OCCURRENCE",
+                       help="the occurrence to empty (NAME-K, or K)")
+    drain.add_argument("--timeout", type=_seconds, default=300.0,
+                       help="seconds to wait (default 300); 0: do not wait")
     tasks = sub.add_parser("tasks", help="tasks of each occurrence, oldest first, as its "
                            "agent answers (one page per occurrence)")
     tasks.add_argument("name")
@@ -99,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     for child in (tasks, task):
         child.add_argument("--occurrence", metavar="OCCURRENCE",
                            help="ask only this occurrence (NAME-K, or K)")
-    for child in (status, rollout, tasks, task, *(sub.choices[v] for v in
+    for child in (status, rollout, drain, tasks, task, *(sub.choices[v] for v in
                                                   ("fence", "unfence", "pause", "resume"))):
         _connection(child, top=False)
     return parser
@@ -109,14 +119,25 @@ MAX_TASKS = 1000
 """The most tasks asked of one occurrence (the agent's page bound)."""
 
 
-def _page_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1 <= value <= MAX_TASKS:
-        raise argparse.ArgumentTypeError(f"must be 1-{MAX_TASKS}, got {value}")
-    return value
+def _bounded(kind: type[int] | type[float], low: float, high: float
+             ) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` within [low, high]."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low:g}-{high:g}, got {text}")
+        return value
+    return parse
+
+
+MAX_WAIT_SECONDS = 86_400
+_page_size = _bounded(int, 1, MAX_TASKS)
+_seconds = _bounded(float, 0, MAX_WAIT_SECONDS)
+
+DRAIN_POLL_SECONDS = 2.0
 
 
 def _connection(p: argparse.ArgumentParser, *, top: bool) -> None:
@@ -324,6 +345,50 @@ def _warn(errors: Mapping[str, str]) -> None:
         print(f"kubectl occurrence: warning: {pod}: {one_line}", file=sys.stderr)
 
 
+def drained(body: Mapping[str, Any], occurrence: str, generation: int) -> dict[str, Any] | None:
+    """The occurrence's status row once the operator has acted on the fence (status observed
+    at `generation` or later, the registry says draining) and nothing is left on it."""
+    status = body.get("status") or {}
+    if int(status.get("observedGeneration") or 0) < generation:
+        return None
+    row = next((o for o in status.get("occurrences") or () if o.get("id") == occurrence), None)
+    if row is None or row.get("state") != "draining" or row.get("pendingTasks"):
+        return None
+    return dict(row)
+
+
+async def _drain(kube: Kube, namespace: str, name: str, source: str, timeout: float,
+                 clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
+    (occurrence,) = fence_ids(name, [source])
+    body = await _get(kube, namespace, name)
+    replicas = int((body.get("spec") or {}).get("replicas") or 0)
+    if (ordinal_of(occurrence, name) or 0) >= replicas:
+        raise PluginError(f"{occurrence} is not one of the {replicas} occurrences of "
+                          f"{namespace}/{name}: nothing runs there to drain")
+    fenced = await _fence(kube, namespace, name, [occurrence], fence=True)
+    body = await _get(kube, namespace, name)
+    generation = int(body["metadata"].get("generation") or 0)
+    started = clock()
+    result = {"occurrence": occurrence, "fenced": True, "changed": fenced["changed"],
+              "drained": False}
+    if timeout <= 0:
+        return result
+    while True:
+        if row := drained(body, occurrence, generation):
+            return {**result, "drained": True, "seconds": round(clock() - started, 1),
+                    "row": row}
+        if clock() - started >= timeout:
+            rows: list[dict[str, Any]] = (body.get("status") or {}).get("occurrences") or []
+            row = next((o for o in rows if o.get("id") == occurrence), {})
+            raise PluginError(
+                f"{occurrence} is fenced but not empty after {timeout:g}s (state "
+                f"{row.get('state', '?')}, {_dash(row.get('pendingTasks'))} pending or active "
+                f"task(s)); it stays fenced: `kubectl occurrence status {name}` shows why, "
+                f"`kubectl occurrence unfence {name} {occurrence}` gives it work back")
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
+        body = await _get(kube, namespace, name)
+
+
 async def _annotate(kube: Kube, namespace: str, name: str, key: str, value: str | None
                     ) -> None:
     await _get(kube, namespace, name)  # a clear "not found" before any write
@@ -462,6 +527,14 @@ async def run(args: argparse.Namespace, kube: Kube) -> int:
               lambda: f"{ns}/{name}: " + ("paused: the operator writes nothing for it until "
                                           "`kubectl occurrence resume`" if value else
                                           "resumed: the operator reconciles it again"))
+    elif args.command == "drain":
+        result = await _drain(kube, ns, name, args.source, args.timeout)
+        occurrence = result["occurrence"]
+        _emit(out, result, lambda: (
+            f"{ns}/{name}: {occurrence} fenced and empty (0 pending or active tasks) after "
+            f"{result['seconds']:g}s" if result["drained"] else
+            f"{ns}/{name}: {occurrence} fenced (not waiting for it to empty)")
+            + f"; it takes no work until `kubectl occurrence unfence {name} {occurrence}`")
     elif args.command == "tasks":
         result = await _tasks(kube, ns, name, args.occurrence, args.status, args.limit)
         _emit(out, result, lambda: render_tasks(result))
@@ -489,6 +562,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             fence_ids(args.name, args.occurrences)  # refuse a bad id before connecting
         if args.command in ("tasks", "task") and args.occurrence is not None:
             fence_ids(args.name, [args.occurrence])
+        if args.command == "drain":
+            fence_ids(args.name, [args.source])
         args.namespace = args.namespace or _context_namespace(args.kubeconfig, args.context)
         kube = Kube.from_kubeconfig(args.kubeconfig, args.context)
     except PluginError as e:

@@ -4,6 +4,7 @@ sees and changes, and the one-line errors."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -23,7 +24,7 @@ from operator_support import (
     wait_for,
 )
 
-from occurrence_store import OccurrenceState, Store
+from occurrence_store import OccurrenceState, Store, TaskStatus
 
 pytestmark = pytest.mark.cluster
 
@@ -99,6 +100,32 @@ async def test_status_fence_pause_and_rollout_from_a_laptop(
         assert ok(cluster, "-n", ns, "unfence", name, f"{name}-2") == f"{ns}/{name}: fenced none\n"
         wait_for(lambda: "fencedReplicas" not in agd_status(cluster, ns, name),
                  timeout=TIMEOUT, message="un-fenced")
+
+        # drain --from 1: fenced, and the plugin waits until the operator moved its work (a
+        # stand-in does what the agent runtime does: seeing draining, it reports quiesced)
+        await store.scope(f"{name}-1").add_tasks(["d1", "d2"])
+        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+        proc = await asyncio.create_subprocess_exec(
+            str(PLUGIN), "-n", ns, "drain", name, "--from", "1", "--timeout", "90", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        for _ in range(240):
+            row = await store.registry.get(f"{name}-1")
+            if row is not None and row.state == OccurrenceState.DRAINING:
+                await store.registry.set_quiesced(f"{name}-1", True)
+                break
+            await asyncio.sleep(0.5)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+        assert out.decode().startswith(f"{ns}/{name}: {name}-1 fenced and empty"), out
+        assert await store.scope(f"{name}-1").count_tasks(TaskStatus.PENDING) == 0
+        moved = [t.description for k in (0, 2)
+                 for t in await store.scope(f"{name}-{k}").get_all_tasks()]
+        assert {"d1", "d2"} <= set(moved), moved
+        ok(cluster, "-n", ns, "unfence", name, "1")
+        wait_for(lambda: "fencedReplicas" not in agd_status(cluster, ns, name),
+                 timeout=TIMEOUT, message="un-fenced after the drain")
+        beyond = plugin(cluster, "-n", ns, "drain", name, "--from", "5")
+        assert beyond.returncode == 1 and "not one of the 3 occurrences" in beyond.stderr
 
         ok(cluster, "-n", ns, "pause", name)
         wait_for(lambda: (c := condition({"status": agd_status(cluster, ns, name)}, "Paused"))

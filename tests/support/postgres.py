@@ -97,3 +97,18 @@ def postgres_server() -> Iterator[PostgresServer]:
         while (data_dir / "postmaster.pid").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         shutil.rmtree(base, ignore_errors=True)
+
+
+async def create_database(server: PostgresServer) -> str:
+    """A new, empty database on `server`; its name."""
+    import uuid
+
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server.url())
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return name

@@ -170,3 +170,46 @@ def test_a_refused_port_forward_is_one_line_with_the_api_servers_reason() -> Non
     assert refusal(raw) == ("500 Internal Server Error: no preferred addresses found; "
                             "known addresses: []")
     assert refusal("no\nStatus  body") == "no Status body"
+
+
+def agd_with(generation: int, observed: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"metadata": {"generation": generation},
+            "status": {"observedGeneration": observed, "occurrences": rows}}
+
+
+def test_drained_means_the_fence_was_acted_on_and_nothing_is_left() -> None:
+    empty = {"id": "web-1", "state": "draining", "pendingTasks": 0}
+    assert plugin.drained(agd_with(3, 3, [empty]), "web-1", 3) == empty
+    assert plugin.drained(agd_with(3, 2, [empty]), "web-1", 3) is None  # status before it
+    busy = {**empty, "pendingTasks": 4}
+    assert plugin.drained(agd_with(3, 3, [busy]), "web-1", 3) is None
+    active = {**empty, "state": "active"}
+    assert plugin.drained(agd_with(3, 3, [active]), "web-1", 3) is None
+    assert plugin.drained(agd_with(3, 3, []), "web-1", 3) is None
+
+
+async def test_drain_refuses_an_occurrence_that_does_not_run_and_times_out_fenced(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from fake_kube import FakeKube
+
+    from occurrence_operator.agd_object import ad_path
+
+    kube = FakeKube()
+    kube.put(ad_path("ns", "web"), {
+        "metadata": {"name": "web", "namespace": "ns", "generation": 1,
+                     "resourceVersion": "1"},
+        "spec": {"replicas": 3},
+        "status": {"observedGeneration": 1, "occurrences": [
+            {"id": "web-1", "state": "active", "pendingTasks": 5}]}})
+    with pytest.raises(plugin.PluginError, match="not one of the 3 occurrences"):
+        await plugin._drain(kube, "ns", "web", "3", 10)  # type: ignore[arg-type]
+    monkeypatch.setattr(plugin, "DRAIN_POLL_SECONDS", 0)
+    ticks = iter(range(100))
+    with pytest.raises(plugin.PluginError, match=r"web-1 is fenced but not empty after 5s "
+                                                 r"\(state active, 5 pending"):
+        await plugin._drain(kube, "ns", "web", "1", 5,  # type: ignore[arg-type]
+                            clock=lambda: float(next(ticks)))
+    assert kube.objects[ad_path("ns", "web")]["spec"]["fencedOccurrences"] == ["web-1"]
+    result = await plugin._drain(kube, "ns", "web", "web-1", 0)  # type: ignore[arg-type]
+    assert result == {"occurrence": "web-1", "fenced": True, "changed": False,
+                      "drained": False}
