@@ -146,7 +146,7 @@ def _wake_on_change(trigger: Any, forget: Any) -> OnEvent:
         meta = obj.get("metadata") or {}
         before = (old or {}).get("metadata") or {}
         if kind == "DELETED":
-            forget(meta["namespace"], meta["name"])
+            forget(meta["namespace"], meta["name"], meta.get("uid"))
         elif old is None or any(
                 meta.get(k) != before.get(k) for k in _WAKING_METADATA):
             trigger(meta["namespace"], meta["name"])

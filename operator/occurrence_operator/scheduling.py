@@ -22,6 +22,7 @@ from .agd_object import ad_path
 from .passcontext import PassContext
 from .reconcile import RETRY_SECONDS, ReconcilePass
 from .stores import CONNECTIONS_PER_PASS, POOL_SIZE
+from .wellknown import agent_id
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +133,15 @@ class Reconciler:
         """Wake the object's worker (a no-op for the API while this replica is paused)."""
         self._wake_state(namespace, name).signal.set()
 
-    def forget(self, namespace: str, name: str) -> None:
+    def forget(self, namespace: str, name: str, uid: str | None = None) -> None:
         """The AgentDeployment is gone (the informer's DELETED, on the loop): its wake state,
-        its gauges and, if nobody else uses it, its database pool go too."""
+        its gauges, its autoscaler's and retention's memory and, if nobody else uses it, its
+        database pool go too (nothing kept per object outlives it)."""
         self._wake_states.pop((namespace, name), None)
         self.context.metrics.forget(namespace, name)
+        self.context.retention_runs.pop(agent_id(namespace, name), None)
+        if uid is not None:
+            self.context.autoscalers.pop(uid, None)
         task = asyncio.get_running_loop().create_task(
             self.context.stores.forget(namespace, name))
         self._closing.add(task)

@@ -152,3 +152,22 @@ async def test_one_namespace_holds_at_most_its_share_of_the_slots() -> None:
         for task in stuck:
             task.cancel()
         await asyncio.gather(*stuck, return_exceptions=True)
+
+
+async def test_nothing_kept_per_agentdeployment_outlives_it() -> None:
+    from occurrence_operator import autoscaling
+
+    context = PassContext(_StalledKube(), Stores(), OperatorMetrics(),  # type: ignore[arg-type]
+                          "op-0")
+    reconciler = Reconciler(context, resync_seconds=300)
+    for k in range(200):
+        reconciler.trigger("ns", f"agd-{k}")
+        context.retention_runs[f"ns/agd-{k}"] = 1.0
+        context.autoscalers[f"uid-{k}"] = autoscaling.Memory()
+        context.metrics.set_status("ns", f"agd-{k}", desired=1, ready=1, conditions=[])
+    for k in range(200):
+        reconciler.forget("ns", f"agd-{k}", f"uid-{k}")
+    await asyncio.sleep(0)  # the pools' closing tasks (none were opened)
+    assert reconciler._wake_states == {}
+    assert context.retention_runs == {} and context.autoscalers == {}
+    assert 'name="agd-' not in context.metrics.render()
