@@ -10,9 +10,9 @@ Why not the API server's pod proxy (``pods/NAME:PORT/proxy``)? It drops the requ
 ``Authorization`` header (it carries the user's own credentials to the API server), so the
 agent would see no token.
 
-Nothing is taken by name: the token Secret must be owned by the AgentDeployment (its uid in
-``ownerReferences``) and the pod must carry the AgentDeployment's labels and be owned by its
-StatefulSet, or no token is sent.
+Nothing is taken by name: the token Secret must be the AgentDeployment's (its controller
+ownerReference, :func:`never_adopt.owned_by`) and the pod must carry the AgentDeployment's
+labels and be owned by its StatefulSet, or no token is sent.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from . import naming
-from .kube import ApiError, Kube
+from .kube import ApiError, Kube, object_path
+from .never_adopt import owned_by
 
 TIMEOUT_SECONDS = 15.0
 """The longest one request to one agent may take, port-forward included."""
@@ -43,12 +44,6 @@ class AgentApiError(Exception):
 class Answer:
     status: int
     body: Any
-
-
-def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
-    """Whether `obj` names the object with `uid` among its owners."""
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or ()
-    return any(ref.get("uid") == uid for ref in refs)
 
 
 def token_of(secret: Mapping[str, Any], agd: Mapping[str, Any]) -> str:
@@ -72,8 +67,7 @@ def agent_pod_ok(pod: Mapping[str, Any], agd_name: str, sts_uid: str) -> str | N
     AgentDeployment, owned by its StatefulSet, running)."""
     meta = pod.get("metadata") or {}
     labels = meta.get("labels") or {}
-    if labels.get("occurrence.dev/agentdeployment") != agd_name or \
-            labels.get("occurrence.dev/component") != "agent":
+    if any(labels.get(k) != v for k, v in naming.selector_labels(agd_name).items()):
         return "not one of its agent pods"
     if not owned_by(pod, sts_uid):
         return "not owned by its StatefulSet"
@@ -179,7 +173,7 @@ async def read_token(kube: Kube, namespace: str, agd: Mapping[str, Any]) -> str:
     name = (agd.get("metadata") or {}).get("name", "")
     secret_name = naming.token_secret_name(name)
     try:
-        secret = await kube.get(f"/api/v1/namespaces/{namespace}/secrets/{secret_name}")
+        secret = await kube.get(object_path("v1", "Secret", namespace, secret_name))
     except ApiError as e:
         raise AgentApiError(f"cannot read Secret {namespace}/{secret_name} ({e.status}): "
                             f"{e.message}") from None

@@ -47,13 +47,13 @@ from .agent_api import (
     AgentApiError,
     Answer,
     agent_pod_ok,
-    owned_by,
     path_of,
     read_token,
     task_path,
 )
-from .kube import ApiError, Kube
+from .kube import ApiError, Kube, collection_path, object_path
 from .naming import ordinal_of, selector_string
+from .never_adopt import owned_by
 from .pause import PAUSED_VALUE, RECONCILE_ANNOTATION
 from .rollout.planner import COMMANDS, ROLLOUT_ANNOTATION
 
@@ -235,11 +235,11 @@ async def _agents(kube: Kube, namespace: str, name: str, only: str | None) -> Ag
         (only,) = fence_ids(name, [only])
     try:
         token = await read_token(kube, namespace, agd)
-        sts = await kube.get(f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}")
+        sts = await kube.get(object_path("apps/v1", "StatefulSet", namespace, name))
         if sts is None or not owned_by(sts, agd["metadata"]["uid"]):
             raise PluginError(f"StatefulSet {namespace}/{name} is missing or not the "
                               "AgentDeployment's: no agent is asked")
-        pods = await kube.list(f"/api/v1/namespaces/{namespace}/pods", selector_string(name))
+        pods = await kube.list(collection_path("v1", "Pod", namespace), selector_string(name))
     except AgentApiError as e:
         raise PluginError(str(e)) from None
     except ApiError as e:

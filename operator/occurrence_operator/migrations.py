@@ -18,7 +18,7 @@ from typing import Any
 from . import naming, wellknown
 from .agd_object import AgentDeploymentObject
 from .kube import ApiError, collection_path, object_path
-from .never_adopt import check_owned
+from .never_adopt import check_owned, owned_by
 from .render import Rendered
 from .statusdoc import Migration
 from .timeutil import format_time
@@ -88,16 +88,13 @@ async def remove_superseded_jobs(agd: AgentDeploymentObject, kept: str, owner_ui
     just succeeded), pods included; a Job still running is left alone. Only Jobs it owns:
     a label anyone can set is no proof. A failure is logged and counted, never fatal: the
     migration succeeded, the next success cleans up again. How many were deleted."""
-    selector = ",".join(f"{k}={v}" for k, v in sorted(
-        naming.selector_labels(agd.name, wellknown.COMPONENT_MIGRATIONS).items()))
+    selector = naming.selector_string(agd.name, wellknown.COMPONENT_MIGRATIONS)
     deleted = 0
     try:
         jobs = await agd.kube.list(collection_path("batch/v1", "Job", agd.namespace), selector)
         for job in jobs:
             meta = job.get("metadata") or {}
-            owners = meta.get("ownerReferences") or ()
-            if meta.get("name") == kept or not _finished(job) or \
-                    not any(o.get("uid") == owner_uid for o in owners):
+            if meta.get("name") == kept or not _finished(job) or not owned_by(job, owner_uid):
                 continue
             await agd.kube.delete(object_path("batch/v1", "Job", agd.namespace, meta["name"]),
                                   propagation="Background")

@@ -124,11 +124,12 @@ def common_labels(name: str, component: str = wellknown.COMPONENT_AGENT) -> dict
     }
 
 
-def selector_string(name: str) -> str:
-    """`status.selector` for the scale subresource: the agent pods' selector, serialized.
+def selector_string(name: str, component: str = wellknown.COMPONENT_AGENT) -> str:
+    """`status.selector` for the scale subresource: the agent pods' selector, serialized
+    (another `component`: that one's, e.g. the migrations Jobs').
 
     Same form as `metav1.FormatLabelSelector` for matchLabels (keys sorted), which is what
     `kubectl scale` and the HPA parse.
     """
-    labels = selector_labels(name)
+    labels = selector_labels(name, component)
     return ",".join(f"{key}={labels[key]}" for key in sorted(labels))

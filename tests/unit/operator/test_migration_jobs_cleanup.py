@@ -20,7 +20,7 @@ LABELS = {"occurrence.dev/agentdeployment": NAME, "occurrence.dev/component": "m
 def job(name: str, state: str | None, owner: str = UID, **labels: str) -> dict[str, Any]:
     conditions = [] if state is None else [{"type": state, "status": "True"}]
     return {"metadata": {"name": name, "labels": {**LABELS, **labels},
-                         "ownerReferences": [{"uid": owner}]},
+                         "ownerReferences": [{"uid": owner, "controller": True}]},
             "status": {"conditions": conditions}}
 
 

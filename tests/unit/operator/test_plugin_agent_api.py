@@ -28,7 +28,8 @@ AGD = {"metadata": {"name": "web", "namespace": "ns", "uid": "agd-uid"}}
 
 def secret(owner_uid: str, work: str | None) -> dict[str, Any]:
     data = {} if work is None else {"work": work}
-    return {"metadata": {"ownerReferences": [{"uid": owner_uid}]}, "data": data}
+    return {"metadata": {"ownerReferences": [{"uid": owner_uid, "controller": True}]},
+            "data": data}
 
 
 def test_the_token_comes_only_from_the_secret_the_agentdeployment_owns() -> None:
@@ -44,7 +45,8 @@ def test_the_token_comes_only_from_the_secret_the_agentdeployment_owns() -> None
 
 def pod(**changes: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "metadata": {"name": "web-1", "ownerReferences": [{"uid": "sts-uid"}],
+        "metadata": {"name": "web-1",
+                     "ownerReferences": [{"uid": "sts-uid", "controller": True}],
                      "labels": {"occurrence.dev/agentdeployment": "web",
                                 "occurrence.dev/component": "agent"}},
         "status": {"phase": "Running"}}
@@ -59,7 +61,8 @@ def pod(**changes: Any) -> dict[str, Any]:
     ({"metadata__labels": {"occurrence.dev/agentdeployment": "web"}}, "not one of its agent"),
     ({"metadata__labels": {"occurrence.dev/agentdeployment": "other",
                            "occurrence.dev/component": "agent"}}, "not one of its agent"),
-    ({"metadata__ownerReferences": [{"uid": "other"}]}, "not owned by its StatefulSet"),
+    ({"metadata__ownerReferences": [{"uid": "other", "controller": True}]},
+     "not owned by its StatefulSet"),
     ({"metadata__deletionTimestamp": "2026-12-07T00:00:00Z"}, "terminating"),
     ({"status__phase": "Pending"}, "not running (Pending)"),
 ])
