@@ -28,13 +28,15 @@ test: lint
 
 SHELL_SCRIPTS := $(wildcard hack/*.sh hack/e2e/*.sh hack/images/*.sh)
 ## lint: ruff, the layering contracts (import-linter) and mypy (strict) on the Python,
-## shellcheck on the scripts that build and run the clusters.
+## shellcheck on the scripts that build and run the clusters, checkov (pinned) over the chart,
+## the kustomize base, the examples and what the operator renders (skips: hack/checkov_scan.py).
 lint: venv
 	$(BIN)/ruff check operator tests benchmarks hack
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	@bash hack/ensure-packages.sh shellcheck:shellcheck
 	shellcheck -x -S warning $(SHELL_SCRIPTS)
+	$(BIN)/python hack/checkov_scan.py
 
 LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --all-build-deps \
   --no-emit-index-url --no-emit-find-links

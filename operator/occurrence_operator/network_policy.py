@@ -1,5 +1,8 @@
 """The agent pods' NetworkPolicy: only the peers the spec names reach the agent port.
 
+It selects every pod of the AgentDeployment — the migrations Job's too, which listen on
+nothing, so no pod the operator creates is left open to the whole cluster.
+
 Without one, every pod in the cluster can call every agent's API (tokens still apply, but a
 leaked token then works from anywhere). The default peer is the AgentDeployment's own
 namespace; `spec.networkPolicy.allowedFrom` replaces it with core/v1 NetworkPolicyPeers
@@ -17,7 +20,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import naming
+from . import naming, wellknown
 from .owner import Owner
 from .spec import AgentDeploymentSpec
 
@@ -42,7 +45,7 @@ def build_network_policy(spec: AgentDeploymentSpec, owner: Owner,
         "metadata": owner.child_metadata(naming.network_policy_name(name),
                                          naming.common_labels(name)),
         "spec": {
-            "podSelector": {"matchLabels": naming.selector_labels(name)},
+            "podSelector": {"matchLabels": {wellknown.LABEL_AGENTDEPLOYMENT: name}},
             "policyTypes": ["Ingress"],
             "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": spec.port}]}],
         },

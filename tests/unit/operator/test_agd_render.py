@@ -267,10 +267,13 @@ def test_disabled_migrations_render_no_job() -> None:
 
 
 def test_network_policy_admits_the_namespace_or_the_named_peers_to_the_agent_port() -> None:
-    policy = render(spec_of(MINIMAL), OWNER, replicas=1).network_policy
+    rendered = render(spec_of(MINIMAL), OWNER, replicas=1)
+    policy = rendered.network_policy
     assert policy is not None and policy["metadata"]["ownerReferences"][0]["uid"] == OWNER.uid
-    assert policy["spec"]["podSelector"]["matchLabels"] == \
-        render(spec_of(MINIMAL), OWNER, 1).statefulset["spec"]["selector"]["matchLabels"]
+    selected = policy["spec"]["podSelector"]["matchLabels"].items()
+    # every pod the AgentDeployment runs: the agents and the migrations Job's pods
+    assert selected <= rendered.statefulset["spec"]["template"]["metadata"]["labels"].items()
+    assert selected <= rendered.migration_job["spec"]["template"]["metadata"]["labels"].items()
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     (rule,) = policy["spec"]["ingress"]
     assert rule == {"from": [{"podSelector": {}}], "ports": [{"protocol": "TCP", "port": 8080}]}
