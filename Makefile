@@ -31,7 +31,7 @@ SHELL_SCRIPTS := $(wildcard hack/*.sh hack/e2e/*.sh hack/images/*.sh)
 ## shellcheck on the scripts that build and run the clusters, checkov (pinned) over the chart,
 ## the kustomize base, the examples and what the operator renders (skips: hack/checkov_scan.py).
 lint: venv
-	$(BIN)/ruff check operator tests benchmarks hack
+	$(BIN)/ruff check operator tests testing benchmarks hack
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	@bash hack/ensure-packages.sh shellcheck:shellcheck

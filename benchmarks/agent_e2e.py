@@ -38,7 +38,7 @@ import aiohttp
 from benchmarks.common import append_results, median, percentile
 from occurrence_agent.journal import read_journal
 from occurrence_store import Store, TaskStatus, ThoughtStatus
-from tests.support.postgres import postgres_server
+from testing.postgres import postgres_server
 
 IN_FLIGHT = 16
 """Requests in flight per agent in the throughput phase."""

@@ -1,6 +1,6 @@
 """Autoscaling on the backlog with real agents: a burst of tasks, up to the maximum and back.
 
-On the local control plane (kwok nodes: tests/cluster/localcluster.py), a throwaway
+On the local control plane (kwok nodes: testing/localcluster.py), a throwaway
 PostgreSQL, `occurrence-operator` as a subprocess, and *real agent processes*
 (`occurrence-agent`, the runtime the image runs): a follower starts one for every agent pod
 the StatefulSet has (with the identity the pod template gives it) and sends it SIGTERM when
@@ -30,7 +30,6 @@ import contextlib
 import json
 import re
 import signal
-import sys
 import tempfile
 import time
 import uuid
@@ -40,22 +39,19 @@ from typing import Any
 import asyncpg
 
 from benchmarks.common import append_results
-from benchmarks.operator_scale import Api, log, new_database, wait
+from benchmarks.operator_scale import Api, log, new_database
 from occurrence_store import Store
-from tests.agent.agentproc import Agent, stop_agents
-from tests.support.postgres import postgres_server
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "cluster"))
-
-import localcluster  # noqa: E402
-from operator_support import (  # noqa: E402
+from testing import localcluster
+from testing.agentproc import Agent, stop_agents
+from testing.operator_support import (
     OperatorProcess,
     agd_manifest,
     create_db_secret,
     drop_namespace,
     install_crd,
 )
+from testing.postgres import postgres_server
+from testing.waiting import wait_for_async
 
 PNG = Path(__file__).with_name("autoscale.png")
 MAX = 6
@@ -139,8 +135,10 @@ async def scenario(cluster: Any, api: Api, pg: Any, label: str, replicas: int,
             create_db_secret(cluster, ns, url)
             cluster.apply(agd_manifest(name, ns, replicas=replicas,
                                        migrations={"enabled": False}, **extra))
-            await wait(lambda: agd_ready(api, ns, name, replicas), 120, f"{label} ready")
-            await wait(lambda: _registered(store, name, spread), 60, f"{label} agents up")
+            await wait_for_async(lambda: agd_ready(api, ns, name, replicas), 120,
+                                 f"{label} ready", interval=0.05)
+            await wait_for_async(lambda: _registered(store, name, spread), 60,
+                                 f"{label} agents up", interval=0.05)
             prefix = f"burst-{label}"
             per = -(-args.tasks // spread)
             ids: list[str] = []

@@ -12,12 +12,19 @@ linear) and the time factor per 10x more tasks, for the drain and for the bound.
     .venv/bin/python -m benchmarks.drain --sizes 10000,100000,1000000   # with 1M, minutes
 
 SQLite is measured the same way against its own bound (stdlib sqlite3 on the same file).
+
+    .venv/bin/python -m benchmarks.drain --explain 100000   # where one batch's time goes
+
+``--explain N`` seeds N tasks on PostgreSQL and prints ``EXPLAIN (ANALYZE, BUFFERS)`` of the
+first batch's statement (the one the drain sends; rolled back), then exits: the profile
+behind the ratio (benchmarks/RESULTS.md, "Drain: where a batch's time goes").
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import sqlite3
 import tempfile
@@ -32,7 +39,7 @@ import asyncpg
 from benchmarks.common import append_results, median
 from occurrence_store import InFlightPolicy, Store
 from occurrence_store.transfer import DEFAULT_DRAIN_BATCH
-from tests.support.postgres import postgres_server
+from testing.postgres import postgres_server
 
 SURVIVORS = ["bench-0", "bench-1", "bench-2"]
 DEPARTING = "bench-3"
@@ -185,6 +192,34 @@ async def main_async(backend: str, sizes: list[int], repeat: int, batch: int) ->
     return rows
 
 
+class _RolledBack(Exception):
+    """Raised inside the EXPLAIN transaction so that the analysed batch is undone."""
+
+
+async def explain(n: int, batch: int) -> None:
+    """Print the plan, with actual times, of the first drain batch over `n` seeded tasks."""
+    from occurrence_store.backends import postgres as backend
+    from occurrence_store.balance import balanced_quotas, spread_slots
+    from occurrence_store.database import fetch_now
+    from occurrence_store.transfer import _DRAIN_BATCH, _DRAIN_ORDER
+
+    async with Postgres() as db:
+        await db.seed(n)
+        pick = _DRAIN_BATCH + _DRAIN_ORDER + db.store.db.row_lock(skip_locked=False)
+        with contextlib.suppress(_RolledBack):
+            async with db.store.db.transaction() as conn:
+                now = await fetch_now(conn)
+                await conn.execute(backend._BATCH_SETTINGS)
+                rows = await conn.fetch(
+                    "EXPLAIN (ANALYZE, BUFFERS) " + backend._move_batch_sql(pick),
+                    source=DEPARTING, limit=batch, targets=SURVIVORS,
+                    slots=spread_slots(balanced_quotas([0] * len(SURVIVORS), min(n, batch))),
+                    now=now, reason="explain", processing="processing", arrival="pending")
+                for row in rows:
+                    print(next(iter(row.values())))
+                raise _RolledBack
+
+
 def loglog_slope(ns: list[int], ts: list[float]) -> float:
     """Least-squares slope of log(t) on log(n): 1.0 is linear growth."""
     if len(ns) < 2:
@@ -264,7 +299,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_DRAIN_BATCH)
     parser.add_argument("--png", default="benchmarks/drain.png")
+    parser.add_argument("--explain", type=int, metavar="N",
+                        help="print one batch's EXPLAIN ANALYZE over N tasks, then exit")
     args = parser.parse_args()
+    if args.explain:
+        asyncio.run(explain(args.explain, args.batch_size))
+        return
     plan = {"PostgreSQL": ("postgres", args.sizes), "SQLite": ("sqlite", args.sqlite_sizes)}
     results = {name: asyncio.run(main_async(backend, [int(x) for x in sizes.split(",")],
                                             args.repeat, args.batch_size))

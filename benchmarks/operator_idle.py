@@ -1,6 +1,6 @@
 """The operator at scale on kwok: N AgentDeployments Ready, then idle traffic, then a mass drain.
 
-On the local control plane (kube-apiserver, kwok nodes; tests/cluster/localcluster.py), one
+On the local control plane (kube-apiserver, kwok nodes; testing/localcluster.py), one
 throwaway PostgreSQL database shared by all, and `occurrence-operator --namespace NS` as a
 subprocess with its default resync (300 s):
 
@@ -30,7 +30,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 import uuid
@@ -42,19 +41,15 @@ import asyncpg
 from benchmarks.common import append_results, median, percentile
 from benchmarks.operator_scale import Api, cpu_seconds, new_database, ready, seed_pending
 from occurrence_store import Store
-from tests.support.postgres import postgres_server
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "cluster"))
-
-import localcluster  # noqa: E402
-from operator_support import (  # noqa: E402
+from testing import localcluster
+from testing.operator_support import (
     OperatorProcess,
     agd_manifest,
     create_db_secret,
     drop_namespace,
     install_crd,
 )
+from testing.postgres import postgres_server
 
 PNG = Path(__file__).with_name("operator_idle.png")
 RESOURCES = ("agentdeployments", "statefulsets", "jobs", "services", "poddisruptionbudgets",

@@ -1,6 +1,6 @@
 """The operator on a real API server: scale-down drain time, no-op writes, reconcile throughput.
 
-On the local control plane (tests/cluster/localcluster.py: reuses a running one, honours
+On the local control plane (testing/localcluster.py: reuses a running one, honours
 OCCURRENCE_CLUSTER_DIR and OCCURRENCE_TEST_KUBECONFIG, else starts one and stops it at
 the end), a throwaway PostgreSQL, and `occurrence-operator` as a subprocess (resync 2 s):
 
@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 import uuid
@@ -40,13 +39,8 @@ import asyncpg
 
 from benchmarks.common import append_results, median, percentile
 from occurrence_store import Store
-from tests.support.postgres import create_database, postgres_server
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "cluster"))
-
-import localcluster  # noqa: E402
-from operator_support import (  # noqa: E402
+from testing import localcluster
+from testing.operator_support import (
     RESYNC_SECONDS,
     OperatorProcess,
     agd_manifest,
@@ -54,6 +48,8 @@ from operator_support import (  # noqa: E402
     drop_namespace,
     install_crd,
 )
+from testing.postgres import create_database, postgres_server
+from testing.waiting import wait_for_async
 
 PNG = Path(__file__).with_name("operator_scale.png")
 GROUP, VERSION, PLURAL = "occurrence.dev", "v1alpha1", "agentdeployments"
@@ -63,17 +59,6 @@ STEP = re.compile(r"^(?P<name>[a-z0-9-]+): (?P<action>[A-Z][A-Za-z]+) .*\((?P<wh
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-async def wait(probe: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 class Api:
@@ -183,7 +168,7 @@ async def scale_down_once(
         async def running() -> bool:
             return ready(await api.agd(ns, name), 5)
 
-        await wait(running, 180, f"{name} Ready with 5", interval=0.5)
+        await wait_for_async(running, 180, f"{name} Ready with 5", interval=0.5)
         for occ in ids[2:]:
             await seed_pending(url, occ, tasks)
         for occ in ids[:2]:
@@ -210,7 +195,7 @@ async def scale_down_once(
             sd = ((await api.agd(ns, name)).get("status") or {}).get("scaleDown") or {}
             return sd.get("phase") == "Done"
 
-        await wait(done, 300, f"{name} drain Done", interval=0.1)
+        await wait_for_async(done, 300, f"{name} drain Done", interval=0.1)
         done_at = time.monotonic() - t0
         transfers = await store.transfers.count_transfers()
         if transfers != total:

@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import contextlib
 import signal
-import sys
 import tempfile
 import time
 import uuid
@@ -45,22 +44,19 @@ import asyncpg
 
 from benchmarks.autoscale import agd_ready
 from benchmarks.common import append_results
-from benchmarks.operator_scale import Api, log, new_database, wait
+from benchmarks.operator_scale import Api, log, new_database
 from occurrence_store import Store
-from tests.agent.agentproc import Agent, stop_agents
-from tests.support.postgres import postgres_server
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "cluster"))
-
-import localcluster  # noqa: E402
-from operator_support import (  # noqa: E402
+from testing import localcluster
+from testing.agentproc import Agent, stop_agents
+from testing.operator_support import (
     OperatorProcess,
     agd_manifest,
     create_db_secret,
     drop_namespace,
     install_crd,
 )
+from testing.postgres import postgres_server
+from testing.waiting import wait_for_async
 
 PNG = Path(__file__).with_name("rollout.png")
 STABLE_IMAGE, BAD_IMAGE = "registry.example/agent:1", "registry.example/agent:2"
@@ -177,7 +173,8 @@ async def scenario(cluster: Any, api: Api, pg: Any, strategy: str,
             manifest = {"replicas": args.replicas, "migrations": {"enabled": False},
                         "rollout": rollout}
             cluster.apply(agd_manifest(name, ns, image=STABLE_IMAGE, **manifest))
-            await wait(lambda: agd_ready(api, ns, name, args.replicas), 180, f"{strategy} ready")
+            await wait_for_async(lambda: agd_ready(api, ns, name, args.replicas), 180,
+                                 f"{strategy} ready", interval=0.05)
             sts = await asyncio.to_thread(cluster.kubectl_json, "-n", ns, "get", "sts", name)
             stable = sts["status"]["currentRevision"]
             loading = asyncio.create_task(
@@ -219,8 +216,8 @@ async def scenario(cluster: Any, api: Api, pg: Any, strategy: str,
             submitted = await loading
             loading = None
             with contextlib.suppress(TimeoutError):
-                await wait(lambda: _settled(url, prefix, submitted), args.drain,
-                           f"{strategy}: every task finished", interval=1)
+                await wait_for_async(lambda: _settled(url, prefix, submitted), args.drain,
+                                     f"{strategy}: every task finished", interval=1)
             counts = await _counts(url, prefix, bad, applied)
             record = ((await api.agd(ns, name)).get("status") or {}).get("rollout") or {}
             return {"strategy": strategy, "samples": samples, "submitted": submitted,

@@ -26,7 +26,7 @@ import asyncpg
 
 from benchmarks.common import append_results, percentile
 from occurrence_store import Store
-from tests.support.postgres import postgres_server
+from testing.postgres import postgres_server
 
 OCC_INDEXES = ["idx_tasks_occurrence_status", "idx_tasks_occurrence_channel"]
 TARGET_P99_MS = 5.0

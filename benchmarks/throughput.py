@@ -46,7 +46,7 @@ from benchmarks.common import append_results, median
 from occurrence_store import Store, TaskStatus
 from occurrence_store.scoped import _ACTIVATE, complete_tasks_sql
 from occurrence_store.sql import compile_named
-from tests.support.postgres import postgres_server
+from testing.postgres import postgres_server
 
 SYSTEMS = ("ours", "bare", "pgqueuer", "procrastinate")
 LABELS = {"ours": "occurrence_store", "bare": "bare asyncpg", "pgqueuer": "PgQueuer",

@@ -1,6 +1,6 @@
 """Time to Ready against its bound, and one user's create while many AgentDeployments exist.
 
-On the local control plane (kube-apiserver, kwok nodes; tests/cluster/localcluster.py), in
+On the local control plane (kube-apiserver, kwok nodes; testing/localcluster.py), in
 one run:
 
 1. **The bound.** No operator: for each of `--count` names, the objects the operator itself
@@ -19,8 +19,9 @@ one run:
 
     .venv/bin/python -m benchmarks.time_to_ready --count 300 [--replicas 1]
 
-Targets (issue 28): the rollout ≤ 2x the bound at 1,000, and one create among 1,000 ≤ 2x its
-time on an empty cluster. Appends to benchmarks/RESULTS.md.
+Appends to benchmarks/RESULTS.md and redraws benchmarks/time_to_ready.png from every block
+there. Targets (issue 28): the rollout ≤ 2x the bound at 1,000, and one create among 1,000
+≤ 2x its time on an empty cluster.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import argparse
 import asyncio
 import json
 import os
-import sys
+import re
 import tempfile
 import time
 import uuid
@@ -47,21 +48,25 @@ from occurrence_operator.owner import Owner
 from occurrence_operator.render import render
 from occurrence_operator.spec import AgentDeploymentSpec
 from occurrence_store import Store
-from tests.support.postgres import postgres_server
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "cluster"))
-
-import localcluster  # noqa: E402
-from operator_support import (  # noqa: E402
+from testing import localcluster
+from testing.operator_support import (
     OperatorProcess,
     agd_manifest,
     create_db_secret,
     drop_namespace,
     install_crd,
 )
+from testing.postgres import postgres_server
 
 POLL_SECONDS = 0.25
+RESULTS = Path(__file__).with_name("RESULTS.md")
+PNG = Path(__file__).with_name("time_to_ready.png")
+_BLOCK = re.compile(
+    r"## Time to Ready against its bound, (\d+) AgentDeployments x (\d+).*?"
+    r"until every StatefulSet is Ready \| ([\d.]+).*?"
+    r"until all are Ready \| ([\d.]+).*?"
+    r"on an empty cluster \(median of \d+\) \| ([\d.]+).*?"
+    r"while \d+ exist \(median of \d+\) \| ([\d.]+)", re.S)
 
 
 def rendered_objects(name: str, ns: str, replicas: int) -> list[dict[str, Any]]:
@@ -211,6 +216,36 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
                    "(benchmarks/time_to_ready.py)", "\n".join(body))
 
 
+def plot() -> None:
+    """Time to Ready against the number of AgentDeployments, from every time_to_ready block
+    in RESULTS.md (the newest per count): the bound, the operator, and one new create."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps: dict[int, tuple[float, ...]] = {}
+    for match in _BLOCK.finditer(RESULTS.read_text()):
+        count = int(match.group(1))
+        steps[count] = tuple(float(match.group(i)) for i in range(3, 7))
+    if not steps:
+        return
+    counts = sorted(steps)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(counts, [steps[c][0] for c in counts], "o--", label="bound: bare client, no operator")
+    left.plot(counts, [steps[c][1] for c in counts], "o-", label="the operator")
+    left.set(xlabel="AgentDeployments created at once", ylabel="seconds until all Ready",
+             title="Time to Ready against its bound")
+    left.legend()
+    right.plot(counts, [steps[c][2] for c in counts], "o--", label="on an empty cluster")
+    right.plot(counts, [steps[c][3] for c in counts], "o-", label="while N others exist")
+    right.set(xlabel="N (AgentDeployments already there)", ylabel="seconds until Ready",
+              title="One new AgentDeployment", ylim=(0, None))
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(PNG, dpi=90)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=300)
@@ -224,6 +259,7 @@ def main() -> None:
     print(json.dumps(result, indent=1, default=str))
     if not args.no_results:
         report(result, args)
+        plot()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from occurrence_store import Store
-from tests.support.postgres import PostgresServer, create_database, postgres_server
+from testing.postgres import PostgresServer, create_database, postgres_server
 
 BACKENDS = ("sqlite", "postgresql")
 

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from occurrence_agent.auth import required_scope
-from tests.agent.agentproc import Agent, migrate
-from tests.support.postgres import PostgresServer
+from testing.agentproc import Agent, migrate
+from testing.postgres import PostgresServer
 
 JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text()
 JSON_VALUES = st.recursive(

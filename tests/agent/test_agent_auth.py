@@ -18,7 +18,7 @@ import pytest
 from occurrence_agent import AgentConfig, OccurrenceRuntime, StartupError
 from occurrence_agent.auth import OPEN_PATHS
 from occurrence_store import Store
-from tests.agent.agentproc import migrate
+from testing.agentproc import migrate
 from tests.agent.embedded import config, runtimes
 
 

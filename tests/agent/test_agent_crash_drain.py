@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 
 from occurrence_store import InFlightPolicy, OccurrenceState, Store, TaskStatus, ThoughtStatus
-from tests.agent.agentproc import Agent, migrate, running_agents, wait_for
+from testing.agentproc import Agent, migrate, running_agents
+from testing.waiting import wait_for_async
 
 TIMEOUT = aiohttp.ClientTimeout(total=30)
 
@@ -41,7 +42,7 @@ async def test_sigkill_mid_thought_then_restart_completes_exactly_once(
                 aiohttp.ClientSession(timeout=TIMEOUT) as http:
             await agent.wait_ready(http)
             ids = await agent.submit_all(http, 4, "slow", context={"work_ms": 1500, "thoughts": 2})
-            await wait_for(lambda: _started(agent), 20, "a thought to start")
+            await wait_for_async(lambda: _started(agent), 20, "a thought to start")
             await asyncio.sleep(0.3)  # well inside the 1.5 s of simulated work
             first_pid = agent.proc.pid
             agent.signal(signal.SIGKILL)
@@ -60,7 +61,7 @@ async def test_sigkill_mid_thought_then_restart_completes_exactly_once(
             async def all_done() -> bool:
                 return await scoped.count_tasks(TaskStatus.COMPLETED) == len(ids)
 
-            await wait_for(all_done, 60, "all tasks completed after restart", interval=0.2)
+            await wait_for_async(all_done, 60, "all tasks completed after restart", interval=0.2)
             thoughts = [t for tid in ids for t in await scoped.get_thoughts_by_task(tid)]
             assert len(thoughts) == 2 * len(ids)
             assert all(t.status == ThoughtStatus.COMPLETED for t in thoughts)
@@ -95,14 +96,14 @@ async def test_draining_occurrence_refuses_work_releases_in_flight_and_owns_noth
             async def processing() -> bool:
                 return bool(await scoped.get_thoughts_by_status(ThoughtStatus.PROCESSING))
 
-            await wait_for(processing, 20, "in-flight thoughts on drain-0")
+            await wait_for_async(processing, 20, "in-flight thoughts on drain-0")
             await store.registry.set_state("drain-0", OccurrenceState.DRAINING)
 
             async def quiesced() -> bool:
                 occ = await store.registry.get("drain-0")
                 return occ is not None and occ.quiesced
 
-            await wait_for(quiesced, 20, "drain-0 to report quiesced")
+            await wait_for_async(quiesced, 20, "drain-0 to report quiesced")
             status, body = await leaving.submit(http, "refused")
             assert status == 503 and "draining" in body["error"]
             assert (await leaving.get(http, "/readyz"))[0] == 503
@@ -126,8 +127,8 @@ async def test_draining_occurrence_refuses_work_releases_in_flight_and_owns_noth
             async def survivor_done() -> bool:
                 return await other.count_tasks(TaskStatus.COMPLETED) == len(ids)
 
-            await wait_for(survivor_done, 60, "the survivor to finish the moved work",
-                           interval=0.25)
+            await wait_for_async(survivor_done, 60, "the survivor to finish the moved work",
+                                 interval=0.25)
             assert max(_completions(leaving, staying).values()) == 1
     finally:
         await store.close()
@@ -145,7 +146,7 @@ async def test_sigterm_mid_work_exits_zero_and_loses_nothing(
                 aiohttp.ClientSession(timeout=TIMEOUT) as http:
             await agent.wait_ready(http)
             ids = await agent.submit_all(http, 12, "t", context={"work_ms": 400})
-            await wait_for(lambda: _started(agent), 20, "work to start")
+            await wait_for_async(lambda: _started(agent), 20, "work to start")
             agent.signal(signal.SIGTERM)
             assert await agent.wait_exit(10) == 0, agent.log()[-2000:]
             scoped = store.scope("term-0")
@@ -161,7 +162,7 @@ async def test_sigterm_mid_work_exits_zero_and_loses_nothing(
             async def all_done() -> bool:
                 return await scoped.count_tasks(TaskStatus.COMPLETED) == len(ids)
 
-            await wait_for(all_done, 60, "the rest after restart", interval=0.2)
+            await wait_for_async(all_done, 60, "the rest after restart", interval=0.2)
             counts = _completions(agent)
             assert len(counts) == len(ids) and max(counts.values()) == 1
     finally:
@@ -181,7 +182,7 @@ async def test_with_recovery_fail_a_thought_stranded_by_a_crash_is_failed_not_re
                 aiohttp.ClientSession(timeout=TIMEOUT) as http:
             await agent.wait_ready(http)
             ids = await agent.submit_all(http, 3, "pay", context={"work_ms": 3000})
-            await wait_for(lambda: _started(agent), 20, "a thought to start")
+            await wait_for_async(lambda: _started(agent), 20, "a thought to start")
             agent.signal(signal.SIGKILL)
             assert await agent.wait_exit(10) == -signal.SIGKILL
             scoped = store.scope("careful-0")
@@ -196,7 +197,7 @@ async def test_with_recovery_fail_a_thought_stranded_by_a_crash_is_failed_not_re
                 tasks = [await scoped.get_task(t) for t in ids]
                 return all(t.status in (TaskStatus.COMPLETED, TaskStatus.FAILED) for t in tasks)
 
-            await wait_for(settled, 60, "every task completed or failed", interval=0.2)
+            await wait_for_async(settled, 60, "every task completed or failed", interval=0.2)
             for task_id in ids:
                 task = await scoped.get_task(task_id)
                 [thought] = await scoped.get_thoughts_by_task(task_id)

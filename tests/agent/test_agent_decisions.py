@@ -11,7 +11,8 @@ import pytest
 from occurrence_agent import BaseHandler, OccurrenceRuntime, ShutdownVerdict
 from occurrence_agent.runtime import StartupError
 from occurrence_store import Store, TaskStatus
-from tests.agent.agentproc import migrate, wait_for
+from testing.agentproc import migrate
+from testing.waiting import wait_for_async
 from tests.agent.embedded import config as _config
 from tests.agent.embedded import post as _post
 from tests.agent.embedded import runtimes
@@ -99,7 +100,7 @@ async def test_late_joiner_waits_for_the_wakeup_in_progress(url: str) -> None:
     second = OccurrenceRuntime(_config("j-1", url), handler=SlowWakeup())
     starting = asyncio.create_task(first.start())
     try:
-        await wait_for(lambda: first.port is not None, 10, "first to serve")
+        await wait_for_async(lambda: first.port is not None, 10, "first to serve")
         await asyncio.sleep(0.2)
         assert not first.ready  # not ready before the wakeup
         await asyncio.wait_for(second.start(), 10)
@@ -117,7 +118,7 @@ async def test_late_joiner_waits_for_the_wakeup_in_progress(url: str) -> None:
             got = await second.scoped.get_task(task.task_id)
             return got is not None and got.status == TaskStatus.COMPLETED
 
-        await wait_for(done, 10, "j-1's task completed")
+        await wait_for_async(done, 10, "j-1's task completed")
         assert await first.scoped.get_task(task.task_id) is None
     finally:
         await asyncio.gather(first.stop(), second.stop())

@@ -24,7 +24,7 @@ import asyncpg
 import pytest
 
 from occurrence_store import Store, TaskStatus, ThoughtStatus
-from tests.agent.agentproc import migrate, running_agents
+from testing.agentproc import migrate, running_agents
 
 AGENT = "faulty-0"
 TASKS = 30

@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 
 from occurrence_store import Store, TaskStatus, ThoughtStatus
-from tests.agent.agentproc import migrate, running_agents, wait_for
+from testing.agentproc import migrate, running_agents
+from testing.waiting import wait_for_async
 
 OCCURRENCES = 5
 TASKS_PER_OCCURRENCE = 100
@@ -62,7 +63,7 @@ async def test_fleet_wakes_once_and_processes_only_own_work(
                     done += await store.scope(oid).count_tasks(TaskStatus.COMPLETED)
                 return done == total
 
-            await wait_for(all_done, 120, f"{total} tasks completed", interval=0.25)
+            await wait_for_async(all_done, 120, f"{total} tasks completed", interval=0.25)
             elapsed = time.monotonic() - started
             print(f"\nstress[{store.dialect}]: {OCCURRENCES} occurrences, {total} tasks "
                   f"submitted and completed in {elapsed:.2f}s")

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from occurrence_store import Store
-from tests.agent.agentproc import migrate
+from testing.agentproc import migrate
 from tests.agent.embedded import post, runtimes
 
 

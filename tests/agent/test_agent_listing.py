@@ -15,7 +15,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.agent.agentproc import Agent, migrate
+from testing.agentproc import Agent, migrate
 
 TASKS = 1_000_000
 RSS_GROWTH_BOUND_MIB = 64

@@ -17,7 +17,8 @@ from occurrence_agent import BaseHandler, Decision
 from occurrence_agent.runtime import StartupError
 from occurrence_store import OccurrenceState, Store, Task, TaskStatus, Thought, ThoughtStatus
 from occurrence_store.scoped import ScopedStore
-from tests.agent.agentproc import migrate, wait_for
+from testing.agentproc import migrate
+from testing.waiting import wait_for_async
 from tests.agent.embedded import get, post, runtimes
 
 
@@ -41,7 +42,7 @@ async def _finished(runtime: Any, task_id: str) -> Task:
         return task if task is not None and task.status in (
             TaskStatus.COMPLETED, TaskStatus.FAILED) else None
 
-    return await wait_for(done, 30, f"task {task_id} finished")
+    return await wait_for_async(done, 30, f"task {task_id} finished")
 
 
 @pytest.fixture
@@ -111,7 +112,7 @@ async def test_the_sweep_reclaims_a_thought_nobody_works_on(url: str, recovery: 
     async with runtimes(url, [f"sweep-{recovery}"], in_flight_recovery=recovery) as (runtime,):
         # the first sweep runs before the loop, whether paused or not: let it pass first (it
         # would seed a thought of its own for the task activated below)
-        await wait_for(lambda: runtime.worker.loops >= 1, 20, "the worker's first round")
+        await wait_for_async(lambda: runtime.worker.loops >= 1, 20, "the worker's first round")
         runtime.worker.pause()
         await runtime.worker.settled()  # a step already running would seed a thought of its own
         task = await runtime.scoped.add_task("stranded")
@@ -176,7 +177,7 @@ async def test_readiness_turns_false_while_the_worker_cannot_reach_the_database(
                 status, body = await get(runtime, "/readyz")
                 return status == 503 and "worker cannot reach the database" in body["reason"]
 
-            await wait_for(unready, 30, "readiness to report the unreachable database")
+            await wait_for_async(unready, 30, "readiness to report the unreachable database")
             assert 'occurrence_worker_healthy{occurrence_id="cut-off-0"} 0.0' in \
                 (await get(runtime, "/metrics"))[1]
             await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
@@ -184,7 +185,7 @@ async def test_readiness_turns_false_while_the_worker_cannot_reach_the_database(
             async def ready() -> bool:
                 return (await get(runtime, "/readyz"))[0] == 200
 
-            await wait_for(ready, 30, "readiness back once the database is")
+            await wait_for_async(ready, 30, "readiness back once the database is")
             task = await runtime.scoped.add_task("after the outage")
             assert (await _finished(runtime, task.task_id)).status == TaskStatus.COMPLETED
     finally:
@@ -203,7 +204,8 @@ async def test_a_fence_is_obeyed_on_notification_not_at_the_next_heartbeat(pg_ur
         task = await runtime.scoped.add_task("in flight")
         await asyncio.wait_for(gate.started.wait(), 20)
         await store.registry.set_state("notified-0", OccurrenceState.DRAINING, grace_seconds=30)
-        await wait_for(lambda: runtime.refusal() is not None, 20, "the runtime to see the fence")
+        await wait_for_async(lambda: runtime.refusal() is not None, 20,
+                             "the runtime to see the fence")
         status, _ = await post(runtime, "/tasks", {"description": "refused"})
         assert status == 503
         assert await runtime.scoped.claim_pending_thoughts(1) == []  # fenced at the database
@@ -213,7 +215,7 @@ async def test_a_fence_is_obeyed_on_notification_not_at_the_next_heartbeat(pg_ur
             row = await store.registry.get("notified-0")
             return row is not None and row.quiesced
 
-        await wait_for(quiesced, 20, "the quiesce acknowledgement")
+        await wait_for_async(quiesced, 20, "the quiesce acknowledgement")
         assert (await runtime.scoped.get_task(task.task_id)).status == TaskStatus.COMPLETED
 
 

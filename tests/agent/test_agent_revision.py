@@ -9,7 +9,8 @@ from pathlib import Path
 import aiohttp
 
 from occurrence_store import Store, TaskStatus
-from tests.agent.agentproc import Agent, migrate, stop_agents, wait_for
+from testing.agentproc import Agent, migrate, stop_agents
+from testing.waiting import wait_for_async
 
 AGENT_ID = "team/rev"
 TASKS = 20
@@ -36,7 +37,7 @@ async def test_a_bad_revisions_failures_go_back_and_the_good_one_completes_them(
                 statuses = await _statuses(store, "rev-0")
                 return len(statuses) == TASKS and set(statuses.values()) == {TaskStatus.FAILED}
 
-            await wait_for(all_failed, 60, "the bad revision to fail every task")
+            await wait_for_async(all_failed, 60, "the bad revision to fail every task")
             row = await store.registry.get("rev-0")
             assert row is not None and row.revision == "bad"
             status, text = await agent.get(http, "/metrics")
@@ -58,7 +59,7 @@ async def test_a_bad_revisions_failures_go_back_and_the_good_one_completes_them(
                 statuses = await _statuses(store, "rev-0")
                 return set(statuses.values()) == {TaskStatus.COMPLETED}
 
-            await wait_for(all_completed, 60, "the good revision to complete every task")
+            await wait_for_async(all_completed, 60, "the good revision to complete every task")
             row = await store.registry.get("rev-0")
             assert row is not None and row.revision == "good"
             # nothing left for the bad revision to give back, each task given back once
@@ -94,13 +95,15 @@ async def test_an_agent_follows_its_track_from_the_database(pg_url: str, tmp_pat
                         and f'occurrence_track{{occurrence_id="trk-0",track="{track}"}} 1.0'
                         in text)
 
-            await wait_for(lambda: track_is("stable"), 30, "stable: no rollout under way")
+            await wait_for_async(lambda: track_is("stable"), 30, "stable: no rollout under way")
             await store.shared_for(agent_id).pin_to_stable("v1")
-            await wait_for(lambda: track_is("canary"), 30, "canary: not on the stable revision")
+            await wait_for_async(lambda: track_is("canary"), 30,
+                                 "canary: not on the stable revision")
             row = await store.registry.get("trk-0")
             assert row is not None and (row.pinned_revision, row.track) == ("v1", "canary")
             await store.shared_for(agent_id).pin_to_stable(None)
-            await wait_for(lambda: track_is("stable"), 30, "stable again once the pin is gone")
+            await wait_for_async(lambda: track_is("stable"), 30,
+                                 "stable again once the pin is gone")
     finally:
         await stop_agents([agent], 15)
         await store.close()

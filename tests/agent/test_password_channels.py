@@ -23,8 +23,8 @@ import pytest
 
 from occurrence_store import Store
 from occurrence_store.errors import StoreError
-from tests.agent.agentproc import migrate
-from tests.support.postgres import PostgresServer
+from testing.agentproc import migrate
+from testing.postgres import PostgresServer
 
 PASSWORDS = ("Pa/SS@W0RD?X#Y:1", "A@B@C%40D", "ZZ:Q?PASSWORD=@XQZ", "#SECRET/../ETC",
              "QUOTE'AND\"SLASH\\")

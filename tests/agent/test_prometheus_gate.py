@@ -11,7 +11,6 @@ Inconclusive — never a pass."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -25,7 +24,9 @@ import pytest
 from occurrence_operator.rollout import prometheus
 from occurrence_operator.rollout.gates import evaluate
 from occurrence_operator.spec import GateSpec, PrometheusGate
-from tests.agent.agentproc import Agent, migrate, stop_agents, wait_for
+from testing.agentproc import Agent, migrate, stop_agents
+from testing.ports import free_port
+from testing.waiting import wait_for_async
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT_ID = "team/prom"
@@ -34,12 +35,6 @@ PER_REVISION = (  # failed / finished tasks of one revision (no failure yet: no 
     '(revision) occurrence_revision_info{revision="{{REV}}"}) or vector(0)) / '
     'sum(occurrence_tasks_finished_total * on (occurrence_id) group_left (revision) '
     'occurrence_revision_info{revision="{{REV}}"})')
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -69,7 +64,7 @@ async def fleet(pg_url: str, tmp_path: Path) -> AsyncIterator[list[Agent]]:
                         return False
                 return True
 
-            await wait_for(finished, 60, "both agents to finish their tasks")
+            await wait_for_async(finished, 60, "both agents to finish their tasks")
         yield agents
     finally:
         await stop_agents(agents, 15)
@@ -101,7 +96,7 @@ def _spawn(binary: str, workdir: Path, targets: list[str], port: int
 async def prometheus_url(fleet: list[Agent], tmp_path: Path, prometheus_binary: str
                          ) -> AsyncIterator[str]:
     """A real Prometheus scraping both agents every second."""
-    port = _free_port()
+    port = free_port()
     proc, log = _spawn(prometheus_binary, tmp_path, [f"127.0.0.1:{a.port}" for a in fleet],
                        port)
     url = f"http://127.0.0.1:{port}"
@@ -158,7 +153,7 @@ async def test_the_canary_fails_a_gate_the_stable_revision_passes(prometheus_url
 
 
 async def test_no_clear_answer_is_inconclusive_never_a_pass(prometheus_url: str) -> None:
-    closed = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     cases = {
         "unallowed": (_gate(prometheus_url, "vector(0)", max=1), [], "not a Prometheus URL"),
         "unreachable": (_gate(closed, "vector(0)", max=1), [closed], "did not answer"),

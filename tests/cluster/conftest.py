@@ -1,6 +1,6 @@
 """Fixtures of the cluster tests: ``kube_cluster`` (session-scoped: a real API server),
 ``namespace`` (a fresh namespace with the CRD installed) and ``start_operator`` (the
-operator as a subprocess, stopped after the test). Helpers: operator_support.py.
+operator as a subprocess, stopped after the test). Helpers: testing/operator_support.py.
 
 By default the control plane is built from pinned Go module sources (first time on a
 machine: ~10 min, then cached in ~/.cache/occurrence-operator) and started as local
@@ -22,9 +22,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import localcluster
 import pytest
-from operator_support import OperatorProcess, drop_namespace, install_crd, safe_name
+
+from testing import localcluster
+from testing.operator_support import OperatorProcess, drop_namespace, install_crd, safe_name
 
 # The build runs once, before any test starts, so that a cold build (tens of minutes) is
 # not cut by the per-test timeout (pytest-timeout applies to fixture setup too).

@@ -24,7 +24,12 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_support import (
+
+from occurrence_operator import naming
+from occurrence_operator.job import migration_hash
+from occurrence_operator.spec import AgentDeploymentSpec
+from occurrence_store import Store
+from testing.operator_support import (
     OperatorProcess,
     condition,
     create_db_secret,
@@ -32,13 +37,8 @@ from operator_support import (
     events,
     get,
     install_crd,
-    wait_for,
 )
-
-from occurrence_operator import naming
-from occurrence_operator.job import migration_hash
-from occurrence_operator.spec import AgentDeploymentSpec
-from occurrence_store import Store
+from testing.waiting import wait_for
 from tests.badinput.table import Row, rows_by_id
 
 pytestmark = pytest.mark.cluster

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from localcluster import KubeCluster, container_command, run_pod_command_locally, wait_until
+
+from testing.localcluster import KubeCluster, container_command, run_pod_command_locally
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -269,9 +271,11 @@ def test_statefulset_pod_index_and_scale_down(kube_cluster: KubeCluster, ns: str
         running = [p for p in items if p["status"].get("phase") == "Running"]
         return running if len(running) == 3 else None
 
-    running = wait_until(
+    running = wait_for(
         three_running,
         timeout=WAIT,
+        interval=0.5,
+        retry_on=(Exception,),  # kubectl and the JSON it prints, until they settle
         message=lambda: f"3 Running StatefulSet pods in {ns}:\n{describe_pods(kube_cluster, ns)}",
     )
     by_name = {p["metadata"]["name"]: p for p in running}
@@ -281,7 +285,7 @@ def test_statefulset_pod_index_and_scale_down(kube_cluster: KubeCluster, ns: str
         assert pod["spec"]["nodeName"].startswith("kwok-node-") or kube_cluster.external
         ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
         assert ready.get("Ready") == "True", pod["status"]
-    wait_until(
+    wait_for(
         lambda: (
             kube_cluster.kubectl_json("-n", ns, "get", "statefulset", "agents")["status"].get(
                 "readyReplicas"
@@ -289,24 +293,30 @@ def test_statefulset_pod_index_and_scale_down(kube_cluster: KubeCluster, ns: str
             == 3
         ),
         timeout=WAIT,
+        interval=0.5,
+        retry_on=(Exception,),
         message="StatefulSet readyReplicas == 3",
     )
 
     kube_cluster.kubectl("-n", ns, "scale", "statefulset/agents", "--replicas=1")
-    wait_until(
+    wait_for(
         lambda: (
             [p["metadata"]["name"] for p in pods(kube_cluster, ns, "app=agents")] == ["agents-0"]
         ),
         timeout=WAIT,
+        interval=0.5,
+        retry_on=(Exception,),
         message=lambda: f"only agents-0 left after scale to 1:\n{describe_pods(kube_cluster, ns)}",
     )
 
 
 def test_job_pod_completes_through_kwok_stage(kube_cluster: KubeCluster, ns: str) -> None:
     kube_cluster.apply(job_manifest("migrate-ok"), "-n", ns)
-    wait_until(
+    wait_for(
         lambda: job_condition(kube_cluster, ns, "migrate-ok", "Complete"),
         timeout=WAIT,
+        interval=0.5,
+        retry_on=(Exception,),
         message=lambda: f"Job migrate-ok Complete:\n{describe_pods(kube_cluster, ns)}",
     )
     (pod,) = pods(kube_cluster, ns, "job-under-test=migrate-ok")
@@ -327,9 +337,11 @@ def test_job_pod_fails_through_labelled_kwok_stage(kube_cluster: KubeCluster, ns
         "-n",
         ns,
     )
-    wait_until(
+    wait_for(
         lambda: job_condition(kube_cluster, ns, "migrate-bad", "Failed"),
         timeout=WAIT,
+        interval=0.5,
+        retry_on=(Exception,),
         message=lambda: f"Job migrate-bad Failed:\n{describe_pods(kube_cluster, ns)}",
     )
     (pod,) = pods(kube_cluster, ns, "job-under-test=migrate-bad")
@@ -371,9 +383,11 @@ def test_owner_deletion_garbage_collects_dependents(
         "-n",
         ns,
     )
-    wait_until(
+    wait_for(
         lambda: job_condition(kube_cluster, ns, "owned", "Complete"),
         timeout=WAIT,
+        interval=0.5,
+        retry_on=(Exception,),
         message=lambda: f"Job owned Complete:\n{describe_pods(kube_cluster, ns)}",
     )
     assert pods(kube_cluster, ns, "job-under-test=owned"), "the Job's pod is gone too early"
@@ -395,9 +409,11 @@ def test_owner_deletion_garbage_collects_dependents(
         ).stdout.strip()
         return not left and not pods(kube_cluster, ns, "job-under-test=owned")
 
-    wait_until(
+    wait_for(
         all_gone,
         timeout=GC_WAIT,
+        interval=0.5,
+        retry_on=(Exception,),
         message=lambda: (
             "garbage collection of the Widget's Job, its pod and ConfigMap:\n"
             + kube_cluster.kubectl("-n", ns, "get", "all,configmaps", check=False).stdout
@@ -419,7 +435,7 @@ def test_pod_command_runs_locally(kube_cluster: KubeCluster, ns: str) -> None:
         "-n",
         ns,
     )
-    pod = wait_until(
+    pod = wait_for(
         lambda: next(
             (
                 p
@@ -429,6 +445,8 @@ def test_pod_command_runs_locally(kube_cluster: KubeCluster, ns: str) -> None:
             None,
         ),
         timeout=WAIT,
+        interval=0.5,
+        retry_on=(Exception,),
         message="the local-run Job's pod Running",
     )
     argv, env = container_command(pod["spec"])

@@ -10,17 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from operator_support import (
+
+from occurrence_store import OccurrenceState, Store, TaskStatus
+from testing.operator_support import (
     agd_manifest,
     agd_status,
     create_db_secret,
     get,
     running_with,
     scale_down_phase,
-    wait_for,
 )
-
-from occurrence_store import OccurrenceState, Store, TaskStatus
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -16,7 +16,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from operator_support import (
+
+from occurrence_store import OccurrenceState, Store, TaskStatus, ThoughtStatus
+from testing.agentproc import Agent, running_agents
+from testing.operator_support import (
     OperatorProcess,
     agd_manifest,
     agd_status,
@@ -26,12 +29,8 @@ from operator_support import (
     events,
     get,
     running_with,
-    wait_for,
 )
-
-from occurrence_store import OccurrenceState, Store, TaskStatus, ThoughtStatus
-from tests.agent.agentproc import Agent, running_agents
-from tests.agent.agentproc import wait_for as wait_until
+from testing.waiting import wait_for, wait_for_async
 
 pytestmark = pytest.mark.cluster
 
@@ -134,7 +133,7 @@ async def test_two_agentdeployments_with_one_name_in_two_namespaces_on_one_datab
                 got = await store.scope("other-0").get_task(task["task_id"])
                 return got is not None and got.status == TaskStatus.COMPLETED
 
-            await wait_until(done, 30, "other-0 to complete its task")
+            await wait_for_async(done, 30, "other-0 to complete its task")
         assert op.alive() and not op.errors()
     finally:
         await store.close()
@@ -177,7 +176,7 @@ async def test_drain_with_in_flight_work_no_thought_arrives_processing(
             async def four_in_flight() -> bool:
                 return await scoped.count_thoughts(ThoughtStatus.PROCESSING) == 4
 
-            await wait_until(four_in_flight, 30, "4 thoughts in flight on the departing one")
+            await wait_for_async(four_in_flight, 30, "4 thoughts in flight on the departing one")
             cluster.kubectl("-n", ns, "scale", "agd", name, "--replicas=2")
             wait_for(lambda: (agd_status(cluster, ns, name).get("scaleDown") or {})
                      .get("phase") == "Done", timeout=TIMEOUT, message="drain Done")
@@ -197,7 +196,7 @@ async def test_drain_with_in_flight_work_no_thought_arrives_processing(
                 return all(r is not None and r.task.status == TaskStatus.COMPLETED
                            for r in tasks)
 
-            await wait_until(all_done, 60, "every task completed")
+            await wait_for_async(all_done, 60, "every task completed")
         agents = [Agent(i, pg_url, tmp_path / d) for i, d in
                   ((leaving_id, "leaving"), *((s, "survivors") for s in survivors))]
         journal = [e for a in agents for e in a.journal_events()]

@@ -12,7 +12,9 @@ import json
 from typing import Any
 
 import pytest
-from operator_support import (
+
+from occurrence_store import OccurrenceState, Store, TaskStatus, ThoughtStatus
+from testing.operator_support import (
     agd_manifest,
     agd_status,
     condition,
@@ -21,10 +23,8 @@ from operator_support import (
     get,
     scale_down_phase,
     sts_replicas,
-    wait_for,
 )
-
-from occurrence_store import OccurrenceState, Store, TaskStatus, ThoughtStatus
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

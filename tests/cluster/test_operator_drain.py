@@ -11,7 +11,9 @@ import time
 from typing import Any
 
 import pytest
-from operator_support import (
+
+from occurrence_store import OccurrenceState, Store, TaskStatus, Thought, ThoughtStatus
+from testing.operator_support import (
     RESYNC_SECONDS,
     agd_manifest,
     agd_status,
@@ -21,10 +23,8 @@ from operator_support import (
     get,
     scale_down_phase,
     sts_replicas,
-    wait_for,
 )
-
-from occurrence_store import OccurrenceState, Store, TaskStatus, Thought, ThoughtStatus
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -11,7 +11,9 @@ import json
 from typing import Any
 
 import pytest
-from operator_support import (
+
+from occurrence_store import OccurrenceState, Store, TaskStatus
+from testing.operator_support import (
     agd_manifest,
     agd_status,
     condition,
@@ -20,10 +22,8 @@ from operator_support import (
     get,
     running_with,
     sts_replicas,
-    wait_for,
 )
-
-from occurrence_store import OccurrenceState, Store, TaskStatus
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

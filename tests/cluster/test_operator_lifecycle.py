@@ -17,17 +17,11 @@ from typing import Any
 
 import pytest
 import yaml
-from localcluster import run_pod_command_locally
-from operator_support import (
-    agd_manifest,
-    condition,
-    create_db_secret,
-    events,
-    get,
-    wait_for,
-)
 
 from occurrence_store import Store
+from testing.localcluster import run_pod_command_locally
+from testing.operator_support import agd_manifest, condition, create_db_secret, events, get
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

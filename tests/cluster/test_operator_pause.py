@@ -9,7 +9,9 @@ import asyncio
 from typing import Any
 
 import pytest
-from operator_support import (
+
+from occurrence_store import Store
+from testing.operator_support import (
     RESYNC_SECONDS,
     agd_manifest,
     agd_status,
@@ -19,10 +21,8 @@ from operator_support import (
     get,
     running_with,
     sts_replicas,
-    wait_for,
 )
-
-from occurrence_store import Store
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import (
+
+from occurrence_store import OccurrenceState, Store, TaskStatus, ThoughtStatus
+from testing.operator_support import (
     OperatorProcess,
     agd_manifest,
     agd_status,
@@ -23,10 +25,8 @@ from operator_support import (
     install_peering_crds,
     scale_down_phase,
     sts_replicas,
-    wait_for,
 )
-
-from occurrence_store import OccurrenceState, Store, TaskStatus, ThoughtStatus
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -13,17 +13,10 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_support import (
-    CHART,
-    RBAC_FILE,
-    agd_manifest,
-    create_db_secret,
-    events,
-    get,
-    wait_for,
-)
 
 from occurrence_store import OccurrenceState, Store
+from testing.operator_support import CHART, RBAC_FILE, agd_manifest, create_db_secret, events, get
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

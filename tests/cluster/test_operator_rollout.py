@@ -9,17 +9,17 @@ import time
 from typing import Any
 
 import pytest
-from operator_support import (
+
+from occurrence_store import OccurrenceState, Store, TaskStatus
+from testing.operator_support import (
     agd_manifest,
     agd_status,
     condition,
     create_db_secret,
     events,
     get,
-    wait_for,
 )
-
-from occurrence_store import OccurrenceState, Store, TaskStatus
+from testing.waiting import wait_for, wait_for_async
 
 pytestmark = pytest.mark.cluster
 
@@ -267,12 +267,8 @@ GATE = {"metric": "taskFailureRatio", "maxIncreaseOverStable": 0.2, "minSamples"
 
 async def _until(check: Any, timeout: float, message: str) -> Any:
     """`wait_for` that lets the event loop run (the stand-in agents work meanwhile)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := await asyncio.to_thread(check):
-            return result
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+    return await wait_for_async(lambda: asyncio.to_thread(check), timeout, message,
+                                interval=0.5, retry_on=())
 
 
 @pytest.mark.parametrize("bad", [True, False], ids=["bad-revision", "good-revision"])

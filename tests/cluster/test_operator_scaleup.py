@@ -9,17 +9,17 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_support import (
+
+from occurrence_store import Store, TaskStatus
+from testing.operator_support import (
     agd_manifest,
     agd_status,
     create_db_secret,
     events,
     get,
     running_with,
-    wait_for,
 )
-
-from occurrence_store import Store, TaskStatus
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -16,7 +16,9 @@ import time
 from typing import Any
 
 import pytest
-from operator_support import (
+
+from occurrence_store import OccurrenceState, Store, TaskStatus
+from testing.operator_support import (
     RESYNC_SECONDS,
     agd_manifest,
     agd_status,
@@ -24,10 +26,8 @@ from operator_support import (
     get,
     running_with,
     sts_replicas,
-    wait_for,
 )
-
-from occurrence_store import OccurrenceState, Store, TaskStatus
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -32,13 +32,15 @@ from typing import Any
 import asyncpg
 import pytest
 import yaml
-from localcluster import KubeCluster
-from operator_support import condition, free_port, get, install_crd, wait_for
 
 from occurrence_operator.owner import Owner
 from occurrence_operator.render import render as render_agd
 from occurrence_operator.spec import AgentDeploymentSpec, refuse_unsafe_pod_shape
 from occurrence_store import Store
+from testing.localcluster import KubeCluster
+from testing.operator_support import condition, get, install_crd
+from testing.ports import free_port
+from testing.waiting import wait_for
 from tests.support.scripts import load_hack_script
 
 pytestmark = pytest.mark.cluster

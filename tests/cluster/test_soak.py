@@ -51,15 +51,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from operator_support import (
-    agd_manifest,
-    create_db_secret,
-    get,
-    wait_for,
-)
 
 from occurrence_operator.naming import selector_string
 from occurrence_store import OccurrenceState, Store, TaskStatus, ThoughtStatus
+from testing.operator_support import agd_manifest, create_db_secret, get
+from testing.waiting import wait_for
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "45"))
 SOAK_SEED = int(os.environ.get("SOAK_SEED") or random.SystemRandom().randrange(1, 2**31))

@@ -14,7 +14,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-from operator_support import (
+
+from occurrence_store import Store, TaskStatus
+from testing.operator_support import (
     OperatorProcess,
     agd_manifest,
     agd_status,
@@ -23,11 +25,9 @@ from operator_support import (
     drop_namespace,
     get,
     scale_down_phase,
-    wait_for,
 )
-
-from occurrence_store import Store, TaskStatus
-from tests.support.postgres import create_database
+from testing.postgres import create_database
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

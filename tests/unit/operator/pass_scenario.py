@@ -12,9 +12,8 @@ import base64
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fake_kube import FakeKube
-
 from occurrence_store import Store
+from tests.unit.operator.fake_kube import FakeKube
 
 NS, NAME = "team", "w"
 AD = f"/apis/occurrence.dev/v1alpha1/namespaces/{NS}/agentdeployments/{NAME}"

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 import yaml
-from agd_samples import MINIMAL, SAMPLES, spec_of
 from pydantic import BaseModel
 
 from occurrence_operator import wellknown
 from occurrence_operator.crdgen import build_crd, openapi_schema, render_crd_yaml
 from occurrence_operator.spec import AgentDeploymentSpec
 from occurrence_operator.status import AgentDeploymentStatus
+from tests.unit.operator.agd_samples import MINIMAL, SAMPLES, spec_of
 
 CRD_FILE = Path(__file__).parents[3] / "crds" / "agentdeployments.occurrence.dev.yaml"
 

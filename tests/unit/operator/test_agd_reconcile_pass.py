@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_kube import FakeKube
-from pass_scenario import AD, scenario
 
 from occurrence_operator.metrics import OperatorMetrics
 from occurrence_operator.passcontext import PassContext
 from occurrence_operator.reconcile import ReconcilePass
 from occurrence_operator.stores import Stores
+from tests.unit.operator.fake_kube import FakeKube
+from tests.unit.operator.pass_scenario import AD, scenario
 
 GOLDEN = Path(__file__).parent / "golden" / "pass-scenario-writes.json"
 

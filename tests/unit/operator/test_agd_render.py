@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import yaml
-from agd_samples import FULL, MINIMAL, OWNER, SAMPLES, SCALED_TO_ZERO, spec_of
 
 from occurrence_operator import naming, wellknown
 from occurrence_operator.agent_token import build_token_secret, new_tokens
@@ -24,6 +23,7 @@ from occurrence_operator.owner import Owner
 from occurrence_operator.render import render
 from occurrence_operator.spec import refuse_unsafe_pod_shape
 from occurrence_operator.statefulset import build_statefulset
+from tests.unit.operator.agd_samples import FULL, MINIMAL, OWNER, SAMPLES, SCALED_TO_ZERO, spec_of
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"

@@ -6,10 +6,10 @@ import copy
 from typing import Any
 
 import pytest
-from agd_samples import FULL, MINIMAL, spec_of
 from pydantic import ValidationError
 
 from occurrence_operator.spec import AgentDeploymentSpec
+from tests.unit.operator.agd_samples import FULL, MINIMAL, spec_of
 
 
 def _invalid(raw: dict[str, Any], match: str) -> None:

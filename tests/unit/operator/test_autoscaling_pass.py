@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_kube import FakeKube
-from pass_scenario import AD, NAME, NS, SECRET, STS
 
 from occurrence_operator.metrics import OperatorMetrics
 from occurrence_operator.passcontext import PassContext
 from occurrence_operator.reconcile import ReconcilePass
 from occurrence_operator.stores import Stores
 from occurrence_store import Store
+from tests.unit.operator.fake_kube import FakeKube
+from tests.unit.operator.pass_scenario import AD, NAME, NS, SECRET, STS
 
 HPA = f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/other"
 AUTOSCALING = {"minReplicas": 1, "maxReplicas": 5, "targetBacklogPerOccurrence": 10,

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fake_kube import FakeKube
-
 from occurrence_operator.agd_object import AgentDeploymentObject
 from occurrence_operator.kube import ApiError
 from occurrence_operator.migrations import remove_superseded_jobs
+from tests.unit.operator.fake_kube import FakeKube
 
 NS, NAME, UID = "ns", "web", "agd-uid"
 JOBS = f"/apis/batch/v1/namespaces/{NS}/jobs"

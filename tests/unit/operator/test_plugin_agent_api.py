@@ -193,9 +193,8 @@ def test_drained_means_the_fence_was_acted_on_and_nothing_is_left() -> None:
 
 async def test_drain_refuses_an_occurrence_that_does_not_run_and_times_out_fenced(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from fake_kube import FakeKube
-
     from occurrence_operator.agd_object import ad_path
+    from tests.unit.operator.fake_kube import FakeKube
 
     kube = FakeKube()
     kube.put(ad_path("ns", "web"), {

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_kube import FakeKube
 
 from occurrence_operator import scheduling
 from occurrence_operator.metrics import OperatorMetrics
@@ -19,6 +18,7 @@ from occurrence_operator.passcontext import PassContext
 from occurrence_operator.scheduling import Reconciler
 from occurrence_operator.stores import Stores
 from occurrence_store import Store
+from tests.unit.operator.fake_kube import FakeKube
 
 
 @pytest.fixture

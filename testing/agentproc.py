@@ -1,4 +1,5 @@
-"""Run ``occurrence-agent`` processes for tests: start, discover the port, talk, stop.
+"""Run ``occurrence-agent`` processes for tests and benchmarks: start, discover the port,
+talk, stop.
 
 Every wait is bounded; :func:`running_agents` kills whatever is left in ``finally``.
 """
@@ -186,16 +187,3 @@ async def stop_agents(agents: Iterable[Agent], timeout: float) -> None:
             await agent.wait_exit(timeout)
         agent.kill()
 
-
-async def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Await ``predicate()`` (sync or async) until truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)

@@ -1,7 +1,7 @@
 """The local Kubernetes control plane (hack/local-cluster.sh) seen from Python.
 
-Used by the session-scoped ``kube_cluster`` fixture (tests/cluster/conftest.py) and by
-the cluster tests. Two modes:
+Used by the session-scoped ``kube_cluster`` fixture (tests/cluster/conftest.py), by
+the cluster tests and by the benchmarks. Two modes:
 
 - default: build (if needed) and start etcd, kube-apiserver, kube-controller-manager,
   kube-scheduler and kwok as local processes via ``hack/local-cluster.sh``; stop them at
@@ -24,16 +24,16 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from testing.waiting import wait_for
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "hack" / "local-cluster.sh"
 EXTERNAL_KUBECONFIG_ENV = "OCCURRENCE_TEST_KUBECONFIG"
-
-T = TypeVar("T")
 
 
 class ClusterError(RuntimeError):
@@ -112,30 +112,6 @@ def _component_logs(lines: int = 30) -> str:
 def build_binaries(timeout: float = 60 * 60) -> None:
     """Build or reuse the pinned binaries (a cold build takes ~10 min on 2 cores)."""
     run_script("build", timeout=timeout, stream=True)
-
-
-def wait_until(
-    check: Callable[[], T | None],
-    *,
-    timeout: float = 60,
-    interval: float = 0.5,
-    message: str | Callable[[], str] = "condition",
-) -> T:
-    """Poll ``check`` until it returns something truthy; return that. Bounded by timeout."""
-    deadline = time.monotonic() + timeout
-    last_exc: BaseException | None = None
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as e:  # keep polling; report the last error on timeout
-            last_exc = e
-        if time.monotonic() >= deadline:
-            text = message() if callable(message) else message
-            extra = f" (last error: {last_exc!r})" if last_exc else ""
-            raise TimeoutError(f"timed out after {timeout}s waiting for {text}{extra}")
-        time.sleep(interval)
 
 
 @dataclass
@@ -218,12 +194,14 @@ class KubeCluster:
         plugin rejects pods in the namespace.
         """
         self.kubectl("create", "namespace", name)
-        wait_until(
+        wait_for(
             lambda: (
                 self.kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode
                 == 0
             ),
             timeout=timeout,
+            interval=0.5,
+            retry_on=(Exception,),
             message=f"ServiceAccount {name}/default",
         )
         return name

@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL server for the test session: initdb + pg_ctl in a temp dir.
+"""A throwaway PostgreSQL server for a test session or a benchmark: initdb + pg_ctl in a
+temp dir.
 
 Runs the installed server binaries on a free loopback port with fsync off. As root
 (CI here), initdb refuses to run, so the server runs as the unprivileged ``postgres``
@@ -13,13 +14,14 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from testing.ports import free_port
 
 
 def find_pg_bin() -> Path:
@@ -36,12 +38,6 @@ def find_pg_bin() -> Path:
         "PostgreSQL server binaries (initdb, pg_ctl) not found: run `bash hack/ensure-postgres.sh` "
         "(installs Debian's postgresql) or set PG_BIN"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -1,6 +1,8 @@
-"""Helpers for the operator's cluster tests: the operator as a subprocess, the CRD, waits.
+"""The operator on a cluster, for the cluster tests and the benchmarks: the operator as a
+subprocess, the CRD, manifests, namespaces.
 
-The pytest fixtures built on them (`namespace`, `start_operator`) are in conftest.py.
+The pytest fixtures built on them (`namespace`, `start_operator`) are in
+tests/cluster/conftest.py; the waits are testing/waiting.py's.
 
 The operator runs as `python -m occurrence_operator.cli --namespace NS` (what the console
 script runs), with its own kubeconfig, so a test can SIGKILL it mid-drain and start it again.
@@ -13,50 +15,24 @@ import base64
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from testing.ports import free_port
+from testing.waiting import wait_for
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CRD_FILE = REPO_ROOT / "crds" / "agentdeployments.occurrence.dev.yaml"
 RBAC_FILE = REPO_ROOT / "manifests" / "base" / "rbac.yaml"
 CHART = REPO_ROOT / "charts" / "occurrence-operator"
 PEERING_CRD_FILE = REPO_ROOT / "crds" / "kopf-peering.yaml"
 RESYNC_SECONDS = 2
-
-T = TypeVar("T")
-
-
-def wait_for(
-    probe: Callable[[], T | None], *, timeout: float, message: str, interval: float = 0.2
-) -> T:
-    """Poll until `probe` returns something truthy; fail with `message` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = probe()
-        except subprocess.CalledProcessError as e:
-            last = f"{e}: {e.stderr}"
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last})")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def install_crd(cluster: Any) -> None:
