@@ -23,6 +23,7 @@ DEFAULT = {
     "rollout": [],
     "agent_e2e": [],
     "operator_idle": ["--count", "200", "--idle", "300", "--scale-down", "20"],
+    "time_to_ready": ["--count", "100"],
 }
 FULL = {
     "throughput": [],
@@ -33,6 +34,7 @@ FULL = {
     "rollout": [],
     "agent_e2e": ["--ks", "1,2,4,8"],
     "operator_idle": [],  # 1,000 AgentDeployments x 3, 10 minutes idle, 100 drained at once
+    "time_to_ready": ["--count", "1000"],
 }
 
 
