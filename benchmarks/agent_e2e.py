@@ -40,6 +40,7 @@ from occurrence_agent.journal import read_journal
 from occurrence_store import Store, TaskStatus, ThoughtStatus
 from testing.postgres import postgres_server
 
+PNG = Path(__file__).with_name("agent_e2e.png")
 IN_FLIGHT = 16
 """Requests in flight per agent in the throughput phase."""
 
@@ -204,8 +205,9 @@ async def main_async(ks: list[int], per_agent: int, latency_count: int, gap: flo
             bare = await bound(url, k, per_agent, run)
             row = {"k": k, "tasks": k * per_agent, "p50_ms": 1000 * median(lat),
                    "p95_ms": 1000 * percentile(lat, 95), "p99_ms": 1000 * percentile(lat, 99),
-                   "e2e": e2e, "accepted": accepted, "bound": bare, "load": load_average()}
-            print(json.dumps(row), flush=True)
+                   "e2e": e2e, "accepted": accepted, "bound": bare, "load": load_average(),
+                   "latencies_ms": sorted(1000 * t for t in lat)}
+            print(json.dumps({k: v for k, v in row.items() if k != "latencies_ms"}), flush=True)
             rows.append(row)
     return rows
 
@@ -231,6 +233,28 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict[str, Any]], path: Path = PNG) -> None:
+    """The distribution of submit → start latencies per K (empirical CDF, log x)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in rows:
+        ms = r["latencies_ms"]
+        ax.step(ms, [(i + 1) / len(ms) for i in range(len(ms))], where="post",
+                label=f"K={r['k']}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms")
+    ax.axvline(50, color="red", linestyle="--", label="target: p99 ≤ 50 ms")
+    ax.set_xscale("log")
+    ax.set(xlabel="submit (POST /tasks) → the worker starts it, ms", ylabel="fraction of tasks",
+           title="Submit-to-start latency through real agents")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -241,8 +265,9 @@ def main() -> None:
     args = parser.parse_args()
     rows = asyncio.run(main_async([int(k) for k in args.ks.split(",")], args.tasks,
                                   args.latency, args.gap))
+    plot(rows)
     append_results("Tasks through real agent processes (benchmarks/agent_e2e.py)",
-                   report(rows, args))
+                   report(rows, args) + f"\n\n![latency distribution]({PNG.name})")
 
 
 if __name__ == "__main__":

@@ -2,14 +2,16 @@
 
 `scenario(run_pass, db_url)` drives creation, readiness, a scale-down drain, a scale-up
 with rebalance, an unused skip-drain annotation and the migrations Job, calling
-`run_pass(kube, stores, ad)` where the worker would run a reconcile. It returns the
-FakeKube, whose write log is what the operator did.
+`run_pass(kube, stores, ad)` where the worker would run a reconcile, each pass named for
+what it is expected to do. It returns the FakeKube, whose write log is what the operator
+did, and the named steps that cut that log into passes.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from occurrence_store import Store
@@ -60,8 +62,19 @@ def _set_spec(kube: FakeKube, **changes: Any) -> None:
     ad["metadata"]["generation"] += 1
 
 
-async def scenario(run_pass: RunPass, db_url: str, stores: Any) -> FakeKube:
+@dataclass(frozen=True)
+class Step:
+    """One named pass of the scenario: its writes are ``kube.writes[start:end]``."""
+
+    name: str
+    start: int
+    end: int
+
+
+async def scenario(run_pass: RunPass, db_url: str, stores: Any
+                   ) -> tuple[FakeKube, list[Step]]:
     kube = FakeKube()
+    steps: list[Step] = []
     secret = {"metadata": {"name": "db"}, "data": {"url": base64.b64encode(
         db_url.encode()).decode()}}
     kube.put(SECRET, secret)
@@ -69,38 +82,42 @@ async def scenario(run_pass: RunPass, db_url: str, stores: Any) -> FakeKube:
                      drain={"rebalanceOnScaleUp": True, "timeoutSeconds": 30}))
     store = await Store.open(db_url, migrate=True)
 
-    async def step() -> float | None:
+    async def step(name: str) -> float | None:
         ad = await kube.get(AD)
         assert ad is not None
-        return await run_pass(kube, stores, ad)
+        start = len(kube.writes)
+        try:
+            return await run_pass(kube, stores, ad)
+        finally:
+            steps.append(Step(name, start, len(kube.writes)))
 
     try:
-        await step()  # creates Service, PDB, StatefulSet (3)
+        await step("created: token Secret, Service, PDB, NetworkPolicy, StatefulSet of 3")
         _sts_settled(kube)
         for k in range(3):
             await store.registry.register(f"{NAME}-{k}", ordinal=k, agent_id=f"{NS}/{NAME}")
-        await step()  # Ready
-        await step()  # nothing to do: no writes
+        await step("the pods are ready: Ready")
+        await step("nothing changed: no writes")
         for k in (1, 2):
             for i in range(3):
                 await store.scope(f"{NAME}-{k}").add_task(f"t{k}{i}")
         _set_spec(kube, replicas=1)
-        await step()  # drain to Shrinking: waits for the pods
+        await step("scaled 3 -> 1: drained, Shrinking, waits for the pods")
         _sts_settled(kube)
-        await step()  # Sweeping, Done
-        await step()
+        await step("scaled 3 -> 1: the pods are gone, Sweeping, Done")
+        await step("after Done: no writes")
         _set_spec(kube, replicas=3)
-        await step()  # scale-up, rebalance Pending
+        await step("scaled 1 -> 3: rebalance Pending")
         _sts_settled(kube)
-        await step()  # rebalance Done
+        await step("scaled 1 -> 3: the pods are ready, rebalance Done")
         kube.objects[AD]["metadata"]["annotations"] = {"occurrence.dev/skip-drain": "true"}
-        await step()  # unused annotation removed, with a warning
+        await step("an unused skip-drain annotation: removed, with a warning")
         _set_spec(kube, migrations={"enabled": True})
-        await step()  # migrations Job created
+        await step("migrations enabled: the Job created")
         job = next(p for p in kube.objects if p.startswith(JOBS + "/"))
         kube.objects[job]["status"] = {"conditions": [{"type": "Complete", "status": "True"}],
                                        "completionTime": "2025-01-01T00:00:00Z"}
-        await step()  # Succeeded: template applied
+        await step("the Job succeeded: the template applied")
         # a drain that cannot finish: an agent holds work, then the database goes away
         scoped = store.scope(f"{NAME}-2")
         task = await scoped.add_task("busy")
@@ -108,14 +125,14 @@ async def scenario(run_pass: RunPass, db_url: str, stores: Any) -> FakeKube:
         await scoped.add_thought(task.task_id, "thinking")
         await scoped.claim_pending_thoughts(1)
         _set_spec(kube, replicas=2)
-        await step()  # fenced, waiting for the in-flight work
+        await step("scaled 3 -> 2 with work in flight: fenced, waiting for it")
         kube.objects[SECRET]["data"] = {"url": base64.b64encode(UNREACHABLE.encode()).decode()}
-        await step()  # DatabaseUnavailable, still draining
+        await step("the database is unreachable: DatabaseUnavailable, still draining")
         kube.objects[AD]["metadata"]["annotations"] = {"occurrence.dev/skip-drain": "true"}
-        await step()  # bypassed: scaled to 2, annotation removed
-        await step()
+        await step("skip-drain: bypassed, scaled to 2, annotation removed")
+        await step("after the bypass")
         kube.objects[SECRET]["data"] = {}
-        await step()  # the Secret lost its key: Degraded
+        await step("the database Secret lost its key: Degraded")
     finally:
         await store.close()
-    return kube
+    return kube, steps

@@ -1,12 +1,11 @@
 """Reconcile passes over a whole life of an AgentDeployment (pass_scenario.py), in memory.
 
-The golden file is every API write the operator made, in order, with times and the
-replica's name normalized. It was first recorded before the reconcile was split into pass /
-scheduling / migrations / status derivation, and re-recorded (UPDATE_GOLDEN=1) only where
-behaviour changed on purpose: the rendered NetworkPolicy and token Secret, the spec's
-maxima, `status.backlog` (in writes that were made anyway). A restructuring (the split,
-the drain's `Sizing`) leaves it byte for byte as it is; `git log` on the file names every
-re-recording and why.
+The golden file is every API write the operator made, pass by pass: one entry per named step
+of the scenario (in order), each holding that pass's writes with times and the replica's
+name normalized. A difference fails on the first step that differs, by name, with only that
+step's writes. It is re-recorded (UPDATE_GOLDEN=1) only where behaviour changes on purpose;
+`git log` on the file names every re-recording and why. A restructuring leaves it byte for
+byte as it is.
 """
 
 from __future__ import annotations
@@ -25,18 +24,18 @@ from occurrence_operator.passcontext import PassContext
 from occurrence_operator.reconcile import ReconcilePass
 from occurrence_operator.stores import Stores
 from tests.unit.operator.fake_kube import FakeKube
-from tests.unit.operator.pass_scenario import AD, scenario
+from tests.unit.operator.pass_scenario import AD, Step, scenario
 
 GOLDEN = Path(__file__).parent / "golden" / "pass-scenario-writes.json"
 
 
-def normalized(writes: list[Any]) -> str:
-    text = json.dumps(writes, indent=1, sort_keys=True)
+def normalized(writes: Any) -> str:
+    text = json.dumps(writes, indent=1, sort_keys=False)
     text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "TIME", text)
     text = re.sub(r'"reportingInstance": "[^"]*"', '"reportingInstance": "X"', text)
     # the token Secret's values are random: only their presence is pinned
     text = re.sub(r'"(admin|work)": "[A-Za-z0-9+/=]{40,}"', r'"\1": "TOKEN"', text)
-    return re.sub(r'"heartbeatAgeSeconds": \d+', '"heartbeatAgeSeconds": N', text) + "\n"
+    return re.sub(r'"heartbeatAgeSeconds": \d+', '"heartbeatAgeSeconds": "N"', text) + "\n"
 
 
 @pytest.fixture
@@ -48,27 +47,43 @@ async def stores() -> AsyncIterator[Stores]:
         await stores.close()
 
 
-async def _run(tmp_path: Path, stores: Stores) -> tuple[FakeKube, OperatorMetrics]:
+async def _run(tmp_path: Path, stores: Stores
+               ) -> tuple[FakeKube, list[Step], OperatorMetrics]:
     metrics = OperatorMetrics()
 
     async def run_pass(kube: FakeKube, stores_: Any, ad: dict[str, Any]) -> float | None:
         context = PassContext(kube, stores_, metrics, "operator-0")  # type: ignore[arg-type]
         return await ReconcilePass(context, ad).run()
 
-    kube = await scenario(run_pass, f"sqlite:///{tmp_path / 'db.sqlite'}", stores)
-    return kube, metrics
+    kube, steps = await scenario(run_pass, f"sqlite:///{tmp_path / 'db.sqlite'}", stores)
+    return kube, steps, metrics
 
 
-async def test_the_writes_are_those_of_the_golden_file(tmp_path: Path, stores: Stores) -> None:
-    kube, _ = await _run(tmp_path, stores)
-    text = normalized(kube.writes)
+def _sorted_keys(value: Any) -> Any:
+    """Every mapping's keys sorted (a write's body), the step order kept."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+async def test_each_pass_makes_the_writes_of_its_golden_step(tmp_path: Path,
+                                                              stores: Stores) -> None:
+    kube, steps, _ = await _run(tmp_path, stores)
+    assert [s.end for s in steps[:-1]] == [s.start for s in steps[1:]]
+    assert steps[0].start == 0 and steps[-1].end == len(kube.writes), "a write outside a pass"
+    recorded = {s.name: _sorted_keys(kube.writes[s.start:s.end]) for s in steps}
+    assert len(recorded) == len(steps), "two steps share a name"
+    text = normalized(recorded)
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(text)
+    golden = json.loads(GOLDEN.read_text())
+    actual = json.loads(text)
+    assert list(actual) == list(golden), "the scenario's steps changed"
+    for name in golden:
+        assert actual[name] == golden[name], f"step {name!r}: its writes differ from the golden"
     assert text == GOLDEN.read_text()
 
 
 async def test_milestones_and_final_status(tmp_path: Path, stores: Stores) -> None:
-    kube, metrics = await _run(tmp_path, stores)
+    kube, _, metrics = await _run(tmp_path, stores)
     reasons = [reason for _, reason in kube.events()]
     assert reasons[:3] == ["TokensCreated", "StatefulSetCreated", "Ready"]
     for earlier, later in [("DrainStarted", "DrainComplete"), ("DrainComplete", "Rebalanced"),
