@@ -4,7 +4,7 @@ On the local control plane (kube-apiserver, kwok nodes; testing/localcluster.py)
 one run:
 
 1. **The bound.** No operator: for each of `--count` names, the objects the operator itself
-   renders (`occurrence_operator.render`: token Secret, Service, PodDisruptionBudget,
+   renders (`occurrence_operator.render.objects`: token Secret, Service, PodDisruptionBudget,
    NetworkPolicy, StatefulSet; migrations disabled, no ownerReferences) applied by a bare
    client (server-side apply, the operator's own `Kube` calls) with the operator's
    concurrency (`--concurrency`, its 10 pass slots), until every StatefulSet has all its
@@ -42,11 +42,11 @@ import yaml
 from benchmarks.common import append_results, median
 from benchmarks.operator_idle import log, roll_out, settle
 from benchmarks.operator_scale import Api, cpu_seconds, new_database, ready
-from occurrence_operator.agent_token import build_token_secret, new_tokens
-from occurrence_operator.kube import Kube
-from occurrence_operator.owner import Owner
-from occurrence_operator.render import render
-from occurrence_operator.spec import AgentDeploymentSpec
+from occurrence_operator.kube.client import Kube
+from occurrence_operator.model.owner import Owner
+from occurrence_operator.model.spec import AgentDeploymentSpec
+from occurrence_operator.render.agent_token import build_token_secret, new_tokens
+from occurrence_operator.render.objects import render
 from occurrence_store import Store
 from testing import localcluster
 from testing.operator_support import (

@@ -9,9 +9,9 @@ What is scanned (rendered into a temporary directory, one file per source):
   its ``helm test`` pod included;
 - ``base/``: the kustomize base (``manifests/base``, plain resources);
 - ``examples/``: ``manifests/examples``, ``manifests/autoscaling``, ``manifests/cloudnativepg``;
-- ``operator/<example>.yaml``: what the operator renders (``occurrence_operator.render``) for
-  every AgentDeployment in those examples — the Job, Service, PDB, NetworkPolicy and
-  StatefulSet it would apply.
+- ``operator/<example>.yaml``: what the operator renders
+  (``occurrence_operator.render.objects``) for every AgentDeployment in those examples — the
+  Job, Service, PDB, NetworkPolicy and StatefulSet it would apply.
 
 checkov comes from PyPI at the version pinned, with hashes, in ``hack/checkov.lock``; it gets
 its own virtualenv under the user cache (its ~90 pinned dependencies must not meet the
@@ -41,9 +41,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
-from occurrence_operator.owner import Owner  # noqa: E402
-from occurrence_operator.render import render  # noqa: E402
-from occurrence_operator.spec import AgentDeploymentSpec  # noqa: E402
+from occurrence_operator.model.owner import Owner  # noqa: E402
+from occurrence_operator.model.spec import AgentDeploymentSpec  # noqa: E402
+from occurrence_operator.render.objects import render  # noqa: E402
 
 CHART = REPO / "charts" / "occurrence-operator"
 LOCK = REPO / "hack" / "checkov.lock"

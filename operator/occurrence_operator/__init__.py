@@ -1,6 +1,9 @@
 """Occurrence operator: turns an AgentDeployment into Kubernetes objects.
 
-The modules in this package split the operator into pure parts (spec model, rendering,
-drain planning, conditions) and the Kopf handlers that do the I/O. Everything importable
-from here without a cluster is pure and unit-tested.
+One folder per layer, each importing only the ones below it (`lint-imports` checks it): the
+entry points stay here (`cli`, `kubectl_occurrence`, `kopf_handlers`; `crdgen` and `rbac`
+print the CRD and the RBAC rules) → `reconcile/` (the pass), beside it `autoscaling/` →
+`drain/`, `rollout/` → `kube/` (the API server and the database handles) → `render/` (pure:
+spec → manifests) → `model/` (pure: spec, status, names). Everything importable from here
+without a cluster is pure and unit-tested.
 """

@@ -24,8 +24,8 @@ import random
 import sys
 from collections.abc import Mapping
 
-from . import wellknown
-from .config import (
+from .model import wellknown
+from .reconcile.config import (
     LIVENESS_ENV,
     METRICS_ADDRESS_ENV,
     PEERING_LIFETIME_ENV,

@@ -43,15 +43,15 @@ from typing import Any
 
 import kopf
 
-from . import wellknown
-from .config import OperatorConfig
-from .informer import Informer, OnEvent, Watched, start_informers
-from .kube import Kube
-from .metrics import OperatorMetrics, serve
-from .passcontext import PassContext
-from .peering import ensure_peering_objects
-from .scheduling import Reconciler
-from .stores import Stores
+from .kube.client import Kube
+from .kube.informer import Informer, OnEvent, Watched, start_informers
+from .kube.metrics import OperatorMetrics, serve
+from .kube.peering import ensure_peering_objects
+from .kube.stores import Stores
+from .model import wellknown
+from .reconcile.config import OperatorConfig
+from .reconcile.passcontext import PassContext
+from .reconcile.scheduling import Reconciler
 
 log = logging.getLogger(__name__)
 

@@ -41,8 +41,8 @@ import yaml
 
 from occurrence_store.models import TaskStatus
 
-from .agd_object import ad_path
-from .agent_api import (
+from .kube.agd_object import ad_path
+from .kube.agent_api import (
     AgentApi,
     AgentApiError,
     Answer,
@@ -51,10 +51,10 @@ from .agent_api import (
     read_token,
     task_path,
 )
-from .kube import ApiError, Kube, collection_path, object_path
-from .naming import ordinal_of, selector_string
-from .never_adopt import owned_by
-from .pause import PAUSED_VALUE, RECONCILE_ANNOTATION
+from .kube.client import ApiError, Kube, collection_path, object_path
+from .model.naming import ordinal_of, selector_string
+from .model.never_adopt import owned_by
+from .model.pause import PAUSED_VALUE, RECONCILE_ANNOTATION
 from .rollout.planner import COMMANDS, ROLLOUT_ANNOTATION
 
 EXIT_ERROR = 1

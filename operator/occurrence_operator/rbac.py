@@ -11,14 +11,14 @@ from typing import Any
 
 import yaml
 
-from . import wellknown
+from .model import wellknown
 
 NAME = wellknown.MANAGER
 NAMESPACE = "occurrence-system"
 
 RULES: list[dict[str, Any]] = [
-    # reconcile.py reads the AgentDeployment; Kopf watches it and keeps its finalizer and
-    # progress annotations (patch; reconcile.py also removes a used skip-drain annotation);
+    # reconcile/passes.py reads the AgentDeployment; Kopf watches it and keeps its finalizer and
+    # progress annotations (patch; reconcile/passes.py also removes a used skip-drain annotation);
     # the status is written through /status (merge patch).
     {
         "apiGroups": [wellknown.GROUP],

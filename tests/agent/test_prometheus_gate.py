@@ -21,9 +21,9 @@ from typing import IO
 import aiohttp
 import pytest
 
+from occurrence_operator.model.spec import GateSpec, PrometheusGate
 from occurrence_operator.rollout import prometheus
 from occurrence_operator.rollout.gates import evaluate
-from occurrence_operator.spec import GateSpec, PrometheusGate
 from testing.agentproc import Agent, migrate, stop_agents
 from testing.ports import free_port
 from testing.waiting import wait_for_async

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 import yaml
 
-from occurrence_operator import naming
-from occurrence_operator.job import migration_hash
-from occurrence_operator.spec import AgentDeploymentSpec
+from occurrence_operator.model import naming
+from occurrence_operator.model.spec import AgentDeploymentSpec
+from occurrence_operator.render.job import migration_hash
 from occurrence_store import Store
 from testing.operator_support import (
     OperatorProcess,

@@ -33,9 +33,9 @@ import asyncpg
 import pytest
 import yaml
 
-from occurrence_operator.owner import Owner
-from occurrence_operator.render import render as render_agd
-from occurrence_operator.spec import AgentDeploymentSpec, refuse_unsafe_pod_shape
+from occurrence_operator.model.owner import Owner
+from occurrence_operator.model.spec import AgentDeploymentSpec, refuse_unsafe_pod_shape
+from occurrence_operator.render.objects import render as render_agd
 from occurrence_store import Store
 from testing.localcluster import KubeCluster
 from testing.operator_support import condition, get, install_crd

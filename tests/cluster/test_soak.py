@@ -52,7 +52,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from occurrence_operator.naming import selector_string
+from occurrence_operator.model.naming import selector_string
 from occurrence_store import OccurrenceState, Store, TaskStatus, ThoughtStatus
 from testing.operator_support import agd_manifest, create_db_secret, get
 from testing.waiting import wait_for

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from occurrence_operator.spec import AgentDeploymentSpec
+from occurrence_operator.model.spec import AgentDeploymentSpec
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

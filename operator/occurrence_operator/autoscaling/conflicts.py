@@ -8,8 +8,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from .. import wellknown
-from ..kube import ApiError, Kube, collection_path
+from ..kube.client import ApiError, Kube, collection_path
+from ..model import wellknown
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ from typing import Any
 
 from occurrence_store import Store
 
-from ..agd_object import AgentDeploymentObject
-from ..metrics import OperatorMetrics
-from ..spec import AgentDeploymentSpec, AutoscalingSpec
-from ..status import AutoscalingStatus
-from ..statusdoc import AUTOSCALER_CONFLICT
-from ..timeutil import format_time, parse_time
+from ..kube.agd_object import AgentDeploymentObject
+from ..kube.metrics import OperatorMetrics
+from ..model.spec import AgentDeploymentSpec, AutoscalingSpec
+from ..model.status import AutoscalingStatus
+from ..model.timeutil import format_time, parse_time
+from ..reconcile.statusdoc import AUTOSCALER_CONFLICT
 from .conflicts import find_other_autoscaler
 from .decision import History, ScaleDecision, decide
 

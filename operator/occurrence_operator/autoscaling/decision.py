@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from ..spec import AutoscalingSpec, ScalingRules
+from ..model.spec import AutoscalingSpec, ScalingRules
 
 Direction = Literal["up", "down"]
 

@@ -1,7 +1,7 @@
 """The StatefulSet's size: the scale-down drain protocol, the skip-drain bypass and the
 rebalance after a scale-up. One entry point, `Sizing` (sizing.py); one job per module:
 
-- `sizing` — `Sizing`, what reconcile.py calls: read the StatefulSet and the drain record,
+- `sizing` — `Sizing`, what reconcile/passes.py calls: read the StatefulSet and the drain record,
   converge (or recover from a database error), finish; the outcome the status is made of;
 - `planner` — the drain's phase diagram, pure: `plan` names one `DrainAction` at a time;
 - `bypass` — the skip-drain escape hatch, pure (`should_bypass`, `bypassed`,

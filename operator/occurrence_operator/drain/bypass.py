@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .. import wellknown
-from ..status import ScaleDownStatus
+from ..model import wellknown
+from ..model.status import ScaleDownStatus
 from .planner import is_active
 
 SKIP_DRAIN_ANNOTATION = f"{wellknown.GROUP}/skip-drain"

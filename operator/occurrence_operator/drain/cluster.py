@@ -14,15 +14,15 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from .. import naming
-from ..agd_object import AgentDeploymentObject
-from ..events import EventType
-from ..kube import object_path
-from ..metrics import OperatorMetrics
-from ..owner import Owner
-from ..spec import AgentDeploymentSpec
-from ..statefulset import build_statefulset
-from ..status import RebalanceStatus, ScaleDownStatus
+from ..kube.agd_object import AgentDeploymentObject
+from ..kube.client import object_path
+from ..kube.events import EventType
+from ..kube.metrics import OperatorMetrics
+from ..model import naming
+from ..model.owner import Owner
+from ..model.spec import AgentDeploymentSpec
+from ..model.status import RebalanceStatus, ScaleDownStatus
+from ..render.statefulset import build_statefulset
 from .planner import draining_count
 
 log = logging.getLogger(__name__)

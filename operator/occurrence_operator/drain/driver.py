@@ -29,12 +29,12 @@ from occurrence_store import (
     ThoughtStatus,
 )
 
-from .. import gate
-from ..events import EventType
-from ..naming import occurrence_id, ordinal_of
-from ..statefulset import StatefulSetSize
-from ..status import RebalanceStatus, ScaleDownStatus
-from ..timeutil import parse_time, utcnow
+from ..kube import gate
+from ..kube.events import EventType
+from ..model.naming import occurrence_id, ordinal_of
+from ..model.status import RebalanceStatus, ScaleDownStatus
+from ..model.timeutil import parse_time, utcnow
+from ..render.statefulset import StatefulSetSize
 from . import bypass as skip_drain
 from . import planner
 from . import rebalance as rebalancing

@@ -52,14 +52,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from ..naming import occurrence_id
-from ..spec import DrainSpec, InFlightMode, RecoveryMode, RecoverySpec
-from ..status import (
+from ..model.naming import occurrence_id
+from ..model.spec import DrainSpec, InFlightMode, RecoveryMode, RecoverySpec
+from ..model.status import (
     ACTIVE_SCALE_DOWN_PHASES,
     ScaleDownPhase,
     ScaleDownStatus,
 )
-from ..timeutil import format_time, parse_time
+from ..model.timeutil import format_time, parse_time
 
 POLL_SECONDS = 5.0
 """Longest wait before re-checking a drain that is waiting on agents or pods."""

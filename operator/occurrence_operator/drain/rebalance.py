@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from ..naming import occurrence_id
-from ..statefulset import StatefulSetSize
-from ..status import RebalanceStatus
-from ..timeutil import format_time
+from ..model.naming import occurrence_id
+from ..model.status import RebalanceStatus
+from ..model.timeutil import format_time
+from ..render.statefulset import StatefulSetSize
 from .planner import POLL_SECONDS, DrainSettings
 
 

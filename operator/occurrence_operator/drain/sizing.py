@@ -3,7 +3,7 @@
 Everything that decides how many occurrences run goes through here: creation, scale-up,
 the scale-down drain protocol (`planner`, carried out by `driver.drive`), the rebalance after
 a scale-up (`rebalance`), and the skip-drain bypass with its one-shot annotation (`bypass`).
-reconcile.py calls it in this order, and knows nothing else of the package:
+reconcile/passes.py calls it in this order, and knows nothing else of the package:
 
 1. `Sizing.read` — the live StatefulSet (never somebody else's) and `.status.scaleDown`;
    `draining` and `ids_needed` tell the steps before sizing (autoscaling, the occurrence id
@@ -22,15 +22,15 @@ from typing import Any
 
 from occurrence_store import Store
 
-from ..agd_object import AgentDeploymentObject
-from ..kube import object_path
-from ..metrics import OperatorMetrics
-from ..naming import fenced_ordinals
-from ..never_adopt import check_owned
-from ..owner import Owner
-from ..spec import AgentDeploymentSpec
-from ..statefulset import StatefulSetSize
-from ..status import ScaleDownStatus
+from ..kube.agd_object import AgentDeploymentObject
+from ..kube.client import object_path
+from ..kube.metrics import OperatorMetrics
+from ..model.naming import fenced_ordinals
+from ..model.never_adopt import check_owned
+from ..model.owner import Owner
+from ..model.spec import AgentDeploymentSpec
+from ..model.status import ScaleDownStatus
+from ..render.statefulset import StatefulSetSize
 from . import bypass, driver
 from .cluster import KubeDrainPort, read_rebalance, read_scale_down
 from .planner import DrainSettings, is_active

@@ -6,7 +6,7 @@
   the events), and reads what the planner needs off the rendered and live StatefulSets;
 - `cluster` — `KubeRolloutPort`, the Kubernetes side, and `read_rollout`.
 
-`Rollout` is what reconcile.py calls, in the template step (after sizing, before the
+`Rollout` is what reconcile/passes.py calls, in the template step (after sizing, before the
 StatefulSet template is applied): `partition_for(rendered, live)` decides and persists, and
 returns the partition the applied StatefulSet carries.
 """

@@ -7,11 +7,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .. import naming, wellknown
-from ..agd_object import AgentDeploymentObject
-from ..events import EventType
-from ..metrics import OperatorMetrics
-from ..status import RolloutStatus
+from ..kube.agd_object import AgentDeploymentObject
+from ..kube.events import EventType
+from ..kube.metrics import OperatorMetrics
+from ..model import naming, wellknown
+from ..model.status import RolloutStatus
 
 log = logging.getLogger(__name__)
 

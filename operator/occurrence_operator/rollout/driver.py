@@ -20,14 +20,14 @@ from occurrence_store import Store
 from occurrence_store.requeue import MAX_BATCH
 from occurrence_store.unreachable import STORE_ERRORS
 
-from ..events import EventType
-from ..kube import is_subset
-from ..naming import occurrence_id
-from ..spec import RolloutSpec
-from ..statefulset import StatefulSetSize
-from ..status import RolloutStatus
-from ..timeutil import parse_time
-from ..wellknown import agent_id
+from ..kube.client import is_subset
+from ..kube.events import EventType
+from ..model.naming import occurrence_id
+from ..model.spec import RolloutSpec
+from ..model.status import RolloutStatus
+from ..model.timeutil import parse_time
+from ..model.wellknown import agent_id
+from ..render.statefulset import StatefulSetSize
 from . import prometheus
 from .planner import Observed, RolloutDecision, gates_due, is_active, plan
 

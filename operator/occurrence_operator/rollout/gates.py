@@ -14,9 +14,9 @@ from datetime import datetime
 
 from occurrence_store.outcomes import WorkOutcome
 
-from ..spec import GateMetric, GateSpec
-from ..status import GateStatus
-from ..timeutil import format_time
+from ..model.spec import GateMetric, GateSpec
+from ..model.status import GateStatus
+from ..model.timeutil import format_time
 from .prometheus import PrometheusReading
 
 

@@ -35,11 +35,11 @@ from typing import Any, Literal
 
 from occurrence_store.outcomes import WorkOutcome
 
-from ..events import EventType
-from ..spec import RolloutSpec, WaveSpec
-from ..status import ACTIVE_ROLLOUT_PHASES, FailedWorkStatus, GateStatus, RolloutStatus
-from ..timeutil import format_time, parse_time
-from ..wellknown import GROUP
+from ..kube.events import EventType
+from ..model.spec import RolloutSpec, WaveSpec
+from ..model.status import ACTIVE_ROLLOUT_PHASES, FailedWorkStatus, GateStatus, RolloutStatus
+from ..model.timeutil import format_time, parse_time
+from ..model.wellknown import GROUP
 from .gates import evaluate, gate_name
 from .prometheus import PrometheusReading
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from ..spec import PrometheusGate
+from ..model.spec import PrometheusGate
 
 MAX_ANSWER_BYTES = 256 * 1024
 """The largest answer read: one sample is a few hundred bytes."""

@@ -8,12 +8,12 @@ from typing import Any
 
 from occurrence_store import Store
 
-from ..agd_object import AgentDeploymentObject
-from ..metrics import OperatorMetrics
-from ..spec import RolloutSpec
-from ..status import RolloutStatus
-from ..timeutil import utcnow
-from ..wellknown import agent_id
+from ..kube.agd_object import AgentDeploymentObject
+from ..kube.metrics import OperatorMetrics
+from ..model.spec import RolloutSpec
+from ..model.status import RolloutStatus
+from ..model.timeutil import utcnow
+from ..model.wellknown import agent_id
 from . import driver
 from .cluster import KubeRolloutPort, read_rollout
 from .planner import COMMANDS, ROLLOUT_ANNOTATION, Observed, RolloutDecision

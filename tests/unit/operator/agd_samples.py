@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from occurrence_operator.owner import Owner
-from occurrence_operator.spec import AgentDeploymentSpec
+from occurrence_operator.model.owner import Owner
+from occurrence_operator.model.spec import AgentDeploymentSpec
 
 OWNER = Owner(name="thinker", namespace="agents", uid="0b5a4a5e-8c3f-4f6e-9a51-3d2f1c0e7b11")
 

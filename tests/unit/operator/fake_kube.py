@@ -1,4 +1,4 @@
-"""An in-memory stand-in for `occurrence_operator.kube.Kube`, for unit tests of a pass.
+"""An in-memory stand-in for `occurrence_operator.kube.client.Kube`, for unit tests of a pass.
 
 Objects live in a dict keyed by their API path; `get`, `list` (with equality label
 selectors), `create` (with `generateName`), `apply` (keeps the status, bumps the
@@ -13,8 +13,8 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from occurrence_operator.kube import ApiError, manifest_path
-from occurrence_operator.metrics import OperatorMetrics
+from occurrence_operator.kube.client import ApiError, manifest_path
+from occurrence_operator.kube.metrics import OperatorMetrics
 
 Write = tuple[str, str, Any]
 """(verb, path, body) of one write."""

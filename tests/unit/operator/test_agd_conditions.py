@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from occurrence_operator.conditions import (
+from occurrence_operator.model.conditions import (
     MIGRATIONS_COMPLETE,
     READY,
     PhaseInputs,
@@ -14,8 +14,8 @@ from occurrence_operator.conditions import (
     find_condition,
     set_condition,
 )
-from occurrence_operator.status import AgentDeploymentStatus
-from occurrence_operator.timeutil import format_time, parse_time
+from occurrence_operator.model.status import AgentDeploymentStatus
+from occurrence_operator.model.timeutil import format_time, parse_time
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from occurrence_operator.cli import PRIORITY_SPREAD, build_config, build_parser
-from occurrence_operator.config import OperatorConfig, OperatorEnvironment, SettingsError
+from occurrence_operator.reconcile.config import OperatorConfig, OperatorEnvironment, SettingsError
 
 
 def test_defaults() -> None:

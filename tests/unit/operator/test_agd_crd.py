@@ -12,10 +12,10 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from occurrence_operator import wellknown
 from occurrence_operator.crdgen import build_crd, openapi_schema, render_crd_yaml
-from occurrence_operator.spec import AgentDeploymentSpec
-from occurrence_operator.status import AgentDeploymentStatus
+from occurrence_operator.model import wellknown
+from occurrence_operator.model.spec import AgentDeploymentSpec
+from occurrence_operator.model.status import AgentDeploymentStatus
 from tests.unit.operator.agd_samples import MINIMAL, SAMPLES, spec_of
 
 CRD_FILE = Path(__file__).parents[3] / "crds" / "agentdeployments.occurrence.dev.yaml"

@@ -17,9 +17,9 @@ import pytest
 from occurrence_operator.drain import bypass, driver, planner
 from occurrence_operator.drain.driver import DrainPort
 from occurrence_operator.drain.planner import DrainSettings
-from occurrence_operator.statefulset import StatefulSetSize
-from occurrence_operator.status import RebalanceStatus, ScaleDownStatus
-from occurrence_operator.timeutil import format_time, parse_time
+from occurrence_operator.model.status import RebalanceStatus, ScaleDownStatus
+from occurrence_operator.model.timeutil import format_time, parse_time
+from occurrence_operator.render.statefulset import StatefulSetSize
 from occurrence_store import OccurrenceState, Store, TaskStatus, ThoughtStatus
 
 NAME = "w"

@@ -23,9 +23,9 @@ from occurrence_operator.drain.planner import (
     survivor_ids,
 )
 from occurrence_operator.drain.rebalance import rebalance_intent
-from occurrence_operator.spec import DrainSpec
-from occurrence_operator.status import ScaleDownStatus
-from occurrence_operator.timeutil import format_time
+from occurrence_operator.model.spec import DrainSpec
+from occurrence_operator.model.status import ScaleDownStatus
+from occurrence_operator.model.timeutil import format_time
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 RELEASE = DrainSettings(timeout_seconds=60, in_flight="release")
@@ -264,7 +264,7 @@ def test_replan_is_deterministic() -> None:
 
 
 def test_settings_from_spec_with_recovery() -> None:
-    from occurrence_operator.spec import RecoverySpec
+    from occurrence_operator.model.spec import RecoverySpec
 
     settings = DrainSettings.from_spec(DrainSpec.model_validate({"releaseGraceSeconds": 4}),
                                        RecoverySpec.model_validate({"inFlight": "fail"}))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from occurrence_operator.kube import is_subset, needs_apply, resource_of
+from occurrence_operator.kube.client import is_subset, needs_apply, resource_of
 
 
 def test_server_defaults_and_omitted_empties_do_not_count_as_differences() -> None:

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from occurrence_operator import gate
 from occurrence_operator.cli import PRIORITY_SPREAD, build_parser, peering_priority
-from occurrence_operator.peering import peering_objects
+from occurrence_operator.kube import gate
+from occurrence_operator.kube.peering import peering_objects
 
 
 def test_same_priority_replicas_get_distinct_kopf_priorities_and_order_is_kept() -> None:

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from occurrence_operator.metrics import OperatorMetrics
-from occurrence_operator.passcontext import PassContext
-from occurrence_operator.reconcile import ReconcilePass
-from occurrence_operator.stores import Stores
+from occurrence_operator.kube.metrics import OperatorMetrics
+from occurrence_operator.kube.stores import Stores
+from occurrence_operator.reconcile.passcontext import PassContext
+from occurrence_operator.reconcile.passes import ReconcilePass
 from tests.unit.operator.fake_kube import FakeKube
 from tests.unit.operator.pass_scenario import AD, Step, scenario
 

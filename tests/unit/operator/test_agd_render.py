@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import yaml
 
-from occurrence_operator import naming, wellknown
-from occurrence_operator.agent_token import build_token_secret, new_tokens
-from occurrence_operator.job import build_migration_job, migration_hash
-from occurrence_operator.owner import Owner
-from occurrence_operator.render import render
-from occurrence_operator.spec import refuse_unsafe_pod_shape
-from occurrence_operator.statefulset import build_statefulset
+from occurrence_operator.model import naming, wellknown
+from occurrence_operator.model.owner import Owner
+from occurrence_operator.model.spec import refuse_unsafe_pod_shape
+from occurrence_operator.render.agent_token import build_token_secret, new_tokens
+from occurrence_operator.render.job import build_migration_job, migration_hash
+from occurrence_operator.render.objects import render
+from occurrence_operator.render.statefulset import build_statefulset
 from tests.unit.operator.agd_samples import FULL, MINIMAL, OWNER, SAMPLES, SCALED_TO_ZERO, spec_of
 
 GOLDEN_DIR = Path(__file__).parent / "golden"

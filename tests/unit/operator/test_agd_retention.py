@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from occurrence_operator.retention import INTERVAL_SECONDS, retain_if_due
-from occurrence_operator.spec import RetentionSpec
+from occurrence_operator.model.spec import RetentionSpec
+from occurrence_operator.reconcile.retention import INTERVAL_SECONDS, retain_if_due
 from occurrence_store import Store, TaskStatus
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from occurrence_operator.spec import AgentDeploymentSpec
+from occurrence_operator.model.spec import AgentDeploymentSpec
 from tests.unit.operator.agd_samples import FULL, MINIMAL, spec_of
 
 
@@ -210,7 +210,7 @@ def test_allowed_neighbours_of_the_refusals() -> None:
 
 
 def test_the_operators_own_service_account_is_refused() -> None:
-    from occurrence_operator.spec import refuse_operator_account
+    from occurrence_operator.model.spec import refuse_operator_account
 
     own = ("occurrence-system", "occurrence-operator")
     as_operator = spec_of({**MINIMAL, "serviceAccountName": "occurrence-operator"})

@@ -5,16 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from occurrence_operator.agd_object import status_patch
-from occurrence_operator.conditions import find_condition
-from occurrence_operator.pause import read_request as read_pause_request
-from occurrence_operator.status import (
+from occurrence_operator.kube.agd_object import status_patch
+from occurrence_operator.model.conditions import find_condition
+from occurrence_operator.model.pause import read_request as read_pause_request
+from occurrence_operator.model.status import (
     AgentDeploymentStatus,
     AutoscalingStatus,
     RolloutStatus,
     ScaleDownStatus,
 )
-from occurrence_operator.statusdoc import (
+from occurrence_operator.reconcile.statusdoc import (
     OCCURRENCE_ID_CONFLICT,
     ConditionSet,
     Migration,

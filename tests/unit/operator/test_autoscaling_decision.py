@@ -17,7 +17,7 @@ from occurrence_operator.autoscaling.decision import (
     UP_STABILIZING,
     WITHIN_TARGET,
 )
-from occurrence_operator.spec import AgentDeploymentSpec, AutoscalingSpec
+from occurrence_operator.model.spec import AgentDeploymentSpec, AutoscalingSpec
 
 
 def spec(**fields: Any) -> AutoscalingSpec:

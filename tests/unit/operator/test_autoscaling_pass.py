@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from occurrence_operator.metrics import OperatorMetrics
-from occurrence_operator.passcontext import PassContext
-from occurrence_operator.reconcile import ReconcilePass
-from occurrence_operator.stores import Stores
+from occurrence_operator.kube.metrics import OperatorMetrics
+from occurrence_operator.kube.stores import Stores
+from occurrence_operator.reconcile.passcontext import PassContext
+from occurrence_operator.reconcile.passes import ReconcilePass
 from occurrence_store import Store
 from tests.unit.operator.fake_kube import FakeKube
 from tests.unit.operator.pass_scenario import AD, NAME, NS, SECRET, STS
@@ -124,9 +124,9 @@ async def test_turning_autoscaling_off_removes_its_status(world: Any) -> None:
 
 async def test_a_standing_conflict_is_looked_at_again_once_a_minute_not_every_interval(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from occurrence_operator.agd_object import AgentDeploymentObject
     from occurrence_operator.autoscaling import controller
-    from occurrence_operator.spec import AutoscalingSpec
+    from occurrence_operator.kube.agd_object import AgentDeploymentObject
+    from occurrence_operator.model.spec import AutoscalingSpec
 
     looks: list[float] = []
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from occurrence_operator.informer import Informer, Watched
-from occurrence_operator.kube import Kube
+from occurrence_operator.kube.client import Kube
+from occurrence_operator.kube.informer import Informer, Watched
 
 PODS = Watched("/api/v1", "pods", "x", cached=False)
 STS = Watched("/apis/apps/v1", "statefulsets", "x")

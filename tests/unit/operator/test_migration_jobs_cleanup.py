@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from occurrence_operator.agd_object import AgentDeploymentObject
-from occurrence_operator.kube import ApiError
-from occurrence_operator.migrations import remove_superseded_jobs
+from occurrence_operator.kube.agd_object import AgentDeploymentObject
+from occurrence_operator.kube.client import ApiError
+from occurrence_operator.reconcile.migrations import remove_superseded_jobs
 from tests.unit.operator.fake_kube import FakeKube
 
 NS, NAME, UID = "ns", "web", "agd-uid"

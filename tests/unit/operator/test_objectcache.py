@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from occurrence_operator.objectcache import ObjectCache, ObjectKey, Stale, is_newer, split_path
+from occurrence_operator.model.objectcache import (
+    ObjectCache,
+    ObjectKey,
+    Stale,
+    is_newer,
+    split_path,
+)
 
 STS = "/apis/apps/v1/statefulsets"
 PATH = "/apis/apps/v1/namespaces/team/statefulsets/web"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from occurrence_operator.metrics import OperatorMetrics
+from occurrence_operator.kube.metrics import OperatorMetrics
 
 
 def _samples(metrics: OperatorMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from occurrence_operator import kubectl_occurrence as plugin
-from occurrence_operator.agent_api import (
+from occurrence_operator.kube.agent_api import (
     MAX_RESPONSE_BYTES,
     AgentApiError,
     agent_pod_ok,
@@ -193,7 +193,7 @@ def test_drained_means_the_fence_was_acted_on_and_nothing_is_left() -> None:
 
 async def test_drain_refuses_an_occurrence_that_does_not_run_and_times_out_fenced(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from occurrence_operator.agd_object import ad_path
+    from occurrence_operator.kube.agd_object import ad_path
     from tests.unit.operator.fake_kube import FakeKube
 
     kube = FakeKube()

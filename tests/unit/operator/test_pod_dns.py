@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from occurrence_operator.pod_dns import qualify_service_hosts
+from occurrence_operator.render.pod_dns import qualify_service_hosts
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from occurrence_operator.model.spec import RolloutSpec
+from occurrence_operator.model.status import RolloutStatus
+from occurrence_operator.model.timeutil import format_time, utcnow
 from occurrence_operator.rollout import driver
 from occurrence_operator.rollout.planner import Observed, RolloutDecision
-from occurrence_operator.spec import RolloutSpec
-from occurrence_operator.status import RolloutStatus
-from occurrence_operator.timeutil import format_time, utcnow
 from occurrence_store import Store, TaskStatus
 from occurrence_store.errors import StoreUnavailable
 

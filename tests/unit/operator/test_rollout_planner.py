@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from occurrence_operator.model.spec import GateSpec, RolloutSpec, WaveSpec
+from occurrence_operator.model.status import RolloutStatus
 from occurrence_operator.rollout.gates import evaluate
 from occurrence_operator.rollout.planner import Observed, held_back, is_active, plan, wave_sizes
-from occurrence_operator.spec import GateSpec, RolloutSpec, WaveSpec
-from occurrence_operator.status import RolloutStatus
 from occurrence_store.outcomes import WorkOutcome
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -11,13 +11,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
+from occurrence_operator.model.spec import GateSpec, RolloutSpec
+from occurrence_operator.model.status import RolloutStatus
+from occurrence_operator.model.timeutil import format_time
 from occurrence_operator.rollout import prometheus
 from occurrence_operator.rollout.gates import evaluate
 from occurrence_operator.rollout.planner import Observed, plan
 from occurrence_operator.rollout.prometheus import PrometheusReading
-from occurrence_operator.spec import GateSpec, RolloutSpec
-from occurrence_operator.status import RolloutStatus
-from occurrence_operator.timeutil import format_time
 
 T0 = datetime(2026, 12, 7, 12, tzinfo=UTC)
 

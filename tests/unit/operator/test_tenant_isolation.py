@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from occurrence_operator import scheduling
-from occurrence_operator.metrics import OperatorMetrics
-from occurrence_operator.passcontext import PassContext
-from occurrence_operator.scheduling import Reconciler
-from occurrence_operator.stores import Stores
+from occurrence_operator.kube.metrics import OperatorMetrics
+from occurrence_operator.kube.stores import Stores
+from occurrence_operator.reconcile import scheduling
+from occurrence_operator.reconcile.passcontext import PassContext
+from occurrence_operator.reconcile.scheduling import Reconciler
 from occurrence_store import Store
 from tests.unit.operator.fake_kube import FakeKube
 
@@ -102,8 +102,8 @@ async def test_a_stalled_pass_gives_its_slot_back_at_its_deadline(
 async def test_an_operator_in_a_pod_refuses_a_tenants_sqlite_url() -> None:
     import base64
 
-    from occurrence_operator.secrets import SecretProblem, database_url
-    from occurrence_operator.spec import SecretKeyRef
+    from occurrence_operator.kube.secrets import SecretProblem, database_url
+    from occurrence_operator.model.spec import SecretKeyRef
 
     kube = FakeKube()
     kube.put("/api/v1/namespaces/t/secrets/db", {"metadata": {"name": "db"}, "data": {

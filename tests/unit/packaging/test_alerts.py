@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from occurrence_agent.metrics import AgentMetrics
-from occurrence_operator.metrics import OperatorMetrics
+from occurrence_operator.kube.metrics import OperatorMetrics
 
 REPO = Path(__file__).resolve().parents[3]
 RULES = REPO / "charts" / "occurrence-operator" / "files" / "alerts.yaml"

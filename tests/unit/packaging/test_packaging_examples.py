@@ -16,8 +16,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from occurrence_operator import wellknown
-from occurrence_operator.spec import AgentDeploymentSpec
+from occurrence_operator.model import wellknown
+from occurrence_operator.model.spec import AgentDeploymentSpec
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "manifests" / "examples"

@@ -12,8 +12,8 @@ import base64
 import secrets
 from typing import Any
 
-from . import naming, wellknown
-from .owner import Owner
+from ..model import naming, wellknown
+from ..model.owner import Owner
 
 TOKEN_BYTES = 32
 

@@ -20,9 +20,9 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import naming, wellknown
-from .owner import Owner
-from .spec import AgentDeploymentSpec
+from ..model import naming, wellknown
+from ..model.owner import Owner
+from ..model.spec import AgentDeploymentSpec
 
 SAME_NAMESPACE_PEER: dict[str, Any] = {"podSelector": {}}
 

@@ -3,7 +3,7 @@
 Under Kopf peering (`--peering`), only the highest-priority replica is active: Kopf pauses
 the others by stopping their watch streams and their daemons. Every reconcile runs inside
 the AgentDeployment's Kopf daemon (kopf_handlers.py), which binds the daemon's `stopped` flag
-here; every API write (kube.py) and every drain step (drain/driver.py) checks it first and
+here; every API write (client.py) and every drain step (drain/driver.py) checks it first and
 raises `Interrupted` once the daemon is asked to stop (paused, exiting, object deleted).
 Kopf also cancels the daemon task, so an await in flight is interrupted too. A reconcile
 outside a daemon (unit tests, one-off tools) has no gate and always may act.

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import autoscaling
-from .kube import Kube
-from .metrics import OperatorMetrics
-from .stores import Stores
+from .. import autoscaling
+from ..kube.client import Kube
+from ..kube.metrics import OperatorMetrics
+from ..kube.stores import Stores
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,13 @@ from occurrence_store.errors import InvalidDatabaseURL
 from occurrence_store.redact import redact_url
 from occurrence_store.urls import parse_database_url
 
-from . import naming
-from .agent_token import build_token_secret, new_tokens
-from .kube import Kube, collection_path, object_path
-from .never_adopt import check_owned
-from .owner import Owner
-from .pod_dns import qualify_service_hosts
-from .spec import SecretKeyRef
+from ..model import naming
+from ..model.never_adopt import check_owned
+from ..model.owner import Owner
+from ..model.spec import SecretKeyRef
+from ..render.agent_token import build_token_secret, new_tokens
+from ..render.pod_dns import qualify_service_hosts
+from .client import Kube, collection_path, object_path
 
 
 class SecretProblem(Exception):

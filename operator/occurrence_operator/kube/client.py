@@ -18,9 +18,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any, cast
 from urllib.parse import quote
 
-from . import gate, wellknown
+from ..model import wellknown
+from ..model.objectcache import ObjectCache
+from . import gate
 from .metrics import OperatorMetrics
-from .objectcache import ObjectCache
 
 FIELD_MANAGER = wellknown.MANAGER
 

@@ -25,11 +25,11 @@ import hashlib
 import json
 from typing import Any
 
-from . import naming, wellknown
-from .owner import Owner
+from ..model import naming, wellknown
+from ..model.owner import Owner
+from ..model.spec import AgentDeploymentSpec, ContainerSecurityContextOverride
 from .pod import database_url_env, scheduling, tmp_volume, tmp_volume_mount
 from .security import container_security_context, pod_security_context
-from .spec import AgentDeploymentSpec, ContainerSecurityContextOverride
 
 HASH_LENGTH = 10
 CONTAINER_NAME = "migrate"

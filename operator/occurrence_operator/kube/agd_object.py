@@ -2,7 +2,7 @@
 
 Holds the body read at the start of the pass (kept up to date with what the pass writes), a
 working copy of its `.status`, and the Events the pass will post. Both the pass
-(`reconcile.py`) and the Kubernetes side of the drain (`drain/cluster.py`) write through it,
+(`reconcile/passes.py`) and the Kubernetes side of the drain (`drain/cluster.py`) write through it,
 so there is one place that decides what a status write sends: only the fields that differ
 from the live status (`status_patch`), so a pass with nothing to do writes nothing.
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import wellknown
+from ..model import wellknown
+from .client import Kube, object_path
 from .events import EventType, post
-from .kube import Kube, object_path
 
 HEARTBEAT_TOLERANCE_SECONDS = 30
 """`status.occurrences[].heartbeatAgeSeconds` is rewritten only when it is off by more than

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from occurrence_store import Store
 
-from .spec import RetentionSpec
+from ..model.spec import RetentionSpec
 
 log = logging.getLogger(__name__)
 

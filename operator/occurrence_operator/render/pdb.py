@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import naming
-from .owner import Owner
-from .spec import AgentDeploymentSpec
+from ..model import naming
+from ..model.owner import Owner
+from ..model.spec import AgentDeploymentSpec
 
 
 def build_pdb(owner: Owner, spec: AgentDeploymentSpec) -> dict[str, Any]:

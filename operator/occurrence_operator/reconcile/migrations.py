@@ -15,13 +15,13 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from . import naming, wellknown
-from .agd_object import AgentDeploymentObject
-from .kube import ApiError, collection_path, object_path
-from .never_adopt import check_owned, owned_by
-from .render import Rendered
+from ..kube.agd_object import AgentDeploymentObject
+from ..kube.client import ApiError, collection_path, object_path
+from ..model import naming, wellknown
+from ..model.never_adopt import check_owned, owned_by
+from ..model.timeutil import format_time
+from ..render.objects import Rendered
 from .statusdoc import Migration
-from .timeutil import format_time
 
 MIGRATION_POLL_SECONDS = 5.0
 RUNNING_REQUEUE_SECONDS = MIGRATION_POLL_SECONDS * 6

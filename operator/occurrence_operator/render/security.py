@@ -11,7 +11,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from .spec import ContainerSecurityContextOverride, PodSecurityContextOverride
+from ..model.spec import ContainerSecurityContextOverride, PodSecurityContextOverride
 
 DEFAULT_UID = 10001
 DEFAULT_GID = 10001

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from .kube import ApiError, Kube
+from .client import ApiError, Kube
 
 log = logging.getLogger(__name__)
 

@@ -29,29 +29,33 @@ from pydantic import ValidationError
 from occurrence_store import OccurrenceState, Store
 from occurrence_store.unreachable import STORE_ERRORS, is_unreachable
 
-from . import autoscaling, drain, gate, naming
-from .agd_object import AgentDeploymentObject
-from .conditions import DEGRADED, READY
-from .kube import ApiError, needs_apply, rejected_as_invalid
-from .migrations import track_migrations
-from .never_adopt import NAME_CONFLICT, NameConflict
-from .occurrence_ids import claim_occurrence_ids, own_occurrences
-from .owned_objects import apply_owned_objects
-from .owner import Owner
-from .passcontext import PassContext
-from .pause import PAUSED, REASON_UNKNOWN_VALUE
-from .pause import read_request as read_pause_request
-from .render import render
-from .retention import retain_if_due
-from .rollout import Rollout
-from .secrets import SecretProblem, database_secret_path, database_url
-from .spec import (
+from .. import autoscaling, drain
+from ..kube import gate
+from ..kube.agd_object import AgentDeploymentObject
+from ..kube.client import ApiError, needs_apply, rejected_as_invalid
+from ..kube.owned_objects import apply_owned_objects
+from ..kube.secrets import SecretProblem, database_secret_path, database_url
+from ..model import naming
+from ..model.conditions import DEGRADED, READY
+from ..model.never_adopt import NAME_CONFLICT, NameConflict
+from ..model.owner import Owner
+from ..model.pause import PAUSED, REASON_UNKNOWN_VALUE
+from ..model.pause import read_request as read_pause_request
+from ..model.spec import (
     DEFAULT_DRAIN_TIMEOUT_SECONDS,
     AgentDeploymentSpec,
     refuse_operator_account,
     refuse_unsafe_pod_shape,
 )
-from .statefulset import StatefulSetSize, build_statefulset
+from ..model.timeutil import parse_time, utcnow
+from ..model.wellknown import agent_id
+from ..render.objects import render
+from ..render.statefulset import StatefulSetSize, build_statefulset
+from ..rollout import Rollout
+from .migrations import track_migrations
+from .occurrence_ids import claim_occurrence_ids, own_occurrences
+from .passcontext import PassContext
+from .retention import retain_if_due
 from .statusdoc import (
     DATABASE_UNAVAILABLE,
     OCCURRENCE_ID_CONFLICT,
@@ -64,8 +68,6 @@ from .statusdoc import (
     problem_status,
     short_error,
 )
-from .timeutil import parse_time, utcnow
-from .wellknown import agent_id
 
 log = logging.getLogger(__name__)
 

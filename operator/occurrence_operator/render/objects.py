@@ -6,13 +6,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import naming
+from ..model import naming
+from ..model.owner import Owner
+from ..model.spec import AgentDeploymentSpec
 from .job import build_migration_job, migration_hash
 from .network_policy import build_network_policy
-from .owner import Owner
 from .pdb import build_pdb
 from .service import build_service
-from .spec import AgentDeploymentSpec
 from .statefulset import build_statefulset
 
 

@@ -10,14 +10,14 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from . import naming, wellknown
+from ..model import naming, wellknown
+from ..model.spec import AgentDeploymentSpec
 from .security import (
     DEFAULT_CONTAINER_SECURITY_CONTEXT,
     container_security_context,
     deep_merge,
     pod_security_context,
 )
-from .spec import AgentDeploymentSpec
 
 CONTAINER_NAME = "agent"
 PORT_NAME = "http"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import naming
-from .owner import Owner
+from ..model import naming
+from ..model.owner import Owner
+from ..model.spec import AgentDeploymentSpec
 from .pod import PORT_NAME
-from .spec import AgentDeploymentSpec
 
 
 def build_service(spec: AgentDeploymentSpec, owner: Owner) -> dict[str, Any]:

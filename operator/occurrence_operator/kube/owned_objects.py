@@ -11,12 +11,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from . import naming
+from ..model import naming
+from ..model.never_adopt import check_owned, owned_by
+from ..model.owner import Owner
+from ..render.objects import Rendered
+from .client import Kube, needs_apply, object_path
 from .events import EventType
-from .kube import Kube, needs_apply, object_path
-from .never_adopt import check_owned, owned_by
-from .owner import Owner
-from .render import Rendered
 from .secrets import ensure_token_secret
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Each AgentDeployment has one worker: `Reconciler.serve`, run as its Kopf daemon
 (kopf_handlers.py). All reconciles of the object happen in that worker, one at a time
-(`ReconcilePass`, reconcile.py); the informers' events (of the AgentDeployment and of
+(`ReconcilePass`, passes.py); the informers' events (of the AgentDeployment and of
 the objects it owns) only wake it up (`trigger`). Kopf stops (and cancels) daemons when peering
 pauses this replica, so a paused replica has no timer, retry or queued trigger left that
 could reconcile or drain: there is no scheduling outside the daemon. `gate` turns a stop
@@ -17,12 +17,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import gate
-from .agd_object import ad_path
+from ..kube import gate
+from ..kube.agd_object import ad_path
+from ..kube.stores import CONNECTIONS_PER_PASS, POOL_SIZE
+from ..model.wellknown import agent_id
 from .passcontext import PassContext
-from .reconcile import RETRY_SECONDS, ReconcilePass
-from .stores import CONNECTIONS_PER_PASS, POOL_SIZE
-from .wellknown import agent_id
+from .passes import RETRY_SECONDS, ReconcilePass
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from . import wellknown
-from .kube import ApiError, Kube, collection_path
-from .timeutil import format_time, utcnow
+from ..model import wellknown
+from ..model.timeutil import format_time, utcnow
+from .client import ApiError, Kube, collection_path
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .kube import ApiError, Kube, resource_of
-from .objectcache import Stale
+from ..model.objectcache import Stale
+from .client import ApiError, Kube, resource_of
 
 log = logging.getLogger(__name__)
 

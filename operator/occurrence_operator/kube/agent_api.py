@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from . import naming
-from .kube import ApiError, Kube, object_path
-from .never_adopt import owned_by
+from ..model import naming
+from ..model.never_adopt import owned_by
+from .client import ApiError, Kube, object_path
 
 TIMEOUT_SECONDS = 15.0
 """The longest one request to one agent may take, port-forward included."""

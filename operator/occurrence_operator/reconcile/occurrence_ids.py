@@ -13,9 +13,9 @@ import re
 
 from occurrence_store import Occurrence, Store
 
-from .naming import occurrence_id
+from ..kube.stores import Stores
+from ..model.naming import occurrence_id
 from .statusdoc import OCCURRENCE_ID_CONFLICT, Problem, short_error
-from .stores import Stores
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import naming, wellknown
-from .owner import Owner
+from ..model import naming, wellknown
+from ..model.owner import Owner
+from ..model.spec import AgentDeploymentSpec
 from .pod import agent_pod_template
-from .spec import AgentDeploymentSpec
 
 
 def build_statefulset(spec: AgentDeploymentSpec, owner: Owner, replicas: int,

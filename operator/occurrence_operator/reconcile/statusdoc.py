@@ -20,7 +20,9 @@ from pydantic import ValidationError
 
 from occurrence_store import Occurrence
 
-from .conditions import (
+from ..drain import draining_count, is_active
+from ..kube.events import EventType
+from ..model.conditions import (
     DEGRADED,
     DRAINING,
     MIGRATIONS_COMPLETE,
@@ -33,10 +35,8 @@ from .conditions import (
     find_condition,
     set_condition,
 )
-from .drain import draining_count, is_active
-from .events import EventType
-from .naming import ordinal_of
-from .pause import (
+from ..model.naming import ordinal_of
+from ..model.pause import (
     PAUSED,
     REASON_PAUSED,
     REASON_RESUMED,
@@ -44,9 +44,7 @@ from .pause import (
     RECONCILE_ANNOTATION,
     paused_message,
 )
-from .rollout import held_back
-from .statefulset import StatefulSetSize
-from .status import (
+from ..model.status import (
     AgentDeploymentStatus,
     AutoscalingStatus,
     Condition,
@@ -57,6 +55,8 @@ from .status import (
     RolloutStatus,
     ScaleDownStatus,
 )
+from ..render.statefulset import StatefulSetSize
+from ..rollout import held_back
 
 OCCURRENCE_ID_CONFLICT = "OccurrenceIdConflict"
 AUTOSCALER_CONFLICT = "AutoscalerConflict"
