@@ -249,15 +249,15 @@ pid_alive() {  # $1: component; true if its pid file names a live process of tha
   [[ -f "$f" ]] || return 1
   pid="$(cat "$f")"
   [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
-  # guard against a recycled pid: argv[0] must be our binary — or, for the first moments
-  # after `launch`, the forked shell or setsid that is about to exec it (seen once: a check
-  # in that window reported a starting kubelet as exited)
+  # guard against a recycled pid: argv[0] must be our binary — except in the first seconds
+  # after `launch`, while the forked shell or setsid is still exec'ing it: then argv[0] is
+  # theirs, or even empty (/proc/PID/cmdline reads empty during execve). Twice a check in
+  # that window reported a starting kubelet as exited (once with argv[0] empty).
   local argv0
   argv0="$(head -z -n1 "/proc/$pid/cmdline" 2>/dev/null | tr -d '\0')"
   case "${argv0##*/}" in
     "$1") return 0 ;;
-    setsid | bash) (($(process_age "$pid") < 5)) ;;
-    *) return 1 ;;
+    *) (($(process_age "$pid") < 5)) ;;
   esac
 }
 
