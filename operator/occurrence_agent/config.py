@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from occurrence_store.errors import InvalidDatabaseURL, InvalidOccurrenceId
-from occurrence_store.models import validate_occurrence_id
+from occurrence_store.models import DEFAULT_AGENT_ID, AgentId, OccurrenceId, validate_occurrence_id
 from occurrence_store.urls import parse_database_url
 
 
@@ -69,11 +69,11 @@ class AgentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    occurrence_id: str = Field(description="Stable identity; the pod name in Kubernetes.")
+    occurrence_id: OccurrenceId = Field(description="Stable identity; the pod name in Kubernetes.")
     ordinal: int | None = Field(default=None, ge=0, le=1_000_000,
                                 description="StatefulSet ordinal (pod index), if any.")
-    agent_id: str = Field(
-        default="", max_length=320,
+    agent_id: AgentId = Field(
+        default=DEFAULT_AGENT_ID, max_length=320,
         description="The agent this occurrence belongs to (the operator sets "
         "<namespace>/<AgentDeployment name>): shared decisions and idempotency keys are per "
         "agent, and an occurrence id owned by another agent is refused at start.")
@@ -131,7 +131,7 @@ class AgentConfig(BaseModel):
 
     @field_validator("occurrence_id")
     @classmethod
-    def _occurrence_id(cls, value: str) -> str:
+    def _occurrence_id(cls, value: str) -> OccurrenceId:
         try:
             return validate_occurrence_id(value)
         except InvalidOccurrenceId as exc:
@@ -139,12 +139,12 @@ class AgentConfig(BaseModel):
 
     @field_validator("agent_id")
     @classmethod
-    def _agent_id(cls, value: str) -> str:
+    def _agent_id(cls, value: str) -> AgentId:
         value = value.strip()
         if value and not _AGENT_ID_RE.match(value):
             raise ValueError(f"invalid agent id {value[:80]!r}: use <namespace>/<name> "
                              "(letters, digits, '.', '_', '-')")
-        return value
+        return AgentId(value)
 
     @field_validator("database_url")
     @classmethod

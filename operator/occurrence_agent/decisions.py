@@ -22,7 +22,7 @@ from typing import Any
 from occurrence_agent.handlers import Handler
 from occurrence_agent.metrics import AgentMetrics
 from occurrence_store import FINISHED_TASK_STATUSES, NotEligibleToDecide, Store
-from occurrence_store.models import DEFAULT_AGENT_ID, Task, TaskStatus
+from occurrence_store.models import DEFAULT_AGENT_ID, AgentId, OccurrenceId, Task, TaskStatus
 from occurrence_store.shared import SharedTasks
 
 log = logging.getLogger("occurrence_agent.decisions")
@@ -42,11 +42,11 @@ class WakeupOutcome:
     performed: bool
     waited_seconds: float
     status: TaskStatus
-    performed_by: str | None
+    performed_by: OccurrenceId | None
 
 
-async def _renew_forever(shared: SharedTasks, task_id: str, occurrence_id: str, lease: float,
-                         metrics: AgentMetrics) -> None:
+async def _renew_forever(shared: SharedTasks, task_id: str, occurrence_id: OccurrenceId,
+                         lease: float, metrics: AgentMetrics) -> None:
     while True:
         await asyncio.sleep(lease / 3)
         try:
@@ -60,7 +60,7 @@ async def _renew_forever(shared: SharedTasks, task_id: str, occurrence_id: str, 
                         extra={"event": "shared.renew_failed", "occurrence_id": occurrence_id})
 
 
-async def _perform(shared: SharedTasks, task: Task, occurrence_id: str, lease: float,
+async def _perform(shared: SharedTasks, task: Task, occurrence_id: OccurrenceId, lease: float,
                    work: Callable[[], Awaitable[tuple[dict[str, Any], TaskStatus]]],
                    metrics: AgentMetrics) -> tuple[dict[str, Any], TaskStatus]:
     """Run ``work()`` holding the claim's lease; return (outcome, status) after completing."""
@@ -82,9 +82,10 @@ async def _perform(shared: SharedTasks, task: Task, occurrence_id: str, lease: f
     return outcome, status
 
 
-async def wake_up(store: Store, occurrence_id: str, handler: Handler, *, timeout: float,
-                  lease_seconds: float, metrics: AgentMetrics, poll_interval: float = 0.5,
-                  agent_id: str = DEFAULT_AGENT_ID) -> WakeupOutcome:
+async def wake_up(store: Store, occurrence_id: OccurrenceId, handler: Handler, *,
+                  timeout: float, lease_seconds: float, metrics: AgentMetrics,
+                  poll_interval: float = 0.5, agent_id: AgentId = DEFAULT_AGENT_ID
+                  ) -> WakeupOutcome:
     """Join today's wakeup of ``agent_id``: perform it if this occurrence's claim lands,
     else wait for it."""
     loop = asyncio.get_running_loop()
@@ -149,7 +150,8 @@ async def wake_up(store: Store, occurrence_id: str, handler: Handler, *, timeout
             return _joined(done, occurrence_id, loop.time() - started, metrics)
 
 
-def _joined(task: Task, occurrence_id: str, waited: float, metrics: AgentMetrics) -> WakeupOutcome:
+def _joined(task: Task, occurrence_id: OccurrenceId, waited: float,
+            metrics: AgentMetrics) -> WakeupOutcome:
     metrics.set("occurrence_wakeup_waiting_since_timestamp_seconds", 0)
     metrics.set("occurrence_wakeup_performed", 0)
     metrics.set("occurrence_wakeup_wait_seconds", waited)
@@ -194,9 +196,9 @@ class ShutdownCoordinator:
     fleet that was started again afterwards.
     """
 
-    def __init__(self, store: Store, occurrence_id: str, handler: Handler, *,
+    def __init__(self, store: Store, occurrence_id: OccurrenceId, handler: Handler, *,
                  started_at: datetime, lease_seconds: float, metrics: AgentMetrics,
-                 agent_id: str = DEFAULT_AGENT_ID) -> None:
+                 agent_id: AgentId = DEFAULT_AGENT_ID) -> None:
         self.store = store
         self.shared = store.shared_for(agent_id)
         self.agent_id = agent_id

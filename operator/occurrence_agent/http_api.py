@@ -38,7 +38,7 @@ from occurrence_agent.schemas import (
     thought_json,
 )
 from occurrence_store.errors import StoreError, StoreQueryError
-from occurrence_store.models import Task, TaskStatus
+from occurrence_store.models import OccurrenceId, Task, TaskStatus
 from occurrence_store.scoped import ScopedStore
 from occurrence_store.unreachable import DATABASE_ERRORS
 
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 class RuntimeView(Protocol):
     """What the API needs from the runtime."""
 
-    occurrence_id: str
+    occurrence_id: OccurrenceId
 
     @property
     def scoped(self) -> ScopedStore: ...

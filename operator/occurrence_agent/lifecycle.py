@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from occurrence_store import Store
 from occurrence_store.errors import UnknownOccurrence
-from occurrence_store.models import DEFAULT_AGENT_ID, Occurrence
+from occurrence_store.models import DEFAULT_AGENT_ID, AgentId, Occurrence, OccurrenceId
 
 log = logging.getLogger("occurrence_agent.lifecycle")
 
@@ -23,8 +23,8 @@ StateCallback = Callable[[Occurrence], Awaitable[None]]
 
 
 class Presence:
-    def __init__(self, store: Store, occurrence_id: str, *, ordinal: int | None,
-                 lease_seconds: float, interval: float, agent_id: str = DEFAULT_AGENT_ID,
+    def __init__(self, store: Store, occurrence_id: OccurrenceId, *, ordinal: int | None,
+                 lease_seconds: float, interval: float, agent_id: AgentId = DEFAULT_AGENT_ID,
                  revision: str | None = None,
                  on_error: Callable[[BaseException], None] | None = None) -> None:
         self.store = store

@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from occurrence_store.models import TaskStatus
+from occurrence_store.models import OccurrenceId, TaskStatus
 
 from .kube.agd_object import ad_path
 from .kube.agent_api import (
@@ -189,14 +189,14 @@ def _api_error(e: ApiError, namespace: str, name: str) -> PluginError:
     return PluginError(f"the API server refused ({e.status}): {e.message}")
 
 
-def fence_ids(name: str, requested: Sequence[str]) -> list[str]:
+def fence_ids(name: str, requested: Sequence[str]) -> list[OccurrenceId]:
     """`NAME-K` or `K` → `NAME-K`; anything else is refused before anything is written."""
     ids = []
     for text in requested:
         occurrence = f"{name}-{text}" if text.isdigit() and text.isascii() else text
         if ordinal_of(occurrence, name) is None:
             raise PluginError(f"{text!r} is not an occurrence of {name} ({name}-K, or K)")
-        ids.append(occurrence)
+        ids.append(OccurrenceId(occurrence))
     return ids
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from occurrence_store.models import OccurrenceId
+
 
 def balanced_quotas(loads: Sequence[int], n: int) -> list[int]:
     """How many of ``n`` new tasks each survivor gets, given its current ``loads``.
@@ -56,8 +58,8 @@ def spread_slots(quotas: Sequence[int]) -> list[int]:
         ((j + 0.5) / q, i) for i, q in enumerate(quotas) if q for j in range(q))]
 
 
-def spread_assignment(task_ids: Sequence[str], targets: Sequence[str],
-                      quotas: Sequence[int]) -> list[tuple[str, str]]:
+def spread_assignment(task_ids: Sequence[str], targets: Sequence[OccurrenceId],
+                      quotas: Sequence[int]) -> list[tuple[str, OccurrenceId]]:
     """Pair each task (in the given order) with a target, honouring ``quotas`` exactly
     (:func:`spread_slots`)."""
     if len(targets) != len(quotas):

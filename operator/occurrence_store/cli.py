@@ -20,8 +20,10 @@ from typing import Any
 from occurrence_store.errors import StoreError, UnknownOccurrence, VersionConflict
 from occurrence_store.models import (
     DEFAULT_AGENT_ID,
+    AgentId,
     DrainResult,
     InFlightPolicy,
+    OccurrenceId,
     OccurrenceState,
     TaskStatus,
     validate_occurrence_id,
@@ -53,18 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     _output(migrate)
 
     occ = sub.add_parser("occurrences", help="list occurrences: state, heartbeat, pending work")
-    occ.add_argument("--agent", metavar="NAMESPACE/NAME",
+    occ.add_argument("--agent", metavar="NAMESPACE/NAME", type=AgentId,
                      help="list only the occurrences of this agent (AgentDeployment); an "
                      "unknown agent lists none")
     occ_sub = occ.add_subparsers(dest="occ_command", metavar="SUBCOMMAND")
     reg = occ_sub.add_parser("register", help="register an occurrence (as its runtime would)")
-    reg.add_argument("occurrence_id")
+    reg.add_argument("occurrence_id", type=OccurrenceId)
     reg.add_argument("--ordinal", type=_non_negative_int)
     _output(reg)
     state = occ_sub.add_parser(
         "state", help="set an occurrence's lifecycle state (draining fences it: its runtime "
         "stops taking work)")
-    state.add_argument("occurrence_id")
+    state.add_argument("occurrence_id", type=OccurrenceId)
     state.add_argument("state", choices=[s.value for s in OccurrenceState])
     state.add_argument("--expected-version", type=int,
                        help="only if the row still has this version (else: conflict error)")
@@ -75,14 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     disown = occ_sub.add_parser(
         "disown", help="forget which agent owns these occurrence ids (its AgentDeployment is "
         "gone for good and another one should take them)")
-    disown.add_argument("occurrence_ids", nargs="+", metavar="ID")
+    disown.add_argument("occurrence_ids", nargs="+", metavar="ID", type=OccurrenceId)
     _output(disown)
     _output(occ)
 
     tasks = sub.add_parser("tasks", help="submit, list or find tasks")
     tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True, metavar="SUBCOMMAND")
     submit = tasks_sub.add_parser("submit", help="add pending tasks to an occurrence")
-    submit.add_argument("--occurrence", required=True)
+    submit.add_argument("--occurrence", required=True, type=OccurrenceId)
     submit.add_argument("--description", required=True)
     submit.add_argument("--count", type=_positive_int, default=1)
     submit.add_argument("--channel", default="")
@@ -91,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "print it instead of adding another (needs --count 1)")
     _output(submit)
     listing = tasks_sub.add_parser("list", help="list an occurrence's tasks")
-    listing.add_argument("--occurrence", required=True)
+    listing.add_argument("--occurrence", required=True, type=OccurrenceId)
     listing.add_argument("--status", choices=[s.value for s in TaskStatus])
     _output(listing)
     show = tasks_sub.add_parser(
@@ -101,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     requeues = sub.add_parser(
         "requeues", help="tasks a rolled-back revision failed that went back to pending")
-    requeues.add_argument("--agent", metavar="NAMESPACE/NAME", required=True,
+    requeues.add_argument("--agent", metavar="NAMESPACE/NAME", required=True, type=AgentId,
                           help="the agent (AgentDeployment) whose rollbacks to list")
     requeues.add_argument("--revision", help="only those of this revision")
     requeues.add_argument("--limit", type=_positive_int, default=100,
@@ -109,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _output(requeues)
 
     drain = sub.add_parser("drain", help="move an occurrence's pending work to survivors")
-    drain.add_argument("--from", dest="source", required=True)
+    drain.add_argument("--from", dest="source", required=True, type=OccurrenceId)
     drain.add_argument("--to", dest="targets", required=True,
                        help="comma-separated survivor occurrence ids")
     drain.add_argument("--in-flight", choices=[*(p.value for p in InFlightPolicy), "leave"],
@@ -162,7 +164,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     )
 
 
-async def _known(store: Store, occurrence_id: str) -> None:
+async def _known(store: Store, occurrence_id: OccurrenceId) -> None:
     """Refuse ids that are neither registered nor own any work: almost always a typo."""
     validate_occurrence_id(occurrence_id)
     if await store.registry.get(occurrence_id) is not None:
@@ -298,7 +300,7 @@ async def _cmd_state(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _unfinished(store: Store, occurrence_id: str) -> int:
+async def _unfinished(store: Store, occurrence_id: OccurrenceId) -> int:
     """Pending and active tasks: the work nobody would run once the occurrence is retired."""
     scope = store.scope(occurrence_id)
     return (await scope.count_tasks(TaskStatus.PENDING)
@@ -433,7 +435,7 @@ async def _cmd_show(store: Store, args: argparse.Namespace) -> int:
 
 
 async def _cmd_drain(store: Store, args: argparse.Namespace) -> int:
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    targets = [OccurrenceId(t.strip()) for t in args.targets.split(",") if t.strip()]
     if not targets:
         raise StoreError("--to needs at least one survivor occurrence id")
     await _known(store, args.source)

@@ -12,7 +12,12 @@ from dataclasses import dataclass
 
 from occurrence_store.clock import after_sql
 from occurrence_store.database import Database
-from occurrence_store.models import FINISHED_TASK_STATUSES, SHARED_OCCURRENCE_ID
+from occurrence_store.models import (
+    FINISHED_TASK_STATUSES,
+    SHARED_OCCURRENCE_ID,
+    AgentId,
+    OccurrenceId,
+)
 
 STALE_SHARED_AFTER_SECONDS = 300.0
 _FINISHED_IN = f"status IN ({', '.join(repr(s.value) for s in FINISHED_TASK_STATUSES)})"
@@ -78,7 +83,7 @@ class Maintenance:
                                    shared=SHARED_OCCURRENCE_ID, cutoff=cutoff)
         return len(ids)
 
-    async def cleanup_orphaned_thoughts(self, occurrence_id: str | None = None) -> int:
+    async def cleanup_orphaned_thoughts(self, occurrence_id: OccurrenceId | None = None) -> int:
         """Delete thoughts whose source task no longer exists at all."""
         sql = _ORPHANED_THOUGHTS
         args: list[object] = []
@@ -90,7 +95,7 @@ class Maintenance:
         return len(rows)
 
     async def cleanup_completed(
-        self, retention_seconds: float, occurrence_id: str | None = None,
+        self, retention_seconds: float, occurrence_id: OccurrenceId | None = None,
         include_shared: bool = False,
     ) -> int:
         """Delete finished tasks (and their thoughts) last updated before the window."""
@@ -113,7 +118,7 @@ class Maintenance:
         return len(rows)
 
     async def apply_retention(
-        self, agent_id: str, *, finished_seconds: float, audit_seconds: float,
+        self, agent_id: AgentId, *, finished_seconds: float, audit_seconds: float,
         batch: int = RETENTION_BATCH,
     ) -> Retained:
         """Delete one agent's finished tasks (with their thoughts) last updated more than

@@ -6,19 +6,28 @@ import json
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, NewType
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from occurrence_store.errors import InvalidOccurrenceId
 
-SHARED_OCCURRENCE_ID = "__shared__"
+OccurrenceId = NewType("OccurrenceId", str)
+"""An occurrence id (``agent-0``): the owner of tasks and thoughts. A plain ``str`` at runtime;
+made at the edges (:func:`validate_occurrence_id`, the operator's naming, the CLIs, the agent's
+configuration) and carried unchanged from there."""
+
+AgentId = NewType("AgentId", str)
+"""An agent id (AgentDeployment ``<namespace>/<name>``; '' the default agent). A plain
+``str`` at runtime."""
+
+SHARED_OCCURRENCE_ID = OccurrenceId("__shared__")
 """Namespace of tasks decided once for all occurrences (wakeup, shutdown)."""
 
-DEFAULT_OCCURRENCE_ID = "default"
+DEFAULT_OCCURRENCE_ID = OccurrenceId("default")
 """Owner of rows written before occurrences existed (the migration backfills it)."""
 
-DEFAULT_AGENT_ID = ""
+DEFAULT_AGENT_ID = AgentId("")
 """The agent of rows written before agents were told apart (one agent per database)."""
 
 Track = Literal["canary", "stable"]
@@ -35,7 +44,7 @@ def is_shared_task_id(task_id: str) -> bool:
 _OCCURRENCE_ID_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 
 
-def validate_occurrence_id(occurrence_id: str, *, allow_shared: bool = False) -> str:
+def validate_occurrence_id(occurrence_id: str, *, allow_shared: bool = False) -> OccurrenceId:
     """Return ``occurrence_id`` if usable as an owner, else raise :class:`InvalidOccurrenceId`.
 
     Ids are what Kubernetes pod names allow plus ``_`` and upper case (so ids used outside
@@ -45,14 +54,14 @@ def validate_occurrence_id(occurrence_id: str, *, allow_shared: bool = False) ->
         raise InvalidOccurrenceId("occurrence id must be a non-empty string")
     if occurrence_id == SHARED_OCCURRENCE_ID:
         if allow_shared:
-            return occurrence_id
+            return OccurrenceId(occurrence_id)
         raise InvalidOccurrenceId(f"occurrence id {SHARED_OCCURRENCE_ID!r} is reserved")
     if not _OCCURRENCE_ID_RE.match(occurrence_id):
         raise InvalidOccurrenceId(
             f"invalid occurrence id {occurrence_id!r}: use 1-253 letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit"
         )
-    return occurrence_id
+    return OccurrenceId(occurrence_id)
 
 
 class TaskStatus(StrEnum):
@@ -136,7 +145,7 @@ class _Row(BaseModel):
 
 class Task(_Row):
     task_id: str
-    agent_occurrence_id: str = DEFAULT_OCCURRENCE_ID
+    agent_occurrence_id: OccurrenceId = DEFAULT_OCCURRENCE_ID
     channel_id: str = ""
     description: str
     status: TaskStatus = TaskStatus.PENDING
@@ -148,9 +157,9 @@ class Task(_Row):
     outcome: dict[str, Any] = Field(default_factory=dict)
     updated_info_available: bool = False
     updated_info_content: str | None = None
-    claimed_by: str | None = None
+    claimed_by: OccurrenceId | None = None
     lease_expires_at: datetime | None = None
-    agent_id: str = DEFAULT_AGENT_ID
+    agent_id: AgentId = DEFAULT_AGENT_ID
     """The agent (AgentDeployment ``<namespace>/<name>``) the task was submitted to."""
     idempotency_key: str | None = None
     """The submitter's key: one task per key and agent (``Idempotency-Key``)."""
@@ -164,7 +173,7 @@ class Task(_Row):
 class Thought(_Row):
     thought_id: str
     source_task_id: str
-    agent_occurrence_id: str = DEFAULT_OCCURRENCE_ID
+    agent_occurrence_id: OccurrenceId = DEFAULT_OCCURRENCE_ID
     thought_type: str = "standard"
     status: ThoughtStatus = ThoughtStatus.PENDING
     content: str
@@ -199,7 +208,7 @@ class Thought(_Row):
 class Occurrence(_Row):
     """A registry row: one runtime instance, its lifecycle state and its heartbeat lease."""
 
-    occurrence_id: str
+    occurrence_id: OccurrenceId
     state: OccurrenceState = OccurrenceState.ACTIVE
     version: int = 1
     ordinal: int | None = None
@@ -210,7 +219,7 @@ class Occurrence(_Row):
     quiesced: bool = False
     pending_tasks: int = 0
     active_tasks: int = 0
-    agent_id: str = DEFAULT_AGENT_ID
+    agent_id: AgentId = DEFAULT_AGENT_ID
     """The agent owning this id (AgentDeployment ``<namespace>/<name>``; '' unowned)."""
     owner_uid: str | None = None
     """UID of the AgentDeployment that claimed the id."""
@@ -248,8 +257,8 @@ class TransferRecord(_Row):
 
     transfer_id: int
     task_id: str
-    from_occurrence_id: str
-    to_occurrence_id: str
+    from_occurrence_id: OccurrenceId
+    to_occurrence_id: OccurrenceId
     reason: str
     thoughts_moved: int
     transferred_at: datetime
@@ -258,12 +267,12 @@ class TransferRecord(_Row):
 class DrainResult(BaseModel):
     """What one drain moved. Running the same drain again reports zeros."""
 
-    from_occurrence_id: str
+    from_occurrence_id: OccurrenceId
     tasks_moved: int = 0
     thoughts_moved: int = 0
     thoughts_released: int = 0
     tasks_left_in_flight: int = 0
-    per_target: dict[str, int] = Field(default_factory=dict)
+    per_target: dict[OccurrenceId, int] = Field(default_factory=dict)
     batches: int = 0
 
     @property

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 
 from occurrence_store.clock import after_sql
 from occurrence_store.database import Database
-from occurrence_store.models import TaskStatus, ThoughtStatus, validate_occurrence_id
+from occurrence_store.models import (
+    AgentId,
+    OccurrenceId,
+    TaskStatus,
+    ThoughtStatus,
+    validate_occurrence_id,
+)
 
 MAX_OCCURRENCES = 1000
 """The most occurrences one count takes (an AgentDeployment has at most 1,000)."""
@@ -72,8 +78,8 @@ class Outcomes:
                 ("thoughts_completed", "thoughts", "thought_completed"),
                 ("thoughts_failed", "thoughts", "thought_failed")))
 
-    async def finished(self, occurrence_ids: Sequence[str], *, seconds: float,
-                       agent_id: str | None = None,
+    async def finished(self, occurrence_ids: Sequence[OccurrenceId], *, seconds: float,
+                       agent_id: AgentId | None = None,
                        revision: str | None = None) -> WorkOutcome:
         """Tasks and thoughts finished in the last `seconds`: by `occurrence_ids`, or — with
         `agent_id` and `revision` — by that agent's processes on that revision, on whichever

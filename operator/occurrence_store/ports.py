@@ -23,11 +23,12 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from occurrence_store.clock import DatabaseClock
+from occurrence_store.models import OccurrenceId
 from occurrence_store.urls import DatabaseURL, Dialect
 
 Row = dict[str, Any]
 
-MovePlan = Sequence[tuple[str, str]]
+MovePlan = Sequence[tuple[str, OccurrenceId]]
 """``(task_id, target occurrence)`` pairs of one drain or rebalance batch."""
 
 
@@ -134,16 +135,18 @@ class Database(abc.ABC):
         write transaction already excludes every other writer)."""
 
     @abc.abstractmethod
-    async def move_tasks(self, conn: Connection, plan: MovePlan, source: str, reason: str,
-                         now: datetime, arrival: str) -> tuple[list[tuple[str, str]], int]:
+    async def move_tasks(self, conn: Connection, plan: MovePlan, source: OccurrenceId,
+                         reason: str, now: datetime, arrival: str
+                         ) -> tuple[list[tuple[str, OccurrenceId]], int]:
         """Move the planned tasks ``source`` still owns, with their thoughts (PROCESSING ones
         arrive as ``arrival``), and record each move; return the moved pairs and how many
         thoughts moved."""
 
     @abc.abstractmethod
-    async def move_batch(self, conn: Connection, *, pick: str, source: str, limit: int,
-                         targets: Sequence[str], slots: Sequence[int], reason: str,
-                         now: datetime, arrival: str) -> tuple[dict[str, int], int]:
+    async def move_batch(self, conn: Connection, *, pick: str, source: OccurrenceId,
+                         limit: int, targets: Sequence[OccurrenceId], slots: Sequence[int],
+                         reason: str, now: datetime, arrival: str
+                         ) -> tuple[dict[OccurrenceId, int], int]:
         """Move the tasks ``pick`` selects (a ``SELECT t.task_id ... LIMIT :limit`` over
         ``source``'s tasks, locked), the ``k``-th to ``targets[slots[k]]``, with their
         thoughts, recording each move (as :meth:`move_tasks`); return the tasks moved per

@@ -25,7 +25,9 @@ from occurrence_store.errors import (
 )
 from occurrence_store.models import (
     DEFAULT_AGENT_ID,
+    AgentId,
     Occurrence,
+    OccurrenceId,
     OccurrenceState,
     TaskStatus,
     validate_occurrence_id,
@@ -143,8 +145,8 @@ class Registry:
         self.db = db
 
     async def register(
-        self, occurrence_id: str, *, ordinal: int | None = None,
-        lease_seconds: float = DEFAULT_LEASE_SECONDS, agent_id: str = DEFAULT_AGENT_ID,
+        self, occurrence_id: OccurrenceId, *, ordinal: int | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS, agent_id: AgentId = DEFAULT_AGENT_ID,
         revision: str | None = None,
     ) -> Occurrence:
         """Insert or refresh this occurrence's row and start its lease.
@@ -169,7 +171,7 @@ class Registry:
         _check_owner(row, agent_id)
         return row
 
-    async def claim(self, occurrence_ids: Sequence[str], *, agent_id: str,
+    async def claim(self, occurrence_ids: Sequence[OccurrenceId], *, agent_id: AgentId,
                     owner_uid: str | None = None) -> list[OccurrenceIdConflict]:
         """Make ``agent_id`` the owner of ``occurrence_ids``; return the ids refused.
 
@@ -197,7 +199,7 @@ class Registry:
             return lost.refused
         return []
 
-    async def _take(self, conn: Connection, ids: Sequence[str], agent_id: str,
+    async def _take(self, conn: Connection, ids: Sequence[OccurrenceId], agent_id: AgentId,
                     owner_uid: str | None) -> None:
         owners = await _owners(conn, ids)
         for occurrence_id in ids:
@@ -211,7 +213,7 @@ class Registry:
                 await conn.execute(_TAKE_OWNERSHIP, agent_id=agent_id, owner_uid=owner_uid,
                                    occurrence_id=occurrence_id)
 
-    async def disown(self, occurrence_ids: Sequence[str]) -> int:
+    async def disown(self, occurrence_ids: Sequence[OccurrenceId]) -> int:
         """Forget the owner of ``occurrence_ids`` (its agent is gone for good); return how
         many rows changed. The next agent to claim or register them takes them."""
         ids = [validate_occurrence_id(i) for i in dict.fromkeys(occurrence_ids)]
@@ -222,7 +224,7 @@ class Registry:
                 changed += row is not None
         return changed
 
-    async def heartbeat(self, occurrence_id: str, *,
+    async def heartbeat(self, occurrence_id: OccurrenceId, *,
                         lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Occurrence:
         """Extend the lease; the returned row tells the runtime its current state."""
         async with self.db.connection() as conn:
@@ -234,7 +236,8 @@ class Registry:
         return occurrence
 
     async def set_state(
-        self, occurrence_id: str, state: OccurrenceState, *, expected_version: int | None = None,
+        self, occurrence_id: OccurrenceId, state: OccurrenceState, *,
+        expected_version: int | None = None,
         grace_seconds: float | None = None,
     ) -> Occurrence:
         """Change the lifecycle state.
@@ -268,22 +271,22 @@ class Registry:
         assert occurrence is not None
         return occurrence
 
-    async def set_quiesced(self, occurrence_id: str, quiesced: bool = True) -> bool:
+    async def set_quiesced(self, occurrence_id: OccurrenceId, quiesced: bool = True) -> bool:
         """The runtime reports that it stopped working (in-flight done or released)."""
         async with self.db.connection() as conn:
             row = await conn.fetchrow(_SET_QUIESCED, quiesced, occurrence_id)
         return row is not None
 
-    async def _get(self, conn: Connection, occurrence_id: str) -> Occurrence | None:
+    async def _get(self, conn: Connection, occurrence_id: OccurrenceId) -> Occurrence | None:
         row = await conn.fetchrow(_GET, **_COUNTED, occurrence_id=occurrence_id)
         return _occurrence(row) if row else None
 
-    async def get(self, occurrence_id: str) -> Occurrence | None:
+    async def get(self, occurrence_id: OccurrenceId) -> Occurrence | None:
         async with self.db.connection() as conn:
             return await self._get(conn, occurrence_id)
 
     async def list(self, *, state: OccurrenceState | None = None,
-                   agent_id: str | None = None) -> list[Occurrence]:
+                   agent_id: AgentId | None = None) -> list[Occurrence]:
         """Every occurrence (of one state, of one agent when given), with its work counts."""
         sql = _WITH_COUNTS
         params: dict[str, object] = dict(_COUNTED)
@@ -305,14 +308,14 @@ class Registry:
         return [o for o in await self.list() if o.state != OccurrenceState.RETIRED
                 and o.lease_expired()]
 
-    async def backlog(self, agent_id: str) -> int:
+    async def backlog(self, agent_id: AgentId) -> int:
         """Pending and active tasks of every occurrence of ``agent_id`` (whatever its state:
         work parked on a stopped occurrence counts), in one indexed count."""
         async with self.db.connection() as conn:
             value = await conn.fetchval(_BACKLOG, **_COUNTED, agent_id=agent_id)
         return int(value or 0)
 
-    async def live_count(self, agent_id: str | None = None, *,
+    async def live_count(self, agent_id: AgentId | None = None, *,
                          revision: str | None = None) -> int:
         """How many occurrences (of ``agent_id`` when given; registered on ``revision`` when
         given) hold a live lease and are not retired: the number of occurrences a shared
@@ -335,19 +338,20 @@ class _ClaimLost(Exception):
         self.refused = refused
 
 
-def _refused(ids: Sequence[str], owners: dict[str, tuple[str, str | None]],
-             agent_id: str) -> list[OccurrenceIdConflict]:
+def _refused(ids: Sequence[OccurrenceId], owners: dict[OccurrenceId, tuple[AgentId, str | None]],
+             agent_id: AgentId) -> list[OccurrenceIdConflict]:
     return [OccurrenceIdConflict(i, owners[i][0], agent_id, owners[i][1])
             for i in ids if i in owners and owners[i][0] not in ("", agent_id)]
 
 
-async def _owners(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+async def _owners(conn: Connection, ids: Sequence[OccurrenceId]
+                  ) -> dict[OccurrenceId, tuple[AgentId, str | None]]:
     rows = await conn.fetch(
         "SELECT occurrence_id, agent_id, owner_uid FROM occurrences "
         f"WHERE occurrence_id IN ({', '.join(f'${i}' for i in range(1, len(ids) + 1))})", *ids)
     return {r["occurrence_id"]: (r["agent_id"], r["owner_uid"]) for r in rows}
 
 
-def _check_owner(row: Occurrence, agent_id: str) -> None:
+def _check_owner(row: Occurrence, agent_id: AgentId) -> None:
     if agent_id and row.agent_id not in ("", agent_id):
         raise OccurrenceIdConflict(row.occurrence_id, row.agent_id, agent_id, row.owner_uid)

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from occurrence_store.clock import after_sql
 from occurrence_store.database import Database, fetch_now
 from occurrence_store.errors import StoreError
-from occurrence_store.models import TaskStatus, validate_occurrence_id
+from occurrence_store.models import AgentId, OccurrenceId, TaskStatus, validate_occurrence_id
 from occurrence_store.registry import MAX_REVISION
 from occurrence_store.sql import compile_named
 
@@ -40,14 +40,14 @@ class RequeueRecord(BaseModel):
 
     task_id: str
     revision: str
-    agent_id: str
-    occurrence_id: str
+    agent_id: AgentId
+    occurrence_id: OccurrenceId
     reason: str
     previous_outcome: dict[str, object] | None = None
     requeued_at: datetime
 
 
-def _check(agent_id: str, revision: str) -> None:
+def _check(agent_id: AgentId, revision: str) -> None:
     if not isinstance(revision, str) or not revision or len(revision) > MAX_REVISION:
         raise StoreError(f"revision must be 1-{MAX_REVISION} characters")
     if not isinstance(agent_id, str) or len(agent_id) > 253:
@@ -70,8 +70,9 @@ class Requeues:
             "AND r.revision = :revision) "
             "ORDER BY t.updated_at, t.task_id LIMIT :limit" + self.db.row_lock(skip_locked=True))
 
-    async def give_back(self, agent_id: str, revision: str, occurrence_ids: Sequence[str], *,
-                        since_seconds: float, reason: str, limit: int = MAX_BATCH) -> list[str]:
+    async def give_back(self, agent_id: AgentId, revision: str,
+                        occurrence_ids: Sequence[OccurrenceId], *, since_seconds: float,
+                        reason: str, limit: int = MAX_BATCH) -> list[str]:
         """Tasks of ``agent_id`` on ``occurrence_ids`` that ``revision`` finished as failed in
         the last ``since_seconds`` and never gave back: back to pending (outcome cleared),
         each with its ``task_requeues`` row, in one transaction. Returns their ids (at most
@@ -107,7 +108,7 @@ class Requeues:
                 revision=revision)
         return sorted(r["task_id"] for r in back)
 
-    async def records(self, agent_id: str, *, revision: str | None = None,
+    async def records(self, agent_id: AgentId, *, revision: str | None = None,
                       limit: int = 100) -> list[RequeueRecord]:
         """The newest requeue records of ``agent_id`` (of one ``revision`` if given)."""
         limit = max(1, min(int(limit), MAX_BATCH))

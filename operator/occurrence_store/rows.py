@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from occurrence_store.models import Task, Thought
+from occurrence_store.models import OccurrenceId, Task, Thought
 from occurrence_store.ports import Connection, Row
 from occurrence_store.sql import compile_named
 
@@ -67,8 +67,8 @@ def dump_json(value: dict[str, Any] | None) -> str | None:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-async def record_transfers(conn: Connection, moved: Iterable[tuple[str, str, int]], source: str,
-                           reason: str, now: datetime) -> None:
+async def record_transfers(conn: Connection, moved: Iterable[tuple[str, OccurrenceId, int]],
+                           source: OccurrenceId, reason: str, now: datetime) -> None:
     """One ``task_transfers`` row per moved ``(task_id, target, thoughts moved)``."""
     await conn.executemany(
         _RECORD_TRANSFER,

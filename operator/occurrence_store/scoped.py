@@ -18,6 +18,7 @@ from occurrence_store.clock import NOW_SQL, after_sql
 from occurrence_store.database import Database
 from occurrence_store.errors import InvalidTaskId, NotOwnedError, StoreError
 from occurrence_store.models import (
+    OccurrenceId,
     Task,
     TaskStatus,
     Thought,
@@ -173,7 +174,7 @@ def check_idempotency_key(key: str) -> str:
 class ScopedStore:
     """Tasks and thoughts of one occurrence. Made by :meth:`Store.scope`."""
 
-    def __init__(self, db: Database, occurrence_id: str) -> None:
+    def __init__(self, db: Database, occurrence_id: OccurrenceId) -> None:
         self.db = db
         self.occurrence_id = occurrence_id
 

@@ -27,6 +27,8 @@ from occurrence_store.models import (
     DEFAULT_AGENT_ID,
     FINISHED_TASK_STATUSES,
     SHARED_OCCURRENCE_ID,
+    AgentId,
+    OccurrenceId,
     OccurrenceState,
     Task,
     TaskStatus,
@@ -103,7 +105,7 @@ def _kind(task_type: str) -> str:
     return kind
 
 
-def shared_task_id(task_type: str, day: datetime, agent_id: str = DEFAULT_AGENT_ID) -> str:
+def shared_task_id(task_type: str, day: datetime, agent_id: AgentId = DEFAULT_AGENT_ID) -> str:
     """``{TYPE}_SHARED_{YYYYMMDD}`` (``...@{agent}`` for a named agent): every occurrence of
     the agent computes the same id for the same day."""
     suffix = f"@{agent_id}" if agent_id else ""
@@ -111,7 +113,7 @@ def shared_task_id(task_type: str, day: datetime, agent_id: str = DEFAULT_AGENT_
 
 
 class SharedTasks:
-    def __init__(self, db: Database, agent_id: str = DEFAULT_AGENT_ID) -> None:
+    def __init__(self, db: Database, agent_id: AgentId = DEFAULT_AGENT_ID) -> None:
         self.db = db
         self.agent_id = agent_id
 
@@ -125,7 +127,7 @@ class SharedTasks:
     async def try_claim_shared_task(
         self,
         task_type: str,
-        occurrence_id: str,
+        occurrence_id: OccurrenceId,
         *,
         channel_id: str = "",
         description: str | None = None,
@@ -202,7 +204,7 @@ class SharedTasks:
             value = await conn.fetchval(_PINNED_TO, self.agent_id)
         return None if value is None else str(value)
 
-    async def renew_lease(self, task_id: str, occurrence_id: str,
+    async def renew_lease(self, task_id: str, occurrence_id: OccurrenceId,
                           lease_seconds: float = DEFAULT_LEASE_SECONDS) -> bool:
         """Extend the claim while the work goes on; ``False`` if no longer the holder."""
         async with self.db.connection() as conn:
@@ -213,7 +215,8 @@ class SharedTasks:
         return row is not None
 
     async def complete_shared_task(
-        self, task_id: str, occurrence_id: str, *, outcome: dict[str, Any] | None = None,
+        self, task_id: str, occurrence_id: OccurrenceId, *,
+        outcome: dict[str, Any] | None = None,
         status: TaskStatus = TaskStatus.COMPLETED,
     ) -> bool:
         """Finish a shared task; only its current claimer can. Wakes every waiter."""

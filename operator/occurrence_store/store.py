@@ -10,7 +10,12 @@ from occurrence_store.database import Database, fetch_now, open_database
 from occurrence_store.locks import Locks
 from occurrence_store.maintenance import Maintenance
 from occurrence_store.migrations import Migrator
-from occurrence_store.models import DEFAULT_AGENT_ID, validate_occurrence_id
+from occurrence_store.models import (
+    DEFAULT_AGENT_ID,
+    AgentId,
+    OccurrenceId,
+    validate_occurrence_id,
+)
 from occurrence_store.outcomes import Outcomes
 from occurrence_store.registry import Registry
 from occurrence_store.requeue import Requeues
@@ -82,10 +87,10 @@ class Store:
     def dialect(self) -> str:
         return self.db.dialect
 
-    def scope(self, occurrence_id: str) -> ScopedStore:
+    def scope(self, occurrence_id: OccurrenceId) -> ScopedStore:
         return ScopedStore(self.db, validate_occurrence_id(occurrence_id))
 
-    def shared_for(self, agent_id: str = DEFAULT_AGENT_ID) -> SharedTasks:
+    def shared_for(self, agent_id: AgentId = DEFAULT_AGENT_ID) -> SharedTasks:
         """The shared decisions of one agent (``store.shared`` is the default agent's)."""
         return self.shared if agent_id == self.shared.agent_id else SharedTasks(self.db, agent_id)
 

@@ -24,6 +24,7 @@ from occurrence_store.models import (
     DrainResult,
     InFlightPolicy,
     InFlightRecovery,
+    OccurrenceId,
     TaskStatus,
     ThoughtStatus,
     TransferRecord,
@@ -73,7 +74,7 @@ def _arrival_status(recovery: InFlightRecovery) -> str:
     return ThoughtStatus.PENDING.value
 
 
-def _check_not_shared(*occurrence_ids: str) -> None:
+def _check_not_shared(*occurrence_ids: OccurrenceId) -> None:
     if SHARED_OCCURRENCE_ID in occurrence_ids:
         raise StoreError("shared decisions stay in __shared__: they are never transferred")
 
@@ -85,8 +86,8 @@ class Transfers:
     # ----------------------------------------------------------------- single task
 
     async def transfer_task_ownership(
-        self, task_id: str, from_occurrence_id: str, to_occurrence_id: str, *,
-        reason: str = "manual",
+        self, task_id: str, from_occurrence_id: OccurrenceId, to_occurrence_id: OccurrenceId,
+        *, reason: str = "manual",
     ) -> bool:
         """Move one task (and its thoughts) if ``from_occurrence_id`` still owns it.
 
@@ -112,7 +113,7 @@ class Transfers:
         return True
 
     async def transfer_thought_ownership(
-        self, from_occurrence_id: str, to_occurrence_id: str, task_id: str
+        self, from_occurrence_id: OccurrenceId, to_occurrence_id: OccurrenceId, task_id: str
     ) -> int:
         """Move the thoughts of ``task_id`` still owned by ``from`` to ``to``; return how many."""
         validate_occurrence_id(to_occurrence_id, allow_shared=True)
@@ -125,8 +126,8 @@ class Transfers:
 
     async def drain(
         self,
-        from_occurrence_id: str,
-        to_occurrence_ids: Sequence[str],
+        from_occurrence_id: OccurrenceId,
+        to_occurrence_ids: Sequence[OccurrenceId],
         *,
         in_flight: InFlightPolicy,
         reason: str = "drain",
@@ -194,9 +195,9 @@ class Transfers:
         return result
 
     async def _drain_batch(
-        self, source: str, targets: list[str], loads: list[int], in_flight: InFlightPolicy,
-        reason: str, batch_size: int, arrival: str,
-    ) -> tuple[int, dict[str, int]]:
+        self, source: OccurrenceId, targets: list[OccurrenceId], loads: list[int],
+        in_flight: InFlightPolicy, reason: str, batch_size: int, arrival: str,
+    ) -> tuple[int, dict[OccurrenceId, int]]:
         """One batch in one transaction: count what the pick will take (index only), share
         it out by the survivors' loads, and let the backend move it (in one statement on
         PostgreSQL). Returns the thoughts moved and the tasks moved per target."""
@@ -216,9 +217,9 @@ class Transfers:
         return thoughts, per_target
 
     async def rebalance(
-        self, occurrence_ids: Sequence[str], *, reason: str = "rebalance",
+        self, occurrence_ids: Sequence[OccurrenceId], *, reason: str = "rebalance",
         batch_size: int = DEFAULT_DRAIN_BATCH,
-    ) -> dict[str, dict[str, int]]:
+    ) -> dict[OccurrenceId, dict[OccurrenceId, int]]:
         """Even out PENDING backlog across live occurrences (e.g. after a scale-up).
 
         Only pending tasks move — active ones may be in a runtime's hands. Each donor gives
@@ -245,7 +246,7 @@ class Transfers:
         targets = balanced_quotas([0] * len(members), sum(loads))  # the level each should hold
         excess = {m: load - target for m, load, target in
                   zip(members, loads, targets, strict=True) if load > target}
-        moved: dict[str, dict[str, int]] = {}
+        moved: dict[OccurrenceId, dict[OccurrenceId, int]] = {}
         pick = _REBALANCE_PICK + self.db.row_lock(skip_locked=True)
         for donor, extra in excess.items():
             recipients = [m for m, load, target in zip(members, loads, targets, strict=True)
@@ -280,7 +281,7 @@ class Transfers:
             rows = await conn.fetch(TRANSFERS_OF_TASK, task_id)
         return [TransferRecord.model_validate(r) for r in rows]
 
-    async def count_transfers(self, *, from_occurrence_id: str | None = None) -> int:
+    async def count_transfers(self, *, from_occurrence_id: OccurrenceId | None = None) -> int:
         async with self.db.connection() as conn:
             if from_occurrence_id is None:
                 return int(await conn.fetchval("SELECT COUNT(*) FROM task_transfers") or 0)
@@ -298,7 +299,7 @@ def _in_list(first: int, count: int) -> str:
     return ", ".join(f"${i}" for i in range(first, first + count))
 
 
-async def _loads(conn: Connection, targets: list[str]) -> dict[str, int]:
+async def _loads(conn: Connection, targets: list[OccurrenceId]) -> dict[OccurrenceId, int]:
     rows = await conn.fetch(
         f"SELECT agent_occurrence_id, COUNT(*) AS n FROM tasks "
         f"WHERE agent_occurrence_id IN ({_in_list(1, len(targets))}) "

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from occurrence_store import Store
+from occurrence_store import AgentId, Store
 
 from ..kube.agd_object import AgentDeploymentObject
 from ..kube.metrics import OperatorMetrics
@@ -68,7 +68,7 @@ class Autoscaler:
     spec: AutoscalingSpec
     memory: Memory
     metrics: OperatorMetrics
-    agent_id: str
+    agent_id: AgentId
     previous: AutoscalingStatus | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -155,7 +155,8 @@ class Autoscaler:
 
 async def autoscale(
     agd: AgentDeploymentObject, spec: AgentDeploymentSpec, store: Store,
-    memories: dict[str, Memory], metrics: OperatorMetrics, *, agent_id: str, draining: bool,
+    memories: dict[str, Memory], metrics: OperatorMetrics, *, agent_id: AgentId,
+    draining: bool,
 ) -> tuple[AgentDeploymentSpec, Report | None]:
     """The spec with the size the autoscaler decided (as written), and its report; the spec
     unchanged and None when `spec.autoscaling` is not set."""

@@ -22,8 +22,10 @@ from typing import Protocol
 
 from occurrence_store import (
     TRANSFERABLE_TASK_STATUSES,
+    AgentId,
     InFlightPolicy,
     InFlightRecovery,
+    OccurrenceId,
     OccurrenceState,
     Store,
     ThoughtStatus,
@@ -91,7 +93,7 @@ class DriveResult:
 
 async def observe(
     store: Store, name: str, record: ScaleDownStatus | None, port: DrainPort, *,
-    desired: int, agent_id: str, fenced: frozenset[int] = frozenset(),
+    desired: int, agent_id: AgentId, fenced: frozenset[int] = frozenset(),
 ) -> Observations:
     """Measure what the planner needs: the active drain's departing occurrences, or, outside a
     drain, the fences the registry has that the spec does not (stale) and the other way
@@ -146,8 +148,8 @@ async def _occupancy(store: Store, name: str, ordinal: int) -> tuple[int, bool, 
 
 
 async def _move(
-    store: Store, name: str, ordinals: tuple[int, ...], survivors: tuple[str, ...], reason: str,
-    recovery: InFlightRecovery,
+    store: Store, name: str, ordinals: tuple[int, ...], survivors: tuple[OccurrenceId, ...],
+    reason: str, recovery: InFlightRecovery,
 ) -> int:
     moved = 0
     for k in ordinals:
@@ -224,7 +226,7 @@ async def drive(
     current: int | None,
     record: ScaleDownStatus | None,
     port: DrainPort,
-    agent_id: str,
+    agent_id: AgentId,
 ) -> DriveResult:
     """Plan and act until the planner waits or has nothing left to do."""
     transferred = 0
@@ -302,7 +304,7 @@ async def _fence_milestone(port: DrainPort, name: str, before: ScaleDownStatus |
 
 async def _plan(
     store: Store, name: str, settings: DrainSettings, desired: int, current: int | None,
-    record: ScaleDownStatus | None, port: DrainPort, agent_id: str,
+    record: ScaleDownStatus | None, port: DrainPort, agent_id: AgentId,
 ) -> DrainDecision:
     observed = await observe(store, name, record, port, desired=desired, agent_id=agent_id,
                              fenced=settings.fenced)

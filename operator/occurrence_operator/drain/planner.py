@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from occurrence_store import OccurrenceId
+
 from ..model.naming import occurrence_id
 from ..model.spec import DrainSpec, InFlightMode, RecoveryMode, RecoverySpec
 from ..model.status import (
@@ -158,7 +160,7 @@ class DrainDecision:
     action: DrainAction
     record: ScaleDownStatus | None
     ordinals: tuple[int, ...] = ()
-    survivors: tuple[str, ...] = ()
+    survivors: tuple[OccurrenceId, ...] = ()
     statefulset_replicas: int | None = None
     requeue_after: float | None = None
     reason: str = ""
@@ -172,7 +174,7 @@ def departing_ordinals(current: int, desired: int) -> tuple[int, ...]:
 
 
 def survivor_ids(name: str, desired: int, fenced: frozenset[int] = frozenset()
-                 ) -> tuple[str, ...]:
+                 ) -> tuple[OccurrenceId, ...]:
     """Occurrences receiving the work: `<name>-0..M-1` (`<name>-0` alone when M is 0) but
     the fenced ones — all of them when every one is fenced (the work must go somewhere)."""
     every = range(max(desired, 1))

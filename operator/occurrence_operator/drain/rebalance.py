@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from occurrence_store import OccurrenceId
+
 from ..model.naming import occurrence_id
 from ..model.status import RebalanceStatus
 from ..model.timeutil import format_time
@@ -47,7 +49,7 @@ class RebalanceDecision:
 
     action: RebalanceAction
     record: RebalanceStatus | None = None
-    occurrences: tuple[str, ...] = ()
+    occurrences: tuple[OccurrenceId, ...] = ()
     requeue_after: float | None = None
 
 
@@ -95,7 +97,8 @@ def plan_rebalance(
 
 
 def rebalance_done(
-    record: RebalanceStatus, moved: Mapping[str, Mapping[str, int]], now: datetime
+    record: RebalanceStatus, moved: Mapping[OccurrenceId, Mapping[OccurrenceId, int]],
+    now: datetime
 ) -> tuple[RebalanceStatus, int]:
     """The Done record after the backlog moved (`moved`: donor -> recipient -> tasks), and
     the number of tasks moved. The record's message is also the `Rebalanced` event's."""

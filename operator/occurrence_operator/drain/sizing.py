@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from occurrence_store import Store
+from occurrence_store import AgentId, Store
 
 from ..kube.agd_object import AgentDeploymentObject
 from ..kube.client import object_path
@@ -77,7 +77,7 @@ class Sizing:
         return max(1, desired, StatefulSetSize.of(self.statefulset).replicas,
                    record.from_replicas if record is not None and is_active(record) else 0)
 
-    async def converge(self, spec: AgentDeploymentSpec, store: Store, agent_id: str) -> None:
+    async def converge(self, spec: AgentDeploymentSpec, store: Store, agent_id: AgentId) -> None:
         """Size the StatefulSet to `spec.replicas` (draining on the way down), then the
         rebalance a scale-up recorded."""
         sts = self.statefulset

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from occurrence_store import OccurrenceId
+
 from . import wellknown
 
 # The AgentDeployment name becomes a Service name (DNS-1035 label: starts with a letter) and a
@@ -79,11 +81,11 @@ def token_secret_name(name: str) -> str:
     return f"{name}-agent-token"
 
 
-def occurrence_id(name: str, ordinal: int) -> str:
+def occurrence_id(name: str, ordinal: int) -> OccurrenceId:
     """Occurrence id of ordinal `k`: the pod name `<name>-<k>`, stable across restarts."""
     if ordinal < 0:
         raise ValueError(f"ordinal must be >= 0, got {ordinal}")
-    return f"{name}-{ordinal}"
+    return OccurrenceId(f"{name}-{ordinal}")
 
 
 def ordinal_of(occurrence: str, name: str | None = None) -> int | None:

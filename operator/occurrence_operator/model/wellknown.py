@@ -5,6 +5,8 @@ stamps on its objects, the environment it sets on agent pods, the default comman
 
 from __future__ import annotations
 
+from occurrence_store import AgentId
+
 GROUP = "occurrence.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -68,10 +70,10 @@ TOKEN_KEYS = ("work", "admin")
 TOKEN_MOUNT_PATH = "/var/run/occurrence-agent/tokens"
 
 
-def agent_id(namespace: str, name: str) -> str:
+def agent_id(namespace: str, name: str) -> AgentId:
     """The agent an AgentDeployment runs, as the shared database knows it: its occurrence ids,
     shared decisions and idempotency keys belong to ``<namespace>/<name>``."""
-    return f"{namespace}/{name}"
+    return AgentId(f"{namespace}/{name}")
 
 DEFAULT_AGENT_COMMAND = ("occurrence-agent",)
 DEFAULT_MIGRATIONS_COMMAND = ("occurrence-store", "migrate")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 
-from occurrence_store import Occurrence, Store
+from occurrence_store import AgentId, Occurrence, Store
 
 from ..kube.stores import Stores
 from ..model.naming import occurrence_id
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 async def claim_occurrence_ids(
-    store: Store, name: str, upper: int, *, agent_id: str, owner_uid: str | None
+    store: Store, name: str, upper: int, *, agent_id: AgentId, owner_uid: str | None
 ) -> Problem | None:
     """Claim `<name>-0..upper-1` for `agent_id`; a Problem if another agent owns any.
 
@@ -43,7 +43,7 @@ async def claim_occurrence_ids(
         "agent is gone for good: `occurrence-store occurrences disown ID...`)"))
 
 
-async def own_occurrences(stores: Stores, url: str, name: str, agent_id: str
+async def own_occurrences(stores: Stores, url: str, name: str, agent_id: AgentId
                           ) -> list[Occurrence] | None:
     """The registry rows of `<name>-<k>` owned by `agent_id`; None if they cannot be read
     (the sizing step has reported the database problem already)."""

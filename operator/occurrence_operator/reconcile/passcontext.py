@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from occurrence_store import AgentId
+
 from .. import autoscaling
 from ..kube.client import Kube
 from ..kube.metrics import OperatorMetrics
@@ -22,7 +24,7 @@ class PassContext:
     instance: str
     """This replica's name, the `reportingInstance` of its Events."""
     own_service_account: tuple[str, str] | None = None
-    retention_runs: dict[str, float] = field(default_factory=dict)
+    retention_runs: dict[AgentId, float] = field(default_factory=dict)
     autoscalers: dict[str, autoscaling.Memory] = field(default_factory=dict)
     """The autoscaler's memory per AgentDeployment uid."""
     prometheus_urls: tuple[str, ...] = ()

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from occurrence_store import Store
+from occurrence_store import AgentId, Store
 
 from ..model.spec import RetentionSpec
 
@@ -21,8 +21,8 @@ INTERVAL_SECONDS = 3600.0
 DAY = 86_400.0
 
 
-async def retain_if_due(store: Store, agent_id: str, spec: RetentionSpec,
-                        last_runs: dict[str, float],
+async def retain_if_due(store: Store, agent_id: AgentId, spec: RetentionSpec,
+                        last_runs: dict[AgentId, float],
                         clock: Callable[[], float] = time.monotonic) -> str | None:
     """Apply retention if an hour passed since the last run for ``agent_id``; the message of
     a Normal event when something was deleted, else None."""

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
-from occurrence_store import Store
+from occurrence_store import AgentId, Store
 from occurrence_store.requeue import MAX_BATCH
 from occurrence_store.unreachable import STORE_ERRORS
 
@@ -132,7 +132,14 @@ async def measure(store: Store | None, name: str, rollout: RolloutSpec,
     return replace(seen, canary=canary, stable=stable)
 
 
-def by_revision(agent: str, revision: str | None) -> dict[str, str]:
+class _RevisionScope(TypedDict, total=False):
+    """Keyword arguments of `store.outcomes.finished`: the agent and revision counted."""
+
+    agent_id: AgentId
+    revision: str
+
+
+def by_revision(agent: AgentId, revision: str | None) -> _RevisionScope:
     """The outcome count's scope: the track's revision when the record knows it (the work
     that revision did, on whichever pod), else the track's pods alone."""
     return {"agent_id": agent, "revision": revision} if revision else {}
@@ -183,7 +190,7 @@ def runs_nowhere(revision: str, seen: Observed) -> bool:
     return seen.updated >= seen.replicas
 
 
-async def give_back_failed(store: Store | None, name: str, agent_id: str,
+async def give_back_failed(store: Store | None, name: str, agent_id: AgentId,
                            record: RolloutStatus | None, seen: Observed, port: RolloutPort,
                            now: datetime) -> RolloutStatus | None:
     """After a rollback (`record.failed_work`): once the rolled-back revision runs on no pod
@@ -237,7 +244,7 @@ def pin_wanted(record: RolloutStatus, seen: Observed) -> bool:
         is_active(record) or canary_revision_running(record, seen) is not None)
 
 
-async def pin_decisions(store: Store | None, name: str, agent_id: str,
+async def pin_decisions(store: Store | None, name: str, agent_id: AgentId,
                         record: RolloutStatus | None, seen: Observed, port: RolloutPort
                         ) -> RolloutStatus | None:
     """Pin (or unpin) the agent's shared decisions to the stable revision in the database
@@ -254,7 +261,7 @@ async def pin_decisions(store: Store | None, name: str, agent_id: str,
     return updated
 
 
-async def set_pin(store: Store | None, name: str, agent_id: str, stable: str | None,
+async def set_pin(store: Store | None, name: str, agent_id: AgentId, stable: str | None,
                   port: RolloutPort) -> bool:
     """Write the pin (None: remove it); False when the database did not answer (counted,
     logged: the next pass tries again)."""

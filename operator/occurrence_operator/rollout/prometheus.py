@@ -23,6 +23,8 @@ from typing import Any
 
 import aiohttp
 
+from occurrence_store import OccurrenceId
+
 from ..model.spec import PrometheusGate
 
 MAX_ANSWER_BYTES = 256 * 1024
@@ -43,7 +45,7 @@ def render_query(query: str, variables: Mapping[str, str]) -> str:
     return re.sub(r"\{\{\s*([A-Za-z]+)\s*\}\}", lambda m: variables.get(m.group(1), ""), query)
 
 
-def alternation(ids: Sequence[str]) -> str:
+def alternation(ids: Sequence[OccurrenceId]) -> str:
     """Occurrence ids as a PromQL regex alternation (`a-0|a-1`); ids are DNS labels, but
     escape anything else anyway (as RE2 takes it: `-` unescaped). No id: a regex that
     matches nothing."""

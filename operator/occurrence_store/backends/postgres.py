@@ -29,7 +29,7 @@ from occurrence_store.errors import (
     StoreUnavailable,
 )
 from occurrence_store.locks import advisory_key, poll_until
-from occurrence_store.models import ThoughtStatus
+from occurrence_store.models import OccurrenceId, ThoughtStatus
 from occurrence_store.ports import Claim, Connection, Database, MovePlan, Row
 from occurrence_store.redact import scrub
 from occurrence_store.rows import RECORDED_TRANSFER_COLUMNS, prefixed
@@ -372,8 +372,9 @@ class PostgresDatabase(Database):
     def row_lock(self, *, skip_locked: bool) -> str:
         return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
 
-    async def move_tasks(self, conn: Connection, plan: MovePlan, source: str, reason: str,
-                         now: datetime, arrival: str) -> tuple[list[tuple[str, str]], int]:
+    async def move_tasks(self, conn: Connection, plan: MovePlan, source: OccurrenceId,
+                         reason: str, now: datetime, arrival: str
+                         ) -> tuple[list[tuple[str, OccurrenceId]], int]:
         await conn.execute(_BATCH_SETTINGS)
         rows = await conn.fetch(
             _MOVE_TASKS, task_ids=[t for t, _ in plan], targets=[g for _, g in plan],
@@ -383,9 +384,10 @@ class PostgresDatabase(Database):
         thoughts = int(rows[0]["th"]) if rows else 0
         return [(r["task_id"], r["target"]) for r in rows], thoughts
 
-    async def move_batch(self, conn: Connection, *, pick: str, source: str, limit: int,
-                         targets: Sequence[str], slots: Sequence[int], reason: str,
-                         now: datetime, arrival: str) -> tuple[dict[str, int], int]:
+    async def move_batch(self, conn: Connection, *, pick: str, source: OccurrenceId,
+                         limit: int, targets: Sequence[OccurrenceId], slots: Sequence[int],
+                         reason: str, now: datetime, arrival: str
+                         ) -> tuple[dict[OccurrenceId, int], int]:
         await conn.execute(_BATCH_SETTINGS)
         rows = await conn.fetch(
             _move_batch_sql(pick), source=source, limit=limit, targets=list(targets),

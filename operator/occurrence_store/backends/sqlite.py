@@ -35,7 +35,7 @@ from occurrence_store.errors import (
     StoreUnavailable,
 )
 from occurrence_store.locks import poll_until
-from occurrence_store.models import ThoughtStatus
+from occurrence_store.models import OccurrenceId, ThoughtStatus
 from occurrence_store.ports import Claim, Connection, Database, MovePlan, Row, Subscription
 from occurrence_store.rows import record_transfers
 from occurrence_store.sql import bind
@@ -281,8 +281,9 @@ class SqliteDatabase(Database):
     def row_lock(self, *, skip_locked: bool) -> str:
         return ""  # BEGIN IMMEDIATE holds the write lock: nobody else writes meanwhile
 
-    async def move_tasks(self, conn: Connection, plan: MovePlan, source: str, reason: str,
-                         now: datetime, arrival: str) -> tuple[list[tuple[str, str]], int]:
+    async def move_tasks(self, conn: Connection, plan: MovePlan, source: OccurrenceId,
+                         reason: str, now: datetime, arrival: str
+                         ) -> tuple[list[tuple[str, OccurrenceId]], int]:
         await conn.execute(_PLAN_TABLE)
         await conn.execute(_CLEAR_PLAN)
         await conn.executemany(_ADD_TO_PLAN, plan)
@@ -296,9 +297,10 @@ class SqliteDatabase(Database):
         await conn.execute(_CLEAR_PLAN)
         return [(r["task_id"], r["target"]) for r in counts], sum(int(r["n"]) for r in counts)
 
-    async def move_batch(self, conn: Connection, *, pick: str, source: str, limit: int,
-                         targets: Sequence[str], slots: Sequence[int], reason: str,
-                         now: datetime, arrival: str) -> tuple[dict[str, int], int]:
+    async def move_batch(self, conn: Connection, *, pick: str, source: OccurrenceId,
+                         limit: int, targets: Sequence[OccurrenceId], slots: Sequence[int],
+                         reason: str, now: datetime, arrival: str
+                         ) -> tuple[dict[OccurrenceId, int], int]:
         # one writer at a time holds the database: the pick needs no lock, and the ids stay
         # in this process (no network between here and the rows)
         picked = [r["task_id"] for r in await conn.fetch(pick, source=source, limit=limit)]
