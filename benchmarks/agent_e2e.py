@@ -143,9 +143,47 @@ async def latency(agents: Agents, count: int, gap: float) -> list[float]:
     return [started[task] - t0 for task, t0 in sent.items()]
 
 
-async def throughput(agents: Agents, per_agent: int) -> tuple[float, float]:
-    """(tasks/s end to end, tasks/s accepted by the API)."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu() -> float:
+    """CPU of every `postgres` process on the host (the benchmark's server: run it alone)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    total += _cpu_seconds(int(entry.name))
+    return total
+
+
+class CpuMeter:
+    """Where the CPU of a phase went: the agent processes, PostgreSQL, this client."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+
+    def sample(self) -> tuple[float, float, float]:
+        return (sum(_cpu_seconds(p) for p in self.pids), _postgres_cpu(), time.process_time())
+
+    @staticmethod
+    def per_task_us(before: tuple[float, float, float], after: tuple[float, float, float],
+                    tasks: int) -> dict[str, float]:
+        names = ("agents", "postgres", "client")
+        return {n: 1e6 * (a - b) / tasks for n, a, b in zip(names, after, before, strict=True)}
+
+
+async def throughput(agents: Agents, per_agent: int) -> tuple[float, float, dict[str, float]]:
+    """(tasks/s end to end, tasks/s accepted by the API, CPU µs per task by process)."""
     ids: set[str] = set()
+    meter = CpuMeter([p.pid for p in agents.procs])
+    cpu0 = meter.sample()
 
     async def client(occ: str) -> None:
         queue = iter(range(per_agent))
@@ -160,12 +198,16 @@ async def throughput(agents: Agents, per_agent: int) -> tuple[float, float]:
     submitted = time.time() - t0
     finished = await _wait_finished(agents, ids, 600)
     elapsed = max(finished[t] for t in ids) - t0
-    return len(ids) / elapsed, len(ids) / submitted
+    return len(ids) / elapsed, len(ids) / submitted, meter.per_task_us(
+        cpu0, meter.sample(), len(ids))
 
 
-async def bound(url: str, k: int, per_worker: int, run: str) -> float:
-    """tasks/s of the same database work per task, in-process, K concurrent workers."""
+async def bound(url: str, k: int, per_worker: int, run: str
+                ) -> tuple[float, dict[str, float]]:
+    """tasks/s of the same database work per task, in-process, K concurrent workers; CPU µs
+    per task by process."""
     stores = [await Store.open(url) for _ in range(k)]
+    meter = CpuMeter([])
     try:
         async def worker(i: int) -> None:
             scope = stores[i].scope(f"{run}-bound-{i}")
@@ -177,9 +219,10 @@ async def bound(url: str, k: int, per_worker: int, run: str) -> float:
                 await scope.update_thought_status(thought.thought_id, ThoughtStatus.COMPLETED)
                 await scope.update_task_status(task.task_id, TaskStatus.COMPLETED)
 
-        t0 = time.perf_counter()
+        cpu0, t0 = meter.sample(), time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(k)))
-        return k * per_worker / (time.perf_counter() - t0)
+        rate = k * per_worker / (time.perf_counter() - t0)
+        return rate, meter.per_task_us(cpu0, meter.sample(), k * per_worker)
     finally:
         for store in stores:
             await store.close()
@@ -201,12 +244,13 @@ async def main_async(ks: list[int], per_agent: int, latency_count: int, gap: flo
             workdir.mkdir()
             async with Agents(url, k, workdir, run) as agents:
                 lat = await latency(agents, latency_count, gap)
-                e2e, accepted = await throughput(agents, per_agent)
-            bare = await bound(url, k, per_agent, run)
+                e2e, accepted, cpu = await throughput(agents, per_agent)
+            bare, bare_cpu = await bound(url, k, per_agent, run)
             row = {"k": k, "tasks": k * per_agent, "p50_ms": 1000 * median(lat),
                    "p95_ms": 1000 * percentile(lat, 95), "p99_ms": 1000 * percentile(lat, 99),
                    "e2e": e2e, "accepted": accepted, "bound": bare, "load": load_average(),
-                   "latencies_ms": sorted(1000 * t for t in lat)}
+                   "latencies_ms": sorted(1000 * t for t in lat), "cpu": cpu,
+                   "bound_cpu": bare_cpu}
             print(json.dumps({k: v for k, v in row.items() if k != "latencies_ms"}), flush=True)
             rows.append(row)
     return rows
@@ -226,11 +270,29 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "| bound tasks/s | agents / bound | load avg after |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    cpu_lines = [
+        "",
+        "Where the CPU goes, µs per task (`/proc/PID/stat` of the agent processes and of every "
+        "`postgres` process, `time.process_time()` of the client; in the bound the client is "
+        "the in-process workers). With 2 cores, 2,000,000 µs/s divided by the total is the "
+        "most this machine can do:",
+        "",
+        "| K | agents | PostgreSQL | client | total → ceiling tasks/s | bound: PostgreSQL | "
+        "bound: client | bound total → ceiling |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        c, b = r["cpu"], r["bound_cpu"]
+        total, btotal = sum(c.values()), b["postgres"] + b["client"]
+        cpu_lines.append(
+            f"| {r['k']} | {c['agents']:.0f} | {c['postgres']:.0f} | {c['client']:.0f} | "
+            f"{total:.0f} → {2e6 / total:,.0f} | {b['postgres']:.0f} | {b['client']:.0f} | "
+            f"{btotal:.0f} → {2e6 / btotal:,.0f} |")
     for r in rows:
         lines.append(f"| {r['k']} | {r['tasks']:,} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
                      f"{r['p99_ms']:.1f} | {r['accepted']:,.0f} | {r['e2e']:,.0f} | "
                      f"{r['bound']:,.0f} | {r['e2e'] / r['bound']:.2f}x | {r['load']} |")
-    return "\n".join(lines)
+    return "\n".join(lines + cpu_lines)
 
 
 def plot(rows: list[dict[str, Any]], path: Path = PNG) -> None:

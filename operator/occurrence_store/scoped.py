@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from occurrence_store.clock import NOW_SQL, after_sql
-from occurrence_store.database import Database
+from occurrence_store.database import Database, Row
 from occurrence_store.errors import InvalidTaskId, NotOwnedError, StoreError
 from occurrence_store.models import (
     OccurrenceId,
@@ -181,6 +181,16 @@ class ScopedStore:
     def __repr__(self) -> str:
         return f"ScopedStore({self.occurrence_id!r})"
 
+    async def _row(self, sql: str, /, *args: Any, **params: Any) -> Row | None:
+        """One statement's single row (or None) on a pooled connection: the reads below."""
+        async with self.db.connection() as conn:
+            return await conn.fetchrow(sql, *args, **params)
+
+    async def _rows(self, sql: str, /, *args: Any, **params: Any) -> list[Row]:
+        """One statement's rows on a pooled connection."""
+        async with self.db.connection() as conn:
+            return await conn.fetch(sql, *args, **params)
+
     def _refused(self, what: str, ident: str) -> bool:
         log.warning(
             "refused %s of %s: not owned by this occurrence (or does not exist)", what, ident,
@@ -269,20 +279,15 @@ class ScopedStore:
         return ids
 
     async def get_task(self, task_id: str) -> Task | None:
-        async with self.db.connection() as conn:
-            row = await conn.fetchrow(_TASK, task_id, self.occurrence_id)
+        row = await self._row(_TASK, task_id, self.occurrence_id)
         return task_from_row(row) if row else None
 
     async def get_tasks_by_status(self, status: TaskStatus) -> list[Task]:
-        async with self.db.connection() as conn:
-            rows = await conn.fetch(_TASKS_BY_STATUS, self.occurrence_id,
-                                    TaskStatus(status).value)
+        rows = await self._rows(_TASKS_BY_STATUS, self.occurrence_id, TaskStatus(status).value)
         return [task_from_row(r) for r in rows]
 
     async def get_all_tasks(self) -> list[Task]:
-        async with self.db.connection() as conn:
-            rows = await conn.fetch(_ALL_TASKS, self.occurrence_id)
-        return [task_from_row(r) for r in rows]
+        return [task_from_row(r) for r in await self._rows(_ALL_TASKS, self.occurrence_id)]
 
     async def list_tasks(
         self, *, status: TaskStatus | None = None, limit: int = 100,
@@ -353,9 +358,8 @@ class ScopedStore:
         return len(rows)
 
     async def get_pending_tasks_for_activation(self, limit: int = 10) -> list[Task]:
-        async with self.db.connection() as conn:
-            rows = await conn.fetch(_PENDING_FOR_ACTIVATION, occurrence_id=self.occurrence_id,
-                                    pending=TaskStatus.PENDING.value, limit=limit)
+        rows = await self._rows(_PENDING_FOR_ACTIVATION, occurrence_id=self.occurrence_id,
+                                pending=TaskStatus.PENDING.value, limit=limit)
         return [task_from_row(r) for r in rows]
 
     async def activate_pending_tasks(self, limit: int) -> list[Task]:
@@ -376,9 +380,8 @@ class ScopedStore:
                       key=lambda t: (-t.priority, t.created_at, t.task_id))
 
     async def get_active_task_for_channel(self, channel_id: str) -> Task | None:
-        async with self.db.connection() as conn:
-            row = await conn.fetchrow(_ACTIVE_FOR_CHANNEL, occurrence_id=self.occurrence_id,
-                                      channel_id=channel_id, active=TaskStatus.ACTIVE.value)
+        row = await self._row(_ACTIVE_FOR_CHANNEL, occurrence_id=self.occurrence_id,
+                              channel_id=channel_id, active=TaskStatus.ACTIVE.value)
         return task_from_row(row) if row else None
 
     async def set_task_updated_info_flag(self, task_id: str, content: str) -> bool:
@@ -422,19 +425,16 @@ class ScopedStore:
         return thought_from_row(row)
 
     async def get_thought(self, thought_id: str) -> Thought | None:
-        async with self.db.connection() as conn:
-            row = await conn.fetchrow(_THOUGHT, thought_id, self.occurrence_id)
+        row = await self._row(_THOUGHT, thought_id, self.occurrence_id)
         return thought_from_row(row) if row else None
 
     async def get_thoughts_by_task(self, task_id: str) -> list[Thought]:
-        async with self.db.connection() as conn:
-            rows = await conn.fetch(_THOUGHTS_OF_TASK, task_id, self.occurrence_id)
+        rows = await self._rows(_THOUGHTS_OF_TASK, task_id, self.occurrence_id)
         return [thought_from_row(r) for r in rows]
 
     async def get_thoughts_by_status(self, status: ThoughtStatus) -> list[Thought]:
-        async with self.db.connection() as conn:
-            rows = await conn.fetch(_THOUGHTS_BY_STATUS, self.occurrence_id,
-                                    ThoughtStatus(status).value)
+        rows = await self._rows(_THOUGHTS_BY_STATUS, self.occurrence_id,
+                                ThoughtStatus(status).value)
         return [thought_from_row(r) for r in rows]
 
     async def get_pending_thoughts_for_active_tasks(
