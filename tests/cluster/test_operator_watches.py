@@ -76,8 +76,10 @@ async def test_steady_passes_read_the_cache_and_write_nothing(
     # Secrets are read by name, at most once per resync; nothing else reaches the server.
     assert set(api_reads) <= {"secrets"}, api_reads
     assert api_reads.get("secrets", 0) <= 2 * (passes + 1), api_reads
+    # every pass reads each of these from the cache; a pass running when the window opened
+    # read them before it but counts inside it (seen once in CI: 5 passes, 4 reads each)
     for resource in ("agentdeployments", "statefulsets", "services", "poddisruptionbudgets"):
-        assert cache_reads.get(resource, 0) >= passes, (resource, cache_reads, passes)
+        assert cache_reads.get(resource, 0) >= passes - 1, (resource, cache_reads, passes)
 
 
 async def test_with_the_default_resync_events_alone_converge_it(
