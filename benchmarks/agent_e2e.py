@@ -36,6 +36,7 @@ from typing import Any
 import aiohttp
 
 from benchmarks.common import append_results, median, percentile
+from benchmarks.operator_scale import cpu_seconds
 from occurrence_agent.journal import read_journal
 from occurrence_store import Store, TaskStatus, ThoughtStatus
 from testing.postgres import postgres_server
@@ -144,12 +145,11 @@ async def latency(agents: Agents, count: int, gap: float) -> list[float]:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a live process so far (0 once it is gone)."""
+    """A live process's CPU so far; 0 once it is gone (a backend that ended meanwhile)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return cpu_seconds(pid)
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _postgres_cpu() -> float:

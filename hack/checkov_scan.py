@@ -40,6 +40,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
+sys.path.insert(0, str(REPO / "hack"))
+
+import render_packaging  # noqa: E402
 
 from occurrence_operator.model.owner import Owner  # noqa: E402
 from occurrence_operator.model.spec import AgentDeploymentSpec  # noqa: E402
@@ -130,11 +133,9 @@ def ensure_checkov() -> Path:
 
 
 def find_helm() -> str:
-    """helm from the local cluster's binaries (built once, cached), $HELM, or PATH."""
-    for candidate in (os.environ.get("HELM"), str(REPO / ".cluster" / "bin" / "helm")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    if found := shutil.which("helm"):
+    """render_packaging's helm ($HELM, the local cluster's, PATH); else the local cluster's
+    binaries are built (once, cached) for it."""
+    if found := render_packaging.find_helm():
         return found
     subprocess.run(["bash", str(REPO / "hack" / "local-cluster.sh"), "build"], check=True)
     return str(REPO / ".cluster" / "bin" / "helm")
