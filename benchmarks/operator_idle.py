@@ -33,6 +33,7 @@ import signal
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +293,27 @@ async def mass_scale_down(cluster: Any, api: Api, op: OperatorProcess, ns: str, 
             "all": times[-1], "median": median(times), "moved": moved, "stranded": stranded}
 
 
+@contextlib.asynccontextmanager
+async def operator_in_namespace(cluster: Any, prefix: str
+                                ) -> AsyncIterator[tuple[str, str, OperatorProcess]]:
+    """A new namespace whose `db` Secret names a new, migrated database on a throwaway
+    PostgreSQL, and the operator watching it (`--namespace`, default resync 300 s). Yields
+    (namespace, database URL, operator); the operator is stopped and the namespace dropped
+    after."""
+    ns = cluster.create_namespace(f"{prefix}-{uuid.uuid4().hex[:5]}")
+    with postgres_server() as pg, tempfile.TemporaryDirectory() as tmp:
+        url = await new_database(pg)
+        await (await Store.open(url, migrate=True)).close()
+        create_db_secret(cluster, ns, url)
+        op = OperatorProcess(cluster, [ns], Path(tmp) / "operator.log",
+                             env={"OCCURRENCE_OPERATOR_RESYNC_SECONDS": "300"}).start()
+        try:
+            yield ns, url, op
+        finally:
+            op.stop()
+            drop_namespace(cluster, ns)
+
+
 async def main_async(args: argparse.Namespace) -> None:
     # kwok nodes take 110 pods each: enough of them for every pod and the scale-up to 5
     pods = args.count * args.replicas + args.scale_down * (5 - args.replicas)
@@ -300,27 +322,17 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         install_crd(cluster)
         api = Api(cluster)
-        ns = cluster.create_namespace(f"bench-idle-{uuid.uuid4().hex[:5]}")
-        with postgres_server() as pg, tempfile.TemporaryDirectory() as tmp:
-            url = await new_database(pg)
-            await (await Store.open(url, migrate=True)).close()
-            create_db_secret(cluster, ns, url)
-            op = OperatorProcess(cluster, [ns], Path(tmp) / "operator.log",
-                                 env={"OCCURRENCE_OPERATOR_RESYNC_SECONDS": "300"}).start()
-            try:
-                async with Heartbeats(url) as beats:
-                    rollout = await roll_out(cluster, api, op, ns, args.count, args.replicas)
-                    rollout["settle"] = await settle(cluster)
-                    quiet = await idle(cluster, op, url, beats, args.idle, args.baseline)
-                    drained = None
-                    if args.scale_down:
-                        drained = await mass_scale_down(
-                            cluster, api, op, ns, url, rollout["names"][:args.scale_down],
-                            args.pending, args.replicas)
-                errors = op.errors()
-            finally:
-                op.stop()
-                drop_namespace(cluster, ns)
+        async with operator_in_namespace(cluster, "bench-idle") as (ns, url, op):
+            async with Heartbeats(url) as beats:
+                rollout = await roll_out(cluster, api, op, ns, args.count, args.replicas)
+                rollout["settle"] = await settle(cluster)
+                quiet = await idle(cluster, op, url, beats, args.idle, args.baseline)
+                drained = None
+                if args.scale_down:
+                    drained = await mass_scale_down(
+                        cluster, api, op, ns, url, rollout["names"][:args.scale_down],
+                        args.pending, args.replicas)
+            errors = op.errors()
         result = {"rollout": {k: v for k, v in rollout.items() if k != "names"},
                   "idle": quiet, "drained": drained, "errors": errors[:5]}
         print(json.dumps({k: v for k, v in result.items() if k != "idle"}, indent=1))

@@ -31,7 +31,6 @@ import asyncio
 import json
 import os
 import re
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -40,23 +39,18 @@ from typing import Any
 import yaml
 
 from benchmarks.common import append_results, median
-from benchmarks.operator_idle import log, roll_out, settle
-from benchmarks.operator_scale import Api, cpu_seconds, new_database, ready
+from benchmarks.operator_idle import log, operator_in_namespace, roll_out, settle
+from benchmarks.operator_scale import Api, cpu_seconds, ready
 from occurrence_operator.kube.client import Kube
 from occurrence_operator.model.owner import Owner
 from occurrence_operator.model.spec import AgentDeploymentSpec
 from occurrence_operator.render.agent_token import build_token_secret, new_tokens
 from occurrence_operator.render.objects import render
-from occurrence_store import Store
 from testing import localcluster
 from testing.operator_support import (
-    OperatorProcess,
     agd_manifest,
-    create_db_secret,
-    drop_namespace,
     install_crd,
 )
-from testing.postgres import postgres_server
 
 POLL_SECONDS = 0.25
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -155,28 +149,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         api = Api(cluster)
         result: dict[str, Any] = {
             "bound": await bound(cluster, args.count, args.replicas, args.concurrency)}
-        ns = cluster.create_namespace(f"bench-ready-{uuid.uuid4().hex[:5]}")
-        with postgres_server() as pg, tempfile.TemporaryDirectory() as tmp:
-            url = await new_database(pg)
-            await (await Store.open(url, migrate=True)).close()
-            create_db_secret(cluster, ns, url)
-            op = OperatorProcess(cluster, [ns], Path(tmp) / "operator.log",
-                                 env={"OCCURRENCE_OPERATOR_RESYNC_SECONDS": "300"}).start()
-            try:
-                result["empty"] = await singles(cluster, api, ns, "first", args.singles,
-                                                args.replicas)
-                rollout = await roll_out(cluster, api, op, ns, args.count, args.replicas)
-                result["rollout"] = {k: v for k, v in rollout.items() if k != "names"}
-                result["settle"] = await settle(cluster, quiet_seconds=30)
-                assert op.proc is not None
-                cpu0 = cpu_seconds(op.proc.pid)
-                result["loaded"] = await singles(cluster, api, ns, "new", args.singles,
-                                                 args.replicas)
-                result["loaded_cpu"] = cpu_seconds(op.proc.pid) - cpu0
-                result["errors"] = op.errors()[:5]
-            finally:
-                op.stop()
-                drop_namespace(cluster, ns)
+        async with operator_in_namespace(cluster, "bench-ready") as (ns, _, op):
+            result["empty"] = await singles(cluster, api, ns, "first", args.singles,
+                                            args.replicas)
+            rollout = await roll_out(cluster, api, op, ns, args.count, args.replicas)
+            result["rollout"] = {k: v for k, v in rollout.items() if k != "names"}
+            result["settle"] = await settle(cluster, quiet_seconds=30)
+            assert op.proc is not None
+            cpu0 = cpu_seconds(op.proc.pid)
+            result["loaded"] = await singles(cluster, api, ns, "new", args.singles,
+                                             args.replicas)
+            result["loaded_cpu"] = cpu_seconds(op.proc.pid) - cpu0
+            result["errors"] = op.errors()[:5]
         return result
     finally:
         cluster.stop()
