@@ -17,86 +17,62 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
-from occurrence_agent.config import ENV_NAMES, ConfigError, load_config
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from occurrence_agent.config import ENV_NAMES, AgentConfig, ConfigError, load_config
 from occurrence_agent.logs import configure_logging
 from occurrence_agent.runtime import OccurrenceRuntime, StartupError
 
 PROG = "occurrence-agent"
 
 
+_OPTION_NAMES = {"journal_path": "--journal"}
+"""Options not spelled as their setting's name."""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """One option per `AgentConfig` setting, its help from the setting's description, its
+    default and its environment variable: the settings are declared once, in config.py."""
     p = argparse.ArgumentParser(
         prog=PROG, description="Run one occurrence of the agent: register, join the shared "
         "wakeup, process this occurrence's own tasks, serve the HTTP API.",
         epilog="Every option also reads an environment variable (shown in brackets).",
         allow_abbrev=False)  # the operator refuses its own flags in spec.args by exact name
-    add = p.add_argument
-    add("--occurrence-id", help="stable identity of this occurrence")
-    add("--ordinal", type=int, help="StatefulSet ordinal")
-    add("--agent-id", help="the agent this occurrence belongs to, <namespace>/<name>: "
-        "decisions and idempotency keys are per agent (default: the database's default "
-        "agent)")
-    add("--revision", help="the revision this process runs (the operator sets the pod's "
-        "controller-revision-hash): stamped on every status it sets")
-    add("--database-url", help="postgresql://... or sqlite:///path; default: the embedded "
-        "SQLite file shared by processes on this host")
-    add("--database-url-file", type=Path,
-        help="read the database URL from this file (a mounted Secret key) instead")
-    add("--host", help="listen address (default: 0.0.0.0 with --token-dir, else 127.0.0.1)")
-    add("--port", type=int, help="HTTP port, 0 picks a free one (default 8080)")
-    add("--port-file", type=Path, help="write the bound port here")
-    mig = p.add_mutually_exclusive_group()
-    mig.add_argument("--migrate", dest="migrate", action="store_const", const=True,
-                     help="apply migrations at start (default only for embedded SQLite)")
-    mig.add_argument("--no-migrate", dest="migrate", action="store_const", const=False)
-    add("--max-active-tasks", type=int, help="active tasks at most (default 10)")
-    add("--thought-concurrency", type=int, help="thoughts worked at once (default 4)")
-    add("--poll-interval", type=float, help="seconds between idle polls (default 0.5)")
-    add("--lease-seconds", type=float, help="registry lease (default 30)")
-    add("--heartbeat-interval", type=float, help="default: a third of the lease")
-    add("--wakeup-timeout", type=float, help="max seconds to wait for the shared wakeup (120)")
-    add("--shared-lease-seconds", type=float, help="lease on a shared decision being made (30)")
-    add("--drain-timeout", type=float,
-        help="seconds to finish in-flight work when draining or stopping (default 20)")
-    add("--in-flight-recovery", choices=["retry", "fail"],
-        help="stranded in-flight thoughts (the handler may have run): run again (retry, "
-        "default) or mark FAILED (fail)")
-    add("--max-thought-attempts", type=int,
-        help="attempts per thought before it is FAILED (default 5)")
-    add("--retry-backoff-seconds", type=float,
-        help="wait before retrying a failed attempt, doubling each time (default 1)")
-    add("--retry-backoff-max-seconds", type=float,
-        help="longest wait between attempts (default 60)")
-    add("--simulated-work-ms", type=int, help="default handler: work per thought (50)")
-    add("--simulated-failure-ratio", type=float,
-        help="default handler: share of tasks it fails, to try a bad version (0)")
-    add("--wakeup-steps", type=int, help="default handler: wakeup steps (3)")
-    add("--journal", dest="journal_path", type=Path,
-        help="append thought events (JSON lines) to this file")
-    add("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
-    add("--access-log", action="store_const", const=True, help="log every HTTP request")
-    add("--token-dir", type=Path,
-        help="directory of the API's bearer tokens, files 'work' and 'admin'; required "
-        "unless --host is a loopback address")
-    add("--submit-rate", type=float,
-        help="tasks one credential may submit per second, 0: no limit (default 200)")
-    add("--request-timeout", type=float,
-        help="longest an HTTP request may take, body included (default 30)")
-    add("--submit-burst", type=int,
-        help="submissions one credential may make at once (default 400)")
-    _name_the_variables(p)
+    for name, setting in AgentConfig.model_fields.items():
+        flag = _OPTION_NAMES.get(name, "--" + name.replace("_", "-"))
+        help_text = _help(name, setting)
+        kind = _value_type(setting.annotation)
+        if name == "migrate":  # on, off, or left to the database kind
+            both = p.add_mutually_exclusive_group()
+            both.add_argument(flag, dest=name, action="store_const", const=True, help=help_text)
+            both.add_argument("--no-migrate", dest=name, action="store_const", const=False)
+        elif kind is bool:
+            p.add_argument(flag, dest=name, action="store_const", const=True, help=help_text)
+        elif get_origin(kind) is Literal:
+            p.add_argument(flag, dest=name, choices=get_args(kind), help=help_text)
+        else:
+            p.add_argument(flag, dest=name, type=kind, help=help_text)
     return p
 
 
-def _name_the_variables(parser: argparse.ArgumentParser) -> None:
-    """Every option's help ends with its environment variable, from the one map
-    (`config.ENV_NAMES`); an option without one is a bug (tests/agent/test_agent_units.py)."""
-    for action in parser._actions:
-        name = ENV_NAMES.get(action.dest)
-        if name is not None and action.option_strings and action.help is not None:
-            action.help = f"{action.help} [{name}]"
+def _value_type(annotation: Any) -> Any:
+    """The type an option parses to: `X | None` is X, a NewType its base type."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (UnionType, Union) and len(args) == 1:
+        annotation = args[0]
+    return getattr(annotation, "__supertype__", annotation)
+
+
+def _help(name: str, setting: FieldInfo) -> str:
+    text = (setting.description or "").rstrip(".")
+    default = setting.default
+    if default is not PydanticUndefined and default not in (None, "") and default is not False:
+        text += f" (default {default:g})" if isinstance(default, float) else f" (default {default})"
+    return f"{text} [{ENV_NAMES[name]}]"
 
 
 def _fail(message: str, code: int) -> int:

@@ -67,67 +67,81 @@ ENV_NAMES: dict[str, str] = {
 class AgentConfig(BaseModel):
     """Validated settings of one occurrence's runtime."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    occurrence_id: OccurrenceId = Field(description="Stable identity; the pod name in Kubernetes.")
-    ordinal: int | None = Field(default=None, ge=0, le=1_000_000,
-                                description="StatefulSet ordinal (pod index), if any.")
-    agent_id: AgentId = Field(
-        default=DEFAULT_AGENT_ID, max_length=320,
-        description="The agent this occurrence belongs to (the operator sets "
-        "<namespace>/<AgentDeployment name>): shared decisions and idempotency keys are per "
-        "agent, and an occurrence id owned by another agent is refused at start.")
-    revision: str | None = Field(
-        default=None, min_length=1, max_length=253,
-        description="The revision this process runs (in Kubernetes the pod's "
-        "controller-revision-hash, set by the operator): every status it sets in the database "
-        "is stamped with it, so a rollout judges and gives back work per revision.")
-    database_url: str | None = Field(
-        default=None, description="postgresql://... or sqlite:///path; None: embedded SQLite.")
-    database_url_file: Path | None = Field(
-        default=None, description="A file holding the database URL (a mounted Secret key), "
-        "read once at start; instead of database_url, which then stays out of the "
-        "environment and the process listing.")
-    host: str | None = Field(
-        default=None, description="Listen address. Default: 0.0.0.0 with a token_dir (in a "
-        "pod), else 127.0.0.1 — an API without tokens never listens beyond this host.")
-    port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free port.")
-    port_file: Path | None = Field(default=None, description="Write the bound port here.")
-    migrate: bool | None = Field(
-        default=None, description="Apply migrations at start; default: only for embedded SQLite.")
+    occurrence_id: OccurrenceId
+    """Stable identity; the pod name in Kubernetes."""
+    ordinal: int | None = Field(default=None, ge=0, le=1_000_000)
+    """StatefulSet ordinal (pod index), if any."""
+    agent_id: AgentId = Field(default=DEFAULT_AGENT_ID, max_length=320)
+    """The agent this occurrence belongs to (the operator sets <namespace>/<AgentDeployment name>):
+    shared decisions and idempotency keys are per agent, and an occurrence id owned by another
+    agent is refused at start."""
+    revision: str | None = Field(default=None, min_length=1, max_length=253)
+    """The revision this process runs (in Kubernetes the pod's controller-revision-hash, set by the
+    operator): every status it sets in the database is stamped with it, so a rollout judges and
+    gives back work per revision."""
+    database_url: str | None = None
+    """postgresql://... or sqlite:///path; unset: the embedded SQLite file shared by the processes
+    on this host."""
+    database_url_file: Path | None = None
+    """A file holding the database URL (a mounted Secret key), read once at start, instead of the
+    database URL itself, which then stays out of the environment and the process listing."""
+    host: str | None = None
+    """Listen address. Default: 0.0.0.0 with a token_dir (in a pod), else 127.0.0.1 — an API
+    without tokens never listens beyond this host."""
+    port: int = Field(default=8080, ge=0, le=65535)
+    """HTTP port; 0 picks a free one."""
+    port_file: Path | None = None
+    """Write the bound port here."""
+    migrate: bool | None = None
+    """Apply migrations at start; default: only for embedded SQLite."""
     max_active_tasks: int = Field(default=10, ge=1, le=10_000)
+    """Active tasks at most."""
     thought_concurrency: int = Field(default=4, ge=1, le=1_000)
+    """Thoughts worked at once."""
     poll_interval: float = Field(default=0.5, gt=0, le=60)
+    """Seconds between idle polls."""
     lease_seconds: float = Field(default=30.0, gt=0, le=3600)
-    heartbeat_interval: float | None = Field(
-        default=None, gt=0, description="Default: a third of the lease.")
+    """Registry lease."""
+    heartbeat_interval: float | None = Field(default=None, gt=0)
+    """Seconds between registry heartbeats; default: a third of the lease."""
     wakeup_timeout: float = Field(default=120.0, gt=0, le=86_400)
+    """Longest wait for the shared wakeup, in seconds."""
     shared_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """Lease on a shared decision being made."""
     drain_timeout: float = Field(default=20.0, ge=0, le=3600)
-    in_flight_recovery: Literal["retry", "fail"] = Field(
-        default="retry", description="Stranded in-flight thoughts (the handler may have run): "
-        "retry runs them again, fail marks them FAILED.")
+    """Seconds to finish in-flight work when draining or stopping."""
+    in_flight_recovery: Literal["retry", "fail"] = "retry"
+    """Stranded in-flight thoughts (the handler may have run): retry runs them again, fail marks
+    them FAILED."""
     max_thought_attempts: int = Field(default=5, ge=1, le=1000)
+    """Attempts per thought before it is FAILED."""
     retry_backoff_seconds: float = Field(default=1.0, ge=0, le=3600)
+    """Wait before retrying a failed attempt, doubling each time."""
     retry_backoff_max_seconds: float = Field(default=60.0, ge=0, le=86_400)
+    """Longest wait between attempts."""
     simulated_work_ms: int = Field(default=50, ge=0, le=600_000)
+    """Default handler: work per thought."""
     simulated_failure_ratio: float = Field(default=0.0, ge=0, le=1)
+    """Default handler: share of tasks it fails, to try a bad version."""
     wakeup_steps: int = Field(default=3, ge=0, le=100)
+    """Default handler: wakeup steps."""
     journal_path: Path | None = None
+    """Append thought events (JSON lines) to this file."""
     log_level: str = "INFO"
+    """DEBUG, INFO, WARNING or ERROR."""
     access_log: bool = False
-    token_dir: Path | None = Field(
-        default=None, description="Directory of the API's bearer tokens: files 'work' "
-        "(read and submit tasks) and 'admin' (also POST /shutdown). Without it the runtime "
-        "only listens on a loopback address.")
-    submit_rate: float = Field(
-        default=200.0, ge=0, le=1_000_000,
-        description="Tasks one credential may submit per second (0: no limit).")
-    submit_burst: int = Field(default=400, ge=1, le=1_000_000,
-                              description="Submissions one credential may make at once.")
-    request_timeout: float = Field(
-        default=30.0, gt=0, le=3600,
-        description="Longest an HTTP request may take, reading its body included (503 after).")
+    """Log every HTTP request."""
+    token_dir: Path | None = None
+    """Directory of the API's bearer tokens: files 'work' (read and submit tasks) and 'admin' (also
+    POST /shutdown). Without it the runtime only listens on a loopback address."""
+    submit_rate: float = Field(default=200.0, ge=0, le=1_000_000)
+    """Tasks one credential may submit per second (0: no limit)."""
+    submit_burst: int = Field(default=400, ge=1, le=1_000_000)
+    """Submissions one credential may make at once."""
+    request_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Longest an HTTP request may take, reading its body included (503 after)."""
 
     @field_validator("occurrence_id")
     @classmethod

@@ -16,88 +16,56 @@ from .model import wellknown
 NAME = wellknown.MANAGER
 NAMESPACE = "occurrence-system"
 
+_READ = ("get", "list", "watch")
+
+
+def _rule(group: str, resources: str | tuple[str, ...], *verbs: str) -> dict[str, Any]:
+    """One PolicyRule: verbs on resources of one API group."""
+    names = [resources] if isinstance(resources, str) else list(resources)
+    return {"apiGroups": [group], "resources": names, "verbs": list(verbs)}
+
+
 RULES: list[dict[str, Any]] = [
     # reconcile/passes.py reads the AgentDeployment; Kopf watches it and keeps its finalizer and
     # progress annotations (patch; reconcile/passes.py also removes a used skip-drain annotation);
     # the status is written through /status (merge patch).
-    {
-        "apiGroups": [wellknown.GROUP],
-        "resources": [wellknown.PLURAL],
-        "verbs": ["get", "list", "watch", "patch"],
-    },
-    {
-        "apiGroups": [wellknown.GROUP],
-        "resources": [f"{wellknown.PLURAL}/status"],
-        "verbs": ["get", "patch"],
-    },
+    _rule(wellknown.GROUP, wellknown.PLURAL, *_READ, "patch"),
+    _rule(wellknown.GROUP, f"{wellknown.PLURAL}/status", "get", "patch"),
     # spec.autoscaling (autoscaling/controller.py) writes spec.replicas through /scale, and
     # looks (list only) for an HPA or KEDA ScaledObject targeting the same AgentDeployment.
-    {
-        "apiGroups": [wellknown.GROUP],
-        "resources": [f"{wellknown.PLURAL}/scale"],
-        "verbs": ["patch"],
-    },
-    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["list"]},
-    {"apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "verbs": ["list"]},
+    _rule(wellknown.GROUP, f"{wellknown.PLURAL}/scale", "patch"),
+    _rule("autoscaling", "horizontalpodautoscalers", "list"),
+    _rule("keda.sh", "scaledobjects", "list"),
     # Owned objects: server-side apply (patch; create when the apply creates the object),
     # the Job's create (never patched; deleted once a newer one succeeded, migrations.py).
     # The informers (informer.py) list and watch each owned kind, label-selected, to keep
     # the cache passes read from and wake the owner.
-    {
-        "apiGroups": ["apps"],
-        "resources": ["statefulsets"],
-        "verbs": ["get", "list", "watch", "create", "patch"],
-    },
-    {
-        "apiGroups": ["batch"],
-        "resources": ["jobs"],
-        "verbs": ["get", "list", "watch", "create", "delete"],
-    },
-    {
-        "apiGroups": [""],
-        "resources": ["services"],
-        "verbs": ["get", "list", "watch", "create", "patch"],
-    },
-    {
-        "apiGroups": ["policy"],
-        "resources": ["poddisruptionbudgets"],
-        "verbs": ["get", "list", "watch", "create", "patch"],
-    },
+    _rule("apps", "statefulsets", *_READ, "create", "patch"),
+    _rule("batch", "jobs", *_READ, "create", "delete"),
+    _rule("", "services", *_READ, "create", "patch"),
+    _rule("policy", "poddisruptionbudgets", *_READ, "create", "patch"),
     # The agent pods' NetworkPolicy (network_policy.py); deleted when the spec turns it off.
-    {
-        "apiGroups": ["networking.k8s.io"],
-        "resources": ["networkpolicies"],
-        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
-    },
+    _rule("networking.k8s.io", "networkpolicies", *_READ, "create", "patch", "delete"),
     # The drain waits for departing pods to be gone; a canary rollout rolled back deletes
     # its pods still on the bad revision (a StatefulSet never replaces a pod below its
     # partition by itself); during a rollout the pods are labelled occurrence.dev/track.
-    {"apiGroups": [""], "resources": ["pods"],
-     "verbs": ["get", "list", "watch", "delete", "patch"]},
+    _rule("", "pods", *_READ, "delete", "patch"),
     # The database URL (spec.database.secretRef), read by name only; the agent API's token
     # Secret (<name>-agent-token), created once (never patched, never listed).
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]},
+    _rule("", "secrets", "get", "create"),
     # Milestone and warning events (events.py).
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    _rule("", "events", "create"),
     # Kopf, cluster-wide only (--all-namespaces, --namespace globs): watches the CRDs and
     # namespaces as they come and go. With named namespaces its scanning is off
     # (kopf_handlers.startup) and a namespaced install grants neither.
-    {
-        "apiGroups": ["apiextensions.k8s.io"],
-        "resources": ["customresourcedefinitions"],
-        "verbs": ["get", "list", "watch"],
-    },
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+    _rule("apiextensions.k8s.io", "customresourcedefinitions", *_READ),
+    _rule("", "namespaces", *_READ),
 ]
 
 PEERING_RULES: list[dict[str, Any]] = [
     # Kopf peering (--peering NAME, several replicas); `create`: the operator makes its
     # peering object if missing (peering.py). Granted only when peering is on.
-    {
-        "apiGroups": ["kopf.dev"],
-        "resources": ["kopfpeerings", "clusterkopfpeerings"],
-        "verbs": ["get", "list", "watch", "patch", "create"],
-    },
+    _rule("kopf.dev", ("kopfpeerings", "clusterkopfpeerings"), *_READ, "patch", "create"),
 ]
 
 

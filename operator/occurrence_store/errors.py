@@ -44,17 +44,22 @@ class NotOwnedError(StoreError):
     """A write aimed at work that belongs to another occurrence (nothing was changed)."""
 
 
-class VersionConflict(StoreError):
+class OccurrenceError(StoreError):
+    """An error about one occurrence, which it names (``occurrence_id``)."""
+
+    def __init__(self, occurrence_id: str, message: str) -> None:
+        self.occurrence_id = occurrence_id
+        super().__init__(message)
+
+
+class VersionConflict(OccurrenceError):
     """An optimistic write lost: the row changed since the writer read it (nothing overwritten)."""
 
     def __init__(self, occurrence_id: str, expected: int, actual: int | None) -> None:
-        self.occurrence_id = occurrence_id
-        self.expected = expected
-        self.actual = actual
-        super().__init__(
-            f"occurrence {occurrence_id!r} changed concurrently: expected version {expected}, "
-            f"found {actual if actual is not None else 'no row'}"
-        )
+        self.expected, self.actual = expected, actual
+        super().__init__(occurrence_id, f"occurrence {occurrence_id!r} changed concurrently: "
+                         f"expected version {expected}, found "
+                         f"{actual if actual is not None else 'no row'}")
 
 
 class MigrationError(StoreError):
@@ -65,33 +70,28 @@ class InvalidTaskId(StoreError):
     """A task id an ordinary occurrence may not use (the form of a shared decision's id)."""
 
 
-class NotEligibleToDecide(StoreError):
+class NotEligibleToDecide(OccurrenceError):
     """A canary rollout of the agent is under way and this occurrence is not on its stable
     revision: it may not claim a shared decision, only follow one a stable occurrence claimed
     (none has yet)."""
 
     def __init__(self, occurrence_id: str, revision: str | None, stable_revision: str) -> None:
-        self.occurrence_id = occurrence_id
-        self.revision = revision
-        self.stable_revision = stable_revision
-        super().__init__(
-            f"occurrence {occurrence_id!r} runs revision {revision or 'unknown'}, not the stable "
-            f"{stable_revision} of a rollout under way: it follows the shared decisions of the "
-            "stable occurrences")
+        self.revision, self.stable_revision = revision, stable_revision
+        super().__init__(occurrence_id, f"occurrence {occurrence_id!r} runs revision "
+                         f"{revision or 'unknown'}, not the stable {stable_revision} of a rollout "
+                         "under way: it follows the shared decisions of the stable occurrences")
 
 
-class OccurrenceIdConflict(StoreError):
+class OccurrenceIdConflict(OccurrenceError):
     """An occurrence id is owned by another agent (another AgentDeployment on this database);
     nothing of that agent's was changed."""
 
     def __init__(self, occurrence_id: str, owner: str, claimant: str,
                  owner_uid: str | None = None) -> None:
-        self.occurrence_id = occurrence_id
-        self.owner = owner
-        self.claimant = claimant
-        self.owner_uid = owner_uid
+        self.owner, self.claimant, self.owner_uid = owner, claimant, owner_uid
         uid = f" (uid {owner_uid})" if owner_uid else ""
         super().__init__(
+            occurrence_id,
             f"occurrence id {occurrence_id!r} belongs to agent {owner!r}{uid}, not to "
             f"{claimant!r}: two agents on one database cannot share occurrence ids (rename "
             "one, or `occurrence-store occurrences disown` the ids if the owner is gone for good)"

@@ -58,10 +58,10 @@ RETENTION_BATCH = 1000
 class Retained:
     """What one retention run deleted."""
 
-    tasks: int = 0
-    thoughts: int = 0
-    transfer_records: int = 0
-    requeue_records: int = 0
+    tasks: int
+    thoughts: int
+    transfer_records: int
+    requeue_records: int
 
 
 class Maintenance:
@@ -160,4 +160,5 @@ class Maintenance:
             requeues += len(expired)
             if len(expired) < batch:
                 break
-        return Retained(tasks, thoughts, transfers, requeues)
+        return Retained(tasks=tasks, thoughts=thoughts, transfer_records=transfers,
+                        requeue_records=requeues)

@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from occurrence_store.clock import NOW_SQL, after_sql
 from occurrence_store.database import Database, Row
@@ -171,6 +171,18 @@ def check_idempotency_key(key: str) -> str:
     return key
 
 
+class TaskFields(TypedDict, total=False):
+    """What a new task may set besides its description (the keywords of
+    :meth:`ScopedStore.add_task_once`)."""
+
+    channel_id: str
+    priority: int
+    context: dict[str, Any] | None
+    task_id: str | None
+    parent_task_id: str | None
+    status: TaskStatus
+
+
 class ScopedStore:
     """Tasks and thoughts of one occurrence. Made by :meth:`Store.scope`."""
 
@@ -200,24 +212,12 @@ class ScopedStore:
 
     # ------------------------------------------------------------------ tasks
 
-    async def add_task(
-        self,
-        description: str,
-        *,
-        channel_id: str = "",
-        priority: int = 0,
-        context: dict[str, Any] | None = None,
-        task_id: str | None = None,
-        parent_task_id: str | None = None,
-        status: TaskStatus = TaskStatus.PENDING,
-        idempotency_key: str | None = None,
-    ) -> Task:
-        """Add a task to this occurrence; with ``idempotency_key``, see :meth:`add_task_once`."""
-        task, _ = await self.add_task_once(
-            description, channel_id=channel_id, priority=priority, context=context,
-            task_id=task_id, parent_task_id=parent_task_id, status=status,
-            idempotency_key=idempotency_key,
-        )
+    async def add_task(self, description: str, *, idempotency_key: str | None = None,
+                       **fields: Unpack[TaskFields]) -> Task:
+        """Add a task to this occurrence; with ``idempotency_key``, see :meth:`add_task_once`
+        (which takes the same keywords and also says whether it created the task)."""
+        task, _ = await self.add_task_once(description, idempotency_key=idempotency_key,
+                                           **fields)
         return task
 
     async def add_task_once(

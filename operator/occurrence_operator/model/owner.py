@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import wellknown
+from . import naming, wellknown
 
 
 @dataclass(frozen=True)
@@ -48,3 +48,11 @@ class Owner:
             meta["annotations"] = dict(annotations)
         meta["ownerReferences"] = [self.reference()]
         return meta
+
+    def child(self, api_version: str, kind: str, name: str,
+              labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The head of an owned object's manifest: `apiVersion`, `kind` and its
+        `metadata` (labels: the AgentDeployment's common labels unless given)."""
+        return {"apiVersion": api_version, "kind": kind,
+                "metadata": self.child_metadata(
+                    name, naming.common_labels(self.name) if labels is None else labels)}

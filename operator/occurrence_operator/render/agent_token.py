@@ -27,10 +27,7 @@ def build_token_secret(owner: Owner, tokens: dict[str, str]) -> dict[str, Any]:
     """The Secret manifest holding ``tokens`` (see :func:`new_tokens`)."""
     name = owner.name
     return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": owner.child_metadata(naming.token_secret_name(name),
-                                         naming.common_labels(name)),
+        **owner.child("v1", "Secret", naming.token_secret_name(name)),
         "type": "Opaque",
         "data": {key: base64.b64encode(value.encode()).decode() for key, value in tokens.items()},
     }

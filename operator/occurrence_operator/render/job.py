@@ -91,9 +91,7 @@ def build_migration_job(spec: AgentDeploymentSpec, owner: Owner) -> dict[str, An
     if resources:
         container["resources"] = copy.deepcopy(resources)
     return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": owner.child_metadata(naming.migration_job_name(name, digest), labels),
+        **owner.child("batch/v1", "Job", naming.migration_job_name(name, digest), labels),
         "spec": {
             "backoffLimit": spec.migrations.backoff_limit,
             "activeDeadlineSeconds": spec.migrations.active_deadline_seconds,

@@ -40,10 +40,7 @@ def build_network_policy(spec: AgentDeploymentSpec, owner: Owner,
     peers = copy.deepcopy(policy.allowed_from) if policy.allowed_from else [SAME_NAMESPACE_PEER]
     peers += [copy.deepcopy(dict(p)) for p in platform_peers if dict(p) not in peers]
     return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": owner.child_metadata(naming.network_policy_name(name),
-                                         naming.common_labels(name)),
+        **owner.child("networking.k8s.io/v1", "NetworkPolicy", naming.network_policy_name(name)),
         "spec": {
             "podSelector": {"matchLabels": {wellknown.LABEL_AGENTDEPLOYMENT: name}},
             "policyTypes": ["Ingress"],

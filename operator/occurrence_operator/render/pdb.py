@@ -19,9 +19,7 @@ def build_pdb(owner: Owner, spec: AgentDeploymentSpec) -> dict[str, Any]:
     """
     name = owner.name
     return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": owner.child_metadata(naming.pdb_name(name), naming.common_labels(name)),
+        **owner.child("policy/v1", "PodDisruptionBudget", naming.pdb_name(name)),
         "spec": {
             "maxUnavailable": spec.pod_disruption_budget.max_unavailable,
             "selector": {"matchLabels": naming.selector_labels(name)},

@@ -95,23 +95,18 @@ def merge_probe(default: Mapping[str, Any], override: Mapping[str, Any] | None) 
     return merged
 
 
+def _http_probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": PORT_NAME}, "periodSeconds": period,
+            "timeoutSeconds": 2, "failureThreshold": failures}
+
+
 def default_liveness_probe() -> dict[str, Any]:
-    return {
-        "httpGet": {"path": LIVENESS_PATH, "port": PORT_NAME},
-        "periodSeconds": 10,
-        "timeoutSeconds": 2,
-        "failureThreshold": 3,
-    }
+    return _http_probe(LIVENESS_PATH, period=10, failures=3)
 
 
 def default_readiness_probe() -> dict[str, Any]:
     # Short period: a draining occurrence fails readiness and should leave the Service fast.
-    return {
-        "httpGet": {"path": READINESS_PATH, "port": PORT_NAME},
-        "periodSeconds": 5,
-        "timeoutSeconds": 2,
-        "failureThreshold": 2,
-    }
+    return _http_probe(READINESS_PATH, period=5, failures=2)
 
 
 def tmp_volume_mount() -> dict[str, Any]:

@@ -18,9 +18,7 @@ def build_service(spec: AgentDeploymentSpec, owner: Owner) -> dict[str, Any]:
     """
     name = owner.name
     return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": owner.child_metadata(naming.service_name(name), naming.common_labels(name)),
+        **owner.child("v1", "Service", naming.service_name(name)),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": False,

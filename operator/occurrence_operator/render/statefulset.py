@@ -31,9 +31,7 @@ def build_statefulset(spec: AgentDeploymentSpec, owner: Owner, replicas: int,
         raise ValueError(f"replicas must be >= 0, got {replicas}")
     name = owner.name
     return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": owner.child_metadata(naming.statefulset_name(name), naming.common_labels(name)),
+        **owner.child("apps/v1", "StatefulSet", naming.statefulset_name(name)),
         "spec": {
             "replicas": replicas,
             "serviceName": naming.service_name(name),
