@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -187,6 +187,7 @@ def _decision(task: Task) -> ShutdownDecision:
     )
 
 
+@dataclass(eq=False)
 class ShutdownCoordinator:
     """One shutdown decision for all occurrences, any number of times a day.
 
@@ -196,20 +197,21 @@ class ShutdownCoordinator:
     fleet that was started again afterwards.
     """
 
-    def __init__(self, store: Store, occurrence_id: OccurrenceId, handler: Handler, *,
-                 started_at: datetime, lease_seconds: float, metrics: AgentMetrics,
-                 agent_id: AgentId = DEFAULT_AGENT_ID) -> None:
-        self.store = store
-        self.shared = store.shared_for(agent_id)
-        self.agent_id = agent_id
-        self.occurrence_id = occurrence_id
-        self.handler = handler
-        self.started_at = started_at
-        self.lease_seconds = lease_seconds
-        self.metrics = metrics
-        self._day = ""
-        self._generation = 1
-        self._seen: set[str] = set()
+    store: Store
+    occurrence_id: OccurrenceId
+    handler: Handler
+    _: KW_ONLY
+    started_at: datetime
+    lease_seconds: float
+    metrics: AgentMetrics
+    agent_id: AgentId = DEFAULT_AGENT_ID
+    shared: SharedTasks = field(init=False)
+    _day: str = field(default="", init=False)
+    _generation: int = field(default=1, init=False)
+    _seen: set[str] = field(default_factory=set, init=False)
+
+    def __post_init__(self) -> None:
+        self.shared = self.store.shared_for(self.agent_id)
 
     async def _roll_day(self) -> datetime:
         """The database's today; a new day starts again at generation 1."""

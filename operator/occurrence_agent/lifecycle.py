@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
 
 from occurrence_store import Store
 from occurrence_store.errors import UnknownOccurrence
@@ -22,22 +23,23 @@ log = logging.getLogger("occurrence_agent.lifecycle")
 StateCallback = Callable[[Occurrence], Awaitable[None]]
 
 
+@dataclass(eq=False)
 class Presence:
-    def __init__(self, store: Store, occurrence_id: OccurrenceId, *, ordinal: int | None,
-                 lease_seconds: float, interval: float, agent_id: AgentId = DEFAULT_AGENT_ID,
-                 revision: str | None = None,
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
-        self.store = store
-        self.occurrence_id = occurrence_id
-        self.ordinal = ordinal
-        self.lease_seconds = lease_seconds
-        self.interval = interval
-        self.agent_id = agent_id
-        self.revision = revision
-        self.current: Occurrence | None = None
-        self._last_ok: float | None = None
-        self._on_error = on_error
-        self._poked = asyncio.Event()
+    """This occurrence in the registry: registers it, renews its lease every ``interval``
+    seconds, and follows the state the operator gives it."""
+
+    store: Store
+    occurrence_id: OccurrenceId
+    _: KW_ONLY
+    ordinal: int | None
+    lease_seconds: float
+    interval: float
+    agent_id: AgentId = DEFAULT_AGENT_ID
+    revision: str | None = None
+    on_error: Callable[[BaseException], None] | None = None
+    current: Occurrence | None = field(default=None, init=False)
+    _last_ok: float | None = field(default=None, init=False)
+    _poked: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     async def register(self) -> Occurrence:
         """Register (or re-register after a restart); raises ``OccurrenceIdConflict`` if
@@ -92,7 +94,7 @@ class Presence:
                 log.warning("heartbeat failed: %s", exc,
                             extra={"event": "registry.heartbeat_failed",
                                    "occurrence_id": self.occurrence_id})
-                if self._on_error is not None:
-                    self._on_error(exc)
+                if self.on_error is not None:
+                    self.on_error(exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poked.wait(), self.interval)

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from occurrence_agent.handlers import Decision, Handler
@@ -70,30 +70,33 @@ class _Attempt:
     final_action: dict[str, Any] | None = None
 
 
+@dataclass(eq=False)
 class Worker:
-    def __init__(self, scoped: ScopedStore, handler: Handler, *, max_active_tasks: int,
-                 concurrency: int, poll_interval: float, metrics: AgentMetrics,
-                 journal: Journal, retry: RetryPolicy | None = None,
-                 recovery: InFlightRecovery = InFlightRecovery.RETRY,
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
-        self.scoped = scoped
-        self.handler = handler
-        self.max_active_tasks = max_active_tasks
-        self.concurrency = concurrency
-        self.poll_interval = poll_interval
-        self.metrics = metrics
-        self.journal = journal
-        self.retry = retry or RetryPolicy()
-        self.recovery = InFlightRecovery(recovery)
-        self._on_error = on_error
-        self._paused = False
-        self._stopped = False
-        self._wake = asyncio.Event()
-        self._step_lock = asyncio.Lock()
-        self._inflight: dict[str, asyncio.Task[None]] = {}
-        self._loops = 0
-        self._failures = 0
-        self._last_error = ""
+    """Claims this occurrence's work and runs its thoughts through the handler, at most
+    ``concurrency`` at once and ``max_active_tasks`` tasks active."""
+
+    scoped: ScopedStore
+    handler: Handler
+    _: KW_ONLY
+    max_active_tasks: int
+    concurrency: int
+    poll_interval: float
+    metrics: AgentMetrics
+    journal: Journal
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    recovery: InFlightRecovery = InFlightRecovery.RETRY
+    on_error: Callable[[BaseException], None] | None = None
+    _paused: bool = field(default=False, init=False)
+    _stopped: bool = field(default=False, init=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _step_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _inflight: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
+    _loops: int = field(default=0, init=False)
+    _failures: int = field(default=0, init=False)
+    _last_error: str = field(default="", init=False)
+
+    def __post_init__(self) -> None:
+        self.recovery = InFlightRecovery(self.recovery)  # also from its value ("retry")
 
     # ---------------------------------------------------------------- control
 
@@ -203,8 +206,8 @@ class Worker:
                          attempt=thought.attempts)
         self._log(logging.WARNING, "work loop %s failed: %s: %s", stage, type(exc).__name__, exc,
                   exc_info=exc, **extra)
-        if self._on_error is not None:
-            self._on_error(exc)
+        if self.on_error is not None:
+            self.on_error(exc)
 
     def _log(self, level: int, msg: str, *args: Any, exc_info: Any = None, **extra: Any) -> None:
         log.log(level, msg, *args, exc_info=exc_info,

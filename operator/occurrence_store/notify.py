@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 
 from occurrence_store.ports import Database
 
 KEEPALIVE_SECONDS = 15.0
 
 
+@dataclass(eq=False)
 class Listener:
     """``LISTEN channel`` on a dedicated connection; calls ``on_payload`` for each notification.
 
@@ -22,17 +24,15 @@ class Listener:
     ``on_error``; it returns at once where there is nothing to listen to (SQLite).
     """
 
-    def __init__(self, db: Database, channel: str, on_payload: Callable[[str], None], *,
-                 on_error: Callable[[BaseException], None] | None = None,
-                 retry_seconds: float = 1.0, max_retry_seconds: float = 10.0) -> None:
-        self.db = db
-        self.channel = channel
-        self.on_payload = on_payload
-        self.on_error = on_error
-        self.retry_seconds = retry_seconds
-        self.max_retry_seconds = max_retry_seconds
-        self.listening = asyncio.Event()
-        """Set while LISTEN is in place (tests and readiness wait for it)."""
+    db: Database
+    channel: str
+    on_payload: Callable[[str], None]
+    _: KW_ONLY
+    on_error: Callable[[BaseException], None] | None = None
+    retry_seconds: float = 1.0
+    max_retry_seconds: float = 10.0
+    listening: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    """Set while LISTEN is in place (tests and readiness wait for it)."""
 
     async def run(self) -> None:
         if not self.db.notifications:
