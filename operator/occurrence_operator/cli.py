@@ -7,7 +7,7 @@
 Standalone (no peering) by default: one replica with the `Recreate` strategy. With
 `--peering NAME` several replicas run and Kopf's peering keeps only the highest-priority
 one active (the KopfPeering/ClusterKopfPeering CRDs must be installed: crds/kopf-peering.yaml),
-so no drain runs twice: the others are paused and do nothing at all (kopf_handlers.py, gate.py).
+so no drain runs twice: the others are paused and do nothing at all (kopf_handlers.py, may_act.py).
 
 Kopf pauses *all* peers that share the highest priority, and the replicas of one Deployment
 all get the same `--priority`. So under peering the priority Kopf sees is

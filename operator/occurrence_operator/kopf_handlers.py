@@ -17,7 +17,7 @@
 - peering (`--peering`, several replicas): Kopf pauses every replica but the active one by
   stopping its watch streams and cancelling its daemons. Since nothing reconciles outside
   the daemons (no timers or retries of our own) and every write checks the daemon's
-  `stopped` flag (gate.py), a paused replica neither reconciles nor drains; the daemons
+  `stopped` flag (may_act.py), a paused replica neither reconciles nor drains; the daemons
   come back, and resume any drain from `status.scaleDown`, when it is active again;
 - deletion: nothing to do. The occurrences' work stays in the database, owned by their
   stable ids (`<name>-<k>`), and comes back if an AgentDeployment of the same name returns;
@@ -47,7 +47,7 @@ from .kube.client import Kube
 from .kube.informer import Informer, OnEvent, Watched, start_informers
 from .kube.metrics import OperatorMetrics, serve
 from .kube.peering import ensure_peering_objects
-from .kube.stores import Stores
+from .kube.shared_stores import Stores
 from .model import wellknown
 from .reconcile.config import OperatorConfig
 from .reconcile.passcontext import PassContext

@@ -26,7 +26,7 @@ from ..kube.metrics import OperatorMetrics
 from ..model.spec import AgentDeploymentSpec, AutoscalingSpec
 from ..model.status import AutoscalingStatus
 from ..model.timeutil import format_time, parse_time
-from ..reconcile.statusdoc import AUTOSCALER_CONFLICT
+from ..reconcile.derived_status import AUTOSCALER_CONFLICT
 from .conflicts import find_other_autoscaler
 from .decision import History, ScaleDecision, decide
 

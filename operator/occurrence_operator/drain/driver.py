@@ -31,7 +31,7 @@ from occurrence_store import (
     ThoughtStatus,
 )
 
-from ..kube import gate
+from ..kube import may_act
 from ..kube.events import EventType
 from ..model.naming import occurrence_id, ordinal_of
 from ..model.status import RebalanceStatus, ScaleDownStatus
@@ -153,7 +153,7 @@ async def _move(
 ) -> int:
     moved = 0
     for k in ordinals:
-        gate.check()
+        may_act.check()
         result = await store.transfers.drain(
             occurrence_id(name, k),
             list(survivors),
@@ -258,7 +258,7 @@ async def drive(
                 list(decision.ordinals) or decision.statefulset_replicas,
                 decision.reason,
             )
-            gate.check()  # a replica paused by peering takes no further step
+            may_act.check()  # a replica paused by peering takes no further step
             current_before = current
             moved = await execute(decision, store=store, name=name, record=record, port=port,
                                   settings=settings, current=current)
@@ -397,7 +397,7 @@ async def rebalance(
     if decision.action is RebalanceAction.NOOP:
         return RebalanceResult(record)
     assert record is not None
-    gate.check()
+    may_act.check()
     moved = await store.transfers.rebalance(list(decision.occurrences),
                                             reason="scale-up rebalance")
     done, total = rebalancing.rebalance_done(record, moved, utcnow())

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from ..model import wellknown
 from ..model.objectcache import ObjectCache
-from . import gate
+from . import may_act
 from .metrics import OperatorMetrics
 
 FIELD_MANAGER = wellknown.MANAGER
@@ -235,7 +235,7 @@ class Kube:
         return await asyncio.to_thread(self._call, method, path, query, body, content_type)
 
     async def _write(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        gate.check()  # a paused (peering) or stopping replica writes nothing
+        may_act.check()  # a paused (peering) or stopping replica writes nothing
         self.metrics.api_write(method, resource_of(path))
         self.forget(path)
         try:

@@ -21,7 +21,7 @@ from ..model import naming, wellknown
 from ..model.never_adopt import check_owned, owned_by
 from ..model.timeutil import format_time
 from ..render.objects import Rendered
-from .statusdoc import Migration
+from .derived_status import Migration
 
 MIGRATION_POLL_SECONDS = 5.0
 RUNNING_REQUEUE_SECONDS = MIGRATION_POLL_SECONDS * 6

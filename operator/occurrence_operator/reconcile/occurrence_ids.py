@@ -13,9 +13,9 @@ import re
 
 from occurrence_store import AgentId, Occurrence, Store
 
-from ..kube.stores import Stores
+from ..kube.shared_stores import Stores
 from ..model.naming import occurrence_id
-from .statusdoc import OCCURRENCE_ID_CONFLICT, Problem, short_error
+from .derived_status import OCCURRENCE_ID_CONFLICT, Problem, short_error
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from occurrence_store import AgentId
 from .. import autoscaling
 from ..kube.client import Kube
 from ..kube.metrics import OperatorMetrics
-from ..kube.stores import Stores
+from ..kube.shared_stores import Stores
 
 
 @dataclass(frozen=True)

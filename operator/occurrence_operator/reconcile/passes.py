@@ -13,7 +13,7 @@ AgentDeployment it just read; the pass reads everything it owns and converges:
 6. size (drain/): scale-up, the scale-down drain protocol, creation; the opt-in rebalance
    after a scale-up; the skip-drain bypass with the database unreachable; retention;
 7. template: apply the StatefulSet template only once migrations succeeded;
-8. status (statusdoc.py): derived in full, written only where it differs.
+8. status (derived_status.py): derived in full, written only where it differs.
 
 A no-op pass makes zero API writes (`kube.needs_apply`, the status diff).
 """
@@ -30,7 +30,7 @@ from occurrence_store import OccurrenceState, Store
 from occurrence_store.unreachable import STORE_ERRORS, is_unreachable
 
 from .. import autoscaling, drain
-from ..kube import gate
+from ..kube import may_act
 from ..kube.agd_object import AgentDeploymentObject
 from ..kube.client import ApiError, needs_apply, rejected_as_invalid
 from ..kube.owned_objects import apply_owned_objects
@@ -52,11 +52,7 @@ from ..model.wellknown import agent_id
 from ..render.objects import render
 from ..render.statefulset import StatefulSetSize, build_statefulset
 from ..rollout import Rollout
-from .migrations import track_migrations
-from .occurrence_ids import claim_occurrence_ids, own_occurrences
-from .passcontext import PassContext
-from .retention import retain_if_due
-from .statusdoc import (
+from .derived_status import (
     DATABASE_UNAVAILABLE,
     OCCURRENCE_ID_CONFLICT,
     ConditionSet,
@@ -68,6 +64,10 @@ from .statusdoc import (
     problem_status,
     short_error,
 )
+from .migrations import track_migrations
+from .occurrence_ids import claim_occurrence_ids, own_occurrences
+from .passcontext import PassContext
+from .retention import retain_if_due
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class ReconcilePass:
         """The pass; returns the requeue delay it asks for (None: just resync)."""
         try:
             return await self._run()
-        except (asyncio.CancelledError, gate.Interrupted):
+        except (asyncio.CancelledError, may_act.Interrupted):
             self.agd.events = []  # stopped (paused, exiting): post nothing more
             raise
         finally:

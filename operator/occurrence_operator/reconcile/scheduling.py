@@ -17,9 +17,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..kube import gate
+from ..kube import may_act
 from ..kube.agd_object import ad_path
-from ..kube.stores import CONNECTIONS_PER_PASS, POOL_SIZE
+from ..kube.shared_stores import CONNECTIONS_PER_PASS, POOL_SIZE
 from ..model.wellknown import agent_id
 from .passcontext import PassContext
 from .passes import RETRY_SECONDS, ReconcilePass
@@ -85,7 +85,7 @@ class Reconciler:
         resync = self.resync_seconds if resync_seconds is None else resync_seconds
         wake = self._wake_state(namespace, name)
         wake.signal.set()  # (re)started: reconcile now (after a pause: resume the drain)
-        token = gate.bind(lambda: not stopped)
+        token = may_act.bind(lambda: not stopped)
         try:
             while not stopped:
                 timeout = resync
@@ -100,10 +100,10 @@ class Reconciler:
                 requeue = await self.run_once(namespace, name)
                 if requeue is not None:
                     wake.due = loop.time() + max(0.1, requeue)
-        except gate.Interrupted:
+        except may_act.Interrupted:
             log.info("%s/%s: stopped mid-reconcile (%s)", namespace, name, _reason_of(stopped))
         finally:
-            gate.unbind(token)
+            may_act.unbind(token)
 
     async def run_once(self, namespace: str, name: str) -> float | None:
         """One reconcile; returns the requeue delay it asks for (None: just resync)."""
@@ -122,7 +122,7 @@ class Reconciler:
                         namespace, name, PASS_DEADLINE_SECONDS)
             metrics.reconciled("timeout")
             return RETRY_SECONDS
-        except (asyncio.CancelledError, gate.Interrupted):
+        except (asyncio.CancelledError, may_act.Interrupted):
             raise
         except Exception:
             log.exception("reconcile of %s/%s failed; retrying", namespace, name)

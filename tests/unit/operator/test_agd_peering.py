@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from occurrence_operator.cli import PRIORITY_SPREAD, build_parser, peering_priority
-from occurrence_operator.kube import gate
+from occurrence_operator.kube import may_act
 from occurrence_operator.kube.peering import peering_objects
 
 
@@ -39,23 +39,23 @@ def test_peering_objects_cluster_wide_and_per_namespace() -> None:
 
 async def test_gate_interrupts_only_the_bound_task_once_stopped() -> None:
     stopped = False
-    assert gate.may_act()  # unbound (no daemon): always
+    assert may_act.allowed()  # unbound (no daemon): always
 
     async def worker() -> str:
-        token = gate.bind(lambda: not stopped)
+        token = may_act.bind(lambda: not stopped)
         try:
-            gate.check()
+            may_act.check()
             await asyncio.sleep(0.01)
-            gate.check()
+            may_act.check()
             return "finished"
         finally:
-            gate.unbind(token)
+            may_act.unbind(token)
 
     assert await asyncio.create_task(worker()) == "finished"
     task = asyncio.create_task(worker())
     await asyncio.sleep(0)
     stopped = True
-    with pytest.raises(gate.Interrupted):
+    with pytest.raises(may_act.Interrupted):
         await task
-    assert gate.may_act()  # the caller's context was never bound
-    assert not issubclass(gate.Interrupted, Exception)  # not swallowed by `except Exception`
+    assert may_act.allowed()  # the caller's context was never bound
+    assert not issubclass(may_act.Interrupted, Exception)  # not swallowed by `except Exception`

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from occurrence_operator.kube.metrics import OperatorMetrics
-from occurrence_operator.kube.stores import Stores
+from occurrence_operator.kube.shared_stores import Stores
 from occurrence_operator.reconcile.passcontext import PassContext
 from occurrence_operator.reconcile.passes import ReconcilePass
 from occurrence_store import Store

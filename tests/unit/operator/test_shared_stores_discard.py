@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from occurrence_operator.kube.stores import Stores
+from occurrence_operator.kube.shared_stores import Stores
 
 
 async def test_discarding_a_store_that_was_already_replaced_keeps_the_new_one(

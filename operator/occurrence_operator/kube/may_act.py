@@ -25,21 +25,21 @@ class Interrupted(BaseException):
     """
 
 
-def bind(may_act: Callable[[], bool]) -> Token[Callable[[], bool] | None]:
-    """Gate everything the current task (and tasks it creates) does on `may_act()`."""
-    return _may_act.set(may_act)
+def bind(allowed: Callable[[], bool]) -> Token[Callable[[], bool] | None]:
+    """Gate everything the current task (and tasks it creates) does on `allowed()`."""
+    return _may_act.set(allowed)
 
 
 def unbind(token: Token[Callable[[], bool] | None]) -> None:
     _may_act.reset(token)
 
 
-def may_act() -> bool:
+def allowed() -> bool:
     check = _may_act.get()
     return check is None or check()
 
 
 def check() -> None:
     """Raise `Interrupted` if this replica may not act any more."""
-    if not may_act():
+    if not allowed():
         raise Interrupted("this operator replica was paused or is stopping")

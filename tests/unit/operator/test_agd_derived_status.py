@@ -1,4 +1,4 @@
-"""The status a pass writes, derived purely from what it found (statusdoc.py)."""
+"""The status a pass writes, derived purely from what it found (derived_status.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from occurrence_operator.model.status import (
     RolloutStatus,
     ScaleDownStatus,
 )
-from occurrence_operator.reconcile.statusdoc import (
+from occurrence_operator.reconcile.derived_status import (
     OCCURRENCE_ID_CONFLICT,
     ConditionSet,
     Migration,
