@@ -41,7 +41,7 @@ import yaml
 
 from occurrence_store.models import OccurrenceId, TaskStatus
 
-from .kube.agd_object import ad_path
+from .kube.agd_object import agd_path
 from .kube.agent_api import (
     AgentApi,
     AgentApiError,
@@ -165,7 +165,7 @@ def _context_namespace(kubeconfig: str | None, context: str | None) -> str:
 
 async def _get(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
     try:
-        body = await kube.get(ad_path(namespace, name))
+        body = await kube.get(agd_path(namespace, name))
     except ApiError as e:
         raise _api_error(e, namespace, name) from None
     if body is None:
@@ -176,7 +176,7 @@ async def _get(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
 async def _patch(kube: Kube, namespace: str, name: str, patch: Mapping[str, Any]
                  ) -> dict[str, Any]:
     try:
-        return await kube.merge_patch(ad_path(namespace, name), patch)
+        return await kube.merge_patch(agd_path(namespace, name), patch)
     except ApiError as e:
         raise _api_error(e, namespace, name) from None
 

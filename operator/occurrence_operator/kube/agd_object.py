@@ -21,7 +21,7 @@ HEARTBEAT_TOLERANCE_SECONDS = 30
 this (or the status is written anyway): a healthy steady state writes nothing."""
 
 
-def ad_path(namespace: str, name: str) -> str:
+def agd_path(namespace: str, name: str) -> str:
     return object_path(wellknown.API_VERSION, wellknown.KIND, namespace, name)
 
 
@@ -59,7 +59,7 @@ class AgentDeploymentObject:
 
     @property
     def path(self) -> str:
-        return ad_path(self.namespace, self.name)
+        return agd_path(self.namespace, self.name)
 
     @property
     def annotations(self) -> dict[str, str]:

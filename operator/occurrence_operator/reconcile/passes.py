@@ -1,6 +1,6 @@
 """One idempotent reconcile pass of an AgentDeployment, from the current state of the world.
 
-The object's worker (scheduling.py) runs `ReconcilePass(context, ad).run()` on the
+The object's worker (scheduling.py) runs `ReconcilePass(context, body).run()` on the
 AgentDeployment it just read; the pass reads everything it owns and converges:
 
 1. validate the spec (failures: condition + Warning event, no crash loop);
@@ -79,14 +79,14 @@ RETRY_SECONDS = 10.0
 class ReconcilePass:
     """One reconcile of one AgentDeployment; holds what it read and what it will write."""
 
-    def __init__(self, context: PassContext, ad: dict[str, Any]) -> None:
+    def __init__(self, context: PassContext, body: dict[str, Any]) -> None:
         self.context = context
         self.kube = context.kube
-        self.agd = AgentDeploymentObject(context.kube, ad, context.instance)
+        self.agd = AgentDeploymentObject(context.kube, body, context.instance)
         self.name, self.namespace = self.agd.name, self.agd.namespace
         self.agent_id = agent_id(self.namespace, self.name)
         self.conditions = ConditionSet(
-            list(self.agd.status.get("conditions") or []), ad["metadata"].get("generation"),
+            list(self.agd.status.get("conditions") or []), body["metadata"].get("generation"),
             utcnow())
         self.before = [dict(c) for c in self.conditions.conditions]
         self.requeue: float | None = None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..kube import may_act
-from ..kube.agd_object import ad_path
+from ..kube.agd_object import agd_path
 from ..kube.shared_stores import CONNECTIONS_PER_PASS, POOL_SIZE
 from ..model.wellknown import agent_id
 from .passcontext import PassContext
@@ -155,10 +155,10 @@ class Reconciler:
         return self._wake_states.setdefault((namespace, name), _WakeState())
 
     async def _reconcile(self, namespace: str, name: str) -> float | None:
-        ad = await self.context.kube.get(ad_path(namespace, name))
-        if ad is None or ad["metadata"].get("deletionTimestamp"):
+        body = await self.context.kube.get(agd_path(namespace, name))
+        if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        return await ReconcilePass(self.context, ad).run()
+        return await ReconcilePass(self.context, body).run()
 
 
 def _reason_of(stopped: Any) -> str:

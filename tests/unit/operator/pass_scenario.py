@@ -2,7 +2,7 @@
 
 `scenario(run_pass, db_url)` drives creation, readiness, a scale-down drain, a scale-up
 with rebalance, an unused skip-drain annotation and the migrations Job, calling
-`run_pass(kube, stores, ad)` where the worker would run a reconcile, each pass named for
+`run_pass(kube, stores, body)` where the worker would run a reconcile, each pass named for
 what it is expected to do. It returns the FakeKube, whose write log is what the operator
 did, and the named steps that cut that log into passes.
 """
@@ -57,9 +57,9 @@ def _sts_settled(kube: FakeKube) -> None:
 
 
 def _set_spec(kube: FakeKube, **changes: Any) -> None:
-    ad = kube.objects[AD]
-    ad["spec"].update(changes)
-    ad["metadata"]["generation"] += 1
+    body = kube.objects[AD]
+    body["spec"].update(changes)
+    body["metadata"]["generation"] += 1
 
 
 @dataclass(frozen=True)
@@ -83,11 +83,11 @@ async def scenario(run_pass: RunPass, db_url: str, stores: Any
     store = await Store.open(db_url, migrate=True)
 
     async def step(name: str) -> float | None:
-        ad = await kube.get(AD)
-        assert ad is not None
+        body = await kube.get(AD)
+        assert body is not None
         start = len(kube.writes)
         try:
-            return await run_pass(kube, stores, ad)
+            return await run_pass(kube, stores, body)
         finally:
             steps.append(Step(name, start, len(kube.writes)))
 

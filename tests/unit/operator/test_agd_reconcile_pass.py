@@ -51,9 +51,9 @@ async def _run(tmp_path: Path, stores: Stores
                ) -> tuple[FakeKube, list[Step], OperatorMetrics]:
     metrics = OperatorMetrics()
 
-    async def run_pass(kube: FakeKube, stores_: Any, ad: dict[str, Any]) -> float | None:
+    async def run_pass(kube: FakeKube, stores_: Any, body: dict[str, Any]) -> float | None:
         context = PassContext(kube, stores_, metrics, "operator-0")  # type: ignore[arg-type]
-        return await ReconcilePass(context, ad).run()
+        return await ReconcilePass(context, body).run()
 
     kube, steps = await scenario(run_pass, f"sqlite:///{tmp_path / 'db.sqlite'}", stores)
     return kube, steps, metrics

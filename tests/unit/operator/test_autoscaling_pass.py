@@ -50,9 +50,9 @@ async def _pass(kube: FakeKube, context: PassContext, *, measure: bool = True) -
     memory = context.autoscalers.get("ad-uid")
     if memory is not None and measure:  # as if the interval had passed
         memory.measured_at = memory.conflict_checked_at = None
-    ad = await kube.get(AD)
-    assert ad is not None
-    await ReconcilePass(context, ad).run()
+    body = await kube.get(AD)
+    assert body is not None
+    await ReconcilePass(context, body).run()
 
 
 def _scale_writes(kube: FakeKube) -> list[int]:

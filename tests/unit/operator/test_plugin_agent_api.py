@@ -193,11 +193,11 @@ def test_drained_means_the_fence_was_acted_on_and_nothing_is_left() -> None:
 
 async def test_drain_refuses_an_occurrence_that_does_not_run_and_times_out_fenced(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from occurrence_operator.kube.agd_object import ad_path
+    from occurrence_operator.kube.agd_object import agd_path
     from tests.unit.operator.fake_kube import FakeKube
 
     kube = FakeKube()
-    kube.put(ad_path("ns", "web"), {
+    kube.put(agd_path("ns", "web"), {
         "metadata": {"name": "web", "namespace": "ns", "generation": 1,
                      "resourceVersion": "1"},
         "spec": {"replicas": 3},
@@ -211,7 +211,7 @@ async def test_drain_refuses_an_occurrence_that_does_not_run_and_times_out_fence
                                                  r"\(state active, 5 pending"):
         await plugin._drain(kube, "ns", "web", "1", 5,  # type: ignore[arg-type]
                             clock=lambda: float(next(ticks)))
-    assert kube.objects[ad_path("ns", "web")]["spec"]["fencedOccurrences"] == ["web-1"]
+    assert kube.objects[agd_path("ns", "web")]["spec"]["fencedOccurrences"] == ["web-1"]
     result = await plugin._drain(kube, "ns", "web", "web-1", 0)  # type: ignore[arg-type]
     assert result == {"occurrence": "web-1", "fenced": True, "changed": False,
                       "drained": False}
