@@ -53,6 +53,19 @@ SESSION_BOUNDS = {
     "tcp_keepalives_count": "6",
 }
 """Session settings every connection of the store starts with."""
+CLIENT_CHECK_INTERVAL = "5s"
+"""``client_connection_check_interval`` of every pooled session (PostgreSQL 14 and later): a
+statement whose client is gone (an operator killed mid-drain, its socket closed) stops within
+seconds, instead of running on, or waiting on a lock, with the rows it already locked held
+until it ends. Set after connecting, so that an older server (which refuses the name in a
+startup packet) still connects."""
+
+
+async def _bound_statements(conn: asyncpg.Connection) -> None:
+    """Pool ``init`` of every new session: see :data:`CLIENT_CHECK_INTERVAL`. Pooled
+    connections are never reset (:class:`_PooledConnection`), so the setting stays."""
+    if conn.get_server_version() >= (14,):
+        await conn.execute(f"SET client_connection_check_interval = '{CLIENT_CHECK_INTERVAL}'")
 ACQUIRE_TIMEOUT_SECONDS = 30.0
 """Longest a caller waits for a pooled connection before the database counts as unavailable."""
 
@@ -298,7 +311,7 @@ class PostgresDatabase(Database):
             pool = await asyncpg.create_pool(
                 url.url, min_size=min_size, max_size=max_size, timeout=timeout,
                 command_timeout=300, connection_class=_PooledConnection,
-                server_settings=settings,
+                server_settings=settings, init=_bound_statements,
             )
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             where = _Where(url)
