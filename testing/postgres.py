@@ -108,3 +108,19 @@ async def create_database(server: PostgresServer) -> str:
     finally:
         await admin.close()
     return name
+
+
+async def describe_activity(url: str) -> str:
+    """What every other session of `url`'s database is doing, and what it waits on: printed
+    by a test that timed out waiting for the database (a lock, a slow statement)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid, application_name, state, wait_event_type, wait_event, "
+            "now() - query_start AS running, left(query, 160) AS query FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() ORDER BY pid")
+    finally:
+        await conn.close()
+    return "\n".join(" | ".join(str(v) for v in row.values()) for row in rows) or "(none)"

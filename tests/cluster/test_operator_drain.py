@@ -24,7 +24,8 @@ from testing.operator_support import (
     scale_down_phase,
     sts_replicas,
 )
-from testing.waiting import wait_for
+from testing.postgres import describe_activity
+from testing.waiting import WaitTimeout, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -190,11 +191,15 @@ async def test_operator_killed_mid_drain_resumes_without_losing_or_duplicating(
         assert sts_replicas(cluster, ns, name) == 4  # nobody shrank it
 
         op2 = start_operator()
-        wait_for(
-            lambda: scale_down_phase(cluster, ns, name) == "Done",
-            timeout=TIMEOUT,
-            message="resumed drain Done",
-        )
+        try:
+            wait_for(
+                lambda: scale_down_phase(cluster, ns, name) == "Done",
+                timeout=TIMEOUT,
+                message="resumed drain Done",
+            )
+        except WaitTimeout:
+            print(f"database sessions at the timeout:\n{await describe_activity(pg_url)}")
+            raise
         assert sts_replicas(cluster, ns, name) == 2
         owners = await _all_tasks(store, ids)
         assert set(owners) == seeded, "tasks lost"
@@ -228,11 +233,15 @@ async def test_operator_killed_during_transfer_resumes(
         moved_at_kill = await store.transfers.count_transfers()
         print(f"\nkilled in phase {phase_at_kill} after {moved_at_kill} of 40000 transfers")
         op2 = start_operator()
-        wait_for(
-            lambda: scale_down_phase(cluster, ns, name) == "Done",
-            timeout=TIMEOUT,
-            message="resumed drain Done",
-        )
+        try:
+            wait_for(
+                lambda: scale_down_phase(cluster, ns, name) == "Done",
+                timeout=TIMEOUT,
+                message="resumed drain Done",
+            )
+        except WaitTimeout:
+            print(f"database sessions at the timeout:\n{await describe_activity(pg_url)}")
+            raise
         owners = await _all_tasks(store, ids)
         assert set(owners) == seeded
         assert set(owners.values()) == {ids[0]}
