@@ -36,6 +36,14 @@ SCRIPT = REPO_ROOT / "hack" / "local-cluster.sh"
 EXTERNAL_KUBECONFIG_ENV = "OCCURRENCE_TEST_KUBECONFIG"
 
 
+
+class KubectlFailed(subprocess.CalledProcessError):
+    """A kubectl that exited non-zero; its message carries kubectl's stderr (what a test
+    report shows), which `CalledProcessError`'s leaves out."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()} stderr: {(self.stderr or '').strip()[-2000:]}"
+
 class ClusterError(RuntimeError):
     """The control plane could not be built or started (message carries the logs)."""
 
@@ -166,9 +174,7 @@ class KubeCluster:
             cmd, input=input, capture_output=True, text=True, timeout=timeout, env=self.env()
         )
         if check and done.returncode != 0:
-            raise subprocess.CalledProcessError(
-                done.returncode, cmd, output=done.stdout, stderr=done.stderr
-            )
+            raise KubectlFailed(done.returncode, cmd, output=done.stdout, stderr=done.stderr)
         return done
 
     def kubectl_json(self, *args: str, timeout: float = 60) -> Any:

@@ -37,19 +37,33 @@ RESYNC_SECONDS = 2
 
 def install_crd(cluster: Any) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/agentdeployments.occurrence.dev",
-    )
+    wait_established(cluster, "agentdeployments.occurrence.dev")
 
 
 def install_peering_crds(cluster: Any) -> None:
     """Kopf's KopfPeering/ClusterKopfPeering CRDs (crds/kopf-peering.yaml)."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(PEERING_CRD_FILE))
     for crd in ("kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
+        wait_established(cluster, crd)
+
+
+def wait_established(cluster: Any, crd: str, timeout: float = 120) -> None:
+    """Until the CRD's `Established` condition is True. Polled with `kubectl get` rather than
+    one `kubectl wait`, which gives up on its first error (a discovery refresh, a busy API
+    server); the timeout's message shows the CRD's conditions as they were."""
+    def conditions() -> dict[str, str]:
+        crd_object = cluster.kubectl_json("get", "crd", crd)
+        return {c["type"]: c["status"]
+                for c in (crd_object.get("status") or {}).get("conditions") or []}
+
+    def described() -> str:
+        try:
+            return f"CRD {crd} Established (conditions: {conditions()})"
+        except subprocess.CalledProcessError as exc:
+            return f"CRD {crd} Established (unreadable: {exc})"
+
+    wait_for(lambda: conditions().get("Established") == "True", timeout=timeout,
+             message=described)
 
 
 class OperatorProcess:
