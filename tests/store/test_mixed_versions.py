@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from occurrence_store import NotEligibleToDecide, OccurrenceState, Store
+from tests.support.clock import pin_to_midday
 
 AGENT = "ns/web"
 
@@ -19,6 +20,7 @@ async def _fleet(store: Store) -> None:
 
 
 async def test_a_canary_follows_the_stable_occurrences_decision(store: Store) -> None:
+    pin_to_midday(store.clock)  # the hour below stays on one day's decision (CI ran at 23:0x)
     await _fleet(store)
     shared = store.shared_for(AGENT)
     await shared.pin_to_stable("stable")
