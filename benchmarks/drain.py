@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import sqlite3
 import tempfile
@@ -39,6 +38,7 @@ import asyncpg
 from benchmarks.common import append_results, median
 from occurrence_store import InFlightPolicy, Store
 from occurrence_store.transfer import DEFAULT_DRAIN_BATCH
+from testing.drain_plan import explain_drain_batch
 from testing.postgres import postgres_server
 
 SURVIVORS = ["bench-0", "bench-1", "bench-2"]
@@ -192,32 +192,13 @@ async def main_async(backend: str, sizes: list[int], repeat: int, batch: int) ->
     return rows
 
 
-class _RolledBack(Exception):
-    """Raised inside the EXPLAIN transaction so that the analysed batch is undone."""
-
-
 async def explain(n: int, batch: int) -> None:
     """Print the plan, with actual times, of the first drain batch over `n` seeded tasks."""
-    from occurrence_store.backends import postgres as backend
-    from occurrence_store.balance import balanced_quotas, spread_slots
-    from occurrence_store.database import fetch_now
-    from occurrence_store.transfer import _DRAIN_BATCH, _DRAIN_ORDER
-
     async with Postgres() as db:
         await db.seed(n)
-        pick = _DRAIN_BATCH + _DRAIN_ORDER + db.store.db.row_lock(skip_locked=False)
-        with contextlib.suppress(_RolledBack):
-            async with db.store.db.transaction() as conn:
-                now = await fetch_now(conn)
-                await conn.execute(backend._BATCH_SETTINGS)
-                rows = await conn.fetch(
-                    "EXPLAIN (ANALYZE, BUFFERS) " + backend._move_batch_sql(pick),
-                    source=DEPARTING, limit=batch, targets=SURVIVORS,
-                    slots=spread_slots(balanced_quotas([0] * len(SURVIVORS), min(n, batch))),
-                    now=now, reason="explain", processing="processing", arrival="pending")
-                for row in rows:
-                    print(next(iter(row.values())))
-                raise _RolledBack
+        for line in await explain_drain_batch(db.store, DEPARTING, SURVIVORS, limit=batch,
+                                              movable=n, analyze=True):
+            print(line)
 
 
 def loglog_slope(ns: list[int], ts: list[float]) -> float:

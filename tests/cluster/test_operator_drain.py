@@ -71,6 +71,17 @@ async def _all_tasks(store: Store, ids: list[str]) -> dict[str, str]:
     return owners
 
 
+async def _resumed_drain_done(cluster: Any, ns: str, name: str, pg_url: str) -> None:
+    """Until the restarted operator reports the drain Done; on a timeout, first print what
+    every database session is doing (a slow statement, a lock wait), then fail."""
+    try:
+        wait_for(lambda: scale_down_phase(cluster, ns, name) == "Done", timeout=TIMEOUT,
+                 message="resumed drain Done")
+    except WaitTimeout:
+        print(f"database sessions at the timeout:\n{await describe_activity(pg_url)}")
+        raise
+
+
 async def test_scale_down_moves_work_to_survivors_before_shrinking(
     kube_cluster: Any, namespace: str, start_operator: Any, pg_url: str
 ) -> None:
@@ -191,15 +202,7 @@ async def test_operator_killed_mid_drain_resumes_without_losing_or_duplicating(
         assert sts_replicas(cluster, ns, name) == 4  # nobody shrank it
 
         op2 = start_operator()
-        try:
-            wait_for(
-                lambda: scale_down_phase(cluster, ns, name) == "Done",
-                timeout=TIMEOUT,
-                message="resumed drain Done",
-            )
-        except WaitTimeout:
-            print(f"database sessions at the timeout:\n{await describe_activity(pg_url)}")
-            raise
+        await _resumed_drain_done(cluster, ns, name, pg_url)
         assert sts_replicas(cluster, ns, name) == 2
         owners = await _all_tasks(store, ids)
         assert set(owners) == seeded, "tasks lost"
@@ -233,15 +236,7 @@ async def test_operator_killed_during_transfer_resumes(
         moved_at_kill = await store.transfers.count_transfers()
         print(f"\nkilled in phase {phase_at_kill} after {moved_at_kill} of 40000 transfers")
         op2 = start_operator()
-        try:
-            wait_for(
-                lambda: scale_down_phase(cluster, ns, name) == "Done",
-                timeout=TIMEOUT,
-                message="resumed drain Done",
-            )
-        except WaitTimeout:
-            print(f"database sessions at the timeout:\n{await describe_activity(pg_url)}")
-            raise
+        await _resumed_drain_done(cluster, ns, name, pg_url)
         owners = await _all_tasks(store, ids)
         assert set(owners) == seeded
         assert set(owners.values()) == {ids[0]}

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from occurrence_store import InFlightPolicy, Store, StoreError, TaskStatus, ThoughtStatus
+from testing.drain_plan import explain_drain_batch
 
 MOVABLE = {TaskStatus.PENDING, TaskStatus.ACTIVE, TaskStatus.DEFERRED}
 """Unfinished work: what a drain moves (the store's TRANSFERABLE_TASK_STATUSES, spelled out
@@ -287,11 +288,6 @@ async def test_a_drain_stays_linear_on_stale_statistics(pg_url: str) -> None:
     tasks, their thoughts and their counts in nested loops without an index: quadratic in
     the batch (a 20,000-task drain ran 96 s instead of 0.4 s, past the operator's statement
     timeout). The batch's plan holds no nested loop, and the drain moves everything once."""
-    from occurrence_store.backends import postgres as backend
-    from occurrence_store.balance import balanced_quotas, spread_slots
-    from occurrence_store.database import fetch_now
-    from occurrence_store.transfer import _DRAIN_BATCH, _DRAIN_ORDER
-
     async with await Store.open(pg_url, migrate=True) as store:
         await store.scope("stale-0").add_tasks([f"s{i}" for i in range(10)])
         async with store.db.connection() as conn:
@@ -302,14 +298,8 @@ async def test_a_drain_stays_linear_on_stale_statistics(pg_url: str) -> None:
         for task_id in ids[:200]:
             await departing.add_thought(task_id, "a thought")
 
-        pick = _DRAIN_BATCH + _DRAIN_ORDER + store.db.row_lock(skip_locked=False)
-        async with store.db.transaction() as conn:
-            now = await fetch_now(conn)
-            await conn.execute(backend._BATCH_SETTINGS)
-            plan = "\n".join(next(iter(row.values())) for row in await conn.fetch(
-                "EXPLAIN " + backend._move_batch_sql(pick), source="stale-1", limit=25_000,
-                targets=["stale-0"], slots=spread_slots(balanced_quotas([10], len(ids))),
-                now=now, reason="explain", processing="processing", arrival="pending"))
+        plan = "\n".join(await explain_drain_batch(store, "stale-1", ["stale-0"], limit=25_000,
+                                                    movable=len(ids)))
         assert "Nested Loop" not in plan, plan
 
         result = await store.transfers.drain("stale-1", ["stale-0"],
