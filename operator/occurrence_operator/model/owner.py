@@ -35,24 +35,18 @@ class Owner:
             "blockOwnerDeletion": True,
         }
 
-    def child_metadata(
-        self, name: str, labels: Mapping[str, str], annotations: Mapping[str, str] | None = None
-    ) -> dict[str, Any]:
-        """`metadata` of an owned object in the owner's namespace."""
-        meta: dict[str, Any] = {
-            "name": name,
-            "namespace": self.namespace,
-            "labels": dict(labels),
-        }
-        if annotations:
-            meta["annotations"] = dict(annotations)
-        meta["ownerReferences"] = [self.reference()]
-        return meta
-
     def child(self, api_version: str, kind: str, name: str,
               labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """The head of an owned object's manifest: `apiVersion`, `kind` and its
-        `metadata` (labels: the AgentDeployment's common labels unless given)."""
-        return {"apiVersion": api_version, "kind": kind,
-                "metadata": self.child_metadata(
-                    name, naming.common_labels(self.name) if labels is None else labels)}
+        """The head of an owned object's manifest: `apiVersion`, `kind` and its `metadata`
+        in the owner's namespace, owned by it (labels: the AgentDeployment's common labels
+        unless given)."""
+        return {
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": dict(naming.common_labels(self.name) if labels is None else labels),
+                "ownerReferences": [self.reference()],
+            },
+        }
